@@ -1,0 +1,410 @@
+//! The one definition of everything that crosses the kernel/user boundary.
+//!
+//! `fim-ebpf` writes these records and reads these maps; `fim-userspace` decodes them and
+//! fills the maps. Nothing here is re-declared on either side. Every record is `#[repr(C)]`
+//! with explicit padding and a compile-time size check, so a change of layout is a build
+//! error rather than a silent misread.
+//!
+//! Event wire format: one ring-buffer record is an [`EventHeader`] followed by up to four
+//! byte strings, back to back, in this order: `path`, `path2`, `exe`, `name`. Their lengths
+//! are in the header; none is NUL-terminated.
+#![no_std]
+
+pub mod syscall;
+
+pub use syscall::{ArgSlot, NO_ARG, Shape, SyscallSpec};
+
+/// Longest path the kernel side emits (Linux `PATH_MAX`); longer paths are cut and flagged.
+pub const PATH_MAX: usize = 4096;
+/// Longest extended-attribute name (Linux `XATTR_NAME_MAX`).
+pub const XATTR_NAME_MAX: usize = 255;
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+/// Deepest dentry chain the in-kernel path walk follows before flagging truncation.
+pub const MAX_PATH_DEPTH: usize = 128;
+/// Bytes of a path the watch-root trie looks at; a watched root must be shorter.
+pub const ROOT_KEY_LEN: usize = 256;
+/// Longest file-name suffix the kernel can check for a `DIR/*SUFFIX` glob.
+pub const SUFFIX_MAX: usize = 32;
+/// Capacity of the syscall-spec table, indexed by syscall number.
+pub const MAX_SYSCALL_NR: u32 = 512;
+
+/// Offsets into the variable data area are masked with this (a power of two minus one)
+/// so the verifier can bound every write; each piece is at most [`PATH_MAX`] bytes.
+pub const DATA_MASK: usize = 16 * 1024 - 1;
+/// Size of the scratch data area: the mask plus the largest single piece.
+pub const DATA_CAP: usize = DATA_MASK + 1 + PATH_MAX;
+/// Largest record the kernel emits: header plus three paths and one xattr name.
+pub const MAX_RECORD: usize = core::mem::size_of::<EventHeader>() + 3 * PATH_MAX + XATTR_NAME_MAX;
+
+/// Map names, shared so neither side spells them twice.
+pub mod maps {
+    /// Ring buffer of event records.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU counters of records that could not be delivered, indexed by [`super::DropReason`].
+    pub const DROPS: &str = "DROPS";
+    /// LPM trie of watched roots: path prefix (`[u8; ROOT_KEY_LEN]`, ending in `/`) -> [`super::WatchRoot`].
+    pub const WATCH_ROOTS: &str = "WATCH_ROOTS";
+    /// Array indexed by syscall number: [`super::SyscallSpec`].
+    pub const SYSCALLS: &str = "SYSCALLS";
+    /// Syscall arguments saved at entry, keyed by pid_tgid.
+    pub const PENDING: &str = "PENDING";
+    /// Open files being written under a watched root, keyed by `struct file` address.
+    pub const WRITERS: &str = "WRITERS";
+}
+
+/// Names of global variables userspace sets at load time.
+pub mod globals {
+    /// The [`super::Offsets`] read from the running kernel's BTF.
+    pub const OFFSETS: &str = "OFFSETS";
+    /// Thread-group id of the daemon; its own file activity is not reported.
+    pub const SELF_TGID: &str = "SELF_TGID";
+}
+
+/// Names of the eBPF programs, as exported by `fim-ebpf`.
+pub mod programs {
+    /// Saves the arguments of a path- or fd-based syscall at entry.
+    pub const SAVE_ARGS: &str = "fim_sys_enter";
+    /// Emits path-based operations at exit (unlink, mkdir, chmod, ...).
+    pub const EXIT_PATH: &str = "fim_exit_path";
+    /// Emits fd-based operations at exit (fchmod, ftruncate, ...).
+    pub const EXIT_FD: &str = "fim_exit_fd";
+    /// Emits two-path operations at exit (rename, link, symlink).
+    pub const EXIT_TWO_PATHS: &str = "fim_exit_two_paths";
+    /// Emits create / open-for-write at exit of the open family.
+    pub const EXIT_OPEN: &str = "fim_exit_open";
+    /// Notes a write to a tracked file at entry.
+    pub const ENTER_WRITE: &str = "fim_enter_write";
+    /// Counts bytes and emits the first write at exit.
+    pub const EXIT_WRITE: &str = "fim_exit_write";
+    /// Emits close-after-write at entry of close (the fd is gone at exit).
+    pub const ENTER_CLOSE: &str = "fim_enter_close";
+}
+
+/// What happened to the file. Values are fixed: they are the wire format.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A regular file was created by an open with `O_CREAT` (or `creat`).
+    Create = 1,
+    /// An existing file was opened for writing.
+    OpenWrite = 2,
+    /// The first successful write through an open file.
+    Write = 3,
+    /// A file that was opened for writing was closed; `size` is the bytes written.
+    CloseWrite = 4,
+    /// The file was truncated to `size` bytes.
+    Truncate = 5,
+    /// A name was removed.
+    Unlink = 6,
+    /// A directory was created.
+    Mkdir = 7,
+    /// A directory was removed.
+    Rmdir = 8,
+    /// `path` was renamed to `path2` (`op_flags` holds `RENAME_*`).
+    Rename = 9,
+    /// The mode was changed to `mode`.
+    Chmod = 10,
+    /// The owner was changed to `owner_uid`/`owner_gid` (`u32::MAX` = unchanged).
+    Chown = 11,
+    /// The extended attribute `name` was set.
+    SetXattr = 12,
+    /// The extended attribute `name` was removed.
+    RemoveXattr = 13,
+    /// A hard link `path2` was made to `path`.
+    Link = 14,
+    /// A symbolic link `path2` was made, pointing at `path` (as given, unresolved).
+    Symlink = 15,
+    /// A special file (FIFO, socket, device) or regular file was made by `mknod`.
+    Mknod = 16,
+}
+
+impl EventKind {
+    /// Decodes a kind byte from the wire; `None` for a value this build does not know.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Create,
+            2 => Self::OpenWrite,
+            3 => Self::Write,
+            4 => Self::CloseWrite,
+            5 => Self::Truncate,
+            6 => Self::Unlink,
+            7 => Self::Mkdir,
+            8 => Self::Rmdir,
+            9 => Self::Rename,
+            10 => Self::Chmod,
+            11 => Self::Chown,
+            12 => Self::SetXattr,
+            13 => Self::RemoveXattr,
+            14 => Self::Link,
+            15 => Self::Symlink,
+            16 => Self::Mknod,
+            _ => return None,
+        })
+    }
+}
+
+/// Bits of [`EventHeader::flags`].
+pub mod flags {
+    /// `path` was longer than the kernel could emit, or deeper than [`super::MAX_PATH_DEPTH`].
+    pub const PATH_TRUNCATED: u16 = 1 << 0;
+    /// Same for `path2`.
+    pub const PATH2_TRUNCATED: u16 = 1 << 1;
+    /// Same for `exe`.
+    pub const EXE_TRUNCATED: u16 = 1 << 2;
+    /// `path` was built from the caller's string (plus dirfd/cwd), not from a kernel object.
+    pub const PATH_FROM_STRING: u16 = 1 << 3;
+    /// Same for `path2`.
+    pub const PATH2_FROM_STRING: u16 = 1 << 4;
+    /// The open truncated the file (`O_TRUNC`).
+    pub const OPEN_TRUNC: u16 = 1 << 5;
+    /// `ino`, `dev` and `imode` are filled from the file's inode.
+    pub const HAS_INODE: u16 = 1 << 6;
+    /// The operation's flags asked not to follow a final symlink (`lchown`, `AT_SYMLINK_NOFOLLOW`).
+    pub const NOFOLLOW: u16 = 1 << 7;
+}
+
+/// Fixed part of every event record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u8,
+    /// Explicit padding.
+    pub _pad0: u8,
+    /// Bits from [`flags`].
+    pub flags: u16,
+    /// Length of `path` in the data that follows.
+    pub path_len: u16,
+    /// Length of `path2`.
+    pub path2_len: u16,
+    /// Length of the acting process's executable path.
+    pub exe_len: u16,
+    /// Length of the xattr name.
+    pub name_len: u16,
+    /// Syscall number that produced the event.
+    pub syscall_nr: u32,
+    /// `bpf_ktime_get_boot_ns()` at emission.
+    pub ktime_ns: u64,
+    /// Thread id (kernel `pid`).
+    pub tid: u32,
+    /// Process id (kernel `tgid`).
+    pub tgid: u32,
+    /// Parent process id (`real_parent->tgid`).
+    pub ppid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Effective uid.
+    pub euid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// Explicit padding.
+    pub _pad1: u32,
+    /// cgroup v2 id of the acting task.
+    pub cgroup_id: u64,
+    /// Start time of the thread-group leader, ns since boot: tells reused pids apart.
+    pub start_time_ns: u64,
+    /// `task_struct.comm`, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    /// New mode (chmod, mkdir, mknod, create).
+    pub mode: u32,
+    /// New owner uid (chown).
+    pub owner_uid: u32,
+    /// New owner gid (chown).
+    pub owner_gid: u32,
+    /// Operation flags: `RENAME_*`, open flags, `AT_*`, xattr flags.
+    pub op_flags: u32,
+    /// Bytes written (close-after-write) or new length (truncate).
+    pub size: u64,
+    /// Inode number, when `HAS_INODE`.
+    pub ino: u64,
+    /// Device (`s_dev`, kernel encoding), when `HAS_INODE`.
+    pub dev: u32,
+    /// Inode mode (type and permission bits), when `HAS_INODE`.
+    pub imode: u32,
+}
+
+/// Size of [`EventHeader`] on the wire.
+pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
+const _: () = assert!(HEADER_LEN == 128);
+
+/// The scratch record the kernel builds an event in before copying it to the ring buffer.
+#[repr(C)]
+pub struct EventBuf {
+    /// The fixed part.
+    pub header: EventHeader,
+    /// The variable strings; see the module docs for their order.
+    pub data: [u8; DATA_CAP],
+}
+
+/// Why a record or a piece of state was dropped in the kernel. Index into the `DROPS` map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The ring buffer had no room for the event.
+    RingFull = 0,
+    /// The table of in-flight syscalls was full: the syscall was not followed.
+    PendingFull = 1,
+    /// The table of files being written was full: writes to that file will not be seen.
+    WritersFull = 2,
+}
+
+/// Number of [`DropReason`] values (size of the `DROPS` map).
+pub const DROP_REASONS: u32 = 3;
+
+/// Bits of [`WatchRoot::flags`].
+pub mod root_flags {
+    /// Everything below the root, at any depth.
+    pub const RECURSIVE: u32 = 1 << 0;
+    /// Only direct children of the root (a `DIR/*` or `DIR/*SUFFIX` glob).
+    pub const CHILDREN: u32 = 1 << 1;
+    /// The root itself (a watched file, or a directory's own attributes).
+    pub const SELF: u32 = 1 << 2;
+}
+
+/// Value of the watch-root trie: what below this prefix is watched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WatchRoot {
+    /// Length in bytes of the key's path (including the trailing `/`).
+    pub root_len: u32,
+    /// Bits from [`root_flags`].
+    pub flags: u32,
+    /// Length of `suffix`; 0 means any name.
+    pub suffix_len: u32,
+    /// Required file-name suffix for `CHILDREN` (for example `.conf`).
+    pub suffix: [u8; SUFFIX_MAX],
+}
+
+/// Syscall arguments saved at entry, consumed at exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    /// Syscall number, checked at exit against the exiting syscall.
+    pub nr: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The six raw arguments.
+    pub args: [u64; 6],
+    /// Writes: the `struct file` address being written. Opens: the effective open flags.
+    pub extra: u64,
+}
+
+/// State of a file opened for writing under a watched root.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WriterState {
+    /// Bytes written so far.
+    pub bytes: u64,
+    /// Successful write syscalls so far.
+    pub writes: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Byte offsets of the kernel struct fields the programs read, taken from the running
+/// kernel's BTF at load time (Rust eBPF has no CO-RE). Zero means "not found".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `task_struct.fs`
+    pub task_fs: u32,
+    /// `task_struct.real_parent`
+    pub task_real_parent: u32,
+    /// `task_struct.group_leader`
+    pub task_group_leader: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `task_struct.start_time`
+    pub task_start_time: u32,
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `task_struct.cred`
+    pub task_cred: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd`
+    pub fdt_fd: u32,
+    /// `fs_struct.pwd`
+    pub fs_pwd: u32,
+    /// `path.mnt`
+    pub path_mnt: u32,
+    /// `path.dentry`
+    pub path_dentry: u32,
+    /// `file.f_path`
+    pub file_path: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.f_mode`
+    pub file_mode: u32,
+    /// `dentry.d_parent`
+    pub dentry_parent: u32,
+    /// `dentry.d_name` + `qstr.len`
+    pub dentry_name_len: u32,
+    /// `dentry.d_name` + `qstr.name`
+    pub dentry_name_ptr: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_mode`
+    pub inode_mode: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_dev`
+    pub sb_dev: u32,
+    /// Offset of `struct vfsmount mnt` inside `struct mount`.
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent`
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint`
+    pub mount_mountpoint: u32,
+    /// `vfsmount.mnt_root`
+    pub vfsmount_root: u32,
+    /// `mm_struct.exe_file`
+    pub mm_exe_file: u32,
+    /// `cred.uid`
+    pub cred_uid: u32,
+    /// `cred.gid`
+    pub cred_gid: u32,
+    /// `cred.euid`
+    pub cred_euid: u32,
+    /// `cred.egid`
+    pub cred_egid: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// `f_mode` bit: the file is open for writing. Not in BTF (a macro); stable since 2.6.
+pub const FMODE_WRITE: u32 = 0x2;
+/// `f_mode` bit: this open created the file. Not in BTF (a macro); `1 << 20` since 4.19.
+pub const FMODE_CREATED: u32 = 1 << 20;
+/// Open flags that make an open interesting: write access, create or truncate.
+pub const OPEN_WRITE_MASK: u64 = 0o1 | 0o2 | 0o100 | 0o1000;
+/// `O_TRUNC`.
+pub const O_TRUNC: u64 = 0o1000;
+/// `AT_FDCWD`, as the kernel sees it in a 64-bit register (sign-extended `int`).
+pub const AT_FDCWD: i32 = -100;
+/// `AT_REMOVEDIR` (unlinkat): the operation is an rmdir.
+pub const AT_REMOVEDIR: u64 = 0x200;
+/// `AT_SYMLINK_NOFOLLOW`.
+pub const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have
+    // explicit padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::WatchRoot {}
+    unsafe impl aya::Pod for super::SyscallSpec {}
+    unsafe impl aya::Pod for super::EventHeader {}
+}
+
+const _: () = assert!(core::mem::size_of::<Offsets>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<WatchRoot>() == 12 + SUFFIX_MAX);
+const _: () = assert!(core::mem::size_of::<Pending>() == 64);
+const _: () = assert!(MAX_RECORD <= DATA_CAP);

@@ -1,0 +1,134 @@
+//! Filling in the acting process and sending the record to userspace.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_boot_ns,
+    },
+};
+use fim_common::{DropReason, EventBuf, EventHeader, HEADER_LEN, MAX_RECORD, PATH_MAX, flags};
+
+use crate::{
+    kernel::{current_task, off, read, read_ptr},
+    maps::{EVENTS, SCRATCH, count_drop},
+    path::write_file_path,
+};
+
+/// Wake the reader only once this much is waiting: wakeups, not hooks, are the cost of
+/// delivery, so userspace polls on a short timer and the kernel wakes it only under load.
+const WAKEUP_THRESHOLD: u64 = 256 * 1024;
+
+/// The per-CPU scratch record, with a cleared header of the given kind.
+#[inline(always)]
+pub fn new_event(kind: u8, syscall_nr: u32) -> Option<*mut EventBuf> {
+    let buf = SCRATCH.get_ptr_mut(0)?;
+    unsafe {
+        (*buf).header = EventHeader {
+            kind,
+            _pad0: 0,
+            flags: 0,
+            path_len: 0,
+            path2_len: 0,
+            exe_len: 0,
+            name_len: 0,
+            syscall_nr,
+            ktime_ns: 0,
+            tid: 0,
+            tgid: 0,
+            ppid: 0,
+            uid: 0,
+            euid: 0,
+            gid: 0,
+            egid: 0,
+            _pad1: 0,
+            cgroup_id: 0,
+            start_time_ns: 0,
+            comm: [0; 16],
+            mode: 0,
+            owner_uid: 0,
+            owner_gid: 0,
+            op_flags: 0,
+            size: 0,
+            ino: 0,
+            dev: 0,
+            imode: 0,
+        };
+    }
+    Some(buf)
+}
+
+/// Fills the process fields and appends the executable path at `pos`; returns the new end.
+#[inline(always)]
+fn fill_process(buf: *mut EventBuf, pos: usize) -> usize {
+    let h = unsafe { &mut (*buf).header };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    h.tid = pid_tgid as u32;
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let task = current_task();
+    if let Some(leader) = read_ptr(task, off!(task_group_leader)) {
+        h.start_time_ns = read(leader, off!(task_start_time)).unwrap_or(0);
+    }
+    if let Some(parent) = read_ptr(task, off!(task_real_parent)) {
+        h.ppid = read(parent, off!(task_tgid)).unwrap_or(0);
+    }
+    if let Some(cred) = read_ptr(task, off!(task_cred)) {
+        h.uid = read(cred, off!(cred_uid)).unwrap_or(u32::MAX);
+        h.gid = read(cred, off!(cred_gid)).unwrap_or(u32::MAX);
+        h.euid = read(cred, off!(cred_euid)).unwrap_or(u32::MAX);
+        h.egid = read(cred, off!(cred_egid)).unwrap_or(u32::MAX);
+    }
+    let exe = read_ptr(task, off!(task_mm)).and_then(|mm| read_ptr(mm, off!(mm_exe_file)));
+    if let Some(exe) = exe {
+        if let Some(w) = write_file_path(buf, pos, exe) {
+            let h = unsafe { &mut (*buf).header };
+            h.exe_len = w.len as u16;
+            if w.truncated {
+                h.flags |= flags::EXE_TRUNCATED;
+            }
+            return pos + w.len;
+        }
+    }
+    pos
+}
+
+/// Completes the record whose strings end at `end` (after `path`, `path2`) and sends it.
+/// `name` strings, if any, must be appended by the caller *after* this returns `pos`; use
+/// [`finish_with`] for that.
+#[inline(always)]
+pub fn finish(buf: *mut EventBuf, end: usize) {
+    let end = fill_process(buf, end);
+    send(buf, end);
+}
+
+/// Like [`finish`], but lets `append` add the trailing `name` string after the exe path.
+#[inline(always)]
+pub fn finish_with(
+    buf: *mut EventBuf,
+    end: usize,
+    append: impl FnOnce(*mut EventBuf, usize) -> usize,
+) {
+    let end = fill_process(buf, end);
+    let end = append(buf, end);
+    send(buf, end);
+}
+
+#[inline(always)]
+fn send(buf: *mut EventBuf, data_len: usize) {
+    let size = HEADER_LEN + data_len;
+    if size > MAX_RECORD || data_len > 3 * PATH_MAX + 256 {
+        return;
+    }
+    let record = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), size) };
+    let wake = if EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA.into()) > WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<[u8]>(record, wake.into()).is_err() {
+        count_drop(DropReason::RingFull);
+    }
+}

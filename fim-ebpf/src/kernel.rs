@@ -1,0 +1,156 @@
+//! Reads of kernel structures at offsets taken from the running kernel's BTF.
+//!
+//! Rust eBPF has no CO-RE, so no struct layout is compiled in: userspace fills the `OFFSETS`
+//! global before load, and every field read here goes through [`off!`].
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user};
+use fim_common::Offsets;
+
+/// Field offsets of the running kernel, set by userspace at load time.
+#[unsafe(no_mangle)]
+pub static OFFSETS: Offsets = Offsets {
+    task_files: 0,
+    task_fs: 0,
+    task_real_parent: 0,
+    task_group_leader: 0,
+    task_tgid: 0,
+    task_start_time: 0,
+    task_mm: 0,
+    task_cred: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    fs_pwd: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    file_path: 0,
+    file_inode: 0,
+    file_mode: 0,
+    dentry_parent: 0,
+    dentry_name_len: 0,
+    dentry_name_ptr: 0,
+    inode_ino: 0,
+    inode_mode: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
+    mm_exe_file: 0,
+    cred_uid: 0,
+    cred_gid: 0,
+    cred_euid: 0,
+    cred_egid: 0,
+    _pad: 0,
+};
+
+/// Thread-group id of the daemon, set by userspace at load time.
+#[unsafe(no_mangle)]
+pub static SELF_TGID: u32 = 0;
+
+/// Reads one offset; volatile so the compiler cannot fold the zero initialiser.
+macro_rules! off {
+    ($field:ident) => {{
+        #[allow(
+            unused_unsafe,
+            reason = "the macro is used inside and outside unsafe blocks"
+        )]
+        let v = unsafe { core::ptr::read_volatile(&$crate::kernel::OFFSETS.$field) };
+        u64::from(v)
+    }};
+}
+pub(crate) use off;
+
+/// The daemon's own tgid.
+#[inline(always)]
+pub fn self_tgid() -> u32 {
+    unsafe { core::ptr::read_volatile(&SELF_TGID) }
+}
+
+/// Reads a `T` at kernel address `base + offset`.
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u64) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + offset) as *const T).ok() }
+}
+
+/// Reads a pointer-sized field; `None` for a read error or a NULL pointer.
+#[inline(always)]
+pub fn read_ptr(base: u64, offset: u64) -> Option<u64> {
+    match read::<u64>(base, offset) {
+        Some(0) | None => None,
+        p => p,
+    }
+}
+
+/// Reads a `T` from user memory.
+#[inline(always)]
+pub fn read_user<T>(addr: u64) -> Option<T> {
+    unsafe { bpf_probe_read_user(addr as *const T).ok() }
+}
+
+/// The current `task_struct`.
+#[inline(always)]
+pub fn current_task() -> u64 {
+    unsafe { bpf_get_current_task() }
+}
+
+/// The `struct file` behind `fd` in the current task's table.
+#[inline(always)]
+pub fn fd_to_file(fd: i64) -> Option<u64> {
+    if fd < 0 {
+        return None;
+    }
+    let files = read_ptr(current_task(), off!(task_files))?;
+    let fdt = read_ptr(files, off!(files_fdt))?;
+    let max_fds: u32 = read(fdt, off!(fdt_max_fds))?;
+    if fd as u64 >= u64::from(max_fds) {
+        return None;
+    }
+    let array = read_ptr(fdt, off!(fdt_fd))?;
+    read_ptr(array, (fd as u64) * 8)
+}
+
+/// A `(vfsmount, dentry)` pair: what the kernel calls a `struct path`.
+#[derive(Clone, Copy)]
+pub struct KPath {
+    /// `struct vfsmount *`
+    pub mnt: u64,
+    /// `struct dentry *`
+    pub dentry: u64,
+}
+
+/// Reads the `struct path` embedded at `base + offset`.
+#[inline(always)]
+pub fn read_kpath(base: u64, offset: u64) -> Option<KPath> {
+    let mnt = read_ptr(base, offset + off!(path_mnt))?;
+    let dentry = read_ptr(base, offset + off!(path_dentry))?;
+    Some(KPath { mnt, dentry })
+}
+
+/// The path of an open file.
+#[inline(always)]
+pub fn file_kpath(file: u64) -> Option<KPath> {
+    read_kpath(file, off!(file_path))
+}
+
+/// The current working directory of the current task.
+#[inline(always)]
+pub fn cwd_kpath() -> Option<KPath> {
+    let fs = read_ptr(current_task(), off!(task_fs))?;
+    read_kpath(fs, off!(fs_pwd))
+}
+
+/// Inode identity of an open file: `(ino, dev, mode)`.
+#[inline(always)]
+pub fn file_inode(file: u64) -> Option<(u64, u32, u32)> {
+    let inode = read_ptr(file, off!(file_inode))?;
+    let ino: u64 = read(inode, off!(inode_ino))?;
+    let mode: u16 = read(inode, off!(inode_mode))?;
+    let sb = read_ptr(inode, off!(inode_sb))?;
+    let dev: u32 = read(sb, off!(sb_dev))?;
+    Some((ino, dev, u32::from(mode)))
+}

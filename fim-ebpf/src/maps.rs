@@ -1,0 +1,65 @@
+//! The maps shared with userspace (names from `fim_common::maps`) and per-CPU scratch space.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+};
+use fim_common::{
+    DROP_REASONS, DropReason, EventBuf, MAX_SYSCALL_NR, PATH_MAX, Pending, ROOT_KEY_LEN,
+    SyscallSpec, WatchRoot, WriterState,
+};
+
+/// Event records for userspace. Userspace may resize it at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Records that could not be delivered, per CPU, by [`DropReason`].
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS, 0);
+
+/// Watched roots as path prefixes.
+#[map]
+pub static WATCH_ROOTS: LpmTrie<[u8; ROOT_KEY_LEN], WatchRoot> = LpmTrie::with_max_entries(4096, 0);
+
+/// What each followed syscall means, by syscall number.
+#[map]
+pub static SYSCALLS: Array<SyscallSpec> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Arguments saved at syscall entry, by pid_tgid.
+#[map]
+pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// Files opened for writing under a watched root, by `struct file` address. LRU: a file
+/// released without a `close` syscall (process exit, dup2 over it) ages out.
+#[map]
+pub static WRITERS: LruHashMap<u64, WriterState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Scratch space an event is built in (too big for the 512-byte BPF stack).
+#[map]
+pub static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch for the dentry walk: the path is assembled backwards in the lower half of
+/// `bytes` (the upper half is slack so masked writes stay in bounds).
+#[repr(C)]
+pub struct PathScratch {
+    pub bytes: [u8; 2 * PATH_MAX],
+    /// The walk's cursor, shared with the `bpf_loop` callback.
+    pub walk: crate::path::WalkState,
+}
+
+/// Scratch for the dentry walk.
+#[map]
+pub static PATHBUF: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch for the watch-root lookup key.
+#[map]
+pub static KEYBUF: PerCpuArray<Key<[u8; ROOT_KEY_LEN]>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts one drop.
+#[inline(always)]
+pub fn count_drop(reason: DropReason) {
+    if let Some(counter) = DROPS.get_ptr_mut(reason as u32) {
+        // Per-CPU value: no other CPU touches it, and we cannot be preempted mid-program.
+        unsafe { *counter += 1 };
+    }
+}

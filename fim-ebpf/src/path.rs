@@ -1,0 +1,246 @@
+//! Building absolute paths in the kernel.
+//!
+//! Two sources: a kernel object (a `struct path`, walked dentry by dentry up to the global
+//! root, crossing mounts), and a caller's string, which is used as-is when absolute and
+//! otherwise appended to the path of its dirfd or of the cwd. Every write into the event's
+//! data area goes through a masked offset and a bounded length so the verifier can prove it
+//! stays inside the scratch buffer.
+
+use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user_str};
+use fim_common::{AT_FDCWD, DATA_MASK, EventBuf, MAX_PATH_DEPTH, PATH_MAX};
+
+use crate::{
+    kernel::{KPath, cwd_kpath, fd_to_file, file_kpath, off, read, read_ptr, read_user},
+    maps::PATHBUF,
+};
+
+/// Longest name component the walk copies (Linux `NAME_MAX`).
+const NAME_MAX: u32 = 255;
+/// Walk steps allowed beyond [`MAX_PATH_DEPTH`] for mount crossings.
+const MAX_MOUNT_CROSSINGS: usize = 16;
+
+/// A path written into the data area: its length and whether it was cut short.
+#[derive(Clone, Copy)]
+pub struct Written {
+    pub len: usize,
+    pub truncated: bool,
+}
+
+#[inline(always)]
+fn data_ptr(buf: *mut EventBuf, pos: usize) -> *mut u8 {
+    unsafe { (*buf).data.as_mut_ptr().add(pos & DATA_MASK) }
+}
+
+/// Writes one byte at `pos` of the data area.
+#[inline(always)]
+pub fn put_byte(buf: *mut EventBuf, pos: usize, byte: u8) {
+    unsafe { *data_ptr(buf, pos) = byte };
+}
+
+/// Reads one byte at `pos` of the data area.
+#[inline(always)]
+pub fn get_byte(buf: *mut EventBuf, pos: usize) -> u8 {
+    unsafe { *data_ptr(buf, pos) }
+}
+
+/// State of one dentry walk, shared with the `bpf_loop` callback. It lives in map memory,
+/// not on the stack, so its values are unknown to the verifier at every step: the callback's
+/// states then converge after one step instead of one state per step.
+#[repr(C)]
+pub struct WalkState {
+    pub dentry: u64,
+    pub vfsmnt: u64,
+    /// The path occupies `PathScratch::bytes[start..PATH_MAX)`.
+    pub start: u64,
+    /// 0 while walking; [`WALK_DONE`] at the global root; [`WALK_CUT`] when cut short.
+    pub status: u64,
+}
+
+const WALK_DONE: u64 = 1;
+const WALK_CUT: u64 = 2;
+
+/// One step of the walk: one dentry up, or one mount crossing. Runs under `bpf_loop`, so the
+/// verifier checks it once instead of once per step per caller (an unrolled walk of 144
+/// steps exceeded the verifier's budget). Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(scratch) = PATHBUF.get_ptr_mut(0) else {
+        return 1;
+    };
+    let st = unsafe { &raw mut (*scratch).walk };
+    let (dentry, vfsmnt) = unsafe { ((*st).dentry, (*st).vfsmnt) };
+    let stop = |status| {
+        unsafe { (*st).status = status };
+        1
+    };
+    let Some(mnt_root) = read_ptr(vfsmnt, off!(vfsmount_root)) else {
+        return stop(WALK_CUT);
+    };
+    if dentry == mnt_root {
+        // At the root of this mount: continue from where it is mounted in its parent.
+        let mount = vfsmnt - off!(mount_mnt);
+        let Some(parent) = read_ptr(mount, off!(mount_parent)) else {
+            return stop(WALK_CUT);
+        };
+        if parent == mount {
+            return stop(WALK_DONE);
+        }
+        let Some(mountpoint) = read_ptr(mount, off!(mount_mountpoint)) else {
+            return stop(WALK_CUT);
+        };
+        unsafe {
+            (*st).dentry = mountpoint;
+            (*st).vfsmnt = parent + off!(mount_mnt);
+        }
+        return 0;
+    }
+    let Some(parent) = read_ptr(dentry, off!(dentry_parent)) else {
+        return stop(WALK_CUT);
+    };
+    if parent == dentry {
+        // Root of a filesystem that is not a mount root here (a detached tree).
+        return stop(WALK_DONE);
+    }
+    let name = read::<u64>(dentry, off!(dentry_name_ptr)).unwrap_or(0);
+    let len = read::<u32>(dentry, off!(dentry_name_len)).unwrap_or(0);
+    let len = (if len > NAME_MAX { NAME_MAX } else { len }) as usize;
+    let start = unsafe { (*st).start } as usize;
+    if start > PATH_MAX || len + 1 >= start {
+        return stop(WALK_CUT);
+    }
+    let start = (start - len - 1) & (PATH_MAX - 1);
+    unsafe {
+        let bytes = (*scratch).bytes.as_mut_ptr();
+        *bytes.add(start) = b'/';
+        bpf_probe_read_kernel(
+            bytes.add(start + 1).cast(),
+            (len & 0xff) as u32,
+            name as *const _,
+        );
+        (*st).start = start as u64;
+        (*st).dentry = parent;
+    }
+    0
+}
+
+/// Writes the absolute path of `path` at `pos`; `/` for the root.
+///
+/// Walks from the dentry to the global root, assembling the path backwards (as the kernel's
+/// `d_path` does) in per-CPU scratch, then copies it into the event in one read.
+#[inline(always)]
+pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath) -> Written {
+    let Some(scratch) = PATHBUF.get_ptr_mut(0) else {
+        return Written {
+            len: 0,
+            truncated: true,
+        };
+    };
+    let st = unsafe { &raw mut (*scratch).walk };
+    unsafe {
+        *st = WalkState {
+            dentry: path.dentry,
+            vfsmnt: path.mnt,
+            start: PATH_MAX as u64,
+            status: 0,
+        };
+        let mut unused: u64 = 0;
+        bpf_loop(
+            (MAX_PATH_DEPTH + MAX_MOUNT_CROSSINGS) as u32,
+            walk_step as *mut core::ffi::c_void,
+            (&raw mut unused).cast(),
+            0,
+        );
+    }
+    let (status, start) = unsafe {
+        (
+            core::ptr::read_volatile(&(*st).status),
+            core::ptr::read_volatile(&(*st).start),
+        )
+    };
+    let truncated = status != WALK_DONE;
+    let start = start as usize;
+    if start >= PATH_MAX {
+        put_byte(buf, pos, b'/');
+        return Written { len: 1, truncated };
+    }
+    let len = (PATH_MAX - start) & (PATH_MAX - 1);
+    unsafe {
+        let bytes = (*scratch).bytes.as_ptr();
+        bpf_probe_read_kernel(
+            data_ptr(buf, pos).cast(),
+            len as u32,
+            bytes.add(start & (PATH_MAX - 1)).cast(),
+        );
+    }
+    Written { len, truncated }
+}
+
+/// Writes the path of an open file at `pos`.
+#[inline(always)]
+pub fn write_file_path(buf: *mut EventBuf, pos: usize, file: u64) -> Option<Written> {
+    Some(write_kpath(buf, pos, file_kpath(file)?))
+}
+
+/// Copies a user string at `pos` as-is (no resolution). Returns its length without the NUL.
+#[inline(always)]
+pub fn write_user_str(buf: *mut EventBuf, pos: usize, user: u64, max: u32) -> Written {
+    let n = unsafe { bpf_probe_read_user_str(data_ptr(buf, pos).cast(), max, user as *const _) };
+    if n <= 0 {
+        return Written {
+            len: 0,
+            truncated: false,
+        };
+    }
+    let len = (n - 1) as usize;
+    // The helper stops at `max` bytes, NUL included: a full buffer means a cut string.
+    Written {
+        len,
+        truncated: n as u32 >= max,
+    }
+}
+
+/// Writes the absolute path a syscall meant by (`dfd`, `user`): the string itself when it
+/// is absolute; otherwise the dirfd's (or cwd's) path, `/`, and the string. An empty string
+/// (`AT_EMPTY_PATH`) means the dirfd itself.
+///
+/// Racy by nature: the string is read after the syscall returned, and the dirfd/cwd may have
+/// changed in between (another thread's `chdir`, `dup2`). `..` and symlinks inside the string
+/// are not resolved.
+#[inline(always)]
+pub fn write_user_path(buf: *mut EventBuf, pos: usize, dfd: i64, user: u64) -> Written {
+    let first: u8 = read_user(user).unwrap_or(0);
+    if first == b'/' {
+        return write_user_str(buf, pos, user, PATH_MAX as u32);
+    }
+    let base = if dfd as i32 == AT_FDCWD {
+        cwd_kpath()
+    } else {
+        fd_to_file(dfd).and_then(file_kpath)
+    };
+    let Some(base) = base else {
+        return Written {
+            len: 0,
+            truncated: true,
+        };
+    };
+    let mut w = write_kpath(buf, pos, base);
+    if first == 0 {
+        return w;
+    }
+    if w.len > 1 {
+        put_byte(buf, pos + w.len, b'/');
+        w.len += 1;
+    }
+    let rest = write_user_str(buf, pos + (w.len & (PATH_MAX - 1)), user, PATH_MAX as u32);
+    let total = w.len + rest.len;
+    if total > PATH_MAX {
+        return Written {
+            len: PATH_MAX,
+            truncated: true,
+        };
+    }
+    Written {
+        len: total,
+        truncated: w.truncated || rest.truncated,
+    }
+}

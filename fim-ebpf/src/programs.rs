@@ -1,0 +1,403 @@
+//! The programs, one per syscall shape; userspace attaches each to the tracepoints of every
+//! syscall of its shape (see `fim_userspace::sensors::ebpf::syscalls`).
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use fim_common::{
+    AT_FDCWD, AT_REMOVEDIR, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, NO_ARG,
+    O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, WriterState, XATTR_NAME_MAX,
+    flags,
+};
+
+use crate::{
+    emit::{finish, finish_with, new_event},
+    filter::is_watched,
+    kernel::{fd_to_file, file_inode, off, read, read_user, self_tgid},
+    maps::{PENDING, SYSCALLS, WRITERS, count_drop},
+    path::{Written, write_file_path, write_user_path, write_user_str},
+};
+
+/// Offsets in the syscall tracepoint record (`trace_event_raw_sys_enter/exit`).
+const NR_OFFSET: usize = 8;
+const ARGS_OFFSET: usize = 16;
+const RET_OFFSET: usize = 16;
+
+#[inline(always)]
+fn syscall_nr(ctx: &TracePointContext) -> Option<u32> {
+    unsafe { ctx.read_at::<i32>(NR_OFFSET) }
+        .ok()
+        .map(|nr| nr as u32)
+}
+
+#[inline(always)]
+fn arg(p: &Pending, slot: u8) -> Option<u64> {
+    if slot < 6 {
+        Some(p.args[slot as usize])
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn is_self() -> bool {
+    (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid()
+}
+
+/// Takes the arguments saved at entry if this exit belongs to them and the call succeeded.
+#[inline(always)]
+fn take_pending(ctx: &TracePointContext) -> Option<(Pending, SyscallSpec, i64)> {
+    let id = bpf_get_current_pid_tgid();
+    let pending = *unsafe { PENDING.get(&id) }?;
+    let _ = PENDING.remove(&id);
+    if Some(pending.nr) != syscall_nr(ctx) {
+        return None;
+    }
+    let ret = unsafe { ctx.read_at::<i64>(RET_OFFSET) }.ok()?;
+    if ret < 0 {
+        return None;
+    }
+    let spec = *SYSCALLS.get(pending.nr)?;
+    Some((pending, spec, ret))
+}
+
+/// Saves the arguments of a followed syscall. Opens that neither write, create nor
+/// truncate are dropped here, before any map work.
+#[tracepoint]
+pub fn fim_sys_enter(ctx: TracePointContext) -> u32 {
+    let _ = save_args(&ctx);
+    0
+}
+
+#[inline(always)]
+fn save_args(ctx: &TracePointContext) -> Option<()> {
+    if is_self() {
+        return None;
+    }
+    let nr = syscall_nr(ctx)?;
+    let spec = *SYSCALLS.get(nr)?;
+    if spec.shape == Shape::None as u8 {
+        return None;
+    }
+    let mut pending = Pending {
+        nr,
+        _pad: 0,
+        args: [0; 6],
+        extra: 0,
+    };
+    for i in 0..6 {
+        pending.args[i] = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.ok()?;
+    }
+    if spec.shape == Shape::Open as u8 {
+        let raw = arg(&pending, spec.flags).unwrap_or(0);
+        let open_flags = if spec.flags_indirect != 0 {
+            read_user::<u64>(raw)?
+        } else {
+            raw
+        };
+        let open_flags = open_flags | u64::from(spec.fixed_flags);
+        if open_flags & OPEN_WRITE_MASK == 0 {
+            return None;
+        }
+        pending.extra = open_flags;
+    }
+    if PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .is_err()
+    {
+        count_drop(DropReason::PendingFull);
+    }
+    Some(())
+}
+
+/// Sets the operation fields every shape shares.
+#[inline(always)]
+fn set_op_fields(buf: *mut EventBuf, p: &Pending, spec: &SyscallSpec) {
+    let h = unsafe { &mut (*buf).header };
+    h.mode = arg(p, spec.mode).unwrap_or(0) as u32;
+    h.owner_uid = arg(p, spec.uid).map_or(u32::MAX, |v| v as u32);
+    h.owner_gid = arg(p, spec.gid).map_or(u32::MAX, |v| v as u32);
+    let op_flags = arg(p, spec.flags).unwrap_or(0) | u64::from(spec.fixed_flags);
+    h.op_flags = op_flags as u32;
+    h.size = arg(p, spec.len).unwrap_or(0);
+    if h.kind == EventKind::Unlink as u8 && spec.dfd != NO_ARG && op_flags & AT_REMOVEDIR != 0 {
+        h.kind = EventKind::Rmdir as u8;
+    }
+}
+
+#[inline(always)]
+fn set_path(buf: *mut EventBuf, w: Written, from_string: bool) {
+    let h = unsafe { &mut (*buf).header };
+    h.path_len = w.len as u16;
+    if w.truncated {
+        h.flags |= flags::PATH_TRUNCATED;
+    }
+    if from_string {
+        h.flags |= flags::PATH_FROM_STRING;
+    }
+}
+
+#[inline(always)]
+fn set_path2(buf: *mut EventBuf, w: Written, from_string: bool) {
+    let h = unsafe { &mut (*buf).header };
+    h.path2_len = w.len as u16;
+    if w.truncated {
+        h.flags |= flags::PATH2_TRUNCATED;
+    }
+    if from_string {
+        h.flags |= flags::PATH2_FROM_STRING;
+    }
+}
+
+#[inline(always)]
+fn set_inode(buf: *mut EventBuf, file: u64) {
+    if let Some((ino, dev, mode)) = file_inode(file) {
+        let h = unsafe { &mut (*buf).header };
+        h.ino = ino;
+        h.dev = dev;
+        h.imode = mode;
+        h.flags |= flags::HAS_INODE;
+    }
+}
+
+/// Sends the record, with the xattr name at the end when the syscall has one.
+#[inline(always)]
+fn finish_op(buf: *mut EventBuf, end: usize, p: &Pending, spec: &SyscallSpec) {
+    match arg(p, spec.name) {
+        Some(name) => finish_with(buf, end, |buf, pos| {
+            let w = write_user_str(buf, pos, name, XATTR_NAME_MAX as u32 + 1);
+            unsafe { (*buf).header.name_len = w.len as u16 };
+            pos + w.len
+        }),
+        None => finish(buf, end),
+    }
+}
+
+#[inline(always)]
+fn dfd_arg(p: &Pending, slot: u8) -> i64 {
+    arg(p, slot).map_or(i64::from(AT_FDCWD), |v| i64::from(v as i32))
+}
+
+/// Exit of a one-path syscall: unlink, mkdir, chmod, chown, truncate, mknod, *xattr.
+#[tracepoint]
+pub fn fim_exit_path(ctx: TracePointContext) -> u32 {
+    let _ = exit_path(&ctx);
+    0
+}
+
+#[inline(always)]
+fn exit_path(ctx: &TracePointContext) -> Option<()> {
+    let (p, spec, _) = take_pending(ctx)?;
+    let buf = new_event(spec.kind, p.nr)?;
+    let w = write_user_path(buf, 0, dfd_arg(&p, spec.dfd), arg(&p, spec.path)?);
+    if !is_watched(buf, 0, w.len) {
+        return None;
+    }
+    set_path(buf, w, true);
+    set_op_fields(buf, &p, &spec);
+    finish_op(buf, w.len, &p, &spec);
+    Some(())
+}
+
+/// Exit of a one-fd syscall: fchmod, fchown, ftruncate, fsetxattr, fremovexattr.
+#[tracepoint]
+pub fn fim_exit_fd(ctx: TracePointContext) -> u32 {
+    let _ = exit_fd(&ctx);
+    0
+}
+
+#[inline(always)]
+fn exit_fd(ctx: &TracePointContext) -> Option<()> {
+    let (p, spec, _) = take_pending(ctx)?;
+    let file = fd_to_file(i64::from(arg(&p, spec.path)? as i32))?;
+    let buf = new_event(spec.kind, p.nr)?;
+    let w = write_file_path(buf, 0, file)?;
+    if !is_watched(buf, 0, w.len) {
+        return None;
+    }
+    set_path(buf, w, false);
+    set_inode(buf, file);
+    set_op_fields(buf, &p, &spec);
+    finish_op(buf, w.len, &p, &spec);
+    Some(())
+}
+
+/// Exit of a two-path syscall: rename (both names), link, symlink (target as given).
+#[tracepoint]
+pub fn fim_exit_two_paths(ctx: TracePointContext) -> u32 {
+    let _ = exit_two_paths(&ctx);
+    0
+}
+
+#[inline(always)]
+fn exit_two_paths(ctx: &TracePointContext) -> Option<()> {
+    let (p, spec, _) = take_pending(ctx)?;
+    let buf = new_event(spec.kind, p.nr)?;
+    let first = arg(&p, spec.path)?;
+    let symlink = spec.kind == EventKind::Symlink as u8;
+    // A symlink's target is stored text, not a name in the tree: keep it verbatim.
+    let w1 = if symlink {
+        write_user_str(buf, 0, first, PATH_MAX as u32)
+    } else {
+        write_user_path(buf, 0, dfd_arg(&p, spec.dfd), first)
+    };
+    let pos2 = w1.len & (PATH_MAX - 1);
+    let w2 = write_user_path(buf, pos2, dfd_arg(&p, spec.dfd2), arg(&p, spec.path2)?);
+    let watched = is_watched(buf, pos2, w2.len) || (!symlink && is_watched(buf, 0, w1.len));
+    if !watched {
+        return None;
+    }
+    set_path(buf, w1, true);
+    set_path2(buf, w2, true);
+    set_op_fields(buf, &p, &spec);
+    finish(buf, pos2 + w2.len);
+    Some(())
+}
+
+/// Exit of the open family: reports a create or an open for write, and starts following
+/// writes to the file.
+#[tracepoint]
+pub fn fim_exit_open(ctx: TracePointContext) -> u32 {
+    let _ = exit_open(&ctx);
+    0
+}
+
+#[inline(always)]
+fn exit_open(ctx: &TracePointContext) -> Option<()> {
+    let (p, spec, fd) = take_pending(ctx)?;
+    let file = fd_to_file(fd)?;
+    let f_mode: u32 = read(file, off!(file_mode))?;
+    let created = f_mode & FMODE_CREATED != 0;
+    let kind = if created {
+        EventKind::Create
+    } else {
+        EventKind::OpenWrite
+    };
+    let buf = new_event(kind as u8, p.nr)?;
+    let w = write_file_path(buf, 0, file)?;
+    if !is_watched(buf, 0, w.len) {
+        if f_mode & FMODE_WRITE != 0 {
+            // The address may have belonged to a followed file that was freed unseen.
+            let _ = WRITERS.remove(&file);
+        }
+        return None;
+    }
+    set_path(buf, w, false);
+    set_inode(buf, file);
+    let h = unsafe { &mut (*buf).header };
+    h.op_flags = p.extra as u32;
+    if p.extra & O_TRUNC != 0 {
+        h.flags |= flags::OPEN_TRUNC;
+    }
+    if created {
+        h.mode = arg(&p, spec.mode).unwrap_or(0) as u32;
+    }
+    if f_mode & FMODE_WRITE != 0 {
+        let fresh = WriterState {
+            bytes: 0,
+            writes: 0,
+            _pad: 0,
+        };
+        if WRITERS.insert(&file, &fresh, 0).is_err() {
+            count_drop(DropReason::WritersFull);
+        }
+    }
+    finish(buf, w.len);
+    Some(())
+}
+
+/// Entry of the write family: remembers the file if it is followed.
+#[tracepoint]
+pub fn fim_enter_write(ctx: TracePointContext) -> u32 {
+    let _ = enter_write(&ctx);
+    0
+}
+
+#[inline(always)]
+fn enter_write(ctx: &TracePointContext) -> Option<()> {
+    let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET) }.ok()?;
+    let file = fd_to_file(i64::from(fd as i32))?;
+    WRITERS.get_ptr(&file)?;
+    if is_self() {
+        return None;
+    }
+    let pending = Pending {
+        nr: syscall_nr(ctx)?,
+        _pad: 0,
+        args: [0; 6],
+        extra: file,
+    };
+    if PENDING
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .is_err()
+    {
+        count_drop(DropReason::PendingFull);
+    }
+    Some(())
+}
+
+/// Exit of the write family: counts bytes and reports the first write to each open file.
+#[tracepoint]
+pub fn fim_exit_write(ctx: TracePointContext) -> u32 {
+    let _ = exit_write(&ctx);
+    0
+}
+
+#[inline(always)]
+fn exit_write(ctx: &TracePointContext) -> Option<()> {
+    let id = bpf_get_current_pid_tgid();
+    let pending = *unsafe { PENDING.get(&id) }?;
+    let _ = PENDING.remove(&id);
+    if Some(pending.nr) != syscall_nr(ctx) {
+        return None;
+    }
+    let written = unsafe { ctx.read_at::<i64>(RET_OFFSET) }.ok()?;
+    if written <= 0 {
+        return None;
+    }
+    let file = pending.extra;
+    let state = WRITERS.get_ptr_mut(&file)?;
+    // Threads writing one file concurrently may race on these counters; the byte count is
+    // advisory (the integrity engine hashes the file), the first-write report is not lost.
+    let first = unsafe {
+        (*state).bytes += written as u64;
+        (*state).writes += 1;
+        (*state).writes == 1
+    };
+    if !first {
+        return None;
+    }
+    let buf = new_event(EventKind::Write as u8, pending.nr)?;
+    let w = write_file_path(buf, 0, file)?;
+    set_path(buf, w, false);
+    set_inode(buf, file);
+    unsafe { (*buf).header.size = written as u64 };
+    finish(buf, w.len);
+    Some(())
+}
+
+/// Entry of close: reports close-after-write with the bytes written. Done at entry because
+/// the fd no longer exists at exit, and Linux releases the fd even when close fails.
+#[tracepoint]
+pub fn fim_enter_close(ctx: TracePointContext) -> u32 {
+    let _ = enter_close(&ctx);
+    0
+}
+
+#[inline(always)]
+fn enter_close(ctx: &TracePointContext) -> Option<()> {
+    let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET) }.ok()?;
+    let file = fd_to_file(i64::from(fd as i32))?;
+    let state = *unsafe { WRITERS.get(&file) }?;
+    let _ = WRITERS.remove(&file);
+    if is_self() {
+        return None;
+    }
+    let buf = new_event(EventKind::CloseWrite as u8, syscall_nr(ctx)?)?;
+    let w = write_file_path(buf, 0, file)?;
+    set_path(buf, w, false);
+    set_inode(buf, file);
+    unsafe { (*buf).header.size = state.bytes };
+    finish(buf, w.len);
+    Some(())
+}

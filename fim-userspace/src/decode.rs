@@ -1,0 +1,296 @@
+//! Turning a raw eBPF record (`fim_common::EventHeader` + strings) into a [`FileEvent`].
+//!
+//! Pure: takes bytes and a clock offset, returns an event or a typed error.
+
+use fim_common::{EventHeader, EventKind, HEADER_LEN, flags};
+
+use crate::{
+    event::{Action, FileEvent, InodeRef, PathSource, Process, ReportedPath},
+    paths::clean,
+};
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than a header.
+    #[error("record of {0} bytes is shorter than the {HEADER_LEN}-byte header")]
+    Short(usize),
+    /// The kind byte is not one this build knows.
+    #[error("unknown event kind {0}")]
+    UnknownKind(u8),
+    /// The string lengths add up to more than the record holds.
+    #[error("record strings ({wanted} bytes) overrun the record ({have} bytes)")]
+    Overrun {
+        /// Bytes the header claims.
+        wanted: usize,
+        /// Bytes present.
+        have: usize,
+    },
+}
+
+fn action_of(kind: EventKind) -> Action {
+    match kind {
+        EventKind::Create => Action::Create,
+        EventKind::OpenWrite => Action::OpenWrite,
+        EventKind::Write => Action::Write,
+        EventKind::CloseWrite => Action::CloseWrite,
+        EventKind::Truncate => Action::Truncate,
+        EventKind::Unlink => Action::Unlink,
+        EventKind::Mkdir => Action::Mkdir,
+        EventKind::Rmdir => Action::Rmdir,
+        EventKind::Rename => Action::Rename,
+        EventKind::Chmod => Action::Chmod,
+        EventKind::Chown => Action::Chown,
+        EventKind::SetXattr => Action::SetXattr,
+        EventKind::RemoveXattr => Action::RemoveXattr,
+        EventKind::Link => Action::Link,
+        EventKind::Symlink => Action::Symlink,
+        EventKind::Mknod => Action::Mknod,
+    }
+}
+
+fn reported(bytes: &[u8], from_string: bool, truncated: bool) -> ReportedPath {
+    ReportedPath {
+        bytes: if from_string {
+            clean(bytes)
+        } else {
+            bytes.to_vec()
+        },
+        source: if from_string {
+            PathSource::SyscallString
+        } else {
+            PathSource::KernelObject
+        },
+        truncated,
+    }
+}
+
+fn comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// Decodes one record. `boot_to_unix_ns` converts the kernel's boot-time clock to wall time.
+pub fn decode(
+    record: &[u8],
+    boot_to_unix_ns: i128,
+    sensor: &'static str,
+) -> Result<FileEvent, DecodeError> {
+    if record.len() < HEADER_LEN {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: the length is checked above; EventHeader is repr(C) of plain integers, so any
+    // bit pattern is valid, and read_unaligned copes with the ring buffer's 8-byte alignment.
+    let h: EventHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let kind = EventKind::from_u8(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
+    let lens = [h.path_len, h.path2_len, h.exe_len, h.name_len].map(usize::from);
+    let wanted: usize = lens.iter().sum();
+    let data = &record[HEADER_LEN..];
+    if wanted > data.len() {
+        return Err(DecodeError::Overrun {
+            wanted,
+            have: data.len(),
+        });
+    }
+    let (path, rest) = data.split_at(lens[0]);
+    let (path2, rest) = rest.split_at(lens[1]);
+    let (exe, rest) = rest.split_at(lens[2]);
+    let name = &rest[..lens[3]];
+
+    let f = h.flags;
+    let first = reported(
+        path,
+        f & flags::PATH_FROM_STRING != 0,
+        f & flags::PATH_TRUNCATED != 0,
+    );
+    let second = reported(
+        path2,
+        f & flags::PATH2_FROM_STRING != 0,
+        f & flags::PATH2_TRUNCATED != 0,
+    );
+    let action = action_of(kind);
+    // The kernel sends (from, to) for two-name operations; the event's `path` is the name
+    // that now exists, `source` where it came from.
+    let (path, source) = match action {
+        Action::Rename | Action::Link => (second, Some(first)),
+        Action::Symlink => {
+            // The target is stored text: keep it exactly as given.
+            let target = ReportedPath {
+                bytes: path.to_vec(),
+                source: PathSource::SyscallString,
+                truncated: f & flags::PATH_TRUNCATED != 0,
+            };
+            (second, Some(target))
+        }
+        _ => (first, None),
+    };
+    let mode = matches!(
+        action,
+        Action::Chmod | Action::Mkdir | Action::Mknod | Action::Create
+    )
+    .then_some(h.mode & 0o177_777);
+    let is_chown = action == Action::Chown;
+    let inode = (f & flags::HAS_INODE != 0).then_some(InodeRef {
+        ino: h.ino,
+        // Kernel-internal dev_t: 12-bit major, 20-bit minor.
+        major: h.dev >> 20,
+        minor: h.dev & 0xf_ffff,
+        mode: h.imode,
+    });
+    Ok(FileEvent {
+        action,
+        time_unix_ns: i128::from(h.ktime_ns) + boot_to_unix_ns,
+        path,
+        source,
+        mode,
+        owner_uid: (is_chown && h.owner_uid != u32::MAX).then_some(h.owner_uid),
+        owner_gid: (is_chown && h.owner_gid != u32::MAX).then_some(h.owner_gid),
+        xattr_name: (!name.is_empty()).then(|| name.to_vec()),
+        bytes_written: matches!(action, Action::Write | Action::CloseWrite).then_some(h.size),
+        truncate_length: (action == Action::Truncate).then_some(h.size),
+        rename_flags: if action == Action::Rename {
+            h.op_flags
+        } else {
+            0
+        },
+        open_truncated: f & flags::OPEN_TRUNC != 0,
+        no_follow: h.op_flags & libc::AT_SYMLINK_NOFOLLOW as u32 != 0
+            && matches!(
+                action,
+                Action::Chown | Action::Chmod | Action::SetXattr | Action::RemoveXattr
+            ),
+        inode,
+        process: Process {
+            pid: h.tgid,
+            tid: h.tid,
+            ppid: h.ppid,
+            uid: h.uid,
+            euid: h.euid,
+            gid: h.gid,
+            egid: h.egid,
+            name: comm(&h.comm),
+            executable: (!exe.is_empty()).then(|| exe.to_vec()),
+            cgroup_id: h.cgroup_id,
+            start_boot_ns: h.start_time_ns,
+        },
+        sensor,
+        syscall_nr: Some(h.syscall_nr),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fim_common::EventKind;
+
+    fn header(kind: EventKind) -> EventHeader {
+        EventHeader {
+            kind: kind as u8,
+            _pad0: 0,
+            flags: 0,
+            path_len: 0,
+            path2_len: 0,
+            exe_len: 0,
+            name_len: 0,
+            syscall_nr: 82,
+            ktime_ns: 1_000,
+            tid: 11,
+            tgid: 10,
+            ppid: 1,
+            uid: 1000,
+            euid: 0,
+            gid: 100,
+            egid: 0,
+            _pad1: 0,
+            cgroup_id: 7,
+            start_time_ns: 5,
+            comm: *b"mv\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            mode: 0,
+            owner_uid: u32::MAX,
+            owner_gid: u32::MAX,
+            op_flags: 0,
+            size: 0,
+            ino: 0,
+            dev: 0,
+            imode: 0,
+        }
+    }
+
+    fn record(h: &EventHeader, strings: &[&[u8]]) -> Vec<u8> {
+        // SAFETY: EventHeader is repr(C) plain data.
+        let raw = unsafe {
+            std::slice::from_raw_parts((h as *const EventHeader).cast::<u8>(), HEADER_LEN)
+        };
+        let mut out = raw.to_vec();
+        for s in strings {
+            out.extend_from_slice(s);
+        }
+        out
+    }
+
+    #[test]
+    fn rename_reports_new_path_and_old_path_cleaned() {
+        let mut h = header(EventKind::Rename);
+        h.flags = flags::PATH_FROM_STRING | flags::PATH2_FROM_STRING;
+        let (old, new, exe) = (
+            b"/w/./a".as_slice(),
+            b"/w//b".as_slice(),
+            b"/usr/bin/mv".as_slice(),
+        );
+        h.path_len = old.len() as u16;
+        h.path2_len = new.len() as u16;
+        h.exe_len = exe.len() as u16;
+        h.op_flags = 1;
+        let ev = decode(&record(&h, &[old, new, exe]), 500, "test").expect("decodes");
+        assert_eq!(ev.action, Action::Rename);
+        assert_eq!(ev.path.bytes, b"/w/b");
+        assert_eq!(
+            ev.source.as_ref().map(|s| s.bytes.clone()),
+            Some(b"/w/a".to_vec())
+        );
+        assert_eq!(ev.rename_flags, 1);
+        assert_eq!(ev.time_unix_ns, 1_500);
+        assert_eq!(ev.process.name, "mv");
+        assert_eq!(ev.process.executable.as_deref(), Some(exe));
+        assert_eq!(
+            (ev.process.pid, ev.process.tid, ev.process.ppid),
+            (10, 11, 1)
+        );
+        assert_eq!(ev.owner_uid, None);
+    }
+
+    #[test]
+    fn chown_keeps_only_changed_ids_and_xattr_name_is_read() {
+        let mut h = header(EventKind::Chown);
+        h.owner_uid = 42;
+        h.path_len = 2;
+        let ev = decode(&record(&h, &[b"/x"]), 0, "test").expect("decodes");
+        assert_eq!((ev.owner_uid, ev.owner_gid), (Some(42), None));
+
+        let mut h = header(EventKind::SetXattr);
+        h.path_len = 2;
+        h.name_len = 8;
+        let ev = decode(&record(&h, &[b"/x", b"user.fim"]), 0, "test").expect("decodes");
+        assert_eq!(ev.xattr_name.as_deref(), Some(b"user.fim".as_slice()));
+    }
+
+    #[test]
+    fn bad_records_are_typed_errors() {
+        assert_eq!(decode(&[0; 10], 0, "t"), Err(DecodeError::Short(10)));
+        let mut h = header(EventKind::Unlink);
+        h.kind = 200;
+        assert_eq!(
+            decode(&record(&h, &[]), 0, "t"),
+            Err(DecodeError::UnknownKind(200))
+        );
+        let mut h = header(EventKind::Unlink);
+        h.path_len = 100;
+        assert_eq!(
+            decode(&record(&h, &[b"/short"]), 0, "t"),
+            Err(DecodeError::Overrun {
+                wanted: 100,
+                have: 6
+            })
+        );
+    }
+}

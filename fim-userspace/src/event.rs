@@ -1,0 +1,174 @@
+//! The event model every sensor produces and every sink consumes.
+//!
+//! Sensor-neutral: the eBPF tiers and (later) fanotify fill the same struct. Paths are bytes,
+//! because Linux file names are; sinks decide how to render them.
+
+/// What happened. `as_str` gives the `event.action` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// A regular file was created by an open.
+    Create,
+    /// An existing file was opened for writing.
+    OpenWrite,
+    /// First write through an open file.
+    Write,
+    /// A file opened for writing was closed.
+    CloseWrite,
+    /// A file was truncated.
+    Truncate,
+    /// A name was removed.
+    Unlink,
+    /// A directory was created.
+    Mkdir,
+    /// A directory was removed.
+    Rmdir,
+    /// A name was moved.
+    Rename,
+    /// Permission bits changed.
+    Chmod,
+    /// Owner or group changed.
+    Chown,
+    /// An extended attribute was set.
+    SetXattr,
+    /// An extended attribute was removed.
+    RemoveXattr,
+    /// A hard link was made.
+    Link,
+    /// A symbolic link was made.
+    Symlink,
+    /// A special (or regular) file was made by mknod.
+    Mknod,
+}
+
+impl Action {
+    /// The `event.action` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::OpenWrite => "open_write",
+            Self::Write => "write",
+            Self::CloseWrite => "close_write",
+            Self::Truncate => "truncate",
+            Self::Unlink => "unlink",
+            Self::Mkdir => "mkdir",
+            Self::Rmdir => "rmdir",
+            Self::Rename => "rename",
+            Self::Chmod => "chmod",
+            Self::Chown => "chown",
+            Self::SetXattr => "setxattr",
+            Self::RemoveXattr => "removexattr",
+            Self::Link => "link",
+            Self::Symlink => "symlink",
+            Self::Mknod => "mknod",
+        }
+    }
+
+    /// The ECS `event.type` value.
+    pub fn ecs_type(self) -> &'static str {
+        match self {
+            Self::Create | Self::Mkdir | Self::Link | Self::Symlink | Self::Mknod => "creation",
+            Self::Unlink | Self::Rmdir => "deletion",
+            Self::OpenWrite => "access",
+            _ => "change",
+        }
+    }
+}
+
+/// Where a path came from, which says how far to trust it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathSource {
+    /// Resolved in the kernel from the object itself (an open file): exact.
+    KernelObject,
+    /// The caller's string, joined to its dirfd/cwd and cleaned lexically: may be racy.
+    SyscallString,
+}
+
+/// A path as reported, with how it was obtained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedPath {
+    /// Absolute path bytes.
+    pub bytes: Vec<u8>,
+    /// How it was obtained.
+    pub source: PathSource,
+    /// Cut short by the kernel's limits.
+    pub truncated: bool,
+}
+
+/// The process that acted.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Process {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Effective uid.
+    pub euid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Effective gid.
+    pub egid: u32,
+    /// Short name (`comm`).
+    pub name: String,
+    /// Executable path, when known.
+    pub executable: Option<Vec<u8>>,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Start time of the process, ns since boot.
+    pub start_boot_ns: u64,
+}
+
+/// Identity of the inode the event is about, when the sensor saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InodeRef {
+    /// Inode number.
+    pub ino: u64,
+    /// Device, as `major:minor`.
+    pub major: u32,
+    /// Minor device number.
+    pub minor: u32,
+    /// Type and permission bits.
+    pub mode: u32,
+}
+
+/// One change to the watched file system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEvent {
+    /// What happened.
+    pub action: Action,
+    /// When, as ns since the Unix epoch.
+    pub time_unix_ns: i128,
+    /// The file acted on. For rename, link and symlink: the *new* name.
+    pub path: ReportedPath,
+    /// Rename: the old name. Link: the existing file. Symlink: the target text, verbatim.
+    pub source: Option<ReportedPath>,
+    /// New mode (chmod, mkdir, mknod, create).
+    pub mode: Option<u32>,
+    /// New owner uid (chown); `None` when unchanged.
+    pub owner_uid: Option<u32>,
+    /// New owner gid (chown); `None` when unchanged.
+    pub owner_gid: Option<u32>,
+    /// Extended attribute name (setxattr, removexattr).
+    pub xattr_name: Option<Vec<u8>>,
+    /// Bytes written (write: this write; close_write: all writes through the open file).
+    pub bytes_written: Option<u64>,
+    /// New length (truncate).
+    pub truncate_length: Option<u64>,
+    /// Rename flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, `RENAME_WHITEOUT`).
+    pub rename_flags: u32,
+    /// The open truncated the file.
+    pub open_truncated: bool,
+    /// The operation did not follow a final symlink.
+    pub no_follow: bool,
+    /// The inode, when known.
+    pub inode: Option<InodeRef>,
+    /// Who did it.
+    pub process: Process,
+    /// Which sensor saw it.
+    pub sensor: &'static str,
+    /// Syscall number, when the sensor is syscall-based.
+    pub syscall_nr: Option<u32>,
+}

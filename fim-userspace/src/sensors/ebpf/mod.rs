@@ -1,0 +1,415 @@
+//! The eBPF sensor, tracepoint tier: load the programs, tell them the kernel's layout and
+//! the watched roots, attach them, and turn ring-buffer records into events.
+
+pub mod btf;
+pub mod syscalls;
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        Array, MapData, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::TracePoint,
+};
+use fim_common::{DROP_REASONS, ROOT_KEY_LEN, WatchRoot, globals, maps, programs};
+use log::{debug, info, warn};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{decode::decode, event::FileEvent, watch::WatchSet};
+
+/// The sensor's name in events.
+pub const SENSOR_NAME: &str = "ebpf-tracepoint";
+
+/// The eBPF object built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fim-ebpf"));
+
+/// How often the ring buffer is drained when the kernel does not wake us (it only does so
+/// under load; see `fim-ebpf/src/emit.rs`).
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the kernel's drop counters are read.
+const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the sensor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    /// Not running as root.
+    #[error("the eBPF sensor needs root (CAP_BPF and CAP_PERFMON); run fim as root")]
+    NotRoot,
+    /// No kernel BTF.
+    #[error(
+        "reading kernel BTF from `{path}`: {source} (a kernel built with CONFIG_DEBUG_INFO_BTF is required)"
+    )]
+    NoBtf {
+        /// Where we looked.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// BTF present but missing something we need.
+    #[error("kernel BTF: {0}")]
+    Btf(#[from] btf::BtfError),
+    /// tracefs is not mounted and could not be mounted.
+    #[error("tracefs is not available at /sys/kernel/tracing and mounting it failed: {0}")]
+    NoTracefs(std::io::Error),
+    /// The object did not load.
+    #[error("loading eBPF programs: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A map is missing or of the wrong type.
+    #[error("eBPF map `{name}`: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        source: aya::maps::MapError,
+    },
+    /// A program failed to load or attach.
+    #[error("eBPF program `{name}` ({what}): {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// Which tracepoint, or "load".
+        what: String,
+        /// Cause.
+        source: aya::programs::ProgramError,
+    },
+    /// The kernel lacks a syscall tracepoint we cannot do without.
+    #[error("this kernel has no tracepoint `syscalls:{0}`; the tracepoint sensor cannot run here")]
+    MissingHook(String),
+    /// Setting up the ring buffer poller.
+    #[error("polling the ring buffer: {0}")]
+    Poll(std::io::Error),
+}
+
+/// Kernel-side drop counters, summed over CPUs, by `fim_common::DropReason`.
+#[derive(Debug, Default)]
+pub struct DropCounters {
+    /// Ring buffer full.
+    pub ring_full: AtomicU64,
+    /// In-flight syscall table full.
+    pub pending_full: AtomicU64,
+    /// Open-file table full.
+    pub writers_full: AtomicU64,
+    /// Records userspace could not decode.
+    pub undecodable: AtomicU64,
+}
+
+/// A loaded and attached sensor.
+pub struct EbpfSensor {
+    // Dropping this detaches every program: nothing is pinned.
+    _ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    drops: PerCpuArray<MapData, u64>,
+    /// Shared drop counters (also read at shutdown).
+    pub counters: Arc<DropCounters>,
+    boot_to_unix_ns: i128,
+}
+
+fn mount_tracefs_if_needed() -> Result<(), EbpfError> {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        return Ok(());
+    }
+    info!("mounting tracefs at /sys/kernel/tracing");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status()
+        .map_err(EbpfError::NoTracefs)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(EbpfError::NoTracefs(std::io::Error::other(format!(
+            "mount exited with {status}"
+        ))))
+    }
+}
+
+fn tracepoint_exists(name: &str) -> bool {
+    Path::new("/sys/kernel/tracing/events/syscalls")
+        .join(name)
+        .exists()
+}
+
+/// Offset from `CLOCK_BOOTTIME` (what the kernel stamps) to `CLOCK_REALTIME`.
+fn boot_to_unix_ns() -> i128 {
+    let read = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid out-pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
+}
+
+fn attach(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), EbpfError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| EbpfError::MissingHook(format!("(program {program} not in object)")))?
+        .try_into()
+        .map_err(|source| EbpfError::Program {
+            name: program,
+            what: "type".into(),
+            source,
+        })?;
+    prog.attach("syscalls", tracepoint)
+        .map(|_| ())
+        .map_err(|source| EbpfError::Program {
+            name: program,
+            what: format!("attach syscalls:{tracepoint}"),
+            source,
+        })
+}
+
+fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), EbpfError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| EbpfError::MissingHook(format!("(program {program} not in object)")))?
+        .try_into()
+        .map_err(|source| EbpfError::Program {
+            name: program,
+            what: "type".into(),
+            source,
+        })?;
+    prog.load().map_err(|source| EbpfError::Program {
+        name: program,
+        what: "load".into(),
+        source,
+    })
+}
+
+impl EbpfSensor {
+    /// Loads, configures and attaches the tracepoint programs for `watch`.
+    pub fn start(watch: &WatchSet) -> Result<Self, EbpfError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(EbpfError::NotRoot);
+        }
+        let btf_path = "/sys/kernel/btf/vmlinux";
+        let blob = std::fs::read(btf_path).map_err(|source| EbpfError::NoBtf {
+            path: btf_path.into(),
+            source,
+        })?;
+        let offsets = btf::resolve_offsets(&btf::Btf::parse(&blob)?)?;
+        debug!("kernel offsets: {offsets:?}");
+        mount_tracefs_if_needed()?;
+
+        let self_tgid = std::process::id();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::OFFSETS, &offsets, true)
+            .override_global(globals::SELF_TGID, &self_tgid, true)
+            .load(OBJECT)?;
+
+        let table = syscalls::table();
+        {
+            let map = ebpf.map_mut(maps::SYSCALLS).ok_or(EbpfError::Map {
+                name: maps::SYSCALLS,
+                source: aya::maps::MapError::InvalidName {
+                    name: maps::SYSCALLS.into(),
+                },
+            })?;
+            let mut specs: Array<_, fim_common::SyscallSpec> =
+                Array::try_from(map).map_err(|source| EbpfError::Map {
+                    name: maps::SYSCALLS,
+                    source,
+                })?;
+            for f in &table {
+                specs
+                    .set(f.nr, f.spec, 0)
+                    .map_err(|source| EbpfError::Map {
+                        name: maps::SYSCALLS,
+                        source,
+                    })?;
+            }
+        }
+        {
+            let map = ebpf.map_mut(maps::WATCH_ROOTS).ok_or(EbpfError::Map {
+                name: maps::WATCH_ROOTS,
+                source: aya::maps::MapError::InvalidName {
+                    name: maps::WATCH_ROOTS.into(),
+                },
+            })?;
+            let mut trie: LpmTrie<_, [u8; ROOT_KEY_LEN], WatchRoot> = LpmTrie::try_from(map)
+                .map_err(|source| EbpfError::Map {
+                    name: maps::WATCH_ROOTS,
+                    source,
+                })?;
+            for (prefix, root) in watch.kernel_roots() {
+                let mut data = [0u8; ROOT_KEY_LEN];
+                data[..prefix.len()].copy_from_slice(&prefix);
+                let key = Key::new((prefix.len() * 8) as u32, data);
+                trie.insert(&key, root, 0)
+                    .map_err(|source| EbpfError::Map {
+                        name: maps::WATCH_ROOTS,
+                        source,
+                    })?;
+            }
+        }
+
+        for p in [
+            programs::SAVE_ARGS,
+            programs::EXIT_PATH,
+            programs::EXIT_FD,
+            programs::EXIT_TWO_PATHS,
+            programs::EXIT_OPEN,
+            programs::ENTER_WRITE,
+            programs::EXIT_WRITE,
+            programs::ENTER_CLOSE,
+        ] {
+            load_program(&mut ebpf, p)?;
+        }
+        let mut attached = 0;
+        for f in &table {
+            let (enter, exit) = (
+                format!("sys_enter_{}", f.name),
+                format!("sys_exit_{}", f.name),
+            );
+            if !tracepoint_exists(&enter) || !tracepoint_exists(&exit) {
+                if f.required {
+                    return Err(EbpfError::MissingHook(enter));
+                }
+                debug!("kernel has no syscalls:{enter}; skipping {}", f.name);
+                continue;
+            }
+            attach(&mut ebpf, programs::SAVE_ARGS, &enter)?;
+            attach(&mut ebpf, f.exit_program(), &exit)?;
+            attached += 1;
+        }
+        for name in syscalls::WRITE_FAMILY {
+            attach(
+                &mut ebpf,
+                programs::ENTER_WRITE,
+                &format!("sys_enter_{name}"),
+            )?;
+            attach(&mut ebpf, programs::EXIT_WRITE, &format!("sys_exit_{name}"))?;
+        }
+        for name in syscalls::CLOSE_FAMILY {
+            attach(
+                &mut ebpf,
+                programs::ENTER_CLOSE,
+                &format!("sys_enter_{name}"),
+            )?;
+        }
+        info!(
+            "eBPF tracepoint sensor attached to {} syscalls (+{} write, {} close)",
+            attached,
+            syscalls::WRITE_FAMILY.len(),
+            syscalls::CLOSE_FAMILY.len()
+        );
+
+        let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).ok_or(EbpfError::Map {
+            name: maps::EVENTS,
+            source: aya::maps::MapError::InvalidName {
+                name: maps::EVENTS.into(),
+            },
+        })?)
+        .map_err(|source| EbpfError::Map {
+            name: maps::EVENTS,
+            source,
+        })?;
+        let drops = PerCpuArray::try_from(ebpf.take_map(maps::DROPS).ok_or(EbpfError::Map {
+            name: maps::DROPS,
+            source: aya::maps::MapError::InvalidName {
+                name: maps::DROPS.into(),
+            },
+        })?)
+        .map_err(|source| EbpfError::Map {
+            name: maps::DROPS,
+            source,
+        })?;
+
+        // SAFETY: the ring buffer owns its fd, and the AsyncFd owns the ring buffer, so the fd
+        // stays open and the same for the AsyncFd's whole life.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| EbpfError::Poll(e.into()))?;
+        Ok(Self {
+            _ebpf: ebpf,
+            ring,
+            drops,
+            counters: Arc::new(DropCounters::default()),
+            boot_to_unix_ns: boot_to_unix_ns(),
+        })
+    }
+
+    /// Reads the kernel's per-CPU drop counters into `counters`, logging any increase.
+    fn check_drops(&self) {
+        let slots = [
+            (&self.counters.ring_full, "ring buffer full"),
+            (&self.counters.pending_full, "in-flight syscall table full"),
+            (&self.counters.writers_full, "open-file table full"),
+        ];
+        for (index, (counter, reason)) in (0..DROP_REASONS).zip(slots) {
+            let Ok(values) = self.drops.get(&index, 0) else {
+                continue;
+            };
+            let total: u64 = values.iter().sum();
+            let before = counter.swap(total, Ordering::Relaxed);
+            if total > before {
+                warn!(
+                    "lost {} events in the kernel ({reason}); {total} so far",
+                    total - before
+                );
+            }
+        }
+    }
+
+    /// Delivers events to `tx` until `shutdown`; then drains what is left and returns.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<FileEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<DropCounters>, EbpfError> {
+        let mut drop_check = tokio::time::interval(DROP_CHECK_INTERVAL);
+        loop {
+            let stopping = tokio::select! {
+                () = shutdown.cancelled() => true,
+                guard = self.ring.readable() => {
+                    if let Ok(mut guard) = guard { guard.clear_ready(); }
+                    false
+                }
+                () = tokio::time::sleep(POLL_INTERVAL) => false,
+                _ = drop_check.tick() => { self.check_drops(); false }
+            };
+            if !self.drain(&tx).await {
+                break;
+            }
+            if stopping {
+                break;
+            }
+        }
+        self.check_drops();
+        Ok(self.counters.clone())
+    }
+
+    /// Moves every waiting record to `tx`. False when the receiver is gone.
+    async fn drain(&mut self, tx: &mpsc::Sender<FileEvent>) -> bool {
+        loop {
+            let decoded = match self.ring.get_mut().next() {
+                None => return true,
+                Some(item) => decode(&item, self.boot_to_unix_ns, SENSOR_NAME),
+            };
+            match decoded {
+                Ok(ev) => {
+                    if tx.send(ev).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                    warn!("dropping an undecodable kernel record: {e}");
+                }
+            }
+        }
+    }
+}

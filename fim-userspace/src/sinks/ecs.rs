@@ -1,0 +1,186 @@
+//! Rendering a [`FileEvent`] as an Elastic Common Schema document.
+//!
+//! ECS names where ECS has the field (`event.action`, `file.path`, `process.pid`,
+//! `process.executable`, `user.id`, ...); everything else under `fim.*`. Paths that are not
+//! UTF-8 are rendered with each invalid byte as `\xNN`, so the text is lossless and the
+//! original bytes can be recovered.
+
+use serde_json::{Map, Value, json};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::event::{Action, FileEvent, PathSource, ReportedPath};
+
+/// Renders bytes as text, escaping bytes that are not valid UTF-8 as `\xNN`
+/// (and a literal backslash as `\\`, so the rendering is reversible).
+pub fn render_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn file_type(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "file",
+        libc::S_IFDIR => "dir",
+        libc::S_IFLNK => "symlink",
+        libc::S_IFIFO => "fifo",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFCHR => "char_device",
+        libc::S_IFBLK => "block_device",
+        _ => "unknown",
+    }
+}
+
+fn source_name(s: PathSource) -> &'static str {
+    match s {
+        PathSource::KernelObject => "kernel_object",
+        PathSource::SyscallString => "syscall_string",
+    }
+}
+
+fn insert(map: &mut Map<String, Value>, key: &str, value: Value) {
+    map.insert(key.to_owned(), value);
+}
+
+fn path_info(p: &ReportedPath) -> Value {
+    json!({ "source": source_name(p.source), "truncated": p.truncated })
+}
+
+/// The ECS document for one event. `sequence` numbers events in output order.
+pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
+    let timestamp = OffsetDateTime::from_unix_timestamp_nanos(ev.time_unix_ns)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default();
+    let path = render_bytes(&ev.path.bytes);
+    let mut file = Map::new();
+    insert(&mut file, "path", json!(path));
+    let slash = ev.path.bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    insert(
+        &mut file,
+        "name",
+        json!(render_bytes(&ev.path.bytes[slash + 1..])),
+    );
+    insert(
+        &mut file,
+        "directory",
+        json!(render_bytes(if slash == 0 {
+            b"/"
+        } else {
+            &ev.path.bytes[..slash]
+        })),
+    );
+    if let Some(mode) = ev.mode {
+        insert(&mut file, "mode", json!(format!("{:04o}", mode & 0o7777)));
+    }
+    if let Some(uid) = ev.owner_uid {
+        insert(&mut file, "uid", json!(uid.to_string()));
+    }
+    if let Some(gid) = ev.owner_gid {
+        insert(&mut file, "gid", json!(gid.to_string()));
+    }
+    if let Some(inode) = ev.inode {
+        insert(&mut file, "inode", json!(inode.ino.to_string()));
+        insert(
+            &mut file,
+            "device",
+            json!(format!("{}:{}", inode.major, inode.minor)),
+        );
+        insert(&mut file, "type", json!(file_type(inode.mode)));
+    }
+    match (ev.action, &ev.source) {
+        (Action::Rename, Some(old)) => {
+            insert(
+                &mut file,
+                "original",
+                json!({ "path": render_bytes(&old.bytes) }),
+            );
+        }
+        (Action::Link | Action::Symlink, Some(target)) => {
+            insert(&mut file, "target_path", json!(render_bytes(&target.bytes)));
+        }
+        _ => {}
+    }
+
+    let p = &ev.process;
+    let mut process = json!({
+        "pid": p.pid,
+        "thread": { "id": p.tid },
+        "name": p.name,
+        "parent": { "pid": p.ppid },
+        "entity_id": format!("{}-{}", p.pid, p.start_boot_ns),
+    });
+    if let Some(exe) = &p.executable {
+        process["executable"] = json!(render_bytes(exe));
+    }
+
+    let mut fim = Map::new();
+    insert(&mut fim, "sensor", json!(ev.sensor));
+    insert(&mut fim, "path", path_info(&ev.path));
+    if let Some(source) = &ev.source {
+        insert(&mut fim, "source_path", path_info(source));
+    }
+    if let Some(nr) = ev.syscall_nr {
+        insert(&mut fim, "syscall_nr", json!(nr));
+    }
+    insert(&mut fim, "cgroup_id", json!(p.cgroup_id));
+    if let Some(name) = &ev.xattr_name {
+        insert(&mut fim, "xattr", json!({ "name": render_bytes(name) }));
+    }
+    if let Some(n) = ev.bytes_written {
+        insert(&mut fim, "bytes_written", json!(n));
+    }
+    if let Some(n) = ev.truncate_length {
+        insert(&mut fim, "truncate_length", json!(n));
+    }
+    if ev.action == Action::Rename {
+        let mut flags = Vec::new();
+        for (bit, name) in [(1u32, "noreplace"), (2, "exchange"), (4, "whiteout")] {
+            if ev.rename_flags & bit != 0 {
+                flags.push(name);
+            }
+        }
+        insert(&mut fim, "rename_flags", json!(flags));
+    }
+    if ev.open_truncated {
+        insert(&mut fim, "open_truncated", json!(true));
+    }
+    if ev.no_follow {
+        insert(&mut fim, "no_follow", json!(true));
+    }
+
+    json!({
+        "@timestamp": timestamp,
+        "event": {
+            "kind": "event",
+            "category": ["file"],
+            "type": [ev.action.ecs_type()],
+            "action": ev.action.as_str(),
+            "module": "fim",
+            "dataset": "fim.file",
+            "sequence": sequence,
+        },
+        "file": file,
+        "process": process,
+        "user": { "id": p.uid.to_string(), "effective": { "id": p.euid.to_string() } },
+        "group": { "id": p.gid.to_string(), "effective": { "id": p.egid.to_string() } },
+        "fim": fim,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_utf8_bytes_are_escaped_reversibly() {
+        assert_eq!(render_bytes(b"/tmp/caf\xe9"), "/tmp/caf\\xe9");
+        assert_eq!(render_bytes(b"/a\\b"), "/a\\\\b");
+        assert_eq!(render_bytes("/é".as_bytes()), "/é");
+    }
+}

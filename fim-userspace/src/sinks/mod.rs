@@ -1,0 +1,4 @@
+//! Where events go. Each sink is a module with its running task.
+
+pub mod ecs;
+pub mod stdout;

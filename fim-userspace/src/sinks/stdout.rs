@@ -1,0 +1,40 @@
+//! The stdout sink: one ECS JSON document per line.
+//!
+//! When full: blocks. Back-pressure travels up the channel to the sensor, whose kernel ring
+//! buffer then fills and counts its losses, so nothing is dropped silently.
+
+use std::io::Write as _;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{event::FileEvent, sinks::ecs::to_ecs};
+
+/// Writes events to stdout until the channel closes. Returns how many were written.
+pub async fn run(
+    mut rx: mpsc::Receiver<FileEvent>,
+    shutdown: CancellationToken,
+) -> std::io::Result<u64> {
+    let mut sequence = 0u64;
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        // Drain what the sensor already sent even after shutdown: the sensor closes the
+        // channel when it stops, which ends this loop.
+        let n = rx.recv_many(&mut batch, 256).await;
+        if n == 0 {
+            break;
+        }
+        let mut out = std::io::stdout().lock();
+        for ev in batch.drain(..) {
+            sequence += 1;
+            serde_json::to_writer(&mut out, &to_ecs(&ev, sequence))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        drop(out);
+        if shutdown.is_cancelled() && rx.is_empty() && rx.is_closed() {
+            break;
+        }
+    }
+    Ok(sequence)
+}

@@ -1,0 +1,395 @@
+//! The watch set: which paths are monitored, as exact rules for userspace and as a
+//! conservative prefix table for the kernel.
+//!
+//! A rule is a path (a directory watched recursively, or a single file) or a glob whose
+//! wildcards are all in the last component (`/etc/*.conf`). Paths reached through symlinks
+//! (`/bin` -> `/usr/bin` on merged-/usr systems) are watched under both spellings: the kernel
+//! reports object paths canonically but syscall strings as written.
+//! Pure logic: canonicalisation is passed in, so tests need no file system.
+
+use std::path::{Path, PathBuf};
+
+use fim_common::{ROOT_KEY_LEN, SUFFIX_MAX, WatchRoot, root_flags};
+use globset::{Glob, GlobMatcher};
+
+use crate::paths::{clean, is_under};
+
+/// The Linux recommended items of Microsoft Defender for Cloud's FIM: the default watch set.
+pub const DEFAULT_WATCH: &[&str] = &[
+    "/bin/login",
+    "/bin/passwd",
+    "/etc/*.conf",
+    "/usr/bin",
+    "/usr/sbin",
+    "/bin",
+    "/sbin",
+    "/boot",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/opt/bin",
+    "/opt/sbin",
+    "/etc/crontab",
+    "/etc/init.d",
+    "/etc/cron.hourly",
+    "/etc/cron.daily",
+    "/etc/cron.weekly",
+    "/etc/cron.monthly",
+];
+
+/// A rule that cannot be watched.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WatchError {
+    /// Not an absolute path.
+    #[error("watch path `{0}` is not absolute")]
+    NotAbsolute(String),
+    /// Wildcards outside the last component.
+    #[error("watch glob `{0}`: only the last path component may contain wildcards")]
+    GlobInDirectory(String),
+    /// The glob does not parse.
+    #[error("watch glob `{pattern}`: {reason}")]
+    BadGlob {
+        /// The pattern as given.
+        pattern: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// Too long for the kernel's prefix table.
+    #[error("watch path `{0}` is longer than {max} bytes", max = ROOT_KEY_LEN - 2)]
+    TooLong(String),
+    /// An explicitly requested path does not exist.
+    #[error("watch path `{0}` does not exist")]
+    Missing(String),
+}
+
+#[derive(Clone, Debug)]
+enum Matcher {
+    /// The path and everything below it.
+    Tree,
+    /// The path itself only.
+    Exact,
+    /// Direct children whose name matches.
+    Children(GlobMatcher),
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    /// Spellings of the root (as given, and canonical if different).
+    roots: Vec<Vec<u8>>,
+    matcher: Matcher,
+    /// For `Children` globs of the form `*LITERAL`: the literal, for the kernel.
+    suffix: Option<Vec<u8>>,
+}
+
+/// What the caller knows about a path on disk (kept abstract for tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Does not exist.
+    Missing,
+    /// A directory, with its canonical path.
+    Dir(PathBuf),
+    /// Anything else, with its canonical path.
+    File(PathBuf),
+}
+
+/// The set of watched paths.
+#[derive(Clone, Debug)]
+pub struct WatchSet {
+    rules: Vec<Rule>,
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '[', '{'])
+}
+
+impl WatchSet {
+    /// Builds the set from patterns. `probe` reports what is on disk; `must_exist` turns a
+    /// missing plain path into an error (for paths a user asked for explicitly; the defaults
+    /// may name paths a host does not have, which are then watched for appearing).
+    pub fn new(
+        patterns: &[String],
+        must_exist: bool,
+        probe: impl Fn(&Path) -> Found,
+    ) -> Result<Self, Vec<WatchError>> {
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        for pattern in patterns {
+            match Self::rule(pattern, must_exist, &probe) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self { rules })
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn rule(
+        pattern: &str,
+        must_exist: bool,
+        probe: &impl Fn(&Path) -> Found,
+    ) -> Result<Rule, WatchError> {
+        if !pattern.starts_with('/') {
+            return Err(WatchError::NotAbsolute(pattern.to_owned()));
+        }
+        if pattern.len() > ROOT_KEY_LEN - 2 {
+            return Err(WatchError::TooLong(pattern.to_owned()));
+        }
+        let given = clean(pattern.as_bytes());
+        let spellings = |p: &Path| -> Vec<Vec<u8>> {
+            let given = clean(p.as_os_str().as_encoded_bytes());
+            let mut out = vec![given.clone()];
+            let canonical = match probe(p) {
+                Found::Dir(c) | Found::File(c) => clean(c.as_os_str().as_encoded_bytes()),
+                Found::Missing => given,
+            };
+            if !out.contains(&canonical) {
+                out.push(canonical);
+            }
+            out
+        };
+        if has_wildcard(pattern) {
+            let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", pattern));
+            if has_wildcard(dir) {
+                return Err(WatchError::GlobInDirectory(pattern.to_owned()));
+            }
+            let glob = Glob::new(name).map_err(|e| WatchError::BadGlob {
+                pattern: pattern.to_owned(),
+                reason: e.kind().to_string(),
+            })?;
+            let suffix = name
+                .strip_prefix('*')
+                .filter(|rest| !has_wildcard(rest) && rest.len() <= SUFFIX_MAX)
+                .map(|rest| rest.as_bytes().to_vec());
+            let dir = if dir.is_empty() { "/" } else { dir };
+            return Ok(Rule {
+                roots: spellings(Path::new(dir)),
+                matcher: Matcher::Children(glob.compile_matcher()),
+                suffix,
+            });
+        }
+        let path = Path::new(std::ffi::OsStr::from_encoded_bytes_unchecked_safe(&given));
+        let matcher = match probe(path) {
+            Found::Missing if must_exist => return Err(WatchError::Missing(pattern.to_owned())),
+            Found::File(_) => Matcher::Exact,
+            Found::Dir(_) | Found::Missing => Matcher::Tree,
+        };
+        Ok(Rule {
+            roots: spellings(path),
+            matcher,
+            suffix: None,
+        })
+    }
+
+    /// Whether `path` is watched by any rule.
+    pub fn matches(&self, path: &[u8]) -> bool {
+        self.rules.iter().any(|r| {
+            r.roots.iter().any(|root| match &r.matcher {
+                Matcher::Tree => is_under(path, root),
+                Matcher::Exact => path == root.as_slice(),
+                Matcher::Children(glob) => {
+                    let Some(slash) = path.iter().rposition(|&b| b == b'/') else {
+                        return false;
+                    };
+                    let parent: &[u8] = if slash == 0 { b"/" } else { &path[..slash] };
+                    let name = &path[slash + 1..];
+                    parent == root.as_slice()
+                        && !name.is_empty()
+                        && glob.is_match(Path::new(
+                            std::ffi::OsStr::from_encoded_bytes_unchecked_safe(name),
+                        ))
+                }
+            })
+        })
+    }
+
+    /// The kernel's prefix table: one entry per distinct root spelling (key ends in `/`).
+    pub fn kernel_roots(&self) -> Vec<(Vec<u8>, WatchRoot)> {
+        let mut out: Vec<(Vec<u8>, WatchRoot)> = Vec::new();
+        for rule in &self.rules {
+            for root in &rule.roots {
+                let mut key = root.clone();
+                if key != b"/" {
+                    key.push(b'/');
+                }
+                let (flags, suffix) = match &rule.matcher {
+                    Matcher::Tree => (root_flags::SELF | root_flags::RECURSIVE, None),
+                    Matcher::Exact => (root_flags::SELF, None),
+                    Matcher::Children(_) => (root_flags::CHILDREN, rule.suffix.clone()),
+                };
+                match out.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, existing)) => {
+                        let same_suffix = existing.suffix_len as usize
+                            == suffix.as_ref().map_or(0, Vec::len)
+                            && suffix
+                                .as_deref()
+                                .is_none_or(|s| existing.suffix[..s.len()] == *s);
+                        if flags & root_flags::CHILDREN != 0
+                            && existing.flags & root_flags::CHILDREN != 0
+                            && !same_suffix
+                        {
+                            existing.suffix_len = 0;
+                        } else if flags & root_flags::CHILDREN != 0
+                            && existing.flags & root_flags::CHILDREN == 0
+                        {
+                            existing.suffix_len = 0;
+                        }
+                        existing.flags |= flags;
+                    }
+                    None => {
+                        let mut v = WatchRoot {
+                            root_len: key.len() as u32,
+                            flags,
+                            suffix_len: 0,
+                            suffix: [0; SUFFIX_MAX],
+                        };
+                        if let Some(s) = suffix {
+                            v.suffix[..s.len()].copy_from_slice(&s);
+                            v.suffix_len = s.len() as u32;
+                        }
+                        out.push((key, v));
+                    }
+                }
+            }
+        }
+        // The kernel uses only the longest matching prefix, so a root inside a recursive
+        // root must itself pass everything below it.
+        let recursive: Vec<Vec<u8>> = out
+            .iter()
+            .filter(|(_, v)| v.flags & root_flags::RECURSIVE != 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (key, value) in &mut out {
+            if recursive.iter().any(|r| key.starts_with(r) && r != key) {
+                value.flags |= root_flags::RECURSIVE | root_flags::SELF;
+            }
+        }
+        out
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// Probes the real file system.
+pub fn probe_disk(path: &Path) -> Found {
+    match std::fs::canonicalize(path) {
+        Ok(c) if c.is_dir() => Found::Dir(c),
+        Ok(c) => Found::File(c),
+        Err(_) => Found::Missing,
+    }
+}
+
+/// `OsStr::from_encoded_bytes_unchecked` without `unsafe`: on Unix every byte string is valid.
+trait FromBytes {
+    fn from_encoded_bytes_unchecked_safe(b: &[u8]) -> &std::ffi::OsStr;
+}
+
+impl FromBytes for std::ffi::OsStr {
+    fn from_encoded_bytes_unchecked_safe(b: &[u8]) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(path: &Path) -> Found {
+        match path.to_str().unwrap_or_default() {
+            "/bin" => Found::Dir("/usr/bin".into()),
+            "/bin/login" => Found::File("/usr/bin/login".into()),
+            "/etc" | "/usr/bin" | "/w" => Found::Dir(path.into()),
+            "/etc/crontab" => Found::File(path.into()),
+            _ => Found::Missing,
+        }
+    }
+
+    fn set(patterns: &[&str]) -> WatchSet {
+        let p: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        WatchSet::new(&p, false, fake).expect("valid")
+    }
+
+    #[test]
+    fn tree_exact_and_glob_rules_match_like_their_kernel_entries() {
+        let s = set(&["/w", "/etc/*.conf", "/etc/crontab", "/bin"]);
+        assert!(s.matches(b"/w") && s.matches(b"/w/a/b"));
+        assert!(!s.matches(b"/wx"));
+        assert!(s.matches(b"/etc/host.conf"));
+        assert!(!s.matches(b"/etc/sub/x.conf") && !s.matches(b"/etc/hosts"));
+        assert!(s.matches(b"/etc/crontab") && !s.matches(b"/etc/crontab/x"));
+        assert!(s.matches(b"/bin/ls") && s.matches(b"/usr/bin/ls"));
+
+        let roots = s.kernel_roots();
+        let get = |k: &str| {
+            roots
+                .iter()
+                .find(|(key, _)| key == k.as_bytes())
+                .map(|(_, v)| *v)
+        };
+        let etc = get("/etc/").expect("/etc/ entry");
+        assert_eq!(etc.flags, root_flags::CHILDREN);
+        assert_eq!(&etc.suffix[..etc.suffix_len as usize], b".conf");
+        assert_eq!(
+            get("/etc/crontab/").expect("crontab").flags,
+            root_flags::SELF
+        );
+        assert!(get("/bin/").is_some() && get("/usr/bin/").is_some());
+        assert_eq!(get("/w/").expect("w").root_len, 3);
+    }
+
+    #[test]
+    fn roots_inside_recursive_roots_pass_everything() {
+        let s = set(&["/", "/etc/*.conf"]);
+        let roots = s.kernel_roots();
+        let etc = roots.iter().find(|(k, _)| k == b"/etc/").expect("etc").1;
+        assert_ne!(etc.flags & root_flags::RECURSIVE, 0);
+        assert!(s.matches(b"/etc/a/b"));
+    }
+
+    #[test]
+    fn two_globs_in_one_directory_drop_the_kernel_suffix() {
+        let s = set(&["/etc/*.conf", "/etc/*.cfg"]);
+        let etc = s
+            .kernel_roots()
+            .into_iter()
+            .find(|(k, _)| k == b"/etc/")
+            .expect("etc")
+            .1;
+        assert_eq!(etc.suffix_len, 0);
+        assert!(s.matches(b"/etc/a.cfg") && s.matches(b"/etc/a.conf") && !s.matches(b"/etc/a.txt"));
+    }
+
+    #[test]
+    fn bad_patterns_are_all_reported() {
+        let p: Vec<String> = ["relative", "/a/*/b", "/nope"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let errs = WatchSet::new(&p, true, fake).expect_err("invalid");
+        assert_eq!(
+            errs,
+            vec![
+                WatchError::NotAbsolute("relative".into()),
+                WatchError::GlobInDirectory("/a/*/b".into()),
+                WatchError::Missing("/nope".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_are_valid_on_any_host() {
+        let p: Vec<String> = DEFAULT_WATCH.iter().map(|s| s.to_string()).collect();
+        let s = WatchSet::new(&p, false, fake).expect("defaults");
+        assert_eq!(s.len(), DEFAULT_WATCH.len());
+        assert!(s.matches(b"/etc/cron.daily/logrotate") && s.matches(b"/boot/vmlinuz"));
+    }
+}
