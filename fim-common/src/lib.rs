@@ -79,6 +79,8 @@ pub mod programs {
     pub const EXIT_WRITE: &str = "fim_exit_write";
     /// Emits close-after-write at entry of close (the fd is gone at exit).
     pub const ENTER_CLOSE: &str = "fim_enter_close";
+    /// Same for `dup2`/`dup3`, which close their target fd.
+    pub const ENTER_DUP: &str = "fim_enter_dup";
 }
 
 /// What happened to the file. Values are fixed: they are the wire format.
@@ -375,6 +377,11 @@ pub struct Offsets {
     pub cred_euid: u32,
     /// `cred.egid`
     pub cred_egid: u32,
+    /// `file.f_ref` (6.13+, `file_ref_t`) or `file.f_count` (older, `atomic_long_t`).
+    pub file_count: u32,
+    /// The value of that counter when exactly one reference is held (0 for `f_ref`, 1 for
+    /// `f_count`).
+    pub file_count_one: u32,
     /// Explicit padding.
     pub _pad: u32,
 }

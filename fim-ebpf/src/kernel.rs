@@ -42,6 +42,8 @@ pub static OFFSETS: Offsets = Offsets {
     cred_gid: 0,
     cred_euid: 0,
     cred_egid: 0,
+    file_count: 0,
+    file_count_one: 0,
     _pad: 0,
 };
 

@@ -380,15 +380,29 @@ fn exit_write(ctx: &TracePointContext) -> Option<()> {
 /// the fd no longer exists at exit, and Linux releases the fd even when close fails.
 #[tracepoint]
 pub fn fim_enter_close(ctx: TracePointContext) -> u32 {
-    let _ = enter_close(&ctx);
+    let _ = release_fd(&ctx, 0);
     0
 }
 
+/// Entry of dup2/dup3: the target fd is closed if open.
+#[tracepoint]
+pub fn fim_enter_dup(ctx: TracePointContext) -> u32 {
+    let _ = release_fd(&ctx, 1);
+    0
+}
+
+/// The fd in argument `arg` is being released. When it holds the last reference to a
+/// followed file, report close-after-write; while other fds (dup, fork) still share the
+/// open file, writes through them keep being followed.
 #[inline(always)]
-fn enter_close(ctx: &TracePointContext) -> Option<()> {
-    let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET) }.ok()?;
+fn release_fd(ctx: &TracePointContext, arg: usize) -> Option<()> {
+    let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * arg) }.ok()?;
     let file = fd_to_file(i64::from(fd as i32))?;
     let state = *unsafe { WRITERS.get(&file) }?;
+    let refs: i64 = read(file, off!(file_count))?;
+    if refs > off!(file_count_one) as i64 {
+        return None;
+    }
     let _ = WRITERS.remove(&file);
     if is_self() {
         return None;

@@ -215,6 +215,12 @@ impl Btf {
 /// Every offset the programs use, from this kernel's BTF.
 pub fn resolve_offsets(btf: &Btf) -> Result<Offsets, BtfError> {
     let o = |s: &str, f: &str| btf.offset_of(s, f);
+    // 6.13 replaced `atomic_long_t f_count` (1 = one reference) by `file_ref_t f_ref`
+    // (0 = one reference).
+    let (file_count, file_count_one) = match o("file", "f_ref") {
+        Ok(off) => (off, 0),
+        Err(_) => (o("file", "f_count")?, 1),
+    };
     Ok(Offsets {
         task_files: o("task_struct", "files")?,
         task_fs: o("task_struct", "fs")?,
@@ -249,6 +255,8 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets, BtfError> {
         cred_gid: o("cred", "gid")?,
         cred_euid: o("cred", "euid")?,
         cred_egid: o("cred", "egid")?,
+        file_count,
+        file_count_one,
         _pad: 0,
     })
 }

@@ -266,6 +266,7 @@ impl EbpfSensor {
             programs::ENTER_WRITE,
             programs::EXIT_WRITE,
             programs::ENTER_CLOSE,
+            programs::ENTER_DUP,
         ] {
             load_program(&mut ebpf, p)?;
         }
@@ -294,12 +295,8 @@ impl EbpfSensor {
             )?;
             attach(&mut ebpf, programs::EXIT_WRITE, &format!("sys_exit_{name}"))?;
         }
-        for name in syscalls::CLOSE_FAMILY {
-            attach(
-                &mut ebpf,
-                programs::ENTER_CLOSE,
-                &format!("sys_enter_{name}"),
-            )?;
+        for (name, program) in syscalls::CLOSE_FAMILY {
+            attach(&mut ebpf, program, &format!("sys_enter_{name}"))?;
         }
         info!(
             "eBPF tracepoint sensor attached to {} syscalls (+{} write, {} close)",

@@ -33,8 +33,12 @@ impl Followed {
 /// Writes through a file descriptor: followed per open file by the write programs.
 pub const WRITE_FAMILY: &[&str] = &["write", "pwrite64", "writev", "pwritev", "pwritev2"];
 
-/// Syscalls whose entry reports close-after-write.
-pub const CLOSE_FAMILY: &[&str] = &["close"];
+/// Syscalls whose entry reports close-after-write: (name, program).
+pub const CLOSE_FAMILY: &[(&str, &str)] = &[
+    ("close", programs::ENTER_CLOSE),
+    ("dup2", programs::ENTER_DUP),
+    ("dup3", programs::ENTER_DUP),
+];
 
 /// Builder for [`SyscallSpec`] rows, so each row reads as "which argument is what".
 #[derive(Clone, Copy)]
