@@ -1,1 +1,8 @@
-//! Privileged tests.
+//! Privileged tests: the real `fim` daemon, real BPF programs, real file operations.
+//!
+//! Each test watches its own temporary directory, performs one kind of operation from this
+//! thread, and asserts the whole event: action, path(s), operation fields, and the acting
+//! process. Run them with `cargo xtask test` (which builds the daemon and runs as root).
+
+mod ops;
+mod volume;

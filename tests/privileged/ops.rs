@@ -1,0 +1,430 @@
+//! One test per operation the tracepoint sensor reports.
+
+use std::{
+    ffi::CString,
+    fs,
+    io::Write,
+    os::{fd::AsRawFd, unix::ffi::OsStrExt, unix::fs::PermissionsExt},
+    path::Path,
+};
+
+use fim_tests::{
+    Daemon, action, assert_acted_by_this_thread, is, path, require_privileges, tempdir,
+};
+use serde_json::Value;
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("no NUL in path")
+}
+
+fn cs(s: &str) -> CString {
+    CString::new(s).expect("no NUL")
+}
+
+fn check(ret: libc::c_int, what: &str) {
+    assert!(ret >= 0, "{what}: {}", std::io::Error::last_os_error());
+}
+
+/// Asserts fields common to every event about `p` made by this thread.
+fn assert_event(v: &Value, act: &str, p: &Path) {
+    assert_eq!(action(v), act, "{v}");
+    assert_eq!(path(v), p.to_str().expect("utf-8 test path"), "{v}");
+    assert_eq!(
+        v["file"]["name"],
+        p.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+    );
+    assert_eq!(
+        v["file"]["directory"],
+        p.parent().and_then(|d| d.to_str()).unwrap_or_default()
+    );
+    assert_eq!(v["event"]["category"][0], "file");
+    assert_acted_by_this_thread(v);
+}
+
+fn inode_of(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p).expect("stat").ino().to_string()
+}
+
+#[test]
+fn create_write_close_report_mode_bytes_and_inode() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let mut d = Daemon::start(&[&dir]);
+    let f = dir.join("new.txt");
+    let mut file = fs::File::create(&f).expect("create");
+    file.write_all(b"hello").expect("write");
+    file.write_all(b" world").expect("write");
+    drop(file);
+    let ino = inode_of(&f);
+
+    let v = d.wait_for("create", |v| is(v, "create", &f));
+    assert_event(&v, "create", &f);
+    assert_eq!(v["event"]["type"][0], "creation");
+    assert_eq!(v["file"]["mode"], "0666", "mode requested by File::create");
+    assert_eq!(v["file"]["inode"], ino.as_str());
+    assert_eq!(v["file"]["type"], "file");
+    assert_eq!(v["fim"]["path"]["source"], "kernel_object");
+    assert_eq!(v["fim"]["open_truncated"], true);
+
+    let v = d.wait_for("write", |v| is(v, "write", &f));
+    assert_event(&v, "write", &f);
+    assert_eq!(v["fim"]["bytes_written"], 5, "the first write only");
+    assert_eq!(v["file"]["inode"], ino.as_str());
+
+    let v = d.wait_for("close_write", |v| is(v, "close_write", &f));
+    assert_event(&v, "close_write", &f);
+    assert_eq!(
+        v["fim"]["bytes_written"], 11,
+        "all writes through the open file"
+    );
+    let (seen, _, status) = d.stop();
+    assert!(status.success(), "fim exits 0 on SIGINT");
+    assert_eq!(
+        seen.iter().filter(|v| is(v, "write", &f)).count(),
+        1,
+        "one write event per open"
+    );
+}
+
+#[test]
+fn open_for_write_and_truncate_by_path_and_fd() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("existing");
+    fs::write(&f, b"0123456789").expect("seed");
+    let mut d = Daemon::start(&[&dir]);
+
+    let file = fs::OpenOptions::new().write(true).open(&f).expect("open");
+    let v = d.wait_for("open_write", |v| is(v, "open_write", &f));
+    assert_event(&v, "open_write", &f);
+    assert_eq!(v["event"]["type"][0], "access");
+    assert!(v["fim"]["open_truncated"].is_null());
+
+    file.set_len(4).expect("ftruncate");
+    let v = d.wait_for("ftruncate", |v| {
+        is(v, "truncate", &f) && v["fim"]["truncate_length"] == 4
+    });
+    assert_event(&v, "truncate", &f);
+    assert_eq!(v["fim"]["path"]["source"], "kernel_object");
+    assert_eq!(v["file"]["inode"], inode_of(&f).as_str());
+    drop(file);
+
+    check(unsafe { libc::truncate(c(&f).as_ptr(), 2) }, "truncate");
+    let v = d.wait_for("truncate", |v| {
+        is(v, "truncate", &f) && v["fim"]["truncate_length"] == 2
+    });
+    assert_event(&v, "truncate", &f);
+    assert_eq!(v["fim"]["path"]["source"], "syscall_string");
+}
+
+#[test]
+fn unlink_mkdir_rmdir() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("gone");
+    fs::write(&f, b"x").expect("seed");
+    let mut d = Daemon::start(&[&dir]);
+    fs::remove_file(&f).expect("unlink");
+    let v = d.wait_for("unlink", |v| is(v, "unlink", &f));
+    assert_event(&v, "unlink", &f);
+    assert_eq!(v["event"]["type"][0], "deletion");
+
+    let sub = dir.join("sub");
+    fs::DirBuilder::new()
+        .mode(0o750)
+        .create(&sub)
+        .expect("mkdir");
+    let v = d.wait_for("mkdir", |v| is(v, "mkdir", &sub));
+    assert_event(&v, "mkdir", &sub);
+    assert_eq!(v["file"]["mode"], "0750");
+    fs::remove_dir(&sub).expect("rmdir");
+    let v = d.wait_for("rmdir", |v| is(v, "rmdir", &sub));
+    assert_event(&v, "rmdir", &sub);
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+#[test]
+fn rename_reports_both_paths_with_flags_and_dirfd_relative_names() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let (a, b, x) = (dir.join("a"), dir.join("b"), dir.join("x"));
+    fs::write(&a, b"a").expect("seed");
+    fs::write(&x, b"x").expect("seed");
+    let mut d = Daemon::start(&[&dir]);
+
+    fs::rename(&a, &b).expect("rename");
+    let v = d.wait_for("rename", |v| is(v, "rename", &b));
+    assert_event(&v, "rename", &b);
+    assert_eq!(v["file"]["original"]["path"], a.to_str().expect("utf-8"));
+    assert_eq!(v["fim"]["rename_flags"], serde_json::json!([]));
+
+    // renameat2(dirfd, "b", dirfd, "x", RENAME_EXCHANGE): relative names against a dirfd.
+    let dirfd = fs::File::open(&dir).expect("open dir");
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            dirfd.as_raw_fd(),
+            cs("b").as_ptr(),
+            dirfd.as_raw_fd(),
+            cs("x").as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    check(r as i32, "renameat2 exchange");
+    let v = d.wait_for("exchange", |v| {
+        is(v, "rename", &x) && v["fim"]["rename_flags"][0] == "exchange"
+    });
+    assert_event(&v, "rename", &x);
+    assert_eq!(v["file"]["original"]["path"], b.to_str().expect("utf-8"));
+
+    let y = dir.join("y");
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            c(&x).as_ptr(),
+            libc::AT_FDCWD,
+            c(&y).as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    check(r as i32, "renameat2 noreplace");
+    let v = d.wait_for("noreplace", |v| is(v, "rename", &y));
+    assert_eq!(v["fim"]["rename_flags"], serde_json::json!(["noreplace"]));
+    assert_eq!(v["file"]["original"]["path"], x.to_str().expect("utf-8"));
+    assert_acted_by_this_thread(&v);
+}
+
+#[test]
+fn rename_into_and_out_of_the_watched_tree() {
+    if !require_privileges() {
+        return;
+    }
+    let (_g1, watched) = tempdir();
+    let (_g2, outside) = tempdir();
+    let (o, w) = (outside.join("in"), watched.join("in"));
+    fs::write(&o, b"x").expect("seed");
+    let mut d = Daemon::start(&[&watched]);
+    fs::rename(&o, &w).expect("move in");
+    let v = d.wait_for("move in", |v| is(v, "rename", &w));
+    assert_eq!(v["file"]["original"]["path"], o.to_str().expect("utf-8"));
+    let back = outside.join("out");
+    fs::rename(&w, &back).expect("move out");
+    let v = d.wait_for("move out", |v| is(v, "rename", &back));
+    assert_eq!(v["file"]["original"]["path"], w.to_str().expect("utf-8"));
+}
+
+#[test]
+fn chmod_by_path_and_fd() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("perm");
+    fs::write(&f, b"x").expect("seed");
+    let mut d = Daemon::start(&[&dir]);
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o4751)).expect("chmod");
+    let v = d.wait_for("chmod", |v| {
+        is(v, "chmod", &f) && v["file"]["mode"] == "4751"
+    });
+    assert_event(&v, "chmod", &f);
+    assert_eq!(v["fim"]["path"]["source"], "syscall_string");
+
+    let file = fs::File::open(&f).expect("open");
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .expect("fchmod");
+    let v = d.wait_for("fchmod", |v| {
+        is(v, "chmod", &f) && v["file"]["mode"] == "0600"
+    });
+    assert_event(&v, "chmod", &f);
+    assert_eq!(v["fim"]["path"]["source"], "kernel_object");
+    assert_eq!(v["file"]["inode"], inode_of(&f).as_str());
+}
+
+#[test]
+fn chown_by_path_fd_and_without_following_symlinks() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("owned");
+    let link = dir.join("owned-link");
+    fs::write(&f, b"x").expect("seed");
+    std::os::unix::fs::symlink(&f, &link).expect("symlink");
+    let mut d = Daemon::start(&[&dir]);
+
+    std::os::unix::fs::chown(&f, Some(1234), Some(5678)).expect("chown");
+    let v = d.wait_for("chown", |v| {
+        is(v, "chown", &f) && v["file"]["uid"] == "1234"
+    });
+    assert_event(&v, "chown", &f);
+    assert_eq!(v["file"]["gid"], "5678");
+
+    let file = fs::File::open(&f).expect("open");
+    std::os::unix::fs::fchown(&file, None, Some(42)).expect("fchown");
+    let v = d.wait_for("fchown", |v| is(v, "chown", &f) && v["file"]["gid"] == "42");
+    assert_event(&v, "chown", &f);
+    assert!(
+        v["file"]["uid"].is_null(),
+        "an unchanged uid is not reported: {v}"
+    );
+
+    std::os::unix::fs::lchown(&link, Some(7), None).expect("lchown");
+    let v = d.wait_for("lchown", |v| is(v, "chown", &link));
+    assert_event(&v, "chown", &link);
+    assert_eq!(v["file"]["uid"], "7");
+    assert_eq!(v["fim"]["no_follow"], true);
+}
+
+#[test]
+fn set_and_remove_xattr_by_path_and_fd() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("attrs");
+    fs::write(&f, b"x").expect("seed");
+    let mut d = Daemon::start(&[&dir]);
+    let value = b"v";
+    let name = cs("user.fim.test");
+    check(
+        unsafe { libc::setxattr(c(&f).as_ptr(), name.as_ptr(), value.as_ptr().cast(), 1, 0) },
+        "setxattr",
+    );
+    let v = d.wait_for("setxattr", |v| is(v, "setxattr", &f));
+    assert_event(&v, "setxattr", &f);
+    assert_eq!(v["fim"]["xattr"]["name"], "user.fim.test");
+
+    let file = fs::File::open(&f).expect("open");
+    let name2 = cs("user.second");
+    check(
+        unsafe {
+            libc::fsetxattr(
+                file.as_raw_fd(),
+                name2.as_ptr(),
+                value.as_ptr().cast(),
+                1,
+                0,
+            )
+        },
+        "fsetxattr",
+    );
+    let v = d.wait_for("fsetxattr", |v| {
+        is(v, "setxattr", &f) && v["fim"]["xattr"]["name"] == "user.second"
+    });
+    assert_event(&v, "setxattr", &f);
+    assert_eq!(v["fim"]["path"]["source"], "kernel_object");
+
+    check(
+        unsafe { libc::removexattr(c(&f).as_ptr(), name.as_ptr()) },
+        "removexattr",
+    );
+    let v = d.wait_for("removexattr", |v| is(v, "removexattr", &f));
+    assert_event(&v, "removexattr", &f);
+    assert_eq!(v["fim"]["xattr"]["name"], "user.fim.test");
+}
+
+#[test]
+fn hard_and_symbolic_links() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("target");
+    fs::write(&f, b"x").expect("seed");
+    let mut d = Daemon::start(&[&dir]);
+    let hard = dir.join("hard");
+    fs::hard_link(&f, &hard).expect("link");
+    let v = d.wait_for("link", |v| is(v, "link", &hard));
+    assert_event(&v, "link", &hard);
+    assert_eq!(v["file"]["target_path"], f.to_str().expect("utf-8"));
+
+    let soft = dir.join("soft");
+    std::os::unix::fs::symlink("../some/where", &soft).expect("symlink");
+    let v = d.wait_for("symlink", |v| is(v, "symlink", &soft));
+    assert_event(&v, "symlink", &soft);
+    assert_eq!(
+        v["file"]["target_path"], "../some/where",
+        "the target text, verbatim"
+    );
+}
+
+#[test]
+fn dirfd_relative_unlink_resolves_in_the_kernel() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let sub = dir.join("deep/er");
+    fs::create_dir_all(&sub).expect("mkdir");
+    let f = sub.join("rel");
+    fs::write(&f, b"x").expect("seed");
+    let mut d = Daemon::start(&[&dir]);
+    let dirfd = fs::File::open(dir.join("deep")).expect("open dir");
+    check(
+        unsafe { libc::unlinkat(dirfd.as_raw_fd(), cs("./er/rel").as_ptr(), 0) },
+        "unlinkat",
+    );
+    let v = d.wait_for("unlinkat", |v| is(v, "unlink", &f));
+    assert_event(&v, "unlink", &f);
+    assert_eq!(v["fim"]["path"]["source"], "syscall_string");
+}
+
+#[test]
+fn nothing_arrives_from_outside_the_watched_roots() {
+    if !require_privileges() {
+        return;
+    }
+    let (_g1, watched) = tempdir();
+    // A sibling whose name extends the watched root's: a prefix match must not take it.
+    let sibling = Path::new(&format!("{}-sibling", watched.display())).to_path_buf();
+    fs::create_dir(&sibling).expect("sibling");
+    let mut d = Daemon::start(&[&watched]);
+    let f = sibling.join("f");
+    fs::write(&f, b"x").expect("write");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::rename(&f, sibling.join("g")).expect("rename");
+    fs::remove_file(sibling.join("g")).expect("unlink");
+    // A marker inside the watched root: once it arrives, anything earlier has too.
+    let marker = watched.join("marker");
+    fs::create_dir(&marker).expect("marker");
+    d.wait_for("marker", |v| is(v, "mkdir", &marker));
+    let (seen, _, _) = d.stop();
+    fs::remove_dir_all(&sibling).expect("cleanup");
+    let stray: Vec<_> = seen
+        .iter()
+        .filter(|v| !path(v).starts_with(watched.to_str().unwrap_or("?")))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "events from outside the watched root: {stray:?}"
+    );
+}
+
+#[test]
+fn bad_watch_path_is_a_clear_error() {
+    if !require_privileges() {
+        return;
+    }
+    let out = std::process::Command::new(fim_tests::fim_bin())
+        .args(["run", "--watch", "/nonexistent/fim-test-path"])
+        .output()
+        .expect("run fim");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "fim: error: watch path `/nonexistent/fim-test-path` does not exist"
+    );
+    assert!(out.stdout.is_empty());
+}

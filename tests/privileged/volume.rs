@@ -1,0 +1,64 @@
+//! Volume: every operation in a burst is reported or counted as lost.
+
+use std::{fs, os::unix::fs::PermissionsExt};
+
+use fim_tests::{Daemon, is, require_privileges, tempdir};
+
+const BURST: usize = 10_000;
+
+/// Parses "N lost in the kernel" from the daemon's final log line.
+fn lost_in_kernel(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split("written, ").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .filter_map(|n| n.parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no final summary in the log:\n{log}"))
+}
+
+#[test]
+fn a_burst_of_10000_operations_is_reported_or_counted_lost() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("burst");
+    fs::write(&f, b"x").expect("seed");
+    let d = Daemon::start(&[&dir]);
+    for i in 0..BURST {
+        let mode = if i % 2 == 0 { 0o600 } else { 0o640 };
+        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let end = dir.join("end");
+    fs::create_dir(&end).expect("end marker");
+    let mut d = d;
+    d.wait_for("end marker", |v| is(v, "mkdir", &end));
+    let (seen, log, status) = d.stop();
+    assert!(status.success());
+    let reported = seen.iter().filter(|v| is(v, "chmod", &f)).count() as u64;
+    let lost = lost_in_kernel(&log);
+    eprintln!("burst: {reported} reported, {lost} lost");
+    assert!(
+        reported <= BURST as u64,
+        "more events than operations: {reported}"
+    );
+    assert_eq!(
+        reported + lost,
+        BURST as u64,
+        "every chmod is reported or counted as lost"
+    );
+    // Modes alternate, and arrive in order.
+    let modes: Vec<_> = seen
+        .iter()
+        .filter(|v| is(v, "chmod", &f))
+        .map(|v| v["file"]["mode"].clone())
+        .collect();
+    if lost == 0 {
+        assert!(
+            modes
+                .iter()
+                .enumerate()
+                .all(|(i, m)| m == if i % 2 == 0 { "0600" } else { "0640" })
+        );
+    }
+}
