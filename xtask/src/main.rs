@@ -1,1 +1,230 @@
-fn main() {}
+//! Developer commands. Each installs what it lacks, saying what it does, so a fresh machine
+//! needs nothing but this repository and rustup.
+//!
+//! - `cargo xtask setup`: rust-src, Debian's LLVM 22 dev packages, bpf-linker built for LLVM 22.
+//! - `cargo xtask run [-- ARGS]`: setup, build, then `fim run` on the built-in defaults.
+//! - `cargo xtask test`: setup, build, then every test (unit, integration, privileged).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// The pinned toolchain (see rust-toolchain.toml); its LLVM major must equal bpf-linker's.
+const TOOLCHAIN: &str = "1.95.0";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_MAJOR: &str = "22";
+/// Debian packages needed to build bpf-linker against LLVM 22, and tools tests use.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "libxml2-dev",
+];
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building needs (idempotent).
+    Setup,
+    /// Build and run the daemon in the foreground (as root); arguments go to `fim run`.
+    Run {
+        /// Extra arguments for `fim run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test.
+    Test,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup(),
+        Cmd::Run { args } => {
+            setup()?;
+            step("building fim (release)");
+            cargo(&["build", "--release", "-p", "fim-userspace"])?;
+            let bin = root().join("target/release/fim");
+            step(&format!(
+                "starting {} run {}",
+                bin.display(),
+                args.join(" ")
+            ));
+            let err = exec(Command::new(bin).arg("run").args(args));
+            Err(err).context("starting fim")
+        }
+        Cmd::Test => test(),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn step(what: &str) {
+    eprintln!("==> xtask: {what}");
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new("cargo").current_dir(root()).args(args))
+}
+
+fn exec(cmd: &mut Command) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    cmd.exec()
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn setup() -> Result<()> {
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        TOOLCHAIN,
+    ]))
+    .unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        step(&format!(
+            "installing rust-src for {TOOLCHAIN} (the eBPF build compiles core)"
+        ));
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            TOOLCHAIN,
+        ]))?;
+    }
+    // The right version, linked against the right LLVM major (it does not print its LLVM).
+    let linker_ok = output(Command::new("bpf-linker").arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+        && output(Command::new("sh").args(["-c", "ldd \"$(command -v bpf-linker)\""]))
+            .is_some_and(|v| v.contains(&format!("libLLVM.so.{LLVM_MAJOR}")));
+    if !linker_ok {
+        let missing: Vec<&str> = APT_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| {
+                !output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p]))
+                    .is_some_and(|s| s.contains("install ok installed"))
+            })
+            .collect();
+        if !missing.is_empty() {
+            step(&format!(
+                "installing Debian packages: {}",
+                missing.join(" ")
+            ));
+            run(Command::new("apt-get").arg("update").arg("-q"))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+        step(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (2-5 minutes)"
+        ));
+        run(Command::new("cargo")
+            .args([
+                &format!("+{TOOLCHAIN}"),
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM_MAJOR}"),
+            ])
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{LLVM_MAJOR}")))?;
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    setup()?;
+    step("checking formatting");
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    step("building fim (debug) for the privileged tests");
+    cargo(&["build", "-p", "fim-userspace"])?;
+    let privileged = is_root();
+    if !privileged {
+        eprintln!("==> xtask: not root: privileged tests will skip (they fail when CI is set)");
+    }
+    step("running every test");
+    let mut child = Command::new("cargo")
+        .current_dir(root())
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "fim-ebpf",
+            "--",
+            "--test-threads",
+            "4",
+        ])
+        .env("FIM_BIN", root().join("target/debug/fim"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawning cargo test")?;
+    // Echo libtest's output and add up its result lines, so the run ends with one total.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(stdout) = child.stdout.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .trim_start_matches("ok. ")
+                                .trim_start_matches("FAILED. ")
+                                .strip_suffix(word)
+                        })
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                passed += count(" passed");
+                failed += count(" failed");
+            }
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("tests failed ({status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0")
+}
