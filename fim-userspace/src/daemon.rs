@@ -1,8 +1,10 @@
-//! `fim run`: one sensor, the watch-set check, one sink, and shutdown by construction.
+//! `fim run`: one sensor, the watch-set check, the integrity engine, one sink, and shutdown
+//! by construction.
 //!
-//! sensor task --(bounded channel)--> filter --(bounded channel)--> sink task.
-//! One [`CancellationToken`] stops the sensor; the sensor drains and closes its channel,
-//! which ends the filter and then the sink, so every event read from the kernel is written.
+//! sensor task -> filter task -> integrity engine (own thread) -> sink task, over bounded
+//! channels. One [`CancellationToken`] stops the sensor; the sensor drains and closes its
+//! channel, which ends the filter, then the engine (after settling open bursts and
+//! committing the baseline), then the sink, so every event read from the kernel is written.
 
 use std::sync::{Arc, atomic::Ordering};
 
@@ -11,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    integrity::engine::{Engine, EngineConfig, EngineError, EngineStats},
     sensors::ebpf::{EbpfError, EbpfSensor},
     sinks,
     watch::WatchSet,
@@ -25,6 +28,9 @@ pub enum DaemonError {
     /// The sensor failed to start or run.
     #[error(transparent)]
     Sensor(#[from] EbpfError),
+    /// The integrity engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// Writing output failed.
     #[error("writing events to stdout: {0}")]
     Sink(std::io::Error),
@@ -34,26 +40,42 @@ pub enum DaemonError {
 }
 
 /// Runs until `shutdown` is cancelled. Prints "ready" to the log once the sensor is attached.
-pub async fn run(watch: WatchSet, shutdown: CancellationToken) -> Result<(), DaemonError> {
+pub async fn run(
+    watch: WatchSet,
+    integrity: EngineConfig,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let watch = Arc::new(watch);
+    let stats = Arc::new(EngineStats::default());
+    let (sink_tx, sink_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let engine = Engine::start(integrity, watch.clone(), sink_tx, stats.clone())?;
     let sensor = EbpfSensor::start(&watch)?;
     let counters = sensor.counters.clone();
     let (sensor_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let (sink_tx, sink_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (engine_tx, engine_rx) = flume::bounded(CHANNEL_CAPACITY);
     let tracker = TaskTracker::new();
     let sensor_task = tracker.spawn(sensor.run(sensor_tx, shutdown.clone()));
     let watched_paths = watch.len();
-    let watch = Arc::new(watch);
+    let filter_watch = watch.clone();
     let filter_task = tracker.spawn(async move {
         // The kernel filter is a conservative prefix match; this is the exact rule check.
         while let Some(ev) = filter_rx.recv().await {
-            let watched = watch.matches(&ev.path.bytes)
+            let watched = filter_watch.matches(&ev.path.bytes)
                 || ev.source.as_ref().is_some_and(|s| {
-                    ev.action != crate::event::Action::Symlink && watch.matches(&s.bytes)
+                    ev.action != crate::event::Action::Symlink && filter_watch.matches(&s.bytes)
                 });
-            if watched && sink_tx.send(ev).await.is_err() {
+            if watched && engine_tx.send_async(ev).await.is_err() {
                 break;
             }
         }
+    });
+    let engine_counters = counters.clone();
+    let engine_task = tracker.spawn_blocking(move || {
+        engine.run(&engine_rx, move || {
+            engine_counters.ring_full.load(Ordering::Relaxed)
+                + engine_counters.pending_full.load(Ordering::Relaxed)
+                + engine_counters.writers_full.load(Ordering::Relaxed)
+        })
     });
     let sink_task = tracker.spawn(sinks::stdout::run(sink_rx, shutdown.clone()));
     tracker.close();
@@ -65,6 +87,9 @@ pub async fn run(watch: WatchSet, shutdown: CancellationToken) -> Result<(), Dae
     filter_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;
+    let engine_result = engine_task
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))?;
     let written = sink_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?
@@ -73,10 +98,15 @@ pub async fn run(watch: WatchSet, shutdown: CancellationToken) -> Result<(), Dae
     let lost = counters.ring_full.load(Ordering::Relaxed)
         + counters.pending_full.load(Ordering::Relaxed)
         + counters.writers_full.load(Ordering::Relaxed);
-    info!("stopped: {written} events written, {lost} lost in the kernel");
+    info!(
+        "stopped: {written} events written, {lost} lost in the kernel, {} passed without integrity data, {} files hashed",
+        stats.unenriched.load(Ordering::Relaxed),
+        stats.hashed.load(Ordering::Relaxed)
+    );
     if let Err(e) = sensor_result {
         error!("sensor: {e}");
         return Err(e.into());
     }
+    engine_result?;
     Ok(())
 }

@@ -160,7 +160,7 @@ pub fn decode(
                 Action::Chown | Action::Chmod | Action::SetXattr | Action::RemoveXattr
             ),
         inode,
-        process: Process {
+        process: Some(Process {
             pid: h.tgid,
             tid: h.tid,
             ppid: h.ppid,
@@ -172,9 +172,10 @@ pub fn decode(
             executable: (!exe.is_empty()).then(|| exe.to_vec()),
             cgroup_id: h.cgroup_id,
             start_boot_ns: h.start_time_ns,
-        },
+        }),
         sensor,
         syscall_nr: Some(h.syscall_nr),
+        integrity: None,
     })
 }
 
@@ -250,10 +251,10 @@ mod tests {
         );
         assert_eq!(ev.rename_flags, 1);
         assert_eq!(ev.time_unix_ns, 1_500);
-        assert_eq!(ev.process.name, "mv");
-        assert_eq!(ev.process.executable.as_deref(), Some(exe));
+        assert_eq!(ev.process.as_ref().expect("process").name, "mv");
+        assert_eq!(ev.process.as_ref().expect("process").executable.as_deref(), Some(exe));
         assert_eq!(
-            (ev.process.pid, ev.process.tid, ev.process.ppid),
+            { let p = ev.process.as_ref().expect("process"); (p.pid, p.tid, p.ppid) },
             (10, 11, 1)
         );
         assert_eq!(ev.owner_uid, None);

@@ -3,6 +3,8 @@
 //! Sensor-neutral: the eBPF tiers and (later) fanotify fill the same struct. Paths are bytes,
 //! because Linux file names are; sinks decide how to render them.
 
+use crate::integrity::attrs::{Attr, Snapshot};
+
 /// What happened. `as_str` gives the `event.action` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -38,6 +40,14 @@ pub enum Action {
     Symlink,
     /// A special (or regular) file was made by mknod.
     Mknod,
+    /// Content settled after the quiet period while the file stayed open for writing.
+    Modified,
+    /// Found by comparing the disk with the baseline: a path the baseline did not have.
+    Added,
+    /// Found by comparing the disk with the baseline: a path that is gone.
+    Removed,
+    /// Found by comparing the disk with the baseline: a path whose attributes differ.
+    Changed,
 }
 
 impl Action {
@@ -60,14 +70,20 @@ impl Action {
             Self::Link => "link",
             Self::Symlink => "symlink",
             Self::Mknod => "mknod",
+            Self::Modified => "modified",
+            Self::Added => "added",
+            Self::Removed => "removed",
+            Self::Changed => "changed",
         }
     }
 
     /// The ECS `event.type` value.
     pub fn ecs_type(self) -> &'static str {
         match self {
-            Self::Create | Self::Mkdir | Self::Link | Self::Symlink | Self::Mknod => "creation",
-            Self::Unlink | Self::Rmdir => "deletion",
+            Self::Create | Self::Mkdir | Self::Link | Self::Symlink | Self::Mknod | Self::Added => {
+                "creation"
+            }
+            Self::Unlink | Self::Rmdir | Self::Removed => "deletion",
             Self::OpenWrite => "access",
             _ => "change",
         }
@@ -81,6 +97,8 @@ pub enum PathSource {
     KernelObject,
     /// The caller's string, joined to its dirfd/cwd and cleaned lexically: may be racy.
     SyscallString,
+    /// Found on disk by a scan.
+    Scan,
 }
 
 /// A path as reported, with how it was obtained.
@@ -165,10 +183,55 @@ pub struct FileEvent {
     pub no_follow: bool,
     /// The inode, when known.
     pub inode: Option<InodeRef>,
-    /// Who did it.
-    pub process: Process,
+    /// Who did it; `None` for changes found by comparing the disk with the baseline.
+    pub process: Option<Process>,
     /// Which sensor saw it.
     pub sensor: &'static str,
     /// Syscall number, when the sensor is syscall-based.
     pub syscall_nr: Option<u32>,
+    /// What the integrity engine found: attributes and digest before and after.
+    pub integrity: Option<Integrity>,
+}
+
+/// How a change came to be known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Seen by a sensor as it happened.
+    Realtime,
+    /// Found when the daemon started: the change happened while it was not running.
+    Start,
+    /// Found by a scheduled rescan (or a rescan after lost events).
+    Rescan,
+    /// Found by `fim scan check`.
+    Check,
+}
+
+impl Origin {
+    /// The `fim.origin` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Realtime => "realtime",
+            Self::Start => "found_at_start",
+            Self::Rescan => "rescan",
+            Self::Check => "scan_check",
+        }
+    }
+}
+
+/// The integrity engine's view of one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Integrity {
+    /// The baseline's entry before the event (for a rename over an existing file: the
+    /// replaced file's entry).
+    pub before: Option<Snapshot>,
+    /// What is on disk after the event.
+    pub after: Option<Snapshot>,
+    /// Attributes that differ between `before` and `after`.
+    pub changed: Vec<Attr>,
+    /// How the change came to be known.
+    pub origin: Origin,
+    /// A rename replaced an existing file (an editor's atomic save).
+    pub replaced_target: bool,
+    /// Why the engine could not fill `after` (`skipped: engine backlog full`, ...).
+    pub note: Option<String>,
 }

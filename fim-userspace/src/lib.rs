@@ -5,9 +5,11 @@
 //! set re-checks it, and a sink ([`sinks`]) writes it out. [`daemon`] wires them together
 //! with bounded channels and one shutdown token.
 
+pub mod commands;
 pub mod daemon;
 pub mod decode;
 pub mod event;
+pub mod integrity;
 pub mod paths;
 pub mod sensors;
 pub mod sinks;

@@ -2,9 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
 use fim_userspace::{
+    commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
     daemon,
+    integrity::{engine::EngineConfig, observe::Limits, scan::default_threads},
     watch::{DEFAULT_WATCH, WatchSet, probe_disk},
 };
 use log::error;
@@ -21,17 +25,61 @@ struct Cli {
     log_level: log::LevelFilter,
 }
 
+/// Where and how the baseline is kept (shared by `run` and `scan`).
+#[derive(Args, Clone)]
+struct Common {
+    /// Watch this path (a directory recursively, a file, or DIR/GLOB) instead of the
+    /// built-in defaults. Repeatable.
+    #[arg(long = "watch", value_name = "PATH", global = true)]
+    watch: Vec<String>,
+    /// Directory holding the baseline database.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/fim", global = true)]
+    state_dir: PathBuf,
+    /// Files larger than this many bytes are reported as "not hashed: too large".
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30, global = true)]
+    hash_max_size: u64,
+    /// Threads that stat and hash files (default: one per CPU).
+    #[arg(long, value_name = "N", global = true)]
+    threads: Option<usize>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Watch files and print one JSON line per change on stdout.
     Run {
-        /// Watch this path (a directory recursively, a file, or DIR/GLOB) instead of the
-        /// built-in defaults. Repeatable.
-        #[arg(long = "watch", value_name = "PATH")]
-        watch: Vec<String>,
+        #[command(flatten)]
+        common: Common,
         /// Which sensor to use. Only `ebpf` (tracepoint tier) exists today.
         #[arg(long, default_value = "ebpf", value_parser = ["ebpf"])]
         sensor: String,
+        /// A file still open for writing is hashed after this many milliseconds without
+        /// a close.
+        #[arg(long, value_name = "MS", default_value_t = 2000)]
+        hash_quiet_ms: u64,
+        /// Rescan the watched paths every this many seconds to catch what real time missed
+        /// (0: never).
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        rescan_interval: u64,
+    },
+    /// Build or check the baseline without the daemon.
+    Scan {
+        #[command(subcommand)]
+        what: ScanCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScanCommand {
+    /// Scan the watched paths and write the baseline (replacing any existing one).
+    Init {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Compare the watched paths with the baseline. Exit status: 0 no difference, else the
+    /// sum of 1 (added), 2 (removed), 4 (changed); 17 bad watch list; 18 baseline/I/O error.
+    Check {
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -43,26 +91,73 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     match cli.command {
-        Command::Run { watch, sensor: _ } => run(watch),
+        Command::Run {
+            common,
+            sensor: _,
+            hash_quiet_ms,
+            rescan_interval,
+        } => {
+            let Some(set) = watch_set(&common.watch) else {
+                return ExitCode::from(2);
+            };
+            let cfg = EngineConfig {
+                state_dir: common.state_dir,
+                limits: Limits {
+                    max_hash_bytes: common.hash_max_size,
+                },
+                quiet: Duration::from_millis(hash_quiet_ms),
+                rescan_interval: (rescan_interval > 0)
+                    .then(|| Duration::from_secs(rescan_interval)),
+                workers: common.threads.unwrap_or_else(default_threads),
+                max_backlog: 65_536,
+            };
+            run(set, cfg)
+        }
+        Command::Scan { what } => {
+            let (common, init) = match what {
+                ScanCommand::Init { common } => (common, true),
+                ScanCommand::Check { common } => (common, false),
+            };
+            let Some(set) = watch_set(&common.watch) else {
+                return ExitCode::from(EXIT_BAD_WATCH);
+            };
+            let args = ScanArgs {
+                watch: &set,
+                state_dir: &common.state_dir,
+                threads: common.threads.unwrap_or_else(default_threads),
+                limits: Limits {
+                    max_hash_bytes: common.hash_max_size,
+                },
+            };
+            if init {
+                scan_cmd::init(&args)
+            } else {
+                scan_cmd::check(&args)
+            }
+        }
     }
 }
 
-fn run(watch: Vec<String>) -> ExitCode {
+/// The watch set from `--watch` (or the defaults); prints every problem and returns `None`.
+fn watch_set(watch: &[String]) -> Option<WatchSet> {
     let explicit = !watch.is_empty();
     let patterns: Vec<String> = if explicit {
-        watch
+        watch.to_vec()
     } else {
         DEFAULT_WATCH.iter().map(|s| (*s).to_owned()).collect()
     };
-    let set = match WatchSet::new(&patterns, explicit, probe_disk) {
-        Ok(set) => set,
+    match WatchSet::new(&patterns, explicit, probe_disk) {
+        Ok(set) => Some(set),
         Err(errors) => {
             for e in errors {
                 eprintln!("fim: error: {e}");
             }
-            return ExitCode::from(2);
+            None
         }
-    };
+    }
+}
+
+fn run(set: WatchSet, cfg: EngineConfig) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -81,7 +176,7 @@ fn run(watch: Vec<String>) -> ExitCode {
             wait_for_signal().await;
             signals.cancel();
         });
-        daemon::run(set, shutdown).await
+        daemon::run(set, cfg, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

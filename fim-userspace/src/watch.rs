@@ -91,6 +91,22 @@ pub enum Found {
     File(PathBuf),
 }
 
+/// One place a scan of the disk starts, under its canonical spelling.
+#[derive(Clone, Debug)]
+pub enum ScanRoot {
+    /// The path and everything below it.
+    Tree(Vec<u8>),
+    /// The path itself.
+    Exact(Vec<u8>),
+    /// The direct children of `dir` whose names match.
+    Children {
+        /// The directory.
+        dir: Vec<u8>,
+        /// The name pattern.
+        glob: GlobMatcher,
+    },
+}
+
 /// The set of watched paths.
 #[derive(Clone, Debug)]
 pub struct WatchSet {
@@ -268,6 +284,68 @@ impl WatchSet {
         out
     }
 
+    /// What a scan of the disk must visit: each rule under its canonical spelling, without
+    /// roots that lie inside a recursive root already listed.
+    pub fn scan_roots(&self) -> Vec<ScanRoot> {
+        let mut out: Vec<ScanRoot> = Vec::new();
+        for rule in &self.rules {
+            let Some(root) = rule.roots.last() else {
+                continue;
+            };
+            let candidate = match &rule.matcher {
+                Matcher::Tree => ScanRoot::Tree(root.clone()),
+                Matcher::Exact => ScanRoot::Exact(root.clone()),
+                Matcher::Children(glob) => ScanRoot::Children {
+                    dir: root.clone(),
+                    glob: glob.clone(),
+                },
+            };
+            out.push(candidate);
+        }
+        let trees: Vec<Vec<u8>> = out
+            .iter()
+            .filter_map(|r| match r {
+                ScanRoot::Tree(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut kept: Vec<ScanRoot> = Vec::new();
+        for r in out {
+            let covered = match &r {
+                ScanRoot::Tree(p) => trees.iter().any(|t| t != p && is_under(p, t)),
+                ScanRoot::Exact(p) => trees.iter().any(|t| is_under(p, t)),
+                ScanRoot::Children { dir, .. } => trees.iter().any(|t| is_under(dir, t)),
+            };
+            let duplicate = kept.iter().any(|k| match (k, &r) {
+                (ScanRoot::Tree(a), ScanRoot::Tree(b)) | (ScanRoot::Exact(a), ScanRoot::Exact(b)) => {
+                    a == b
+                }
+                _ => false,
+            });
+            if !covered && !duplicate {
+                kept.push(r);
+            }
+        }
+        kept
+    }
+
+    /// The canonical spelling of a watched path: a path reported under a symlinked root
+    /// (`/bin/ls`) is rewritten to the root's real location (`/usr/bin/ls`), so the
+    /// baseline holds one entry per file.
+    pub fn canonical(&self, path: &[u8]) -> Vec<u8> {
+        for rule in &self.rules {
+            let (Some(given), Some(real)) = (rule.roots.first(), rule.roots.last()) else {
+                continue;
+            };
+            if given != real && is_under(path, given) {
+                let mut out = real.clone();
+                out.extend_from_slice(&path[given.len()..]);
+                return out;
+            }
+        }
+        path.to_vec()
+    }
+
     /// Number of rules.
     pub fn len(&self) -> usize {
         self.rules.len()
@@ -366,6 +444,29 @@ mod tests {
             .1;
         assert_eq!(etc.suffix_len, 0);
         assert!(s.matches(b"/etc/a.cfg") && s.matches(b"/etc/a.conf") && !s.matches(b"/etc/a.txt"));
+    }
+
+    #[test]
+    fn scan_roots_are_canonical_and_not_nested() {
+        let s = set(&["/bin/login", "/bin", "/usr/bin", "/etc/*.conf", "/etc/crontab"]);
+        let roots: Vec<String> = s
+            .scan_roots()
+            .iter()
+            .map(|r| match r {
+                ScanRoot::Tree(p) => format!("tree {}", String::from_utf8_lossy(p)),
+                ScanRoot::Exact(p) => format!("exact {}", String::from_utf8_lossy(p)),
+                ScanRoot::Children { dir, .. } => {
+                    format!("children {}", String::from_utf8_lossy(dir))
+                }
+            })
+            .collect();
+        assert_eq!(
+            roots,
+            vec!["tree /usr/bin", "children /etc", "exact /etc/crontab"]
+        );
+        assert_eq!(s.canonical(b"/bin/ls"), b"/usr/bin/ls");
+        assert_eq!(s.canonical(b"/usr/bin/ls"), b"/usr/bin/ls");
+        assert_eq!(s.canonical(b"/binary"), b"/binary");
     }
 
     #[test]

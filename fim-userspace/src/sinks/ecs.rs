@@ -8,7 +8,10 @@
 use serde_json::{Map, Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::event::{Action, FileEvent, PathSource, ReportedPath};
+use crate::{
+    event::{Action, FileEvent, PathSource, ReportedPath},
+    integrity::attrs::{Content, Snapshot, hex},
+};
 
 /// Renders bytes as text, escaping bytes that are not valid UTF-8 as `\xNN`
 /// (and a literal backslash as `\\`, so the rendering is reversible).
@@ -40,6 +43,7 @@ fn source_name(s: PathSource) -> &'static str {
     match s {
         PathSource::KernelObject => "kernel_object",
         PathSource::SyscallString => "syscall_string",
+        PathSource::Scan => "scan",
     }
 }
 
@@ -53,10 +57,7 @@ fn path_info(p: &ReportedPath) -> Value {
 
 /// The ECS document for one event. `sequence` numbers events in output order.
 pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
-    let timestamp = OffsetDateTime::from_unix_timestamp_nanos(ev.time_unix_ns)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default();
+    let timestamp = time_ns(ev.time_unix_ns);
     let path = render_bytes(&ev.path.bytes);
     let mut file = Map::new();
     insert(&mut file, "path", json!(path));
@@ -107,18 +108,22 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
         _ => {}
     }
 
-    let p = &ev.process;
-    let mut process = json!({
-        "pid": p.pid,
-        "thread": { "id": p.tid },
-        "name": p.name,
-        "parent": { "pid": p.ppid },
-        "entity_id": format!("{}-{}", p.pid, p.start_boot_ns),
-    });
-    if let Some(exe) = &p.executable {
-        process["executable"] = json!(render_bytes(exe));
+    if let Some(after) = ev.integrity.as_ref().and_then(|i| i.after.as_ref()) {
+        // Values read from the file after the event take precedence over syscall arguments.
+        let a = &after.attrs;
+        insert(&mut file, "type", json!(a.file_type.as_str()));
+        insert(&mut file, "size", json!(a.size));
+        insert(&mut file, "mode", json!(format!("{:04o}", a.mode)));
+        insert(&mut file, "uid", json!(a.uid.to_string()));
+        insert(&mut file, "gid", json!(a.gid.to_string()));
+        insert(&mut file, "inode", json!(a.ino.to_string()));
+        insert(&mut file, "device", json!(format!("{}:{}", a.dev_major, a.dev_minor)));
+        insert(&mut file, "mtime", json!(time_ns(i128::from(a.mtime_ns))));
+        insert(&mut file, "ctime", json!(time_ns(i128::from(a.ctime_ns))));
+        if let Some(d) = after.sha256() {
+            insert(&mut file, "hash", json!({ "sha256": hex(d) }));
+        }
     }
-
     let mut fim = Map::new();
     insert(&mut fim, "sensor", json!(ev.sensor));
     insert(&mut fim, "path", path_info(&ev.path));
@@ -128,7 +133,25 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
     if let Some(nr) = ev.syscall_nr {
         insert(&mut fim, "syscall_nr", json!(nr));
     }
-    insert(&mut fim, "cgroup_id", json!(p.cgroup_id));
+    if let Some(p) = &ev.process {
+        insert(&mut fim, "cgroup_id", json!(p.cgroup_id));
+    }
+    if let Some(i) = &ev.integrity {
+        insert(&mut fim, "origin", json!(i.origin.as_str()));
+        insert(
+            &mut fim,
+            "changed",
+            json!(i.changed.iter().map(|a| a.as_str()).collect::<Vec<_>>()),
+        );
+        insert(&mut fim, "before", i.before.as_ref().map_or(Value::Null, snapshot));
+        insert(&mut fim, "after", i.after.as_ref().map_or(Value::Null, snapshot));
+        if i.replaced_target {
+            insert(&mut fim, "replaced_target", json!(true));
+        }
+        if let Some(note) = &i.note {
+            insert(&mut fim, "note", json!(note));
+        }
+    }
     if let Some(name) = &ev.xattr_name {
         insert(&mut fim, "xattr", json!({ "name": render_bytes(name) }));
     }
@@ -154,7 +177,7 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
         insert(&mut fim, "no_follow", json!(true));
     }
 
-    json!({
+    let mut doc = json!({
         "@timestamp": timestamp,
         "event": {
             "kind": "event",
@@ -166,11 +189,73 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
             "sequence": sequence,
         },
         "file": file,
-        "process": process,
-        "user": { "id": p.uid.to_string(), "effective": { "id": p.euid.to_string() } },
-        "group": { "id": p.gid.to_string(), "effective": { "id": p.egid.to_string() } },
         "fim": fim,
-    })
+    });
+    if let Some(p) = &ev.process {
+        let mut process = json!({
+            "pid": p.pid,
+            "thread": { "id": p.tid },
+            "name": p.name,
+            "parent": { "pid": p.ppid },
+            "entity_id": format!("{}-{}", p.pid, p.start_boot_ns),
+        });
+        if let Some(exe) = &p.executable {
+            process["executable"] = json!(render_bytes(exe));
+        }
+        doc["process"] = process;
+        doc["user"] = json!({ "id": p.uid.to_string(), "effective": { "id": p.euid.to_string() } });
+        doc["group"] = json!({ "id": p.gid.to_string(), "effective": { "id": p.egid.to_string() } });
+    }
+    doc
+}
+
+fn time_ns(ns: i128) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ns)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Every attribute of one observation, for `fim.before` / `fim.after`.
+pub fn snapshot(s: &Snapshot) -> Value {
+    let a = &s.attrs;
+    let mut m = Map::new();
+    insert(&mut m, "type", json!(a.file_type.as_str()));
+    insert(&mut m, "size", json!(a.size));
+    insert(&mut m, "mode", json!(format!("{:04o}", a.mode)));
+    insert(&mut m, "uid", json!(a.uid));
+    insert(&mut m, "gid", json!(a.gid));
+    insert(&mut m, "inode", json!(a.ino));
+    insert(&mut m, "device", json!(format!("{}:{}", a.dev_major, a.dev_minor)));
+    insert(&mut m, "nlink", json!(a.nlink));
+    insert(&mut m, "mtime", json!(time_ns(i128::from(a.mtime_ns))));
+    insert(&mut m, "ctime", json!(time_ns(i128::from(a.ctime_ns))));
+    if let Some(t) = &a.symlink_target {
+        insert(&mut m, "symlink_target", json!(render_bytes(t)));
+    }
+    if let Some(acl) = &a.acl_access {
+        insert(&mut m, "acl_access", json!(acl));
+    }
+    if let Some(acl) = &a.acl_default {
+        insert(&mut m, "acl_default", json!(acl));
+    }
+    if let Some(cap) = &a.capability {
+        insert(&mut m, "capability", json!(cap));
+    }
+    if !a.xattrs.is_empty() {
+        let x: Map<String, Value> = a
+            .xattrs
+            .iter()
+            .map(|(k, v)| (render_bytes(k), json!(hex(v))))
+            .collect();
+        insert(&mut m, "xattrs", Value::Object(x));
+    }
+    match &s.content {
+        Some(Content::Sha256(d)) => insert(&mut m, "sha256", json!(hex(d))),
+        Some(Content::NotHashed(why)) => insert(&mut m, "hash_status", json!(why.reason())),
+        None => {}
+    }
+    Value::Object(m)
 }
 
 #[cfg(test)]

@@ -1,0 +1,868 @@
+//! The daemon's integrity stage: takes sensor events, observes the files they touched
+//! (attributes, digest) in a worker pool, reports before/after values, and keeps the
+//! baseline current. It also reconciles the baseline with the disk at start, rescans on a
+//! schedule and after lost events, and reports what those scans find.
+//!
+//! It runs on its own thread because it owns the SQLite connection. Event intake never
+//! waits for hashing: observations run in the pool, events for a path whose observation is
+//! in flight queue behind it (so per-path order holds), and a burst of writes is hashed once,
+//! on close-after-write or after the quiet period. When the backlog reaches its limit, events
+//! pass through unenriched with a note, are counted, and a rescan repairs the baseline.
+//!
+//! Input: [`FileEvent`]s from the sensor; output: the same events with
+//! [`FileEvent::integrity`] filled, plus events found by scans.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use log::{info, warn};
+use tokio::sync::mpsc;
+
+use super::{
+    attrs::{Snapshot, diff},
+    baseline::{Access, Baseline, BaselineError},
+    observe::{Hashing, Limits, ObserveError, Scratch, observe},
+    scan::{ScanItem, ScanOptions, scan},
+};
+use crate::{
+    event::{Action, FileEvent, InodeRef, Integrity, Origin, PathSource, ReportedPath},
+    watch::WatchSet,
+};
+
+/// Settings of the integrity stage.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Where the baseline lives.
+    pub state_dir: PathBuf,
+    /// Hashing limits.
+    pub limits: Limits,
+    /// A file still open for writing is hashed after this long without a close.
+    pub quiet: Duration,
+    /// Rescan the watched roots this often (`None`: never).
+    pub rescan_interval: Option<Duration>,
+    /// Threads observing files.
+    pub workers: usize,
+    /// Events waiting for enrichment before new ones pass through unenriched.
+    pub max_backlog: usize,
+}
+
+/// Counters the daemon reports at exit (and, later, as metrics).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Events passed through without enrichment because the backlog was full.
+    pub unenriched: AtomicU64,
+    /// Files hashed.
+    pub hashed: AtomicU64,
+    /// Changes found by scans (start, scheduled, repair).
+    pub found: AtomicU64,
+    /// Observations that failed.
+    pub errors: AtomicU64,
+}
+
+/// The integrity stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The baseline could not be opened or written.
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
+    /// The output channel closed early.
+    #[error("the output stage stopped")]
+    OutputClosed,
+}
+
+/// What to do for one event (pure: depends only on the action and the burst state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Part of a write burst: report metadata now, hash later.
+    Defer,
+    /// Observe with a fresh digest and store the result.
+    Settle,
+    /// Observe, reusing the digest when the file's version is unchanged, and store.
+    Metadata,
+    /// The name is gone: report and forget it.
+    Forget,
+    /// Move the baseline entry (and subtree), then observe the new name.
+    Move,
+}
+
+fn step_for(action: Action, in_burst: bool) -> Step {
+    match action {
+        Action::Create | Action::OpenWrite | Action::Write => Step::Defer,
+        Action::Truncate if in_burst => Step::Defer,
+        Action::CloseWrite | Action::Truncate | Action::Modified => Step::Settle,
+        Action::Unlink | Action::Rmdir | Action::Removed => Step::Forget,
+        Action::Rename => Step::Move,
+        Action::Chmod
+        | Action::Chown
+        | Action::SetXattr
+        | Action::RemoveXattr
+        | Action::Link
+        | Action::Symlink
+        | Action::Mknod
+        | Action::Mkdir
+        | Action::Added
+        | Action::Changed => Step::Metadata,
+    }
+}
+
+/// `RENAME_EXCHANGE`.
+const RENAME_EXCHANGE: u32 = 2;
+
+struct Job {
+    /// Canonical keys the job holds (path; rename: new then old).
+    keys: Vec<Vec<u8>>,
+    event: FileEvent,
+    step: Step,
+    /// Baseline entry for the digest reuse (rename: the old name's entry).
+    prev: Option<Snapshot>,
+}
+
+struct Done {
+    job: Job,
+    result: Result<Option<Snapshot>, ObserveError>,
+}
+
+struct Dirty {
+    deadline: Instant,
+    last: FileEvent,
+}
+
+/// A scan in progress, feeding the engine.
+struct ScanRun {
+    origin: Origin,
+    started: Instant,
+    /// Empty baseline: record silently instead of reporting.
+    initial: bool,
+    cancel: Arc<AtomicBool>,
+    items: flume::Receiver<ScanItem>,
+    counts: [u64; 4],
+}
+
+/// The integrity stage, started (baseline open, first scan running) but not yet consuming.
+pub struct Engine {
+    cfg: EngineConfig,
+    watch: Arc<WatchSet>,
+    baseline: Baseline,
+    output: mpsc::Sender<FileEvent>,
+    stats: Arc<EngineStats>,
+    jobs: flume::Sender<Job>,
+    done: flume::Receiver<Done>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    /// Jobs waiting for a free worker.
+    ready: VecDeque<Job>,
+    in_flight: usize,
+    /// Keys with a job in flight, and the events waiting behind it.
+    busy: HashMap<Vec<u8>, VecDeque<FileEvent>>,
+    queued: usize,
+    dirty: HashMap<Vec<u8>, Dirty>,
+    scan: Option<ScanRun>,
+    /// Keys touched by events since the current scan started: the scan must not override.
+    touched: HashSet<Vec<u8>>,
+    next_rescan: Option<Instant>,
+    repair_wanted: bool,
+    last_commit: Instant,
+}
+
+fn unix_now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+impl Engine {
+    /// Opens the baseline (failing if another writer holds it), starts the hashing workers
+    /// and the scan that builds or reconciles the baseline.
+    pub fn start(
+        cfg: EngineConfig,
+        watch: Arc<WatchSet>,
+        output: mpsc::Sender<FileEvent>,
+        stats: Arc<EngineStats>,
+    ) -> Result<Self, EngineError> {
+        let baseline = Baseline::open(&cfg.state_dir, Access::Write)?;
+        let workers_n = cfg.workers.max(1);
+        let (jobs, job_rx) = flume::bounded::<Job>(workers_n * 2);
+        let (done_tx, done) = flume::unbounded::<Done>();
+        let mut workers = Vec::new();
+        for i in 0..workers_n {
+            let rx = job_rx.clone();
+            let tx = done_tx.clone();
+            let limits = cfg.limits;
+            let spawned = std::thread::Builder::new()
+                .name(format!("fim-hash-{i}"))
+                .spawn(move || {
+                    let mut scratch = Scratch::default();
+                    for job in rx.iter() {
+                        let path = job.keys[0].clone();
+                        let hashing = match job.step {
+                            Step::Defer => Hashing::Defer,
+                            Step::Settle => Hashing::Always,
+                            _ => Hashing::Reuse(job.prev.as_ref()),
+                        };
+                        let result = observe(&path, hashing, &limits, &mut scratch);
+                        if tx.send(Done { job, result }).is_err() {
+                            break;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => warn!("starting hashing worker {i}: {e}"),
+            }
+        }
+        let next_rescan = cfg.rescan_interval.map(|d| Instant::now() + d);
+        let mut engine = Self {
+            cfg,
+            watch,
+            baseline,
+            output,
+            stats,
+            jobs,
+            done,
+            workers,
+            ready: VecDeque::new(),
+            in_flight: 0,
+            busy: HashMap::new(),
+            queued: 0,
+            dirty: HashMap::new(),
+            scan: None,
+            touched: HashSet::new(),
+            next_rescan,
+            repair_wanted: false,
+            last_commit: Instant::now(),
+        };
+        let initial = engine.baseline.meta("initialized")?.is_none();
+        engine.start_scan(Origin::Start, initial);
+        Ok(engine)
+    }
+
+    /// Runs the stage on the current thread until `input` closes. `lost_in_kernel` reports
+    /// the sensor's drop total; when it grows, a repair rescan is scheduled.
+    pub fn run(
+        mut self,
+        input: &flume::Receiver<FileEvent>,
+        lost_in_kernel: impl Fn() -> u64,
+    ) -> Result<(), EngineError> {
+        let result = self.event_loop(input, lost_in_kernel);
+        self.finish();
+        result
+    }
+
+    fn event_loop(
+        &mut self,
+        input: &flume::Receiver<FileEvent>,
+        lost_in_kernel: impl Fn() -> u64,
+    ) -> Result<(), EngineError> {
+        let mut input_open = true;
+        let mut lost_seen = lost_in_kernel();
+        loop {
+            if !input_open && self.in_flight == 0 && self.ready.is_empty() {
+                return Ok(());
+            }
+            let deadline = self.next_deadline();
+            enum Msg {
+                Event(Option<FileEvent>),
+                Done(Done),
+                Scan(Option<ScanItem>),
+                Tick,
+            }
+            let msg = {
+                let mut sel = flume::Selector::new()
+                    .recv(&self.done, |r| r.map_or(Msg::Tick, Msg::Done));
+                if input_open {
+                    sel = sel.recv(input, |r| Msg::Event(r.ok()));
+                }
+                if let Some(s) = &self.scan {
+                    sel = sel.recv(&s.items, |r| Msg::Scan(r.ok()));
+                }
+                sel.wait_deadline(deadline).unwrap_or(Msg::Tick)
+            };
+            match msg {
+                Msg::Event(Some(ev)) => self.accept(ev)?,
+                Msg::Event(None) => {
+                    input_open = false;
+                    if let Some(s) = &self.scan {
+                        s.cancel.store(true, Ordering::Relaxed);
+                    }
+                    // Settle every burst still open, so nothing is left unhashed.
+                    let keys: Vec<Vec<u8>> = self.dirty.keys().cloned().collect();
+                    for key in keys {
+                        self.settle_quiet(&key)?;
+                    }
+                }
+                Msg::Done(done) => self.complete(done)?,
+                Msg::Scan(Some(item)) => self.scanned(item)?,
+                Msg::Scan(None) => self.scan_finished()?,
+                Msg::Tick => {}
+            }
+            if !input_open {
+                // Drain a cancelled scan without applying it.
+                if let Some(s) = self.scan.take() {
+                    while s.items.recv().is_ok() {}
+                }
+                continue;
+            }
+            self.timers(&mut lost_seen, &lost_in_kernel)?;
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut d = Instant::now() + Duration::from_millis(200);
+        for dirty in self.dirty.values() {
+            d = d.min(dirty.deadline);
+        }
+        d
+    }
+
+    fn timers(
+        &mut self,
+        lost_seen: &mut u64,
+        lost_in_kernel: &impl Fn() -> u64,
+    ) -> Result<(), EngineError> {
+        let now = Instant::now();
+        let due: Vec<Vec<u8>> = self
+            .dirty
+            .iter()
+            .filter(|(_, d)| d.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.settle_quiet(&key)?;
+        }
+        let lost = lost_in_kernel();
+        if lost > *lost_seen {
+            warn!(
+                "{} events lost in the kernel: rescanning the watched paths to repair the baseline",
+                lost - *lost_seen
+            );
+            *lost_seen = lost;
+            self.repair_wanted = true;
+        }
+        if self.scan.is_none() {
+            let scheduled = self.next_rescan.is_some_and(|t| t <= now);
+            if scheduled || self.repair_wanted {
+                self.repair_wanted = false;
+                self.next_rescan = self.cfg.rescan_interval.map(|d| now + d);
+                self.start_scan(Origin::Rescan, false);
+            }
+        }
+        if now.duration_since(self.last_commit) >= Duration::from_millis(200) {
+            self.baseline.commit()?;
+            self.last_commit = now;
+        } else {
+            self.baseline.commit_if_large()?;
+        }
+        Ok(())
+    }
+
+    /// Hashes a burst that saw no close within the quiet period.
+    fn settle_quiet(&mut self, key: &[u8]) -> Result<(), EngineError> {
+        if self.busy.contains_key(key) {
+            if let Some(d) = self.dirty.get_mut(key) {
+                d.deadline = Instant::now() + self.cfg.quiet;
+            }
+            return Ok(());
+        }
+        let Some(d) = self.dirty.remove(key) else {
+            return Ok(());
+        };
+        let mut ev = d.last;
+        ev.action = Action::Modified;
+        ev.time_unix_ns = unix_now_ns();
+        ev.bytes_written = None;
+        ev.syscall_nr = None;
+        self.accept(ev)
+    }
+
+    fn emit(&mut self, ev: FileEvent) -> Result<(), EngineError> {
+        self.output
+            .blocking_send(ev)
+            .map_err(|_| EngineError::OutputClosed)
+    }
+
+    fn keys(&self, ev: &FileEvent) -> Vec<Vec<u8>> {
+        let mut keys = vec![self.watch.canonical(&ev.path.bytes)];
+        if ev.action == Action::Rename
+            && let Some(src) = &ev.source
+        {
+            keys.push(self.watch.canonical(&src.bytes));
+        }
+        keys
+    }
+
+    /// Takes one event: runs it now, or queues it behind the job holding its path.
+    fn accept(&mut self, ev: FileEvent) -> Result<(), EngineError> {
+        let keys = self.keys(&ev);
+        if self.scan.is_some() {
+            self.touched.extend(keys.iter().cloned());
+        }
+        if let Some(k) = keys.iter().find(|k| self.busy.contains_key(*k)) {
+            if self.queued >= self.cfg.max_backlog {
+                return self.pass_unenriched(ev);
+            }
+            if let Some(q) = self.busy.get_mut(k) {
+                q.push_back(ev);
+                self.queued += 1;
+            }
+            return Ok(());
+        }
+        let in_burst = self.dirty.contains_key(&keys[0]);
+        let step = step_for(ev.action, in_burst);
+        match step {
+            Step::Defer => {
+                let deadline = Instant::now() + self.cfg.quiet;
+                let d = self.dirty.entry(keys[0].clone()).or_insert(Dirty {
+                    deadline,
+                    last: ev.clone(),
+                });
+                d.last = ev.clone();
+            }
+            Step::Settle | Step::Forget => {
+                self.dirty.remove(&keys[0]);
+            }
+            Step::Move => {
+                if let Some(old) = keys.get(1)
+                    && let Some(d) = self.dirty.remove(old)
+                {
+                    self.dirty.insert(keys[0].clone(), d);
+                }
+            }
+            Step::Metadata => {}
+        }
+        if step == Step::Forget {
+            return self.forget(ev, &keys[0]);
+        }
+        let prev = match step {
+            Step::Move => match keys.get(1) {
+                Some(old) => self.baseline.get(old)?,
+                None => None,
+            },
+            _ => self.baseline.get(&keys[0])?,
+        };
+        if self.ready.len() + self.in_flight >= self.cfg.max_backlog {
+            return self.pass_unenriched(ev);
+        }
+        for k in &keys {
+            self.busy.insert(k.clone(), VecDeque::new());
+        }
+        self.submit(Job {
+            keys,
+            event: ev,
+            step,
+            prev,
+        });
+        Ok(())
+    }
+
+    fn submit(&mut self, job: Job) {
+        self.in_flight += 1;
+        if !self.ready.is_empty() {
+            self.ready.push_back(job);
+            return;
+        }
+        if let Err(flume::TrySendError::Full(job) | flume::TrySendError::Disconnected(job)) =
+            self.jobs.try_send(job)
+        {
+            self.ready.push_back(job);
+        }
+    }
+
+    fn pass_unenriched(&mut self, mut ev: FileEvent) -> Result<(), EngineError> {
+        let n = self.stats.unenriched.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 || n.is_power_of_two() {
+            warn!("integrity backlog full: {n} events passed without before/after values; a rescan will repair the baseline");
+        }
+        self.repair_wanted = true;
+        ev.integrity = Some(Integrity {
+            before: None,
+            after: None,
+            changed: Vec::new(),
+            origin: Origin::Realtime,
+            replaced_target: false,
+            note: Some("not enriched: integrity backlog full, repaired by rescan".into()),
+        });
+        self.emit(ev)
+    }
+
+    /// Unlink/rmdir: no observation needed.
+    fn forget(&mut self, mut ev: FileEvent, key: &[u8]) -> Result<(), EngineError> {
+        let before = self.baseline.remove(key)?;
+        if ev.action == Action::Rmdir {
+            self.baseline.remove_below(key)?;
+        }
+        ev.integrity = Some(Integrity {
+            before,
+            after: None,
+            changed: Vec::new(),
+            origin: origin_of(&ev),
+            replaced_target: false,
+            note: None,
+        });
+        self.emit(ev)
+    }
+
+    fn complete(&mut self, done: Done) -> Result<(), EngineError> {
+        self.in_flight -= 1;
+        while let Some(job) = self.ready.pop_front() {
+            match self.jobs.try_send(job) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(job) | flume::TrySendError::Disconnected(job)) => {
+                    self.ready.push_front(job);
+                    break;
+                }
+            }
+        }
+        let Done { job, result } = done;
+        let keys = job.keys.clone();
+        self.apply(job, result)?;
+        // Release the keys and replay what waited behind them, in order.
+        let mut waiting = Vec::new();
+        for k in &keys {
+            if let Some(q) = self.busy.remove(k) {
+                self.queued -= q.len();
+                waiting.extend(q);
+            }
+        }
+        waiting.sort_by_key(|e| e.time_unix_ns);
+        for ev in waiting {
+            self.accept(ev)?;
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        job: Job,
+        result: Result<Option<Snapshot>, ObserveError>,
+    ) -> Result<(), EngineError> {
+        let Job {
+            keys,
+            mut event,
+            step,
+            prev,
+        } = job;
+        let key = &keys[0];
+        let mut note = None;
+        let after = match result {
+            Ok(a) => a,
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                note = Some(e.to_string());
+                None
+            }
+        };
+        let mut after = after;
+        // The kernel named the inode it acted on; another file under the name now means
+        // the file was replaced before it could be hashed.
+        if let (Some(a), Some(inode)) = (after.as_mut(), event.inode)
+            && step == Step::Settle
+            && event.path.source == PathSource::KernelObject
+            && a.attrs.ino != inode.ino
+            && a.content.is_some()
+        {
+            a.content = Some(super::attrs::Content::NotHashed(
+                super::attrs::NotHashed::Replaced,
+            ));
+        }
+        if after.is_none() && note.is_none() && step != Step::Forget {
+            note = Some("vanished before it could be observed".into());
+        }
+        if let Some(Some(super::attrs::Content::Sha256(_))) = after.as_ref().map(|a| &a.content)
+            && matches!(step, Step::Settle)
+        {
+            self.stats.hashed.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut replaced_target = false;
+        let before = match step {
+            Step::Move => {
+                let old = keys.get(1).cloned().unwrap_or_default();
+                if event.rename_flags & RENAME_EXCHANGE != 0 {
+                    let b = self.baseline.get(key)?;
+                    self.baseline.exchange(&old, key)?;
+                    b
+                } else {
+                    let replaced = self.baseline.rename(&old, key)?;
+                    replaced_target = replaced.is_some();
+                    replaced.or(prev)
+                }
+            }
+            _ => prev,
+        };
+        if step != Step::Defer {
+            match &after {
+                Some(a) if self.watch.matches(key) => self.baseline.put(key, a)?,
+                _ => {
+                    self.baseline.remove(key)?;
+                    if step == Step::Move {
+                        self.baseline.remove_below(key)?;
+                    }
+                }
+            }
+        }
+        let changed = match (&before, &after) {
+            (Some(b), Some(a)) => diff(b, a),
+            _ => Vec::new(),
+        };
+        if let Some(a) = &after
+            && event.inode.is_none()
+        {
+            event.inode = Some(InodeRef {
+                ino: a.attrs.ino,
+                major: a.attrs.dev_major,
+                minor: a.attrs.dev_minor,
+                mode: a.attrs.mode | file_type_bits(a),
+            });
+        }
+        event.integrity = Some(Integrity {
+            before,
+            after,
+            changed,
+            origin: origin_of(&event),
+            replaced_target,
+            note,
+        });
+        self.emit(event)
+    }
+
+    fn start_scan(&mut self, origin: Origin, initial: bool) {
+        let roots = self.watch.scan_roots();
+        let opts = ScanOptions {
+            threads: self.cfg.workers.max(1),
+            limits: self.cfg.limits,
+            reuse_from: (!initial).then(|| self.cfg.state_dir.clone()),
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = flume::bounded(1024);
+        let flag = cancel.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fim-scan".into())
+            .spawn(move || {
+                scan(&roots, &opts, &flag, |item| {
+                    let _ = tx.send(item);
+                })
+            });
+        if let Err(e) = spawned {
+            warn!("starting a scan of the watched paths: {e}");
+            return;
+        }
+        if let Err(e) = self.baseline.scan_begin() {
+            warn!("starting a scan of the watched paths: {e}");
+            cancel.store(true, Ordering::Relaxed);
+        }
+        self.touched.clear();
+        self.scan = Some(ScanRun {
+            origin,
+            started: Instant::now(),
+            initial,
+            cancel,
+            items: rx,
+            counts: [0; 4],
+        });
+    }
+
+    fn scanned(&mut self, item: ScanItem) -> Result<(), EngineError> {
+        let ScanItem::Observed { path, snapshot } = item else {
+            if let ScanItem::Failed { path, error } = item {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                warn!("scan: {}: {error}", crate::sinks::ecs::render_bytes(&path));
+                // Keep what the baseline knows rather than reporting a removal.
+                self.baseline.seen(&path)?;
+            }
+            return Ok(());
+        };
+        self.baseline.seen(&path)?;
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(());
+        };
+        scan.counts[0] += 1;
+        let (initial, origin) = (scan.initial, scan.origin);
+        if !self.watch.matches(&path)
+            || self.touched.contains(&path)
+            || self.busy.contains_key(&path)
+            || self.dirty.contains_key(&path)
+        {
+            return Ok(());
+        }
+        let Some(after) = snapshot else {
+            return Ok(());
+        };
+        let before = self.baseline.get(&path)?;
+        self.baseline.put(&path, &after)?;
+        if initial {
+            return Ok(());
+        }
+        let (action, changed) = match &before {
+            None => (Action::Added, Vec::new()),
+            Some(b) => {
+                let changed = diff(b, &after);
+                if changed.is_empty() {
+                    return Ok(());
+                }
+                (Action::Changed, changed)
+            }
+        };
+        if let Some(s) = self.scan.as_mut() {
+            s.counts[if action == Action::Added { 1 } else { 3 }] += 1;
+        }
+        self.stats.found.fetch_add(1, Ordering::Relaxed);
+        let ev = found_event(action, path, before, Some(after), changed, origin);
+        self.emit(ev)
+    }
+
+    fn scan_finished(&mut self) -> Result<(), EngineError> {
+        let Some(run) = self.scan.take() else {
+            return Ok(());
+        };
+        let mut run = run;
+        if !run.cancel.load(Ordering::Relaxed) {
+            // Whatever the scan did not see is gone.
+            let mut after = Vec::new();
+            loop {
+                let batch = self.baseline.unseen(&after, 512)?;
+                let Some((last, _)) = batch.last() else {
+                    break;
+                };
+                after = last.clone();
+                for (path, before) in batch {
+                    if self.touched.contains(&path) || self.busy.contains_key(&path) {
+                        continue;
+                    }
+                    self.baseline.remove(&path)?;
+                    if run.initial || !self.watch.matches(&path) {
+                        continue;
+                    }
+                    run.counts[2] += 1;
+                    self.stats.found.fetch_add(1, Ordering::Relaxed);
+                    let ev =
+                        found_event(Action::Removed, path, Some(before), None, Vec::new(), run.origin);
+                    self.emit(ev)?;
+                }
+            }
+            if run.initial {
+                self.baseline.set_meta("initialized", &unix_now_ns().to_string())?;
+            }
+            self.baseline.commit()?;
+            let [seen, added, removed, changed] = run.counts;
+            let secs = run.started.elapsed().as_secs_f64();
+            if run.initial {
+                info!("baseline built: {seen} paths in {secs:.1} s");
+            } else {
+                info!(
+                    "{}: {seen} paths checked, {added} added, {removed} removed, {changed} changed in {secs:.1} s",
+                    if run.origin == Origin::Start { "reconciled" } else { "rescanned" }
+                );
+            }
+        }
+        self.touched.clear();
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        if let Some(s) = self.scan.take() {
+            s.cancel.store(true, Ordering::Relaxed);
+            while s.items.recv().is_ok() {}
+        }
+        if let Err(e) = self.baseline.commit() {
+            warn!("committing the baseline: {e}");
+        }
+        // Closing the job channel ends the workers.
+        let (closed, _) = flume::bounded(1);
+        self.jobs = closed;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn file_type_bits(s: &Snapshot) -> u32 {
+    use super::attrs::FileType as T;
+    match s.attrs.file_type {
+        T::File => libc::S_IFREG,
+        T::Dir => libc::S_IFDIR,
+        T::Symlink => libc::S_IFLNK,
+        T::Fifo => libc::S_IFIFO,
+        T::Socket => libc::S_IFSOCK,
+        T::CharDevice => libc::S_IFCHR,
+        T::BlockDevice => libc::S_IFBLK,
+        T::Unknown => 0,
+    }
+}
+
+fn origin_of(ev: &FileEvent) -> Origin {
+    match ev.integrity.as_ref() {
+        Some(i) => i.origin,
+        None => Origin::Realtime,
+    }
+}
+
+/// An event for a change found by comparing the disk with the baseline.
+pub fn found_event(
+    action: Action,
+    path: Vec<u8>,
+    before: Option<Snapshot>,
+    after: Option<Snapshot>,
+    changed: Vec<super::attrs::Attr>,
+    origin: Origin,
+) -> FileEvent {
+    let inode = after.as_ref().or(before.as_ref()).map(|s| InodeRef {
+        ino: s.attrs.ino,
+        major: s.attrs.dev_major,
+        minor: s.attrs.dev_minor,
+        mode: s.attrs.mode | file_type_bits(s),
+    });
+    FileEvent {
+        action,
+        time_unix_ns: unix_now_ns(),
+        path: ReportedPath {
+            bytes: path,
+            source: PathSource::Scan,
+            truncated: false,
+        },
+        source: None,
+        mode: None,
+        owner_uid: None,
+        owner_gid: None,
+        xattr_name: None,
+        bytes_written: None,
+        truncate_length: None,
+        rename_flags: 0,
+        open_truncated: false,
+        no_follow: false,
+        inode,
+        process: None,
+        sensor: "scan",
+        syscall_nr: None,
+        integrity: Some(Integrity {
+            before,
+            after,
+            changed,
+            origin,
+            replaced_target: false,
+            note: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_are_hashed_once_at_their_end() {
+        assert_eq!(step_for(Action::Create, false), Step::Defer);
+        assert_eq!(step_for(Action::Write, true), Step::Defer);
+        assert_eq!(step_for(Action::Truncate, true), Step::Defer);
+        assert_eq!(step_for(Action::Truncate, false), Step::Settle);
+        assert_eq!(step_for(Action::CloseWrite, true), Step::Settle);
+        assert_eq!(step_for(Action::Modified, true), Step::Settle);
+        assert_eq!(step_for(Action::Chmod, true), Step::Metadata);
+        assert_eq!(step_for(Action::Rename, false), Step::Move);
+        assert_eq!(step_for(Action::Unlink, true), Step::Forget);
+    }
+}

@@ -1,0 +1,91 @@
+//! The one place a digest is computed. Every caller (real-time engine, `fim scan`, the
+//! benchmark) hashes through [`Sha256`], so the implementation can change in one spot.
+//!
+//! ring is used because its SHA-256 is OpenSSL's own assembly, picked at run time for the
+//! CPU (SHA-NI, AVX2, SSSE3); `cargo xtask bench hash` compares it with `openssl speed`.
+
+use std::io::Read;
+
+/// A SHA-256 computation in progress.
+pub struct Sha256(ring::digest::Context);
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+}
+
+impl Sha256 {
+    /// Starts a digest.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Finishes and returns the 32-byte digest.
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
+/// SHA-256 of a byte slice.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// Size of the read buffer callers should pass to [`sha256_reader`]: large enough that
+/// syscall overhead is noise, small enough to stay in L2.
+pub const READ_BUFFER: usize = 256 * 1024;
+
+/// SHA-256 of everything `reader` yields, reading through `buf`. Returns the digest and
+/// the number of bytes read.
+pub fn sha256_reader(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<([u8; 32], u64)> {
+    let mut h = Sha256::new();
+    let mut total = 0u64;
+    loop {
+        match reader.read(buf) {
+            Ok(0) => return Ok((h.finish(), total)),
+            Ok(n) => {
+                h.update(&buf[..n]);
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::attrs::hex;
+
+    #[test]
+    fn known_answers() {
+        assert_eq!(
+            hex(&sha256(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn reader_matches_one_shot_across_buffer_boundaries() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let mut buf = vec![0u8; 4096];
+        let (d, n) = sha256_reader(&mut &data[..], &mut buf).expect("reading a slice");
+        assert_eq!(n, 100_000);
+        assert_eq!(d, sha256(&data));
+    }
+}

@@ -1,0 +1,422 @@
+//! Reading one file's attributes and digest from the disk: the integrity engine's only
+//! file-system seam.
+//!
+//! The path is first opened with `O_PATH | O_NOFOLLOW` (never follows a final symlink, never
+//! opens a device or FIFO for I/O) and its metadata is taken from that descriptor. Only
+//! regular files and directories are then opened for reading (`O_NONBLOCK`, `O_NOCTTY`,
+//! `O_NOATIME` when allowed), and that second descriptor must name the same inode, otherwise
+//! the file was replaced in between. FIFOs, sockets and devices are never opened for I/O.
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    fs::File,
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use super::{
+    attrs::{
+        Attrs, Content, FileType, NotHashed, Snapshot, XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT,
+        XATTR_CAPABILITY, decode_acl, decode_capability,
+    },
+    hash,
+};
+
+/// Limits applied while observing.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Files larger than this are not hashed ("not hashed: too large").
+    pub max_hash_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
+        }
+    }
+}
+
+/// Default hashing size limit: 1 GiB.
+pub const DEFAULT_MAX_HASH_BYTES: u64 = 1 << 30;
+
+/// Whether to read the content.
+#[derive(Clone, Copy, Debug)]
+pub enum Hashing<'a> {
+    /// Metadata only; a regular file's content is reported as deferred.
+    Defer,
+    /// Always read and hash.
+    Always,
+    /// Reuse this snapshot's digest when the inode, size, mtime and ctime are unchanged.
+    Reuse(Option<&'a Snapshot>),
+}
+
+/// Observing a path failed for a reason other than the path being absent.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The path contains a NUL byte.
+    #[error("path `{0}` contains a NUL byte")]
+    Nul(String),
+    /// A system call failed.
+    #[error("{what} `{path}`: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path, rendered.
+        path: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Per-thread scratch memory for observing (the read buffer), reused across files.
+pub struct Scratch {
+    buf: Vec<u8>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            buf: vec![0; hash::READ_BUFFER],
+        }
+    }
+}
+
+fn render(path: &[u8]) -> String {
+    crate::sinks::ecs::render_bytes(path)
+}
+
+fn io_err(what: &'static str, path: &[u8], source: io::Error) -> ObserveError {
+    ObserveError::Io {
+        what,
+        path: render(path),
+        source,
+    }
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+fn open(path: &CString, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: a valid NUL-terminated path; the returned descriptor is owned exactly once.
+    let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by the kernel and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: zeroed `stat` is a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn attrs_from_stat(st: &libc::stat) -> Attrs {
+    Attrs {
+        file_type: FileType::from_mode(st.st_mode),
+        size: st.st_size as u64,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        ino: st.st_ino,
+        dev_major: libc::major(st.st_dev),
+        dev_minor: libc::minor(st.st_dev),
+        nlink: st.st_nlink,
+        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
+        ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
+        symlink_target: None,
+        acl_access: None,
+        acl_default: None,
+        capability: None,
+        xattrs: BTreeMap::new(),
+    }
+}
+
+/// Where xattrs are read from: an open descriptor, or a path without following symlinks.
+enum XattrSource<'a> {
+    Fd(&'a OwnedFd),
+    Path(&'a CString),
+}
+
+impl XattrSource<'_> {
+    /// Calls the list or get variant; returns the byte count or the OS error.
+    fn call(&self, name: Option<&CString>, buf: &mut [u8]) -> io::Result<usize> {
+        let (ptr, len) = (buf.as_mut_ptr().cast::<libc::c_char>(), buf.len());
+        // SAFETY: pointers are valid for `len` bytes; names and paths are NUL-terminated.
+        let n = unsafe {
+            match (self, name) {
+                (Self::Fd(fd), None) => libc::flistxattr(fd.as_raw_fd(), ptr, len),
+                (Self::Fd(fd), Some(n)) => {
+                    libc::fgetxattr(fd.as_raw_fd(), n.as_ptr(), ptr.cast(), len)
+                }
+                (Self::Path(p), None) => libc::llistxattr(p.as_ptr(), ptr, len),
+                (Self::Path(p), Some(n)) => {
+                    libc::lgetxattr(p.as_ptr(), n.as_ptr(), ptr.cast(), len)
+                }
+            }
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// The whole list or value, growing the buffer as the kernel asks.
+    fn read(&self, name: Option<&CString>) -> io::Result<Vec<u8>> {
+        loop {
+            let size = self.call(name, &mut [])?;
+            let mut buf = vec![0u8; size];
+            match self.call(name, &mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                // Grew between the two calls: ask again.
+                Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn read_xattrs(src: &XattrSource<'_>, attrs: &mut Attrs) -> io::Result<()> {
+    let names = match src.read(None) {
+        Ok(n) => n,
+        // File systems without xattrs.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let Ok(cname) = CString::new(name) else {
+            continue;
+        };
+        let value = match src.read(Some(&cname)) {
+            Ok(v) => v,
+            // Removed since the list was taken.
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        match name {
+            XATTR_ACL_ACCESS => attrs.acl_access = Some(decode_acl(&value)),
+            XATTR_ACL_DEFAULT => attrs.acl_default = Some(decode_acl(&value)),
+            XATTR_CAPABILITY => attrs.capability = Some(decode_capability(&value)),
+            _ => {
+                attrs.xattrs.insert(name.to_vec(), hash::sha256(&value));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_link(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: an empty path with an O_PATH descriptor reads the link itself.
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+fn hash_file(fd: OwnedFd, scratch: &mut Scratch) -> io::Result<[u8; 32]> {
+    // SAFETY: advisory only.
+    unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    let mut file = File::from(fd);
+    hash::sha256_reader(&mut file, &mut scratch.buf).map(|(digest, _)| digest)
+}
+
+/// Observes `path`. `Ok(None)` when nothing is there.
+pub fn observe(
+    path: &[u8],
+    hashing: Hashing<'_>,
+    limits: &Limits,
+    scratch: &mut Scratch,
+) -> Result<Option<Snapshot>, ObserveError> {
+    observe_once(path, hashing, limits, scratch, 2)
+}
+
+fn observe_once(
+    path: &[u8],
+    hashing: Hashing<'_>,
+    limits: &Limits,
+    scratch: &mut Scratch,
+    retries: u32,
+) -> Result<Option<Snapshot>, ObserveError> {
+    let cpath = CString::new(path).map_err(|_| ObserveError::Nul(render(path)))?;
+    let handle = match open(&cpath, libc::O_PATH | libc::O_NOFOLLOW) {
+        Ok(fd) => fd,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) => return Err(io_err("opening", path, e)),
+    };
+    let st = match fstat(&handle) {
+        Ok(st) => st,
+        Err(e) => return Err(io_err("reading metadata of", path, e)),
+    };
+    let mut attrs = attrs_from_stat(&st);
+    let readable = matches!(attrs.file_type, FileType::File | FileType::Dir);
+    let reader = if readable {
+        let extra = if attrs.file_type == FileType::Dir {
+            libc::O_DIRECTORY
+        } else {
+            0
+        };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | extra;
+        let opened = match open(&cpath, flags | libc::O_NOATIME) {
+            // O_NOATIME needs ownership or CAP_FOWNER.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(&cpath, flags),
+            other => other,
+        };
+        match opened {
+            Ok(fd) => Some(fd),
+            Err(e) if is_absent(&e) => {
+                return Ok(Some(Snapshot {
+                    content: (attrs.file_type == FileType::File)
+                        .then_some(Content::NotHashed(NotHashed::Vanished)),
+                    attrs,
+                }));
+            }
+            // Replaced by a symlink, a FIFO or a directory since the first open.
+            Err(e) if retries > 0 && matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {
+                return observe_once(path, hashing, limits, scratch, retries - 1);
+            }
+            Err(e) => return Err(io_err("opening for reading", path, e)),
+        }
+    } else {
+        None
+    };
+
+    let mut replaced = false;
+    if let Some(fd) = &reader {
+        let st2 = fstat(fd).map_err(|e| io_err("reading metadata of", path, e))?;
+        if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
+            replaced = true;
+        }
+        attrs = attrs_from_stat(&st2);
+        read_xattrs(&XattrSource::Fd(fd), &mut attrs)
+            .map_err(|e| io_err("reading extended attributes of", path, e))?;
+    } else {
+        if attrs.file_type == FileType::Symlink {
+            attrs.symlink_target =
+                Some(read_link(&handle).map_err(|e| io_err("reading symlink", path, e))?);
+        }
+        match read_xattrs(&XattrSource::Path(&cpath), &mut attrs) {
+            Ok(()) => {}
+            Err(e) if is_absent(&e) => {}
+            Err(e) => return Err(io_err("reading extended attributes of", path, e)),
+        }
+    }
+
+    let content = match (attrs.file_type, reader) {
+        (FileType::File, Some(fd)) => Some(if replaced {
+            Content::NotHashed(NotHashed::Replaced)
+        } else {
+            match hashing {
+                Hashing::Defer => Content::NotHashed(NotHashed::Deferred),
+                Hashing::Reuse(Some(prev)) if prev.sha256().is_some() && prev.same_version(&attrs) => {
+                    prev.content.clone().unwrap_or(Content::NotHashed(NotHashed::Deferred))
+                }
+                _ if attrs.size > limits.max_hash_bytes => Content::NotHashed(NotHashed::TooLarge {
+                    limit: limits.max_hash_bytes,
+                }),
+                _ => match hash_file(fd, scratch) {
+                    Ok(d) => Content::Sha256(d),
+                    Err(e) => Content::NotHashed(NotHashed::Unreadable(e.to_string())),
+                },
+            }
+        }),
+        _ => None,
+    };
+    Ok(Some(Snapshot { attrs, content }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    fn obs(path: &std::path::Path, hashing: Hashing<'_>) -> Option<Snapshot> {
+        observe(
+            path.as_os_str().as_encoded_bytes(),
+            hashing,
+            &Limits::default(),
+            &mut Scratch::default(),
+        )
+        .expect("observing")
+    }
+
+    #[test]
+    fn regular_file_symlink_and_absent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"abc").expect("write");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let s = obs(&f, Hashing::Always).expect("present");
+        assert_eq!(s.attrs.file_type, FileType::File);
+        assert_eq!(s.attrs.size, 3);
+        assert_eq!(s.attrs.mode, 0o640);
+        assert_eq!(s.content, Some(Content::Sha256(hash::sha256(b"abc"))));
+
+        let l = dir.path().join("l");
+        symlink("f", &l).expect("symlink");
+        let s = obs(&l, Hashing::Always).expect("present");
+        assert_eq!(s.attrs.file_type, FileType::Symlink);
+        assert_eq!(s.attrs.symlink_target.as_deref(), Some(&b"f"[..]));
+        assert_eq!(s.content, None);
+
+        assert!(obs(&dir.path().join("nope"), Hashing::Always).is_none());
+        assert!(obs(&f.join("under-a-file"), Hashing::Always).is_none());
+    }
+
+    #[test]
+    fn size_limit_and_deferral() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("big");
+        std::fs::write(&f, vec![0u8; 100]).expect("write");
+        let limits = Limits { max_hash_bytes: 99 };
+        let s = observe(
+            f.as_os_str().as_encoded_bytes(),
+            Hashing::Always,
+            &limits,
+            &mut Scratch::default(),
+        )
+        .expect("observing")
+        .expect("present");
+        assert_eq!(
+            s.content,
+            Some(Content::NotHashed(NotHashed::TooLarge { limit: 99 }))
+        );
+        let s = obs(&f, Hashing::Defer).expect("present");
+        assert_eq!(s.content, Some(Content::NotHashed(NotHashed::Deferred)));
+    }
+
+    #[test]
+    fn reuse_only_for_the_same_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"one").expect("write");
+        let mut prev = obs(&f, Hashing::Always).expect("present");
+        prev.content = Some(Content::Sha256([9; 32]));
+        let again = obs(&f, Hashing::Reuse(Some(&prev))).expect("present");
+        assert_eq!(again.content, Some(Content::Sha256([9; 32])));
+        std::fs::write(&f, b"two").expect("write");
+        let after = obs(&f, Hashing::Reuse(Some(&prev))).expect("present");
+        assert_eq!(after.content, Some(Content::Sha256(hash::sha256(b"two"))));
+    }
+}
