@@ -411,7 +411,7 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
 }
 
-const _: () = assert!(core::mem::size_of::<Offsets>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<Offsets>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<WatchRoot>() == 12 + SUFFIX_MAX);
 const _: () = assert!(core::mem::size_of::<Pending>() == 64);
 const _: () = assert!(MAX_RECORD <= DATA_CAP);

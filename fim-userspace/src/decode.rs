@@ -252,9 +252,15 @@ mod tests {
         assert_eq!(ev.rename_flags, 1);
         assert_eq!(ev.time_unix_ns, 1_500);
         assert_eq!(ev.process.as_ref().expect("process").name, "mv");
-        assert_eq!(ev.process.as_ref().expect("process").executable.as_deref(), Some(exe));
         assert_eq!(
-            { let p = ev.process.as_ref().expect("process"); (p.pid, p.tid, p.ppid) },
+            ev.process.as_ref().expect("process").executable.as_deref(),
+            Some(exe)
+        );
+        assert_eq!(
+            {
+                let p = ev.process.as_ref().expect("process");
+                (p.pid, p.tid, p.ppid)
+            },
             (10, 11, 1)
         );
         assert_eq!(ev.owner_uid, None);

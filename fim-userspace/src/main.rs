@@ -33,7 +33,12 @@ struct Common {
     #[arg(long = "watch", value_name = "PATH", global = true)]
     watch: Vec<String>,
     /// Directory holding the baseline database.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/fim", global = true)]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/fim",
+        global = true
+    )]
     state_dir: PathBuf,
     /// Files larger than this many bytes are reported as "not hashed: too large".
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30, global = true)]

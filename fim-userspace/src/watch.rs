@@ -241,13 +241,10 @@ impl WatchSet {
                             && suffix
                                 .as_deref()
                                 .is_none_or(|s| existing.suffix[..s.len()] == *s);
+                        // A second glob with another suffix, or a glob meeting a non-glob
+                        // entry: the kernel cannot check one suffix, so it passes all.
                         if flags & root_flags::CHILDREN != 0
-                            && existing.flags & root_flags::CHILDREN != 0
-                            && !same_suffix
-                        {
-                            existing.suffix_len = 0;
-                        } else if flags & root_flags::CHILDREN != 0
-                            && existing.flags & root_flags::CHILDREN == 0
+                            && (existing.flags & root_flags::CHILDREN == 0 || !same_suffix)
                         {
                             existing.suffix_len = 0;
                         }
@@ -317,9 +314,8 @@ impl WatchSet {
                 ScanRoot::Children { dir, .. } => trees.iter().any(|t| is_under(dir, t)),
             };
             let duplicate = kept.iter().any(|k| match (k, &r) {
-                (ScanRoot::Tree(a), ScanRoot::Tree(b)) | (ScanRoot::Exact(a), ScanRoot::Exact(b)) => {
-                    a == b
-                }
+                (ScanRoot::Tree(a), ScanRoot::Tree(b))
+                | (ScanRoot::Exact(a), ScanRoot::Exact(b)) => a == b,
                 _ => false,
             });
             if !covered && !duplicate {
@@ -448,7 +444,13 @@ mod tests {
 
     #[test]
     fn scan_roots_are_canonical_and_not_nested() {
-        let s = set(&["/bin/login", "/bin", "/usr/bin", "/etc/*.conf", "/etc/crontab"]);
+        let s = set(&[
+            "/bin/login",
+            "/bin",
+            "/usr/bin",
+            "/etc/*.conf",
+            "/etc/crontab",
+        ]);
         let roots: Vec<String> = s
             .scan_roots()
             .iter()

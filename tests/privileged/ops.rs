@@ -41,6 +41,16 @@ fn assert_event(v: &Value, act: &str, p: &Path) {
     assert_acted_by_this_thread(v);
 }
 
+/// This process's umask, read without changing it (other test threads create files).
+fn umask() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        .expect("Umask line")
+}
+
 fn inode_of(p: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(p).expect("stat").ino().to_string()
@@ -63,7 +73,16 @@ fn create_write_close_report_mode_bytes_and_inode() {
     let v = d.wait_for("create", |v| is(v, "create", &f));
     assert_event(&v, "create", &f);
     assert_eq!(v["event"]["type"][0], "creation");
-    assert_eq!(v["file"]["mode"], "0666", "mode requested by File::create");
+    assert_eq!(
+        v["fim"]["requested"]["mode"], "0666",
+        "mode requested by File::create"
+    );
+    let expected = format!("{:04o}", 0o666 & !umask());
+    assert_eq!(
+        v["file"]["mode"],
+        expected.as_str(),
+        "the file's mode after umask"
+    );
     assert_eq!(v["file"]["inode"], ino.as_str());
     assert_eq!(v["file"]["type"], "file");
     assert_eq!(v["fim"]["path"]["source"], "kernel_object");
@@ -235,7 +254,7 @@ fn chmod_by_path_and_fd() {
     let mut d = Daemon::start(&[&dir]);
     fs::set_permissions(&f, fs::Permissions::from_mode(0o4751)).expect("chmod");
     let v = d.wait_for("chmod", |v| {
-        is(v, "chmod", &f) && v["file"]["mode"] == "4751"
+        is(v, "chmod", &f) && v["fim"]["requested"]["mode"] == "4751"
     });
     assert_event(&v, "chmod", &f);
     assert_eq!(v["fim"]["path"]["source"], "syscall_string");
@@ -244,7 +263,7 @@ fn chmod_by_path_and_fd() {
     file.set_permissions(fs::Permissions::from_mode(0o600))
         .expect("fchmod");
     let v = d.wait_for("fchmod", |v| {
-        is(v, "chmod", &f) && v["file"]["mode"] == "0600"
+        is(v, "chmod", &f) && v["fim"]["requested"]["mode"] == "0600"
     });
     assert_event(&v, "chmod", &f);
     assert_eq!(v["fim"]["path"]["source"], "kernel_object");
@@ -265,24 +284,26 @@ fn chown_by_path_fd_and_without_following_symlinks() {
 
     std::os::unix::fs::chown(&f, Some(1234), Some(5678)).expect("chown");
     let v = d.wait_for("chown", |v| {
-        is(v, "chown", &f) && v["file"]["uid"] == "1234"
+        is(v, "chown", &f) && v["fim"]["requested"]["uid"] == "1234"
     });
     assert_event(&v, "chown", &f);
-    assert_eq!(v["file"]["gid"], "5678");
+    assert_eq!(v["fim"]["requested"]["gid"], "5678");
 
     let file = fs::File::open(&f).expect("open");
     std::os::unix::fs::fchown(&file, None, Some(42)).expect("fchown");
-    let v = d.wait_for("fchown", |v| is(v, "chown", &f) && v["file"]["gid"] == "42");
+    let v = d.wait_for("fchown", |v| {
+        is(v, "chown", &f) && v["fim"]["requested"]["gid"] == "42"
+    });
     assert_event(&v, "chown", &f);
     assert!(
-        v["file"]["uid"].is_null(),
+        v["fim"]["requested"]["uid"].is_null(),
         "an unchanged uid is not reported: {v}"
     );
 
     std::os::unix::fs::lchown(&link, Some(7), None).expect("lchown");
     let v = d.wait_for("lchown", |v| is(v, "chown", &link));
     assert_event(&v, "chown", &link);
-    assert_eq!(v["file"]["uid"], "7");
+    assert_eq!(v["fim"]["requested"]["uid"], "7");
     assert_eq!(v["fim"]["no_follow"], true);
 }
 

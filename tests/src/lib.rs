@@ -55,16 +55,38 @@ pub fn require_privileges() -> bool {
 pub struct Daemon {
     child: Child,
     lines: mpsc::Receiver<Value>,
+    log: mpsc::Receiver<String>,
     stderr: std::thread::JoinHandle<String>,
+    _state: Option<tempfile::TempDir>,
     /// Every event received so far, in order.
     pub seen: Vec<Value>,
 }
 
 impl Daemon {
-    /// Starts `fim run --watch <each>` and waits until it reports ready.
+    /// Starts `fim run --watch <each>` with a fresh state directory and waits until it
+    /// reports ready.
     pub fn start(watch: &[&Path]) -> Self {
+        Self::start_with(watch, None, &[])
+    }
+
+    /// Starts `fim run --watch <each> --state-dir <state> <args>`; without `state`, a fresh
+    /// temporary state directory is used and removed with the daemon.
+    pub fn start_with(watch: &[&Path], state: Option<&Path>, args: &[&str]) -> Self {
+        let owned = match state {
+            Some(_) => None,
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix("fim-state-")
+                    .tempdir()
+                    .expect("state tempdir"),
+            ),
+        };
+        let state_dir = state
+            .map(Path::to_path_buf)
+            .or_else(|| owned.as_ref().map(|t| t.path().to_path_buf()))
+            .expect("a state directory");
         let mut cmd = Command::new(fim_bin());
-        cmd.arg("run");
+        cmd.arg("run").arg("--state-dir").arg(&state_dir).args(args);
         for w in watch {
             cmd.arg("--watch").arg(w);
         }
@@ -85,15 +107,13 @@ impl Daemon {
             }
         });
         let mut stderr = child.stderr.take().expect("piped stderr");
-        let (ready_tx, ready_rx) = mpsc::channel();
+        let (log_tx, log) = mpsc::channel();
         let stderr = std::thread::spawn(move || {
             let mut all = String::new();
             let mut reader = BufReader::new(&mut stderr);
             let mut line = String::new();
             while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                if line.contains("ready:") {
-                    let _ = ready_tx.send(());
-                }
+                let _ = log_tx.send(line.clone());
                 all.push_str(&line);
                 line.clear();
             }
@@ -103,20 +123,35 @@ impl Daemon {
         let mut daemon = Self {
             child,
             lines,
+            log,
             stderr,
+            _state: owned,
             seen: Vec::new(),
         };
-        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = daemon.child.kill();
-            let _ = daemon.child.wait();
-            let log = daemon.stderr_text();
-            panic!("fim did not become ready within 60 s; its log:\n{log}");
-        }
+        daemon.wait_log("ready:", Duration::from_secs(60));
         daemon
     }
 
-    fn stderr_text(self) -> String {
-        self.stderr.join().unwrap_or_default()
+    /// Waits until the daemon logs a line containing `needle` and returns that line; panics
+    /// with the log at the deadline (or when the daemon exits first).
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        let mut so_far = String::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => so_far.push_str(&line),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("fim exited before logging {needle:?}; its log:\n{so_far}");
+                }
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("fim did not log {needle:?} within {timeout:?}; its log:\n{so_far}");
     }
 
     /// Waits until an event satisfies `pred` and returns it; panics at the deadline with
@@ -232,4 +267,52 @@ pub fn assert_acted_by_this_thread(v: &Value) {
         "timestamp in {v}"
     );
     assert_eq!(v["fim"]["sensor"], "ebpf-tracepoint");
+}
+
+/// SHA-256 of `bytes` in hex, computed by coreutils' `sha256sum` (an oracle independent
+/// of the implementation under test).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(bytes)
+        .expect("feeding sha256sum");
+    let out = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
+}
+
+/// Names in `fim.changed`.
+pub fn changed(v: &Value) -> Vec<String> {
+    v["fim"]["changed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `fim <args>` to completion: (exit code, stdout, stderr).
+pub fn fim(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = Command::new(fim_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", fim_bin().display()));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -94,23 +94,30 @@ pub fn init(args: &ScanArgs<'_>) -> ExitCode {
         reuse_from: None,
     };
     let cancel = AtomicBool::new(false);
-    let count = scan(&args.watch.scan_roots(), &opts, &cancel, |item| match item {
-        ScanItem::Observed { path, snapshot } => {
-            tick(&bar, &mut bytes, &snapshot);
-            if let Some(s) = &snapshot
-                && args.watch.matches(&path)
-                && error.is_none()
-                && let Err(e) = baseline.put(&path, s).and_then(|()| baseline.commit_if_large())
-            {
-                error = Some(e);
-                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let count = scan(
+        &args.watch.scan_roots(),
+        &opts,
+        &cancel,
+        |item| match item {
+            ScanItem::Observed { path, snapshot } => {
+                tick(&bar, &mut bytes, &snapshot);
+                if let Some(s) = &snapshot
+                    && args.watch.matches(&path)
+                    && error.is_none()
+                    && let Err(e) = baseline
+                        .put(&path, s)
+                        .and_then(|()| baseline.commit_if_large())
+                {
+                    error = Some(e);
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
-        }
-        ScanItem::Failed { path, error } => {
-            failures += 1;
-            report_failure(&bar, &path, &error);
-        }
-    });
+            ScanItem::Failed { path, error } => {
+                failures += 1;
+                report_failure(&bar, &path, &error);
+            }
+        },
+    );
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

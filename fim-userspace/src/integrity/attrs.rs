@@ -302,7 +302,7 @@ pub const XATTR_CAPABILITY: &[u8] = b"security.capability";
 pub fn decode_acl(raw: &[u8]) -> String {
     const VERSION: u32 = 2;
     let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    if raw.len() < 4 || word(raw) != VERSION || (raw.len() - 4) % 8 != 0 {
+    if raw.len() < 4 || word(raw) != VERSION || !(raw.len() - 4).is_multiple_of(8) {
         return format!("raw:{}", hex(raw));
     }
     let mut parts = Vec::new();
@@ -416,7 +416,13 @@ mod tests {
         b.attrs.xattrs.insert(b"user.x".to_vec(), [0; 32]);
         assert_eq!(
             diff(&a, &b),
-            vec![Attr::Mode, Attr::Uid, Attr::Ctime, Attr::Xattrs, Attr::Sha256]
+            vec![
+                Attr::Mode,
+                Attr::Uid,
+                Attr::Ctime,
+                Attr::Xattrs,
+                Attr::Sha256
+            ]
         );
     }
 

@@ -258,7 +258,9 @@ impl Baseline {
             return Err(BaselineError::Version { path: db, found });
         }
         // Scratch table of paths seen by the current scan (see `seen` / `unseen`).
-        conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS seen (path BLOB PRIMARY KEY) WITHOUT ROWID;")?;
+        conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS seen (path BLOB PRIMARY KEY) WITHOUT ROWID;",
+        )?;
         Ok(Self {
             conn,
             in_tx: false,
@@ -555,7 +557,10 @@ mod tests {
         let err = Baseline::open(dir.path(), Access::Write)
             .err()
             .expect("second writer refused");
-        assert!(err.to_string().contains("in use by another fim process"), "{err}");
+        assert!(
+            err.to_string().contains("in use by another fim process"),
+            "{err}"
+        );
         let reader = Baseline::open(dir.path(), Access::Read).expect("reader");
         assert!(reader.is_empty().expect("len"));
     }

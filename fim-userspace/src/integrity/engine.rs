@@ -268,13 +268,14 @@ impl Engine {
             let deadline = self.next_deadline();
             enum Msg {
                 Event(Option<FileEvent>),
-                Done(Done),
+                Done(Box<Done>),
                 Scan(Option<ScanItem>),
                 Tick,
             }
             let msg = {
-                let mut sel = flume::Selector::new()
-                    .recv(&self.done, |r| r.map_or(Msg::Tick, Msg::Done));
+                let mut sel = flume::Selector::new().recv(&self.done, |r| {
+                    r.map_or(Msg::Tick, |d| Msg::Done(Box::new(d)))
+                });
                 if input_open {
                     sel = sel.recv(input, |r| Msg::Event(r.ok()));
                 }
@@ -296,7 +297,7 @@ impl Engine {
                         self.settle_quiet(&key)?;
                     }
                 }
-                Msg::Done(done) => self.complete(done)?,
+                Msg::Done(done) => self.complete(*done)?,
                 Msg::Scan(Some(item)) => self.scanned(item)?,
                 Msg::Scan(None) => self.scan_finished()?,
                 Msg::Tick => {}
@@ -476,7 +477,9 @@ impl Engine {
     fn pass_unenriched(&mut self, mut ev: FileEvent) -> Result<(), EngineError> {
         let n = self.stats.unenriched.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 || n.is_power_of_two() {
-            warn!("integrity backlog full: {n} events passed without before/after values; a rescan will repair the baseline");
+            warn!(
+                "integrity backlog full: {n} events passed without before/after values; a rescan will repair the baseline"
+            );
         }
         self.repair_wanted = true;
         ev.integrity = Some(Integrity {
@@ -739,13 +742,20 @@ impl Engine {
                     }
                     run.counts[2] += 1;
                     self.stats.found.fetch_add(1, Ordering::Relaxed);
-                    let ev =
-                        found_event(Action::Removed, path, Some(before), None, Vec::new(), run.origin);
+                    let ev = found_event(
+                        Action::Removed,
+                        path,
+                        Some(before),
+                        None,
+                        Vec::new(),
+                        run.origin,
+                    );
                     self.emit(ev)?;
                 }
             }
             if run.initial {
-                self.baseline.set_meta("initialized", &unix_now_ns().to_string())?;
+                self.baseline
+                    .set_meta("initialized", &unix_now_ns().to_string())?;
             }
             self.baseline.commit()?;
             let [seen, added, removed, changed] = run.counts;
@@ -755,7 +765,11 @@ impl Engine {
             } else {
                 info!(
                     "{}: {seen} paths checked, {added} added, {removed} removed, {changed} changed in {secs:.1} s",
-                    if run.origin == Origin::Start { "reconciled" } else { "rescanned" }
+                    if run.origin == Origin::Start {
+                        "reconciled"
+                    } else {
+                        "rescanned"
+                    }
                 );
             }
         }

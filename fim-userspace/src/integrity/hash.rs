@@ -46,8 +46,13 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub const READ_BUFFER: usize = 256 * 1024;
 
 /// SHA-256 of everything `reader` yields, reading through `buf`. Returns the digest and
-/// the number of bytes read.
-pub fn sha256_reader(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<([u8; 32], u64)> {
+/// the number of bytes read. `expected` is the size the caller saw: a short read at or
+/// past it is taken as the end, which saves the final empty read on regular files.
+pub fn sha256_reader(
+    reader: &mut impl Read,
+    expected: u64,
+    buf: &mut [u8],
+) -> std::io::Result<([u8; 32], u64)> {
     let mut h = Sha256::new();
     let mut total = 0u64;
     loop {
@@ -56,6 +61,9 @@ pub fn sha256_reader(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<
             Ok(n) => {
                 h.update(&buf[..n]);
                 total += n as u64;
+                if n < buf.len() && total >= expected {
+                    return Ok((h.finish(), total));
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -84,7 +92,7 @@ mod tests {
     fn reader_matches_one_shot_across_buffer_boundaries() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
         let mut buf = vec![0u8; 4096];
-        let (d, n) = sha256_reader(&mut &data[..], &mut buf).expect("reading a slice");
+        let (d, n) = sha256_reader(&mut &data[..], 0, &mut buf).expect("reading a slice");
         assert_eq!(n, 100_000);
         assert_eq!(d, sha256(&data));
     }

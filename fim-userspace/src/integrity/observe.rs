@@ -171,6 +171,13 @@ impl XattrSource<'_> {
 
     /// The whole list or value, growing the buffer as the kernel asks.
     fn read(&self, name: Option<&CString>) -> io::Result<Vec<u8>> {
+        // Most lists and values are small: one call instead of size-then-read.
+        let mut small = [0u8; 1024];
+        match self.call(name, &mut small) {
+            Ok(n) => return Ok(small[..n].to_vec()),
+            Err(e) if e.raw_os_error() != Some(libc::ERANGE) => return Err(e),
+            Err(_) => {}
+        }
         loop {
             let size = self.call(name, &mut [])?;
             let mut buf = vec![0u8; size];
@@ -234,11 +241,13 @@ fn read_link(fd: &OwnedFd) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn hash_file(fd: OwnedFd, scratch: &mut Scratch) -> io::Result<[u8; 32]> {
-    // SAFETY: advisory only.
-    unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+fn hash_file(fd: OwnedFd, size: u64, scratch: &mut Scratch) -> io::Result<[u8; 32]> {
+    if size > 4 << 20 {
+        // SAFETY: advisory only.
+        unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    }
     let mut file = File::from(fd);
-    hash::sha256_reader(&mut file, &mut scratch.buf).map(|(digest, _)| digest)
+    hash::sha256_reader(&mut file, size, &mut scratch.buf).map(|(digest, _)| digest)
 }
 
 /// Observes `path`. `Ok(None)` when nothing is there.
@@ -248,17 +257,72 @@ pub fn observe(
     limits: &Limits,
     scratch: &mut Scratch,
 ) -> Result<Option<Snapshot>, ObserveError> {
-    observe_once(path, hashing, limits, scratch, 2)
+    observe_once(path, None, hashing, limits, scratch, 2)
+}
+
+/// Like [`observe`], for a path just listed from its directory with type `listed` (the
+/// directory entry's `d_type`). A regular file or directory is then opened for reading
+/// directly, saving the `O_PATH` round trip on large scans; the descriptor's own type is
+/// checked before anything is read.
+pub fn observe_listed(
+    path: &[u8],
+    listed: Option<FileType>,
+    hashing: Hashing<'_>,
+    limits: &Limits,
+    scratch: &mut Scratch,
+) -> Result<Option<Snapshot>, ObserveError> {
+    observe_once(path, listed, hashing, limits, scratch, 2)
+}
+
+fn open_for_reading(path: &CString, file_type: FileType) -> io::Result<OwnedFd> {
+    let extra = if file_type == FileType::Dir {
+        libc::O_DIRECTORY
+    } else {
+        0
+    };
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | extra;
+    match open(path, flags | libc::O_NOATIME) {
+        // O_NOATIME needs ownership or CAP_FOWNER.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(path, flags),
+        other => other,
+    }
 }
 
 fn observe_once(
     path: &[u8],
+    listed: Option<FileType>,
     hashing: Hashing<'_>,
     limits: &Limits,
     scratch: &mut Scratch,
     retries: u32,
 ) -> Result<Option<Snapshot>, ObserveError> {
     let cpath = CString::new(path).map_err(|_| ObserveError::Nul(render(path)))?;
+    if let Some(t @ (FileType::File | FileType::Dir)) = listed {
+        match open_for_reading(&cpath, t) {
+            Ok(fd) => {
+                let st = fstat(&fd).map_err(|e| io_err("reading metadata of", path, e))?;
+                if matches!(
+                    FileType::from_mode(st.st_mode),
+                    FileType::File | FileType::Dir
+                ) {
+                    return describe(
+                        path,
+                        &cpath,
+                        attrs_from_stat(&st),
+                        Some(fd),
+                        None,
+                        false,
+                        hashing,
+                        limits,
+                        scratch,
+                    );
+                }
+            }
+            Err(e) if is_absent(&e) => return Ok(None),
+            // Changed type since it was listed: take the careful path.
+            Err(_) => {}
+        }
+    }
     let handle = match open(&cpath, libc::O_PATH | libc::O_NOFOLLOW) {
         Ok(fd) => fd,
         Err(e) if is_absent(&e) => return Ok(None),
@@ -268,73 +332,106 @@ fn observe_once(
         Ok(st) => st,
         Err(e) => return Err(io_err("reading metadata of", path, e)),
     };
-    let mut attrs = attrs_from_stat(&st);
-    let readable = matches!(attrs.file_type, FileType::File | FileType::Dir);
-    let reader = if readable {
-        let extra = if attrs.file_type == FileType::Dir {
-            libc::O_DIRECTORY
-        } else {
-            0
-        };
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | extra;
-        let opened = match open(&cpath, flags | libc::O_NOATIME) {
-            // O_NOATIME needs ownership or CAP_FOWNER.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(&cpath, flags),
-            other => other,
-        };
-        match opened {
-            Ok(fd) => Some(fd),
-            Err(e) if is_absent(&e) => {
-                return Ok(Some(Snapshot {
-                    content: (attrs.file_type == FileType::File)
-                        .then_some(Content::NotHashed(NotHashed::Vanished)),
-                    attrs,
-                }));
-            }
-            // Replaced by a symlink, a FIFO or a directory since the first open.
-            Err(e) if retries > 0 && matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {
-                return observe_once(path, hashing, limits, scratch, retries - 1);
-            }
-            Err(e) => return Err(io_err("opening for reading", path, e)),
+    let attrs = attrs_from_stat(&st);
+    if !matches!(attrs.file_type, FileType::File | FileType::Dir) {
+        return describe(
+            path,
+            &cpath,
+            attrs,
+            None,
+            Some(&handle),
+            false,
+            hashing,
+            limits,
+            scratch,
+        );
+    }
+    let fd = match open_for_reading(&cpath, attrs.file_type) {
+        Ok(fd) => fd,
+        Err(e) if is_absent(&e) => {
+            return Ok(Some(Snapshot {
+                content: (attrs.file_type == FileType::File)
+                    .then_some(Content::NotHashed(NotHashed::Vanished)),
+                attrs,
+            }));
         }
-    } else {
-        None
+        // Replaced by a symlink, a FIFO or a directory since the first open.
+        Err(e)
+            if retries > 0
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP | libc::ENXIO | libc::ENOTDIR)
+                ) =>
+        {
+            return observe_once(path, None, hashing, limits, scratch, retries - 1);
+        }
+        Err(e) => return Err(io_err("opening for reading", path, e)),
     };
+    let st2 = fstat(&fd).map_err(|e| io_err("reading metadata of", path, e))?;
+    let replaced = (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino);
+    describe(
+        path,
+        &cpath,
+        attrs_from_stat(&st2),
+        Some(fd),
+        None,
+        replaced,
+        hashing,
+        limits,
+        scratch,
+    )
+}
 
-    let mut replaced = false;
+/// Completes an observation: xattrs, symlink target, digest. `reader` is an open-for-read
+/// descriptor of a regular file or directory; `handle` an `O_PATH` one for anything else.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one private step of observe_once"
+)]
+fn describe(
+    path: &[u8],
+    cpath: &CString,
+    mut attrs: Attrs,
+    reader: Option<OwnedFd>,
+    handle: Option<&OwnedFd>,
+    replaced: bool,
+    hashing: Hashing<'_>,
+    limits: &Limits,
+    scratch: &mut Scratch,
+) -> Result<Option<Snapshot>, ObserveError> {
     if let Some(fd) = &reader {
-        let st2 = fstat(fd).map_err(|e| io_err("reading metadata of", path, e))?;
-        if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
-            replaced = true;
-        }
-        attrs = attrs_from_stat(&st2);
         read_xattrs(&XattrSource::Fd(fd), &mut attrs)
             .map_err(|e| io_err("reading extended attributes of", path, e))?;
     } else {
-        if attrs.file_type == FileType::Symlink {
+        if let (FileType::Symlink, Some(h)) = (attrs.file_type, handle) {
             attrs.symlink_target =
-                Some(read_link(&handle).map_err(|e| io_err("reading symlink", path, e))?);
+                Some(read_link(h).map_err(|e| io_err("reading symlink", path, e))?);
         }
-        match read_xattrs(&XattrSource::Path(&cpath), &mut attrs) {
+        match read_xattrs(&XattrSource::Path(cpath), &mut attrs) {
             Ok(()) => {}
             Err(e) if is_absent(&e) => {}
             Err(e) => return Err(io_err("reading extended attributes of", path, e)),
         }
     }
-
     let content = match (attrs.file_type, reader) {
         (FileType::File, Some(fd)) => Some(if replaced {
             Content::NotHashed(NotHashed::Replaced)
         } else {
             match hashing {
                 Hashing::Defer => Content::NotHashed(NotHashed::Deferred),
-                Hashing::Reuse(Some(prev)) if prev.sha256().is_some() && prev.same_version(&attrs) => {
-                    prev.content.clone().unwrap_or(Content::NotHashed(NotHashed::Deferred))
+                Hashing::Reuse(Some(prev))
+                    if prev.sha256().is_some() && prev.same_version(&attrs) =>
+                {
+                    prev.content
+                        .clone()
+                        .unwrap_or(Content::NotHashed(NotHashed::Deferred))
                 }
-                _ if attrs.size > limits.max_hash_bytes => Content::NotHashed(NotHashed::TooLarge {
-                    limit: limits.max_hash_bytes,
-                }),
-                _ => match hash_file(fd, scratch) {
+                _ if attrs.size > limits.max_hash_bytes => {
+                    Content::NotHashed(NotHashed::TooLarge {
+                        limit: limits.max_hash_bytes,
+                    })
+                }
+                _ => match hash_file(fd, attrs.size, scratch) {
                     Ok(d) => Content::Sha256(d),
                     Err(e) => Content::NotHashed(NotHashed::Unreadable(e.to_string())),
                 },

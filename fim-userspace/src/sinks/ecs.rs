@@ -76,14 +76,21 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
             &ev.path.bytes[..slash]
         })),
     );
+    // What the caller asked for (chmod/chown/mkdir/create arguments); the file's actual
+    // values after the event are in `file.*` and `fim.after`.
+    let mut requested = Map::new();
     if let Some(mode) = ev.mode {
-        insert(&mut file, "mode", json!(format!("{:04o}", mode & 0o7777)));
+        insert(
+            &mut requested,
+            "mode",
+            json!(format!("{:04o}", mode & 0o7777)),
+        );
     }
     if let Some(uid) = ev.owner_uid {
-        insert(&mut file, "uid", json!(uid.to_string()));
+        insert(&mut requested, "uid", json!(uid.to_string()));
     }
     if let Some(gid) = ev.owner_gid {
-        insert(&mut file, "gid", json!(gid.to_string()));
+        insert(&mut requested, "gid", json!(gid.to_string()));
     }
     if let Some(inode) = ev.inode {
         insert(&mut file, "inode", json!(inode.ino.to_string()));
@@ -117,7 +124,11 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
         insert(&mut file, "uid", json!(a.uid.to_string()));
         insert(&mut file, "gid", json!(a.gid.to_string()));
         insert(&mut file, "inode", json!(a.ino.to_string()));
-        insert(&mut file, "device", json!(format!("{}:{}", a.dev_major, a.dev_minor)));
+        insert(
+            &mut file,
+            "device",
+            json!(format!("{}:{}", a.dev_major, a.dev_minor)),
+        );
         insert(&mut file, "mtime", json!(time_ns(i128::from(a.mtime_ns))));
         insert(&mut file, "ctime", json!(time_ns(i128::from(a.ctime_ns))));
         if let Some(d) = after.sha256() {
@@ -136,6 +147,9 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
     if let Some(p) = &ev.process {
         insert(&mut fim, "cgroup_id", json!(p.cgroup_id));
     }
+    if !requested.is_empty() {
+        insert(&mut fim, "requested", Value::Object(requested));
+    }
     if let Some(i) = &ev.integrity {
         insert(&mut fim, "origin", json!(i.origin.as_str()));
         insert(
@@ -143,8 +157,16 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
             "changed",
             json!(i.changed.iter().map(|a| a.as_str()).collect::<Vec<_>>()),
         );
-        insert(&mut fim, "before", i.before.as_ref().map_or(Value::Null, snapshot));
-        insert(&mut fim, "after", i.after.as_ref().map_or(Value::Null, snapshot));
+        insert(
+            &mut fim,
+            "before",
+            i.before.as_ref().map_or(Value::Null, snapshot),
+        );
+        insert(
+            &mut fim,
+            "after",
+            i.after.as_ref().map_or(Value::Null, snapshot),
+        );
         if i.replaced_target {
             insert(&mut fim, "replaced_target", json!(true));
         }
@@ -204,7 +226,8 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
         }
         doc["process"] = process;
         doc["user"] = json!({ "id": p.uid.to_string(), "effective": { "id": p.euid.to_string() } });
-        doc["group"] = json!({ "id": p.gid.to_string(), "effective": { "id": p.egid.to_string() } });
+        doc["group"] =
+            json!({ "id": p.gid.to_string(), "effective": { "id": p.egid.to_string() } });
     }
     doc
 }
@@ -226,7 +249,11 @@ pub fn snapshot(s: &Snapshot) -> Value {
     insert(&mut m, "uid", json!(a.uid));
     insert(&mut m, "gid", json!(a.gid));
     insert(&mut m, "inode", json!(a.ino));
-    insert(&mut m, "device", json!(format!("{}:{}", a.dev_major, a.dev_minor)));
+    insert(
+        &mut m,
+        "device",
+        json!(format!("{}:{}", a.dev_major, a.dev_minor)),
+    );
     insert(&mut m, "nlink", json!(a.nlink));
     insert(&mut m, "mtime", json!(time_ns(i128::from(a.mtime_ns))));
     insert(&mut m, "ctime", json!(time_ns(i128::from(a.ctime_ns))));
