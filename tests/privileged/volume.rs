@@ -51,7 +51,7 @@ fn a_burst_of_10000_operations_is_reported_or_counted_lost() {
     let modes: Vec<_> = seen
         .iter()
         .filter(|v| is(v, "chmod", &f))
-        .map(|v| v["file"]["mode"].clone())
+        .map(|v| v["fim"]["requested"]["mode"].clone())
         .collect();
     if lost == 0 {
         assert!(

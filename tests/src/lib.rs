@@ -56,6 +56,7 @@ pub struct Daemon {
     child: Child,
     lines: mpsc::Receiver<Value>,
     log: mpsc::Receiver<String>,
+    log_seen: Vec<String>,
     stderr: std::thread::JoinHandle<String>,
     _state: Option<tempfile::TempDir>,
     /// Every event received so far, in order.
@@ -124,6 +125,7 @@ impl Daemon {
             child,
             lines,
             log,
+            log_seen: Vec::new(),
             stderr,
             _state: owned,
             seen: Vec::new(),
@@ -135,23 +137,35 @@ impl Daemon {
     /// Waits until the daemon logs a line containing `needle` and returns that line; panics
     /// with the log at the deadline (or when the daemon exits first).
     pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(line) = self.log_seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
         let end = Instant::now() + timeout;
-        let mut so_far = String::new();
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => so_far.push_str(&line),
+                Ok(line) => {
+                    self.log_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => break,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
-                    panic!("fim exited before logging {needle:?}; its log:\n{so_far}");
+                    panic!(
+                        "fim exited before logging {needle:?}; its log:\n{}",
+                        self.log_seen.concat()
+                    );
                 }
             }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        panic!("fim did not log {needle:?} within {timeout:?}; its log:\n{so_far}");
+        panic!(
+            "fim did not log {needle:?} within {timeout:?}; its log:\n{}",
+            self.log_seen.concat()
+        );
     }
 
     /// Waits until an event satisfies `pred` and returns it; panics at the deadline with

@@ -122,6 +122,9 @@ struct Job {
     step: Step,
     /// Baseline entry for the digest reuse (rename: the old name's entry).
     prev: Option<Snapshot>,
+    /// Later events of the same kind on the same path that queued behind another job: one
+    /// observation serves them all (a burst of 10,000 chmods is observed once per batch).
+    followers: Vec<FileEvent>,
 }
 
 struct Done {
@@ -399,6 +402,15 @@ impl Engine {
 
     /// Takes one event: runs it now, or queues it behind the job holding its path.
     fn accept(&mut self, ev: FileEvent) -> Result<(), EngineError> {
+        self.accept_group(ev, Vec::new())
+    }
+
+    /// Like [`Self::accept`], with followers that share the observation.
+    fn accept_group(
+        &mut self,
+        ev: FileEvent,
+        followers: Vec<FileEvent>,
+    ) -> Result<(), EngineError> {
         let keys = self.keys(&ev);
         if self.scan.is_some() {
             self.touched.extend(keys.iter().cloned());
@@ -408,8 +420,9 @@ impl Engine {
                 return self.pass_unenriched(ev);
             }
             if let Some(q) = self.busy.get_mut(k) {
+                self.queued += 1 + followers.len();
                 q.push_back(ev);
-                self.queued += 1;
+                q.extend(followers);
             }
             return Ok(());
         }
@@ -437,7 +450,11 @@ impl Engine {
             Step::Metadata => {}
         }
         if step == Step::Forget {
-            return self.forget(ev, &keys[0]);
+            self.forget(ev, &keys[0])?;
+            for f in followers {
+                self.accept(f)?;
+            }
+            return Ok(());
         }
         let prev = match step {
             Step::Move => match keys.get(1) {
@@ -457,6 +474,7 @@ impl Engine {
             event: ev,
             step,
             prev,
+            followers,
         });
         Ok(())
     }
@@ -533,10 +551,32 @@ impl Engine {
             }
         }
         waiting.sort_by_key(|e| e.time_unix_ns);
-        for ev in waiting {
-            self.accept(ev)?;
+        let mut rest = waiting.into_iter().peekable();
+        while let Some(ev) = rest.next() {
+            let mut followers = Vec::new();
+            if let Some(step) = self.shareable(&ev) {
+                let key = self.watch.canonical(&ev.path.bytes);
+                while let Some(next) = rest.next_if(|n| {
+                    self.shareable(n) == Some(step) && self.watch.canonical(&n.path.bytes) == key
+                }) {
+                    followers.push(next);
+                }
+            }
+            self.accept_group(ev, followers)?;
         }
         Ok(())
+    }
+
+    /// The step of an event that may share an observation with its neighbours on the same
+    /// path: metadata changes and burst events, never renames, settles or removals.
+    fn shareable(&self, ev: &FileEvent) -> Option<Step> {
+        let in_burst = self
+            .dirty
+            .contains_key(&self.watch.canonical(&ev.path.bytes));
+        match step_for(ev.action, in_burst) {
+            s @ (Step::Metadata | Step::Defer) => Some(s),
+            _ => None,
+        }
     }
 
     fn apply(
@@ -549,6 +589,7 @@ impl Engine {
             mut event,
             step,
             prev,
+            followers,
         } = job;
         let key = &keys[0];
         let mut note = None;
@@ -622,15 +663,34 @@ impl Engine {
                 mode: a.attrs.mode | file_type_bits(a),
             });
         }
+        let origin = origin_of(&event);
+        let inode = event.inode;
         event.integrity = Some(Integrity {
             before,
-            after,
+            after: after.clone(),
             changed,
-            origin: origin_of(&event),
+            origin,
             replaced_target,
             note,
         });
-        self.emit(event)
+        self.emit(event)?;
+        let n = followers.len();
+        for mut f in followers {
+            f.inode = f.inode.or(inode);
+            f.integrity = Some(Integrity {
+                before: after.clone(),
+                after: after.clone(),
+                changed: Vec::new(),
+                origin,
+                replaced_target: false,
+                note: Some(format!(
+                    "observed once for {} events on this path; values are after the last",
+                    n + 1
+                )),
+            });
+            self.emit(f)?;
+        }
+        Ok(())
     }
 
     fn start_scan(&mut self, origin: Origin, initial: bool) {

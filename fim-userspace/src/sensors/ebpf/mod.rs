@@ -124,7 +124,8 @@ fn mount_tracefs_if_needed() -> Result<(), EbpfError> {
         .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
         .status()
         .map_err(EbpfError::NoTracefs)?;
-    if status.success() {
+    // Another process (a second fim, say) may have mounted it meanwhile.
+    if status.success() || Path::new("/sys/kernel/tracing/events").exists() {
         Ok(())
     } else {
         Err(EbpfError::NoTracefs(std::io::Error::other(format!(
