@@ -202,8 +202,21 @@ impl Daemon {
             self.seen.push(v);
         }
         let seen = std::mem::take(&mut self.seen);
-        let log = self.stderr.join().unwrap_or_default();
+        // `Daemon` has a Drop impl, so the handle is swapped out rather than moved.
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
+        let log = stderr.join().unwrap_or_default();
         (seen, log, status)
+    }
+}
+
+impl Drop for Daemon {
+    /// A test that fails midway must not leave its daemon running (and loaded with BPF
+    /// programs) behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

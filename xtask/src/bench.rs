@@ -37,7 +37,11 @@ impl Rng {
 }
 
 fn bench_dir() -> PathBuf {
-    root().join("target/bench")
+    // Canonical: AIDE matches rules against canonical paths and silently scans nothing
+    // when the rule has a `..` in it.
+    let dir = root().join("target/bench");
+    let _ = fs::create_dir_all(&dir);
+    fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 fn release_fim() -> Result<PathBuf> {
@@ -145,22 +149,33 @@ fn scan_tree() -> Result<PathBuf> {
     Ok(tree)
 }
 
-fn time(cmd: &mut Command) -> Result<Duration> {
+/// Runs `cmd`, checks it succeeded and that its output has `label` followed by a count of
+/// at least `min` (so a run that scanned nothing is never timed); returns how long it took.
+fn time(cmd: &mut Command, label: &str, min: u64) -> Result<Duration> {
     let start = Instant::now();
     let out = cmd
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
         .with_context(|| format!("running {cmd:?}"))?;
     let took = start.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{cmd:?} failed: {}\n{text}", out.status);
     }
-    Ok(took)
+    let count = text
+        .split(label)
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()))
+        .and_then(|n| n.parse::<u64>().ok());
+    match count {
+        Some(n) if n >= min => Ok(took),
+        _ => bail!("{cmd:?} did not report {label}>= {min}:\n{text}"),
+    }
 }
 
 fn best_of(n: usize, mut once: impl FnMut() -> Result<Duration>) -> Result<Duration> {
@@ -197,9 +212,12 @@ pub fn scan() -> Result<()> {
                 .arg(&tree)
                 .arg("--state-dir")
                 .arg(&state),
+            "baseline of ",
+            54_001,
         )
     };
-    step("warming the page cache");
+    step("warming the page cache (and letting fresh files reach the disk)");
+    run(&mut Command::new("sync"))?;
     fim_once()?;
     let ours = best_of(3, fim_once)?;
     println!(
@@ -223,6 +241,8 @@ pub fn scan() -> Result<()> {
                 Command::new("aide")
                     .args(["--init", "-W", "2", "-c"])
                     .arg(&conf),
+                "Number of entries:",
+                54_001,
             )
         })?;
         let ratio = aide.as_secs_f64() / ours.as_secs_f64();
