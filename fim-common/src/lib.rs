@@ -32,6 +32,11 @@ pub const MAX_SYSCALL_NR: u32 = 512;
 /// Offsets into the variable data area are masked with this (a power of two minus one)
 /// so the verifier can bound every write; each piece is at most [`PATH_MAX`] bytes.
 pub const DATA_MASK: usize = 16 * 1024 - 1;
+
+/// Size of the event ring buffer. Its pages are mapped into the daemon (twice, for the
+/// wrap-around view), so it counts fully in the daemon's resident memory: 8 MiB holds
+/// tens of thousands of events between two 20 ms polls.
+pub const RING_BYTES: u32 = 8 * 1024 * 1024;
 /// Size of the scratch data area: the mask plus the largest single piece.
 pub const DATA_CAP: usize = DATA_MASK + 1 + PATH_MAX;
 /// Largest record the kernel emits: header plus three paths and one xattr name.

@@ -9,9 +9,9 @@ use fim_common::{
     SyscallSpec, WatchRoot, WriterState,
 };
 
-/// Event records for userspace. Userspace may resize it at load time.
+/// Event records for userspace.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(fim_common::RING_BYTES, 0);
 
 /// Records that could not be delivered, per CPU, by [`DropReason`].
 #[map]

@@ -141,6 +141,8 @@ fn special_files_and_awkward_names_round_trip() {
     let long = deep.join("y".repeat(4000 - deep.as_os_str().len() - 1));
     assert_eq!(long.as_os_str().len(), 4000);
     fs::write(&long, b"long").expect("write");
+    let shape = dir.join("shape");
+    fs::write(&shape, b"a file for now").expect("write");
 
     init(&dir, state.path());
     let (code, docs, err) = run("check", &dir, state.path());
@@ -150,6 +152,8 @@ fn special_files_and_awkward_names_round_trip() {
     fs::write(&long, b"longer").expect("edit");
     fs::set_permissions(dir.join("fifo"), fs::Permissions::from_mode(0o644)).expect("chmod");
     fs::remove_file(dir.join("sock")).expect("rm");
+    fs::remove_file(&shape).expect("rm");
+    fs::create_dir(&shape).expect("mkdir");
     let (code, docs, err) = run("check", &dir, state.path());
     assert_eq!(code, 2 | 4, "{err}");
     let find = |p: String| {
@@ -165,6 +169,13 @@ fn special_files_and_awkward_names_round_trip() {
     let v = find(format!("{}/fifo", dir.display()));
     assert_eq!(changed(&v), vec!["mode", "ctime"]);
     assert_eq!(v["fim"]["after"]["type"], "fifo");
+    let v = find(format!("{}/shape", dir.display()));
+    assert_eq!(changed(&v)[0], "type", "{v}");
+    assert_eq!(
+        (&v["fim"]["before"]["type"], &v["fim"]["after"]["type"]),
+        (&Value::from("file"), &Value::from("dir"))
+    );
+    assert!(v["fim"]["after"]["sha256"].is_null());
     let v = find(format!("{}/sock", dir.display()));
     assert_eq!(v["event"]["action"], "removed");
     assert_eq!(v["fim"]["before"]["type"], "socket");

@@ -170,7 +170,10 @@ fn time(cmd: &mut Command, label: &str, min: u64) -> Result<Duration> {
     let count = text
         .split(label)
         .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()))
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())
+        })
         .and_then(|n| n.parse::<u64>().ok());
     match count {
         Some(n) if n >= min => Ok(took),

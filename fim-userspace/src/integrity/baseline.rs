@@ -229,10 +229,16 @@ impl Baseline {
             Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&db, flags)?;
-        // A small page cache keeps the daemon's memory flat whatever the baseline's size.
-        conn.execute_batch(
-            "PRAGMA cache_size = -4096; PRAGMA temp_store = FILE; PRAGMA busy_timeout = 5000;",
-        )?;
+        // A small page cache keeps the daemon's memory flat whatever the baseline's size;
+        // readers (scan workers) do point lookups and need even less.
+        let cache_kib = match access {
+            Access::Write => 4096,
+            Access::Read => 1024,
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{cache_kib}; PRAGMA temp.cache_size = -1024; \
+             PRAGMA temp_store = FILE; PRAGMA busy_timeout = 5000;"
+        ))?;
         if access == Access::Write {
             conn.execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;

@@ -270,7 +270,7 @@ impl Engine {
             }
             let deadline = self.next_deadline();
             enum Msg {
-                Event(Option<FileEvent>),
+                Event(Option<Box<FileEvent>>),
                 Done(Box<Done>),
                 Scan(Option<ScanItem>),
                 Tick,
@@ -280,7 +280,7 @@ impl Engine {
                     r.map_or(Msg::Tick, |d| Msg::Done(Box::new(d)))
                 });
                 if input_open {
-                    sel = sel.recv(input, |r| Msg::Event(r.ok()));
+                    sel = sel.recv(input, |r| Msg::Event(r.ok().map(Box::new)));
                 }
                 if let Some(s) = &self.scan {
                     sel = sel.recv(&s.items, |r| Msg::Scan(r.ok()));
@@ -288,7 +288,7 @@ impl Engine {
                 sel.wait_deadline(deadline).unwrap_or(Msg::Tick)
             };
             match msg {
-                Msg::Event(Some(ev)) => self.accept(ev)?,
+                Msg::Event(Some(ev)) => self.accept(*ev)?,
                 Msg::Event(None) => {
                     input_open = false;
                     if let Some(s) = &self.scan {
