@@ -118,7 +118,7 @@ fn main() -> ExitCode {
                 rescan_interval: (rescan_interval > 0)
                     .then(|| Duration::from_secs(rescan_interval)),
                 workers: common.threads.unwrap_or_else(default_threads),
-                max_backlog: 65_536,
+                max_backlog: 8_192,
             };
             run(set, cfg)
         }

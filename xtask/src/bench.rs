@@ -50,7 +50,8 @@ fn release_fim() -> Result<PathBuf> {
     Ok(root().join("target/release/fim"))
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+/// Installs the Debian packages that are missing (saying which).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
@@ -85,34 +86,55 @@ pub fn hash() -> Result<()> {
         "--example",
         "hash_speed",
     ])?;
-    let ours = output(Command::new(root().join("target/release/examples/hash_speed")).arg("3"))
-        .context("running hash_speed")?;
-    let ours: f64 = ours
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .context("parsing hash_speed output")?;
-    let openssl = output(Command::new("openssl").args([
-        "speed", "-seconds", "3", "-bytes", "16384", "-evp", "sha256",
-    ]))
-    .context("running openssl speed")?;
-    // Last line: "sha256   1931509.76k" (thousands of bytes per second).
-    let theirs: f64 = openssl
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|k| k.trim_end_matches('k').parse::<f64>().ok())
-        .map(|k| k * 1000.0)
-        .context("parsing openssl speed output")?;
+    // OpenSSL takes `OPENSSL_ia32cap` from the environment: masking the SHA extension bit
+    // measures both on the AVX2/SSSE3 path that CPUs without SHA-NI take.
+    const NO_SHA_NI: &str = "~0x20000000000000000000";
     let cpu = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let sha_ni = cpu.split_whitespace().any(|f| f == "sha_ni");
     println!("cpu: SHA-NI {}", if sha_ni { "present" } else { "absent" });
-    println!("fim sha256 (ring):        {:>8.0} MB/s", ours / 1e6);
-    println!("openssl speed -evp sha256: {:>8.0} MB/s", theirs / 1e6);
-    let ratio = ours / theirs;
+    let mut worst = f64::MAX;
+    for (label, mask) in [("native", None), ("SHA-NI masked", Some(NO_SHA_NI))] {
+        let with_mask = |cmd: &mut Command| {
+            if let Some(m) = mask {
+                cmd.env("OPENSSL_ia32cap", m);
+            } else {
+                cmd.env_remove("OPENSSL_ia32cap");
+            }
+        };
+        let mut ours_cmd = Command::new(root().join("target/release/examples/hash_speed"));
+        ours_cmd.arg("3");
+        with_mask(&mut ours_cmd);
+        let ours: f64 = output(&mut ours_cmd)
+            .context("running hash_speed")?
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .context("parsing hash_speed output")?;
+        let mut theirs_cmd = Command::new("openssl");
+        theirs_cmd.args([
+            "speed", "-seconds", "3", "-bytes", "16384", "-evp", "sha256",
+        ]);
+        with_mask(&mut theirs_cmd);
+        // Last line: "sha256   1931509.76k" (thousands of bytes per second).
+        let theirs: f64 = output(&mut theirs_cmd)
+            .context("running openssl speed")?
+            .lines()
+            .last()
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|k| k.trim_end_matches('k').parse::<f64>().ok())
+            .map(|k| k * 1000.0)
+            .context("parsing openssl speed output")?;
+        let ratio = ours / theirs;
+        worst = worst.min(ratio);
+        println!(
+            "{label:>14}: fim {:>6.0} MB/s, openssl speed -evp sha256 {:>6.0} MB/s, ratio {ratio:.3}",
+            ours / 1e6,
+            theirs / 1e6
+        );
+    }
     println!(
-        "ratio fim/openssl: {ratio:.3} (target >= 0.95 allowing for noise: {})",
-        if ratio >= 0.95 { "met" } else { "NOT met" }
+        "target: at least OpenSSL's speed (ratio >= 0.95, allowing for noise): {}",
+        if worst >= 0.95 { "met" } else { "NOT met" }
     );
     Ok(())
 }

@@ -20,7 +20,9 @@ use clap::{Parser, Subcommand};
 const TOOLCHAIN: &str = "1.95.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
-/// Debian packages needed to build bpf-linker against LLVM 22, and tools tests use.
+/// Debian packages the daemon links against (OpenSSL's libcrypto, found by pkg-config).
+const BUILD_PACKAGES: &[&str] = &["libssl-dev", "pkg-config"];
+/// Debian packages needed to build bpf-linker against LLVM 22.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -125,6 +127,7 @@ fn output(cmd: &mut Command) -> Option<String> {
 }
 
 fn setup() -> Result<()> {
+    bench::apt_install(BUILD_PACKAGES)?;
     let components = output(Command::new("rustup").args([
         "component",
         "list",
