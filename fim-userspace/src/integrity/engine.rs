@@ -272,7 +272,7 @@ impl Engine {
             enum Msg {
                 Event(Option<Box<FileEvent>>),
                 Done(Box<Done>),
-                Scan(Option<ScanItem>),
+                Scan(Option<Box<ScanItem>>),
                 Tick,
             }
             let msg = {
@@ -283,7 +283,7 @@ impl Engine {
                     sel = sel.recv(input, |r| Msg::Event(r.ok().map(Box::new)));
                 }
                 if let Some(s) = &self.scan {
-                    sel = sel.recv(&s.items, |r| Msg::Scan(r.ok()));
+                    sel = sel.recv(&s.items, |r| Msg::Scan(r.ok().map(Box::new)));
                 }
                 sel.wait_deadline(deadline).unwrap_or(Msg::Tick)
             };
@@ -301,7 +301,7 @@ impl Engine {
                     }
                 }
                 Msg::Done(done) => self.complete(*done)?,
-                Msg::Scan(Some(item)) => self.scanned(item)?,
+                Msg::Scan(Some(item)) => self.scanned(*item)?,
                 Msg::Scan(None) => self.scan_finished()?,
                 Msg::Tick => {}
             }
