@@ -14,7 +14,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     integrity::engine::{Engine, EngineConfig, EngineError, EngineStats},
-    sensors::ebpf::{EbpfError, EbpfSensor},
+    sensors::{Sensor, SensorError, SensorKind},
     sinks,
     watch::WatchSet,
 };
@@ -27,7 +27,7 @@ const CHANNEL_CAPACITY: usize = 4096;
 pub enum DaemonError {
     /// The sensor failed to start or run.
     #[error(transparent)]
-    Sensor(#[from] EbpfError),
+    Sensor(#[from] SensorError),
     /// The integrity engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -42,6 +42,7 @@ pub enum DaemonError {
 /// Runs until `shutdown` is cancelled. Prints "ready" to the log once the sensor is attached.
 pub async fn run(
     watch: WatchSet,
+    kind: SensorKind,
     integrity: EngineConfig,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -49,8 +50,9 @@ pub async fn run(
     let stats = Arc::new(EngineStats::default());
     let (sink_tx, sink_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let engine = Engine::start(integrity, watch.clone(), sink_tx, stats.clone())?;
-    let sensor = EbpfSensor::start(&watch)?;
-    let counters = sensor.counters.clone();
+    let sensor = Sensor::start(kind, &watch)?;
+    let losses = sensor.losses();
+    let final_losses = sensor.losses();
     let (sensor_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (engine_tx, engine_rx) = flume::bounded(CHANNEL_CAPACITY);
     let tracker = TaskTracker::new();
@@ -69,14 +71,7 @@ pub async fn run(
             }
         }
     });
-    let engine_counters = counters.clone();
-    let engine_task = tracker.spawn_blocking(move || {
-        engine.run(&engine_rx, move || {
-            engine_counters.ring_full.load(Ordering::Relaxed)
-                + engine_counters.pending_full.load(Ordering::Relaxed)
-                + engine_counters.writers_full.load(Ordering::Relaxed)
-        })
-    });
+    let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, losses));
     let sink_task = tracker.spawn(sinks::stdout::run(sink_rx, shutdown.clone()));
     tracker.close();
     info!("ready: watching {watched_paths} paths");
@@ -95,9 +90,7 @@ pub async fn run(
         .map_err(|e| DaemonError::Task(e.to_string()))?
         .map_err(DaemonError::Sink)?;
     tracker.wait().await;
-    let lost = counters.ring_full.load(Ordering::Relaxed)
-        + counters.pending_full.load(Ordering::Relaxed)
-        + counters.writers_full.load(Ordering::Relaxed);
+    let lost = final_losses();
     info!(
         "stopped: {written} events written, {lost} lost in the kernel, {} passed without integrity data, {} files hashed",
         stats.unenriched.load(Ordering::Relaxed),

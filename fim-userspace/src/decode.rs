@@ -172,6 +172,7 @@ pub fn decode(
             executable: (!exe.is_empty()).then(|| exe.to_vec()),
             cgroup_id: h.cgroup_id,
             start_boot_ns: h.start_time_ns,
+            exited: false,
         }),
         sensor,
         syscall_nr: Some(h.syscall_nr),

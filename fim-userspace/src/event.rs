@@ -40,6 +40,9 @@ pub enum Action {
     Symlink,
     /// A special (or regular) file was made by mknod.
     Mknod,
+    /// Attributes changed, and the sensor cannot tell which (fanotify's `FAN_ATTRIB`); the
+    /// integrity engine names it chmod, chown or an xattr change from before/after values.
+    Attrib,
     /// Content settled after the quiet period while the file stayed open for writing.
     Modified,
     /// Found by comparing the disk with the baseline: a path the baseline did not have.
@@ -70,6 +73,7 @@ impl Action {
             Self::Link => "link",
             Self::Symlink => "symlink",
             Self::Mknod => "mknod",
+            Self::Attrib => "attrib",
             Self::Modified => "modified",
             Self::Added => "added",
             Self::Removed => "removed",
@@ -99,6 +103,9 @@ pub enum PathSource {
     SyscallString,
     /// Found on disk by a scan.
     Scan,
+    /// The parent directory's file handle (fanotify), resolved to its current path when the
+    /// event was read, plus the entry name.
+    FileHandle,
 }
 
 /// A path as reported, with how it was obtained.
@@ -137,6 +144,8 @@ pub struct Process {
     pub cgroup_id: u64,
     /// Start time of the process, ns since boot.
     pub start_boot_ns: u64,
+    /// The process had exited before its details could be read: only the ids are real.
+    pub exited: bool,
 }
 
 /// Identity of the inode the event is about, when the sensor saw it.

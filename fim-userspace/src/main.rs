@@ -9,6 +9,7 @@ use fim_userspace::{
     commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
     daemon,
     integrity::{engine::EngineConfig, observe::Limits, scan::default_threads},
+    sensors::SensorKind,
     watch::{DEFAULT_WATCH, WatchSet, probe_disk},
 };
 use log::error;
@@ -54,8 +55,9 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Which sensor to use. Only `ebpf` (tracepoint tier) exists today.
-        #[arg(long, default_value = "ebpf", value_parser = ["ebpf"])]
+        /// Which sensor to use: `ebpf` (syscall tracepoints, attributed in the kernel) or
+        /// `fanotify` (no eBPF needed; sees io_uring; process details read from /proc).
+        #[arg(long, default_value = "ebpf", value_parser = ["ebpf", "fanotify"])]
         sensor: String,
         /// A file still open for writing is hashed after this many milliseconds without
         /// a close.
@@ -102,7 +104,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run {
             common,
-            sensor: _,
+            sensor,
             hash_quiet_ms,
             rescan_interval,
         } => {
@@ -120,7 +122,12 @@ fn main() -> ExitCode {
                 workers: common.threads.unwrap_or_else(default_threads),
                 max_backlog: 8_192,
             };
-            run(set, cfg)
+            let kind = if sensor == "fanotify" {
+                SensorKind::Fanotify
+            } else {
+                SensorKind::Ebpf
+            };
+            run(set, kind, cfg)
         }
         Command::Scan { what } => {
             let (common, init) = match what {
@@ -166,7 +173,7 @@ fn watch_set(watch: &[String]) -> Option<WatchSet> {
     }
 }
 
-fn run(set: WatchSet, cfg: EngineConfig) -> ExitCode {
+fn run(set: WatchSet, kind: SensorKind, cfg: EngineConfig) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -185,7 +192,7 @@ fn run(set: WatchSet, cfg: EngineConfig) -> ExitCode {
             wait_for_signal().await;
             signals.cancel();
         });
-        daemon::run(set, cfg, shutdown).await
+        daemon::run(set, kind, cfg, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

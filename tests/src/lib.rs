@@ -134,6 +134,11 @@ impl Daemon {
         daemon
     }
 
+    /// The daemon's process id (to pause it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until the daemon logs a line containing `needle` and returns that line; panics
     /// with the log at the deadline (or when the daemon exits first).
     pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
@@ -259,6 +264,11 @@ pub fn this_thread() -> (u32, u32, String, String) {
 
 /// Asserts the process fields of `v` are this test thread's.
 pub fn assert_acted_by_this_thread(v: &Value) {
+    assert_acted_by_this_thread_via(v, "ebpf-tracepoint");
+}
+
+/// Asserts the process fields of `v` are this test thread's, and that `sensor` saw it.
+pub fn assert_acted_by_this_thread_via(v: &Value, sensor: &str) {
     let (pid, tid, comm, exe) = this_thread();
     let p = &v["process"];
     assert_eq!(p["pid"], pid, "process.pid in {v}");
@@ -293,7 +303,7 @@ pub fn assert_acted_by_this_thread(v: &Value) {
             .is_some_and(|t| t.starts_with("20")),
         "timestamp in {v}"
     );
-    assert_eq!(v["fim"]["sensor"], "ebpf-tracepoint");
+    assert_eq!(v["fim"]["sensor"], sensor);
 }
 
 /// SHA-256 of `bytes` in hex, computed by coreutils' `sha256sum` (an oracle independent

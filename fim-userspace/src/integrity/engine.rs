@@ -26,7 +26,7 @@ use log::{info, warn};
 use tokio::sync::mpsc;
 
 use super::{
-    attrs::{Snapshot, diff},
+    attrs::{Attr, Snapshot, diff},
     baseline::{Access, Baseline, BaselineError},
     observe::{Hashing, Limits, ObserveError, Scratch, observe},
     scan::{ScanItem, ScanOptions, scan},
@@ -100,6 +100,7 @@ fn step_for(action: Action, in_burst: bool) -> Step {
         Action::Unlink | Action::Rmdir | Action::Removed => Step::Forget,
         Action::Rename => Step::Move,
         Action::Chmod
+        | Action::Attrib
         | Action::Chown
         | Action::SetXattr
         | Action::RemoveXattr
@@ -663,6 +664,9 @@ impl Engine {
                 mode: a.attrs.mode | file_type_bits(a),
             });
         }
+        if event.action == Action::Attrib {
+            event.action = name_attrib(&changed, before.as_ref(), after.as_ref());
+        }
         let origin = origin_of(&event);
         let inode = event.inode;
         event.integrity = Some(Integrity {
@@ -854,6 +858,41 @@ impl Engine {
     }
 }
 
+/// What an unspecific attribute change (fanotify's `FAN_ATTRIB`) was, from the values
+/// before and after: an owner change (which may also clear setuid bits), an extended
+/// attribute or ACL change (ACLs also move mode bits), a mode change, or still `attrib`
+/// (times only).
+fn name_attrib(changed: &[Attr], before: Option<&Snapshot>, after: Option<&Snapshot>) -> Action {
+    let any = |set: &[Attr]| changed.iter().any(|c| set.contains(c));
+    if any(&[Attr::Uid, Attr::Gid]) {
+        Action::Chown
+    } else if any(&[
+        Attr::Xattrs,
+        Attr::AclAccess,
+        Attr::AclDefault,
+        Attr::Capability,
+    ]) {
+        let count = |s: Option<&Snapshot>| {
+            s.map_or(0, |s| {
+                let a = &s.attrs;
+                a.xattrs.len()
+                    + usize::from(a.acl_access.is_some())
+                    + usize::from(a.acl_default.is_some())
+                    + usize::from(a.capability.is_some())
+            })
+        };
+        if count(after) < count(before) {
+            Action::RemoveXattr
+        } else {
+            Action::SetXattr
+        }
+    } else if any(&[Attr::Mode]) {
+        Action::Chmod
+    } else {
+        Action::Attrib
+    }
+}
+
 fn file_type_bits(s: &Snapshot) -> u32 {
     use super::attrs::FileType as T;
     match s.attrs.file_type {
@@ -926,6 +965,42 @@ pub fn found_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribute_changes_are_named_from_their_values() {
+        use crate::integrity::attrs::{Attrs, FileType};
+        let snap = |xattrs: usize| Snapshot {
+            attrs: Attrs {
+                file_type: FileType::File,
+                size: 0,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                ino: 0,
+                dev_major: 0,
+                dev_minor: 0,
+                nlink: 1,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                symlink_target: None,
+                acl_access: None,
+                acl_default: None,
+                capability: None,
+                xattrs: (0..xattrs).map(|i| (vec![i as u8], [0; 32])).collect(),
+            },
+            content: None,
+        };
+        let (one, two) = (snap(1), snap(2));
+        let name = |c: &[Attr], b: &Snapshot, a: &Snapshot| name_attrib(c, Some(b), Some(a));
+        assert_eq!(name(&[Attr::Mode, Attr::Uid], &one, &one), Action::Chown);
+        assert_eq!(
+            name(&[Attr::Mode, Attr::AclAccess], &one, &two),
+            Action::SetXattr
+        );
+        assert_eq!(name(&[Attr::Xattrs], &two, &one), Action::RemoveXattr);
+        assert_eq!(name(&[Attr::Mode, Attr::Ctime], &one, &one), Action::Chmod);
+        assert_eq!(name(&[Attr::Mtime], &one, &one), Action::Attrib);
+    }
 
     #[test]
     fn bursts_are_hashed_once_at_their_end() {

@@ -44,6 +44,7 @@ fn source_name(s: PathSource) -> &'static str {
         PathSource::KernelObject => "kernel_object",
         PathSource::SyscallString => "syscall_string",
         PathSource::Scan => "scan",
+        PathSource::FileHandle => "file_handle",
     }
 }
 
@@ -213,7 +214,11 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
         "file": file,
         "fim": fim,
     });
-    if let Some(p) = &ev.process {
+    if let Some(p) = ev.process.as_ref().filter(|p| p.exited) {
+        // Gone before it could be looked up: say so, invent nothing.
+        doc["process"] = json!({ "pid": p.pid, "thread": { "id": p.tid } });
+        doc["fim"]["process_exited"] = json!(true);
+    } else if let Some(p) = &ev.process {
         let mut process = json!({
             "pid": p.pid,
             "thread": { "id": p.tid },

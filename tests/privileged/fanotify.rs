@@ -1,0 +1,299 @@
+//! The fanotify sensor (`fim run --sensor fanotify`): the same event model from the VFS
+//! itself, with filesystem marks filtered in userspace.
+
+use std::{fs, os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration};
+
+use fim_tests::{
+    Daemon, assert_acted_by_this_thread_via, changed, is, require_privileges, sha256_hex, tempdir,
+};
+use serde_json::Value;
+
+const SENSOR: &str = "fanotify";
+
+fn start(watch: &[&Path]) -> Daemon {
+    let mut d = Daemon::start_with(watch, None, &["--sensor", SENSOR]);
+    d.wait_log("baseline built", Duration::from_secs(60));
+    d
+}
+
+/// Fields every fanotify event about `p` made by this thread has.
+fn assert_event(v: &Value, act: &str, p: &Path) {
+    assert_eq!(v["event"]["action"], act, "{v}");
+    assert_eq!(v["file"]["path"], p.to_str().expect("utf-8"), "{v}");
+    assert_eq!(v["fim"]["path"]["source"], "file_handle", "{v}");
+    assert_eq!(v["fim"]["origin"], "realtime");
+    assert!(v["fim"]["syscall_nr"].is_null());
+    assert_acted_by_this_thread_via(v, SENSOR);
+}
+
+#[test]
+fn create_write_close_with_digest() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let mut d = start(&[&dir]);
+    let f = dir.join("new.conf");
+    fs::write(&f, b"hello").expect("write");
+    let v = d.wait_for("create", |v| is(v, "create", &f));
+    assert_event(&v, "create", &f);
+    assert_eq!(v["event"]["type"][0], "creation");
+    let v = d.wait_for("write", |v| is(v, "write", &f));
+    assert_event(&v, "write", &f);
+    let v = d.wait_for("close_write", |v| is(v, "close_write", &f));
+    assert_event(&v, "close_write", &f);
+    assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(b"hello"));
+    assert_eq!(v["file"]["size"], 5);
+    let (seen, _, status) = d.stop();
+    assert!(status.success());
+    assert_eq!(
+        seen.iter().filter(|v| is(v, "write", &f)).count(),
+        1,
+        "one write event until the close"
+    );
+}
+
+#[test]
+fn rename_is_one_event_with_both_names() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let a = dir.join("a");
+    fs::write(&a, b"x").expect("seed");
+    let mut d = start(&[&dir]);
+    let b = dir.join("b");
+    fs::rename(&a, &b).expect("rename");
+    let v = d.wait_for("rename", |v| is(v, "rename", &b));
+    assert_event(&v, "rename", &b);
+    assert_eq!(v["file"]["original"]["path"], a.to_str().expect("utf-8"));
+    assert_eq!(v["fim"]["source_path"]["source"], "file_handle");
+    assert_eq!(
+        v["fim"]["before"]["sha256"],
+        sha256_hex(b"x"),
+        "identity kept"
+    );
+    let mkdir = dir.join("end");
+    fs::create_dir(&mkdir).expect("mkdir");
+    d.wait_for("end marker", |v| is(v, "mkdir", &mkdir));
+    let (seen, _, _) = d.stop();
+    let about = |p: &Path| {
+        seen.iter()
+            .filter(|v| v["file"]["path"] == p.to_str().unwrap_or_default())
+            .count()
+    };
+    assert_eq!(
+        (about(&a), about(&b)),
+        (0, 1),
+        "no unlink/create pair: {seen:?}"
+    );
+}
+
+#[test]
+fn attribute_changes_are_named_chmod_chown_or_xattr() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("f");
+    fs::write(&f, b"x").expect("seed");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut d = start(&[&dir]);
+
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let v = d.wait_for("chmod", |v| is(v, "chmod", &f));
+    assert_event(&v, "chmod", &f);
+    assert_eq!(
+        (&v["fim"]["before"]["mode"], &v["fim"]["after"]["mode"]),
+        (&Value::from("0644"), &Value::from("0600"))
+    );
+    std::os::unix::fs::chown(&f, Some(4321), None).expect("chown");
+    let v = d.wait_for("chown", |v| is(v, "chown", &f));
+    assert_event(&v, "chown", &f);
+    assert_eq!(v["fim"]["after"]["uid"], 4321);
+    assert!(changed(&v).contains(&"uid".to_owned()));
+
+    let name = std::ffi::CString::new("user.k").expect("name");
+    let path = std::ffi::CString::new(f.to_str().expect("utf-8")).expect("path");
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    assert_eq!(r, 0);
+    let v = d.wait_for("setxattr", |v| is(v, "setxattr", &f));
+    assert_event(&v, "setxattr", &f);
+    assert_eq!(v["fim"]["after"]["xattrs"]["user.k"], sha256_hex(b"v"));
+    // SAFETY: as above.
+    let r = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
+    assert_eq!(r, 0);
+    let v = d.wait_for("removexattr", |v| is(v, "removexattr", &f));
+    assert_event(&v, "removexattr", &f);
+}
+
+#[test]
+fn mkdir_rmdir_unlink_and_the_root_itself() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, parent) = tempdir();
+    let root = parent.join("root");
+    fs::create_dir(&root).expect("root");
+    let f = root.join("f");
+    fs::write(&f, b"x").expect("seed");
+    let moved = parent.join("moved");
+    let mut d = start(&[&root]);
+
+    let sub = root.join("sub");
+    fs::create_dir(&sub).expect("mkdir");
+    assert_event(
+        &d.wait_for("mkdir", |v| is(v, "mkdir", &sub)),
+        "mkdir",
+        &sub,
+    );
+    fs::remove_dir(&sub).expect("rmdir");
+    assert_event(
+        &d.wait_for("rmdir", |v| is(v, "rmdir", &sub)),
+        "rmdir",
+        &sub,
+    );
+    fs::remove_file(&f).expect("unlink");
+    let v = d.wait_for("unlink", |v| is(v, "unlink", &f));
+    assert_event(&v, "unlink", &f);
+    assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(b"x"));
+
+    // The watched root itself moves away, comes back, and is removed.
+    fs::rename(&root, &moved).expect("move root");
+    let v = d.wait_for("root moved", |v| {
+        v["event"]["action"] == "rename"
+            && v["file"]["original"]["path"] == root.to_str().unwrap_or_default()
+    });
+    assert_eq!(v["file"]["path"], moved.to_str().expect("utf-8"));
+    fs::rename(&moved, &root).expect("move back");
+    d.wait_for("root back", |v| is(v, "rename", &root));
+    fs::remove_dir(&root).expect("rmdir root");
+    assert_event(
+        &d.wait_for("root removed", |v| is(v, "rmdir", &root)),
+        "rmdir",
+        &root,
+    );
+}
+
+#[test]
+fn nothing_from_outside_and_a_process_that_exited_is_not_invented() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let sibling = Path::new(&format!("{}-sibling", dir.display())).to_path_buf();
+    fs::create_dir(&sibling).expect("sibling");
+    let mut d = start(&[&dir]);
+
+    // Stop the daemon so the writer has exited by the time its event is read.
+    let f = dir.join("by-a-short-lived-process");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
+    fs::write(sibling.join("noise"), b"outside").expect("outside");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo hi > '{}'", f.display()))
+        .output()
+        .expect("sh");
+    assert!(out.status.success());
+    // SAFETY: as above.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
+    let v = d.wait_for("close_write by an exited process", |v| {
+        is(v, "close_write", &f)
+    });
+    assert_eq!(v["fim"]["process_exited"], true, "{v}");
+    assert!(v["process"]["pid"].as_u64().is_some_and(|p| p > 0));
+    assert!(
+        v["process"]["name"].is_null() && v["process"]["executable"].is_null(),
+        "{v}"
+    );
+    assert!(v["user"].is_null(), "no invented user: {v}");
+    let (seen, _, _) = d.stop();
+    assert!(
+        seen.iter().all(|v| !v["file"]["path"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("-sibling")),
+        "events from outside the root: {seen:?}"
+    );
+    let _ = fs::remove_dir_all(&sibling);
+}
+
+#[test]
+fn two_file_systems_at_once() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, disk) = tempdir();
+    let shm = tempfile::Builder::new()
+        .prefix("fim-test-")
+        .tempdir_in("/dev/shm")
+        .expect("tmpfs dir");
+    let mut d = start(&[&disk, shm.path()]);
+    let (a, b) = (disk.join("on-disk"), shm.path().join("in-memory"));
+    fs::write(&a, b"1").expect("write");
+    fs::write(&b, b"2").expect("write");
+    assert_event(
+        &d.wait_for("ext4", |v| is(v, "close_write", &a)),
+        "close_write",
+        &a,
+    );
+    assert_event(
+        &d.wait_for("tmpfs", |v| is(v, "close_write", &b)),
+        "close_write",
+        &b,
+    );
+}
+
+#[test]
+fn queue_overflow_is_counted_and_repaired_by_a_rescan() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let mut d = start(&[&dir]);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
+    // More distinct events than the kernel queue holds (16,384).
+    for i in 0..20_000 {
+        fs::write(dir.join(format!("f{i}")), b"").expect("create");
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
+    d.wait_log("fanotify queue overflow", Duration::from_secs(30));
+    let line = d.wait_log("rescanned:", Duration::from_secs(60));
+    assert!(
+        !line.contains(" 0 added"),
+        "the rescan reports what the gap hid: {line}"
+    );
+    let (seen, log, _) = d.stop();
+    // Every file is known: from a real-time event before the overflow, or from the rescan.
+    let known: std::collections::HashSet<&str> = seen
+        .iter()
+        .filter(|v| {
+            matches!(
+                v["event"]["action"].as_str(),
+                Some("create" | "close_write")
+            ) || (v["event"]["action"] == "added" && v["fim"]["origin"] == "rescan")
+        })
+        .filter_map(|v| v["file"]["name"].as_str())
+        .collect();
+    let missing: Vec<String> = (0..20_000)
+        .map(|i| format!("f{i}"))
+        .filter(|n| !known.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} files never reported, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let lost: u64 = log
+        .lines()
+        .filter_map(|l| l.split("written, ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .next_back()
+        .expect("final summary");
+    assert!(lost >= 1, "{log}");
+}
