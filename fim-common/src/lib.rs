@@ -64,6 +64,9 @@ pub mod globals {
     pub const OFFSETS: &str = "OFFSETS";
     /// Thread-group id of the daemon; its own file activity is not reported.
     pub const SELF_TGID: &str = "SELF_TGID";
+    /// Offset of `child_pid` in the `sched_process_fork` tracepoint record (its comm
+    /// fields changed from `char[16]` to `__data_loc` across kernels), from tracefs.
+    pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
 }
 
 /// Names of the eBPF programs, as exported by `fim-ebpf`.
@@ -86,6 +89,12 @@ pub mod programs {
     pub const ENTER_CLOSE: &str = "fim_enter_close";
     /// Same for `dup2`/`dup3`, which close their target fd.
     pub const ENTER_DUP: &str = "fim_enter_dup";
+    /// Process table: `sched:sched_process_exec`.
+    pub const PROC_EXEC: &str = "fim_proc_exec";
+    /// Process table: `sched:sched_process_fork`.
+    pub const PROC_FORK: &str = "fim_proc_fork";
+    /// Process table: `sched:sched_process_exit`.
+    pub const PROC_EXIT: &str = "fim_proc_exit";
 }
 
 /// What happened to the file. Values are fixed: they are the wire format.
@@ -124,6 +133,12 @@ pub enum EventKind {
     Symlink = 15,
     /// A special file (FIFO, socket, device) or regular file was made by `mknod`.
     Mknod = 16,
+    /// Process table: the acting task just exec'd (header holds its new identity and exe).
+    ProcExec = 17,
+    /// Process table: the acting task forked; `size` holds the child's thread id.
+    ProcFork = 18,
+    /// Process table: the acting task is exiting.
+    ProcExit = 19,
 }
 
 impl EventKind {
@@ -146,6 +161,9 @@ impl EventKind {
             14 => Self::Link,
             15 => Self::Symlink,
             16 => Self::Mknod,
+            17 => Self::ProcExec,
+            18 => Self::ProcFork,
+            19 => Self::ProcExit,
             _ => return None,
         })
     }

@@ -51,6 +51,10 @@ pub static OFFSETS: Offsets = Offsets {
 #[unsafe(no_mangle)]
 pub static SELF_TGID: u32 = 0;
 
+/// Offset of `child_pid` in the `sched_process_fork` record, set by userspace at load time.
+#[unsafe(no_mangle)]
+pub static FORK_CHILD_PID_OFFSET: u32 = 44;
+
 /// Reads one offset; volatile so the compiler cannot fold the zero initialiser.
 macro_rules! off {
     ($field:ident) => {{

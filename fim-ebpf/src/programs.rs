@@ -415,3 +415,39 @@ fn release_fd(ctx: &TracePointContext, arg: usize) -> Option<()> {
     finish(buf, w.len);
     Some(())
 }
+
+/// Process table (`--sensor auto`): the task that just exec'd, with its new executable.
+#[tracepoint]
+pub fn fim_proc_exec(_ctx: TracePointContext) -> u32 {
+    let _ = proc_record(EventKind::ProcExec, 0);
+    0
+}
+
+/// Process table: the parent, and the new task's thread id in `size`.
+#[tracepoint]
+pub fn fim_proc_fork(ctx: TracePointContext) -> u32 {
+    // SAFETY: volatile read of a global set at load time.
+    let at = unsafe { core::ptr::read_volatile(&crate::kernel::FORK_CHILD_PID_OFFSET) } as usize;
+    // SAFETY: the offset comes from the tracepoint's own format description.
+    let child = unsafe { ctx.read_at::<i32>(at) }.unwrap_or(0);
+    let _ = proc_record(EventKind::ProcFork, child.max(0) as u64);
+    0
+}
+
+/// Process table: the task that is exiting.
+#[tracepoint]
+pub fn fim_proc_exit(_ctx: TracePointContext) -> u32 {
+    let _ = proc_record(EventKind::ProcExit, 0);
+    0
+}
+
+#[inline(always)]
+fn proc_record(kind: EventKind, size: u64) -> Option<()> {
+    if is_self() {
+        return None;
+    }
+    let buf = new_event(kind as u8, 0)?;
+    unsafe { (*buf).header.size = size };
+    finish(buf, 0);
+    Some(())
+}

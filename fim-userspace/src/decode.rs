@@ -28,8 +28,8 @@ pub enum DecodeError {
     },
 }
 
-fn action_of(kind: EventKind) -> Action {
-    match kind {
+fn action_of(kind: EventKind) -> Option<Action> {
+    Some(match kind {
         EventKind::Create => Action::Create,
         EventKind::OpenWrite => Action::OpenWrite,
         EventKind::Write => Action::Write,
@@ -46,7 +46,92 @@ fn action_of(kind: EventKind) -> Action {
         EventKind::Link => Action::Link,
         EventKind::Symlink => Action::Symlink,
         EventKind::Mknod => Action::Mknod,
+        EventKind::ProcExec | EventKind::ProcFork | EventKind::ProcExit => return None,
+    })
+}
+
+/// What happened to a process (the process table's input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcChange {
+    /// It exec'd a new program.
+    Exec,
+    /// It forked the thread `child`.
+    Fork {
+        /// The new task's thread id.
+        child: u32,
+    },
+    /// It is exiting.
+    Exit,
+}
+
+/// One process-table record: the acting task, as the kernel saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcRecord {
+    /// What happened.
+    pub change: ProcChange,
+    /// The task (for a fork: the parent).
+    pub process: Process,
+}
+
+/// A decoded kernel record.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A file event.
+    File(Box<FileEvent>),
+    /// A process-table record.
+    Process(ProcRecord),
+}
+
+fn process_of(h: &EventHeader, exe: &[u8]) -> Process {
+    Process {
+        pid: h.tgid,
+        tid: h.tid,
+        ppid: h.ppid,
+        uid: h.uid,
+        euid: h.euid,
+        gid: h.gid,
+        egid: h.egid,
+        name: comm(&h.comm),
+        executable: (!exe.is_empty()).then(|| exe.to_vec()),
+        cgroup_id: h.cgroup_id,
+        start_boot_ns: h.start_time_ns,
+        exited: false,
     }
+}
+
+/// Decodes a record of any kind.
+pub fn decode_record(
+    record: &[u8],
+    boot_to_unix_ns: i128,
+    sensor: &'static str,
+) -> Result<Decoded, DecodeError> {
+    if record.len() >= HEADER_LEN {
+        // SAFETY: as in `decode`.
+        let h: EventHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+        let change = match EventKind::from_u8(h.kind) {
+            Some(EventKind::ProcExec) => Some(ProcChange::Exec),
+            Some(EventKind::ProcFork) => Some(ProcChange::Fork {
+                child: h.size as u32,
+            }),
+            Some(EventKind::ProcExit) => Some(ProcChange::Exit),
+            _ => None,
+        };
+        if let Some(change) = change {
+            let exe_len = usize::from(h.exe_len);
+            let data = &record[HEADER_LEN..];
+            if exe_len > data.len() {
+                return Err(DecodeError::Overrun {
+                    wanted: exe_len,
+                    have: data.len(),
+                });
+            }
+            return Ok(Decoded::Process(ProcRecord {
+                change,
+                process: process_of(&h, &data[..exe_len]),
+            }));
+        }
+    }
+    decode(record, boot_to_unix_ns, sensor).map(|e| Decoded::File(Box::new(e)))
 }
 
 fn reported(bytes: &[u8], from_string: bool, truncated: bool) -> ReportedPath {
@@ -108,7 +193,7 @@ pub fn decode(
         f & flags::PATH2_FROM_STRING != 0,
         f & flags::PATH2_TRUNCATED != 0,
     );
-    let action = action_of(kind);
+    let action = action_of(kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     // The kernel sends (from, to) for two-name operations; the event's `path` is the name
     // that now exists, `source` where it came from.
     let (path, source) = match action {
@@ -160,20 +245,7 @@ pub fn decode(
                 Action::Chown | Action::Chmod | Action::SetXattr | Action::RemoveXattr
             ),
         inode,
-        process: Some(Process {
-            pid: h.tgid,
-            tid: h.tid,
-            ppid: h.ppid,
-            uid: h.uid,
-            euid: h.euid,
-            gid: h.gid,
-            egid: h.egid,
-            name: comm(&h.comm),
-            executable: (!exe.is_empty()).then(|| exe.to_vec()),
-            cgroup_id: h.cgroup_id,
-            start_boot_ns: h.start_time_ns,
-            exited: false,
-        }),
+        process: Some(process_of(&h, exe)),
         sensor,
         syscall_nr: Some(h.syscall_nr),
         integrity: None,

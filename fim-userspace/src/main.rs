@@ -55,9 +55,10 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Which sensor to use: `ebpf` (syscall tracepoints, attributed in the kernel) or
-        /// `fanotify` (no eBPF needed; sees io_uring; process details read from /proc).
-        #[arg(long, default_value = "ebpf", value_parser = ["ebpf", "fanotify"])]
+        /// Which sensor to use: `auto` (the best combination this kernel allows, logged at
+        /// start), `ebpf` (syscall tracepoints, attributed in the kernel) or `fanotify` (no
+        /// eBPF needed; sees io_uring; process details read from /proc).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "ebpf", "fanotify"])]
         sensor: String,
         /// A file still open for writing is hashed after this many milliseconds without
         /// a close.
@@ -122,10 +123,10 @@ fn main() -> ExitCode {
                 workers: common.threads.unwrap_or_else(default_threads),
                 max_backlog: 8_192,
             };
-            let kind = if sensor == "fanotify" {
-                SensorKind::Fanotify
-            } else {
-                SensorKind::Ebpf
+            let kind = match sensor.as_str() {
+                "fanotify" => SensorKind::Fanotify,
+                "ebpf" => SensorKind::Ebpf,
+                _ => SensorKind::Auto,
             };
             run(set, kind, cfg)
         }

@@ -1,5 +1,7 @@
-//! The fanotify sensor (`fim run --sensor fanotify`): the same event model from the VFS
-//! itself, with filesystem marks filtered in userspace.
+//! The fanotify sensor (`--sensor fanotify`) and the default combination (`--sensor auto`:
+//! fanotify for file events, an eBPF-fed process table for attribution): the same event
+//! model from the VFS itself, with filesystem marks filtered in userspace. Every scenario
+//! runs once per sensor.
 
 use std::{fs, os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration};
 
@@ -8,10 +10,32 @@ use fim_tests::{
 };
 use serde_json::Value;
 
+/// `fim.sensor` of the events: in both modes fanotify sees the file events.
 const SENSOR: &str = "fanotify";
 
-fn start(watch: &[&Path]) -> Daemon {
-    let mut d = Daemon::start_with(watch, None, &["--sensor", SENSOR]);
+macro_rules! per_sensor {
+    ($($name:ident),* $(,)?) => {
+        mod sensor_fanotify {
+            $( #[test] fn $name() { super::$name("fanotify") } )*
+        }
+        mod sensor_auto {
+            $( #[test] fn $name() { super::$name("auto") } )*
+        }
+    };
+}
+
+per_sensor!(
+    create_write_close_with_digest,
+    rename_is_one_event_with_both_names,
+    attribute_changes_are_named_chmod_chown_or_xattr,
+    mkdir_rmdir_unlink_and_the_root_itself,
+    nothing_from_outside_and_short_lived_processes,
+    two_file_systems_at_once,
+    queue_overflow_is_counted_and_repaired_by_a_rescan,
+);
+
+fn start(sensor: &str, watch: &[&Path]) -> Daemon {
+    let mut d = Daemon::start_with(watch, None, &["--sensor", sensor]);
     d.wait_log("baseline built", Duration::from_secs(60));
     d
 }
@@ -26,13 +50,12 @@ fn assert_event(v: &Value, act: &str, p: &Path) {
     assert_acted_by_this_thread_via(v, SENSOR);
 }
 
-#[test]
-fn create_write_close_with_digest() {
+fn create_write_close_with_digest(sensor: &str) {
     if !require_privileges() {
         return;
     }
     let (_guard, dir) = tempdir();
-    let mut d = start(&[&dir]);
+    let mut d = start(sensor, &[&dir]);
     let f = dir.join("new.conf");
     fs::write(&f, b"hello").expect("write");
     let v = d.wait_for("create", |v| is(v, "create", &f));
@@ -53,15 +76,14 @@ fn create_write_close_with_digest() {
     );
 }
 
-#[test]
-fn rename_is_one_event_with_both_names() {
+fn rename_is_one_event_with_both_names(sensor: &str) {
     if !require_privileges() {
         return;
     }
     let (_guard, dir) = tempdir();
     let a = dir.join("a");
     fs::write(&a, b"x").expect("seed");
-    let mut d = start(&[&dir]);
+    let mut d = start(sensor, &[&dir]);
     let b = dir.join("b");
     fs::rename(&a, &b).expect("rename");
     let v = d.wait_for("rename", |v| is(v, "rename", &b));
@@ -89,8 +111,7 @@ fn rename_is_one_event_with_both_names() {
     );
 }
 
-#[test]
-fn attribute_changes_are_named_chmod_chown_or_xattr() {
+fn attribute_changes_are_named_chmod_chown_or_xattr(sensor: &str) {
     if !require_privileges() {
         return;
     }
@@ -98,7 +119,7 @@ fn attribute_changes_are_named_chmod_chown_or_xattr() {
     let f = dir.join("f");
     fs::write(&f, b"x").expect("seed");
     fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let mut d = start(&[&dir]);
+    let mut d = start(sensor, &[&dir]);
 
     fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).expect("chmod");
     let v = d.wait_for("chmod", |v| is(v, "chmod", &f));
@@ -128,8 +149,7 @@ fn attribute_changes_are_named_chmod_chown_or_xattr() {
     assert_event(&v, "removexattr", &f);
 }
 
-#[test]
-fn mkdir_rmdir_unlink_and_the_root_itself() {
+fn mkdir_rmdir_unlink_and_the_root_itself(sensor: &str) {
     if !require_privileges() {
         return;
     }
@@ -139,7 +159,7 @@ fn mkdir_rmdir_unlink_and_the_root_itself() {
     let f = root.join("f");
     fs::write(&f, b"x").expect("seed");
     let moved = parent.join("moved");
-    let mut d = start(&[&root]);
+    let mut d = start(sensor, &[&root]);
 
     let sub = root.join("sub");
     fs::create_dir(&sub).expect("mkdir");
@@ -176,15 +196,14 @@ fn mkdir_rmdir_unlink_and_the_root_itself() {
     );
 }
 
-#[test]
-fn nothing_from_outside_and_a_process_that_exited_is_not_invented() {
+fn nothing_from_outside_and_short_lived_processes(sensor: &str) {
     if !require_privileges() {
         return;
     }
     let (_guard, dir) = tempdir();
     let sibling = Path::new(&format!("{}-sibling", dir.display())).to_path_buf();
     fs::create_dir(&sibling).expect("sibling");
-    let mut d = start(&[&dir]);
+    let mut d = start(sensor, &[&dir]);
 
     // Stop the daemon so the writer has exited by the time its event is read.
     let f = dir.join("by-a-short-lived-process");
@@ -202,13 +221,28 @@ fn nothing_from_outside_and_a_process_that_exited_is_not_invented() {
     let v = d.wait_for("close_write by an exited process", |v| {
         is(v, "close_write", &f)
     });
-    assert_eq!(v["fim"]["process_exited"], true, "{v}");
     assert!(v["process"]["pid"].as_u64().is_some_and(|p| p > 0));
-    assert!(
-        v["process"]["name"].is_null() && v["process"]["executable"].is_null(),
-        "{v}"
-    );
-    assert!(v["user"].is_null(), "no invented user: {v}");
+    if sensor == "auto" {
+        // The eBPF process table saw it exec and exit: still attributed.
+        assert!(v["fim"]["process_exited"].is_null(), "{v}");
+        assert_eq!(v["process"]["name"], "sh", "{v}");
+        let sh = fs::canonicalize("/bin/sh").expect("/bin/sh");
+        assert_eq!(
+            v["process"]["executable"],
+            sh.to_str().expect("utf-8"),
+            "{v}"
+        );
+        assert_eq!(v["process"]["parent"]["pid"], std::process::id(), "{v}");
+        assert_eq!(v["user"]["id"], "0");
+    } else {
+        // /proc no longer has it: say so, invent nothing.
+        assert_eq!(v["fim"]["process_exited"], true, "{v}");
+        assert!(
+            v["process"]["name"].is_null() && v["process"]["executable"].is_null(),
+            "{v}"
+        );
+        assert!(v["user"].is_null(), "no invented user: {v}");
+    }
     let (seen, _, _) = d.stop();
     assert!(
         seen.iter().all(|v| !v["file"]["path"]
@@ -220,8 +254,7 @@ fn nothing_from_outside_and_a_process_that_exited_is_not_invented() {
     let _ = fs::remove_dir_all(&sibling);
 }
 
-#[test]
-fn two_file_systems_at_once() {
+fn two_file_systems_at_once(sensor: &str) {
     if !require_privileges() {
         return;
     }
@@ -230,7 +263,7 @@ fn two_file_systems_at_once() {
         .prefix("fim-test-")
         .tempdir_in("/dev/shm")
         .expect("tmpfs dir");
-    let mut d = start(&[&disk, shm.path()]);
+    let mut d = start(sensor, &[&disk, shm.path()]);
     let (a, b) = (disk.join("on-disk"), shm.path().join("in-memory"));
     fs::write(&a, b"1").expect("write");
     fs::write(&b, b"2").expect("write");
@@ -246,13 +279,12 @@ fn two_file_systems_at_once() {
     );
 }
 
-#[test]
-fn queue_overflow_is_counted_and_repaired_by_a_rescan() {
+fn queue_overflow_is_counted_and_repaired_by_a_rescan(sensor: &str) {
     if !require_privileges() {
         return;
     }
     let (_guard, dir) = tempdir();
-    let mut d = start(&[&dir]);
+    let mut d = start(sensor, &[&dir]);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
     // More distinct events than the kernel queue holds (16,384).

@@ -88,6 +88,10 @@ impl Daemon {
             .expect("a state directory");
         let mut cmd = Command::new(fim_bin());
         cmd.arg("run").arg("--state-dir").arg(&state_dir).args(args);
+        // Tests that do not choose a sensor exercise the eBPF tracepoint sensor.
+        if !args.contains(&"--sensor") {
+            cmd.args(["--sensor", "ebpf"]);
+        }
         for w in watch {
             cmd.arg("--watch").arg(w);
         }

@@ -378,3 +378,179 @@ fn interrupt(pid: u32) {
         .args(["-INT", &pid.to_string()])
         .status();
 }
+
+/// The write-heavy workload: create, write 4 KiB, close, unlink, `n` times in `dir`.
+fn churn(dir: &std::path::Path, n: usize) -> Result<Duration> {
+    let block = [7u8; 4096];
+    let start = Instant::now();
+    for i in 0..n {
+        let p = dir.join(format!("c{i}"));
+        fs::write(&p, block)?;
+        fs::remove_file(&p)?;
+    }
+    Ok(start.elapsed())
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (indices 11 and 12 after the command name).
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// A fanotify group with per-directory inode marks on `dirs` only, drained by a thread:
+/// the alternative to filesystem marks, measured without the rest of the daemon.
+fn per_directory_marks(dirs: &[PathBuf]) -> Result<(i32, std::thread::JoinHandle<u64>)> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain syscalls on descriptors we own.
+    let fd = unsafe {
+        libc::fanotify_init(
+            libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_REPORT_DFID_NAME_TARGET,
+            libc::O_RDONLY as u32,
+        )
+    };
+    if fd < 0 {
+        bail!("fanotify_init: {}", std::io::Error::last_os_error());
+    }
+    for d in dirs {
+        let c = std::ffi::CString::new(d.as_os_str().as_bytes())?;
+        let mask = libc::FAN_CREATE
+            | libc::FAN_DELETE
+            | libc::FAN_RENAME
+            | libc::FAN_ATTRIB
+            | libc::FAN_MODIFY
+            | libc::FAN_CLOSE_WRITE
+            | libc::FAN_ONDIR
+            | libc::FAN_EVENT_ON_CHILD;
+        // SAFETY: valid descriptor and path.
+        let r = unsafe {
+            libc::fanotify_mark(fd, libc::FAN_MARK_ADD, mask, libc::AT_FDCWD, c.as_ptr())
+        };
+        if r < 0 {
+            bail!(
+                "fanotify_mark {}: {}",
+                d.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut bytes = 0u64;
+        loop {
+            // SAFETY: valid descriptor and buffer.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return bytes;
+            }
+            bytes += n as u64;
+        }
+    });
+    Ok((fd, reader))
+}
+
+/// fanotify filesystem marks (the daemon, filtering in userspace) against per-directory
+/// marks, on a write-heavy workload outside the watched roots; eBPF for comparison.
+pub fn marks() -> Result<()> {
+    if !crate::is_root() {
+        bail!("the marks benchmark runs the daemon and fanotify: run it as root");
+    }
+    let fim = release_fim()?;
+    let work = bench_dir().join("marks");
+    let _ = fs::remove_dir_all(&work);
+    let (watched, outside) = (work.join("watched"), work.join("outside"));
+    fs::create_dir_all(watched.join("sub"))?;
+    fs::create_dir_all(&outside)?;
+    const N: usize = 20_000;
+    let best = |f: &mut dyn FnMut() -> Result<Duration>| -> Result<Duration> {
+        let mut b = Duration::MAX;
+        for _ in 0..3 {
+            b = b.min(f()?);
+        }
+        Ok(b)
+    };
+    churn(&outside, N)?;
+    let none = best(&mut || churn(&outside, N))?;
+    println!(
+        "workload: {N} x (create, write 4 KiB, close, unlink) outside the watched root, best of 3"
+    );
+    println!(
+        "  unmonitored:                       {:>6.3} s",
+        none.as_secs_f64()
+    );
+
+    let (fd, reader) = per_directory_marks(&[watched.clone(), watched.join("sub")])?;
+    let per_dir = best(&mut || churn(&outside, N))?;
+    // SAFETY: closing our own descriptor ends the reader's read with EBADF.
+    unsafe { libc::close(fd) };
+    let _ = reader.join();
+    println!(
+        "  per-directory marks (raw group):   {:>6.3} s  ({:.2}x)",
+        per_dir.as_secs_f64(),
+        per_dir.as_secs_f64() / none.as_secs_f64()
+    );
+
+    for sensor in ["fanotify", "ebpf"] {
+        let state = work.join(format!("state-{sensor}"));
+        let log = work.join(format!("{sensor}.log"));
+        let mut child = Command::new(&fim)
+            .args([
+                "run",
+                "--rescan-interval",
+                "0",
+                "--sensor",
+                sensor,
+                "--watch",
+            ])
+            .arg(&watched)
+            .arg("--state-dir")
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("starting fim")?;
+        let start = Instant::now();
+        while !fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("baseline built")
+        {
+            if start.elapsed() > Duration::from_secs(60) || child.try_wait()?.is_some() {
+                let _ = child.kill();
+                bail!(
+                    "fim did not start:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let cpu_before = cpu_seconds(child.id());
+        let took = best(&mut || churn(&outside, N))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let cpu = cpu_seconds(child.id()) - cpu_before;
+        interrupt(child.id());
+        let _ = child.wait();
+        let label = if sensor == "fanotify" {
+            "filesystem mark (fim, fanotify):"
+        } else {
+            "in-kernel filter (fim, ebpf):   "
+        };
+        println!(
+            "  {label}   {:>6.3} s  ({:.2}x), daemon CPU {cpu:.2} s for 3 runs",
+            took.as_secs_f64(),
+            took.as_secs_f64() / none.as_secs_f64()
+        );
+    }
+    Ok(())
+}

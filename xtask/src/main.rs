@@ -4,7 +4,7 @@
 //! - `cargo xtask setup`: rust-src, Debian's LLVM 22 dev packages, bpf-linker built for LLVM 22.
 //! - `cargo xtask run [-- ARGS]`: setup, build, then `fim run` on the built-in defaults.
 //! - `cargo xtask test`: setup, build, then every test (unit, integration, privileged).
-//! - `cargo xtask bench hash|scan|memory`: the benchmarks behind the speed and memory targets.
+//! - `cargo xtask bench hash|scan|memory|marks`: the benchmarks behind the speed and memory targets.
 
 mod bench;
 
@@ -64,6 +64,8 @@ enum BenchWhat {
     Scan,
     /// The daemon's resident memory with a 1,000,000-entry baseline (root).
     Memory,
+    /// fanotify filesystem marks vs per-directory marks on writes outside the roots (root).
+    Marks,
 }
 
 fn main() -> Result<()> {
@@ -89,6 +91,7 @@ fn main() -> Result<()> {
                 BenchWhat::Hash => bench::hash(),
                 BenchWhat::Scan => bench::scan(),
                 BenchWhat::Memory => bench::memory(),
+                BenchWhat::Marks => bench::marks(),
             }
         }
     }

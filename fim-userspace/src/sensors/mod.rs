@@ -3,8 +3,11 @@
 pub mod ebpf;
 pub mod fanotify;
 pub mod procfs;
+pub mod proctable;
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::{Arc, Mutex, atomic::Ordering};
+
+use log::{info, warn};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +17,8 @@ use crate::{event::FileEvent, watch::WatchSet};
 /// Which sensor `fim run --sensor` asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SensorKind {
+    /// The best combination this kernel allows.
+    Auto,
     /// eBPF, tracepoint tier.
     Ebpf,
     /// fanotify with filesystem marks.
@@ -34,25 +39,65 @@ pub enum SensorError {
 /// A started sensor of either kind.
 pub enum Sensor {
     /// eBPF, tracepoint tier.
-    Ebpf(ebpf::EbpfSensor),
+    Ebpf(Box<ebpf::EbpfSensor>),
     /// fanotify.
     Fanotify(fanotify::FanotifySensor),
+    /// fanotify for file events, attributed through an eBPF-fed process table.
+    Auto {
+        /// The file-event sensor.
+        files: fanotify::FanotifySensor,
+        /// The eBPF process-table programs.
+        procs: Box<ebpf::EbpfSensor>,
+    },
 }
 
 impl Sensor {
     /// Starts the sensor of `kind` for `watch`.
     pub fn start(kind: SensorKind, watch: &Arc<WatchSet>) -> Result<Self, SensorError> {
         Ok(match kind {
-            SensorKind::Ebpf => Self::Ebpf(ebpf::EbpfSensor::start(watch)?),
+            SensorKind::Ebpf => Self::Ebpf(Box::new(ebpf::EbpfSensor::start(watch)?)),
             SensorKind::Fanotify => Self::Fanotify(fanotify::FanotifySensor::start(watch.clone())?),
+            SensorKind::Auto => Self::auto(watch)?,
         })
+    }
+
+    /// On a kernel whose eBPF allows only tracepoints (no LSM, fentry or kprobes), syscall
+    /// strings cannot be trusted for namespace events, so fanotify reports every file event
+    /// and eBPF keeps the process table that attributes them. Without eBPF, fanotify alone
+    /// (details from /proc); without fanotify, the eBPF tracepoint sensor alone.
+    fn auto(watch: &Arc<WatchSet>) -> Result<Self, SensorError> {
+        let files = match fanotify::FanotifySensor::start(watch.clone()) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("sensor auto: fanotify unavailable ({e}); using the eBPF tracepoint sensor");
+                return Ok(Self::Ebpf(Box::new(ebpf::EbpfSensor::start(watch)?)));
+            }
+        };
+        match ebpf::EbpfSensor::start_programs(watch, ebpf::Programs::ProcessTable) {
+            Ok(procs) => {
+                let table = Arc::new(Mutex::new(proctable::ProcTable::default()));
+                info!(
+                    "sensor auto: fanotify for file events, eBPF process table \
+                     (sched_process_exec/fork/exit) for attribution; this kernel gives eBPF \
+                     tracepoints only"
+                );
+                Ok(Self::Auto {
+                    files: files.with_process_table(table.clone()),
+                    procs: Box::new(procs.with_process_table(table)),
+                })
+            }
+            Err(e) => {
+                warn!("sensor auto: no eBPF ({e}); fanotify alone, process details from /proc");
+                Ok(Self::Fanotify(files))
+            }
+        }
     }
 
     /// The sensor's name, as in events.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Ebpf(_) => ebpf::SENSOR_NAME,
-            Self::Fanotify(_) => fanotify::SENSOR_NAME,
+            Self::Fanotify(_) | Self::Auto { .. } => fanotify::SENSOR_NAME,
         }
     }
 
@@ -62,6 +107,9 @@ impl Sensor {
         let (ebpf, fan) = match self {
             Self::Ebpf(s) => (Some(s.counters.clone()), None),
             Self::Fanotify(s) => (None, Some(s.counters.clone())),
+            Self::Auto { files, procs } => {
+                (Some(procs.counters.clone()), Some(files.counters.clone()))
+            }
         };
         move || {
             ebpf.as_ref().map_or(0, |c| {
@@ -81,8 +129,19 @@ impl Sensor {
         shutdown: CancellationToken,
     ) -> Result<(), SensorError> {
         match self {
-            Self::Ebpf(s) => s.run(tx, shutdown).await.map(drop).map_err(Into::into),
+            Self::Ebpf(s) => (*s).run(tx, shutdown).await.map(drop).map_err(Into::into),
             Self::Fanotify(s) => Ok(s.run(tx, shutdown).await?),
+            Self::Auto { files, procs } => {
+                // The process-table programs send no file events; this receiver only keeps
+                // their channel open.
+                let (unused_tx, _unused_rx) = mpsc::channel(1);
+                let (f, p) = tokio::join!(
+                    files.run(tx, shutdown.clone()),
+                    (*procs).run(unused_tx, shutdown)
+                );
+                f?;
+                p.map(drop).map_err(Into::into)
+            }
         }
     }
 }

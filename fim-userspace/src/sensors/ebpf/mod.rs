@@ -7,7 +7,7 @@ pub mod syscalls;
 use std::{
     path::Path,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -26,7 +26,12 @@ use log::{debug, info, warn};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::{decode::decode, event::FileEvent, watch::WatchSet};
+use crate::{
+    decode::{Decoded, decode_record},
+    event::FileEvent,
+    sensors::proctable::ProcTable,
+    watch::WatchSet,
+};
 
 /// The sensor's name in events.
 pub const SENSOR_NAME: &str = "ebpf-tracepoint";
@@ -113,6 +118,32 @@ pub struct EbpfSensor {
     /// Shared drop counters (also read at shutdown).
     pub counters: Arc<DropCounters>,
     boot_to_unix_ns: i128,
+    procs: Option<Arc<Mutex<ProcTable>>>,
+}
+
+/// Which programs a sensor attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Programs {
+    /// The file-operation syscall tracepoints.
+    Files,
+    /// Only the process table's sched tracepoints (for `--sensor auto`).
+    ProcessTable,
+}
+
+/// The offset of `field` in a tracefs `format` description. Pure.
+pub fn tracepoint_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|l| {
+        let decl = l.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let name = decl.split_whitespace().last()?.trim_end_matches("[]");
+        (name == field).then_some(())?;
+        rest.trim()
+            .strip_prefix("offset:")?
+            .split(';')
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 fn mount_tracefs_if_needed() -> Result<(), EbpfError> {
@@ -155,6 +186,15 @@ fn boot_to_unix_ns() -> i128 {
 }
 
 fn attach(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), EbpfError> {
+    attach_in(ebpf, program, "syscalls", tracepoint)
+}
+
+fn attach_in(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    category: &str,
+    tracepoint: &str,
+) -> Result<(), EbpfError> {
     let prog: &mut TracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| EbpfError::MissingHook(format!("(program {program} not in object)")))?
@@ -164,7 +204,7 @@ fn attach(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<()
             what: "type".into(),
             source,
         })?;
-    prog.attach("syscalls", tracepoint)
+    prog.attach(category, tracepoint)
         .map(|_| ())
         .map_err(|source| EbpfError::Program {
             name: program,
@@ -193,6 +233,11 @@ fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), EbpfError>
 impl EbpfSensor {
     /// Loads, configures and attaches the tracepoint programs for `watch`.
     pub fn start(watch: &WatchSet) -> Result<Self, EbpfError> {
+        Self::start_programs(watch, Programs::Files)
+    }
+
+    /// Loads the object and attaches one set of programs.
+    pub fn start_programs(watch: &WatchSet, set: Programs) -> Result<Self, EbpfError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(EbpfError::NotRoot);
@@ -207,10 +252,28 @@ impl EbpfSensor {
         mount_tracefs_if_needed()?;
 
         let self_tgid = std::process::id();
+        let fork_child_pid: u32 =
+            std::fs::read_to_string("/sys/kernel/tracing/events/sched/sched_process_fork/format")
+                .ok()
+                .and_then(|f| tracepoint_field_offset(&f, "child_pid"))
+                .unwrap_or(44);
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OFFSETS, &offsets, true)
             .override_global(globals::SELF_TGID, &self_tgid, true)
+            .override_global(globals::FORK_CHILD_PID_OFFSET, &fork_child_pid, true)
             .load(OBJECT)?;
+        if set == Programs::ProcessTable {
+            for (program, tracepoint) in [
+                (programs::PROC_EXEC, "sched_process_exec"),
+                (programs::PROC_FORK, "sched_process_fork"),
+                (programs::PROC_EXIT, "sched_process_exit"),
+            ] {
+                load_program(&mut ebpf, program)?;
+                attach_in(&mut ebpf, program, "sched", tracepoint)?;
+            }
+            info!("eBPF process table attached to sched_process_exec/fork/exit");
+            return Self::finish_start(ebpf);
+        }
 
         let table = syscalls::table();
         {
@@ -306,6 +369,10 @@ impl EbpfSensor {
             syscalls::CLOSE_FAMILY.len()
         );
 
+        Self::finish_start(ebpf)
+    }
+
+    fn finish_start(mut ebpf: Ebpf) -> Result<Self, EbpfError> {
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).ok_or(EbpfError::Map {
             name: maps::EVENTS,
             source: aya::maps::MapError::InvalidName {
@@ -337,7 +404,14 @@ impl EbpfSensor {
             drops,
             counters: Arc::new(DropCounters::default()),
             boot_to_unix_ns: boot_to_unix_ns(),
+            procs: None,
         })
+    }
+
+    /// Routes process records (exec/fork/exit) into `table`.
+    pub fn with_process_table(mut self, table: Arc<Mutex<ProcTable>>) -> Self {
+        self.procs = Some(table);
+        self
     }
 
     /// Reads the kernel's per-CPU drop counters into `counters`, logging any increase.
@@ -395,12 +469,19 @@ impl EbpfSensor {
         loop {
             let decoded = match self.ring.get_mut().next() {
                 None => return true,
-                Some(item) => decode(&item, self.boot_to_unix_ns, SENSOR_NAME),
+                Some(item) => decode_record(&item, self.boot_to_unix_ns, SENSOR_NAME),
             };
             match decoded {
-                Ok(ev) => {
-                    if tx.send(ev).await.is_err() {
+                Ok(Decoded::File(ev)) => {
+                    if tx.send(*ev).await.is_err() {
                         return false;
+                    }
+                }
+                Ok(Decoded::Process(p)) => {
+                    if let Some(table) = &self.procs
+                        && let Ok(mut t) = table.lock()
+                    {
+                        t.apply(p);
                     }
                 }
                 Err(e) => {

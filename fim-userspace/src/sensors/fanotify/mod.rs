@@ -20,7 +20,7 @@ use std::{
     collections::{HashMap, HashSet},
     os::fd::OwnedFd,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::SystemTime,
@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use self::record::{Fid, Record, info as kind};
 use crate::{
     event::{Action, FileEvent, PathSource, ReportedPath},
-    sensors::procfs,
+    sensors::{procfs, proctable::ProcTable},
     watch::{ScanRoot, WatchSet},
 };
 
@@ -86,6 +86,7 @@ pub struct FanotifySensor {
     dirs: HashMap<Vec<u8>, Vec<u8>>,
     writing: HashSet<Vec<u8>>,
     self_pid: u32,
+    procs: Option<Arc<Mutex<ProcTable>>>,
 }
 
 /// The nearest existing directory at or above `path`.
@@ -148,7 +149,37 @@ impl FanotifySensor {
             dirs: HashMap::new(),
             writing: HashSet::new(),
             self_pid: std::process::id(),
+            procs: None,
         })
+    }
+
+    /// Attributes events from `table` (fed by eBPF exec/fork/exit records) before `/proc`.
+    pub fn with_process_table(mut self, table: Arc<Mutex<ProcTable>>) -> Self {
+        self.procs = Some(table);
+        self
+    }
+
+    fn table_get(&self, tid: u32) -> Option<(crate::event::Process, bool)> {
+        self.procs.as_ref()?.lock().ok()?.get(tid)
+    }
+
+    /// The acting task: an exact process-table entry, else `/proc`, else an inexact entry
+    /// (a forked child's copy of its parent), else "exited".
+    fn process_for(&self, tid: u32) -> crate::event::Process {
+        let known = self.table_get(tid);
+        if let Some((p, true)) = &known {
+            return p.clone();
+        }
+        let p = procfs::lookup(tid);
+        if !p.exited {
+            if let Some(t) = &self.procs
+                && let Ok(mut t) = t.lock()
+            {
+                t.remember(&p);
+            }
+            return p;
+        }
+        known.map_or(p, |(p, _)| p)
     }
 
     /// Reads events until `shutdown`, then drains what is queued and closes `tx`.
@@ -162,12 +193,19 @@ impl FanotifySensor {
         let fd = unsafe { AsyncFd::register_with_interest(group, tokio::io::Interest::READABLE) }
             .map_err(|e| FanotifyError::Read(e.into()))?;
         let mut buf = vec![0u8; 256 * 1024];
+        let mut evict = tokio::time::interval(std::time::Duration::from_secs(10));
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
                 r = fd.readable() => {
                     let mut guard = r.map_err(FanotifyError::Read)?;
                     guard.clear_ready();
+                    false
+                }
+                _ = evict.tick() => {
+                    if let Some(t) = &self.procs && let Ok(mut t) = t.lock() {
+                        t.evict(std::time::Instant::now());
+                    }
                     false
                 }
             };
@@ -183,13 +221,29 @@ impl FanotifySensor {
                         continue;
                     }
                 };
-                debug!("fanotify: {n} bytes, {} records", records.len());
+                let mut events = Vec::new();
                 for rec in records {
-                    debug!("fanotify: {rec:?}");
-                    for ev in self.decode(&rec) {
-                        if tx.send(ev).await.is_err() {
-                            return Ok(());
+                    events.extend(self.decode(&rec));
+                }
+                // A task gone from /proc may still be on its way into the process table
+                // (the eBPF ring is polled every 20 ms): give it one chance.
+                if self.procs.is_some()
+                    && events
+                        .iter()
+                        .any(|e| e.process.as_ref().is_some_and(|p| p.exited))
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+                    for e in &mut events {
+                        if let Some(p) = e.process.as_mut().filter(|p| p.exited)
+                            && let Some((known, _)) = self.table_get(p.tid)
+                        {
+                            *p = known;
                         }
+                    }
+                }
+                for ev in events {
+                    if tx.send(ev).await.is_err() {
+                        return Ok(());
                     }
                 }
             }
@@ -324,7 +378,7 @@ impl FanotifySensor {
         if !watched {
             return Vec::new();
         }
-        let process = procfs::lookup(tid);
+        let process = self.process_for(tid);
         let time = now_ns();
         actions
             .into_iter()

@@ -155,8 +155,11 @@ pub fn parse(buf: &[u8]) -> Result<Vec<Record>, RecordError> {
 pub(crate) mod tests {
     use super::*;
 
+    /// (info type, handle, name) of one synthetic info record.
+    type TestFid<'a> = (u8, &'a [u8], Option<&'a [u8]>);
+
     /// Builds one record the way the kernel lays it out.
-    pub(crate) fn record(mask: u64, pid: i32, fids: &[(u8, &[u8], Option<&[u8]>)]) -> Vec<u8> {
+    pub(crate) fn record(mask: u64, pid: i32, fids: &[TestFid<'_>]) -> Vec<u8> {
         let mut infos = Vec::new();
         for (kind, handle, name) in fids {
             let mut r = vec![*kind, 0, 0, 0];
