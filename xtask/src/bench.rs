@@ -412,12 +412,18 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// A fanotify group with per-directory inode marks on `dirs` only, drained by a thread:
 /// the alternative to filesystem marks, measured without the rest of the daemon.
-fn per_directory_marks(dirs: &[PathBuf]) -> Result<(i32, std::thread::JoinHandle<u64>)> {
+fn per_directory_marks(
+    dirs: &[PathBuf],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(i32, std::thread::JoinHandle<u64>)> {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: plain syscalls on descriptors we own.
     let fd = unsafe {
         libc::fanotify_init(
-            libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_REPORT_DFID_NAME_TARGET,
+            libc::FAN_CLASS_NOTIF
+                | libc::FAN_CLOEXEC
+                | libc::FAN_NONBLOCK
+                | libc::FAN_REPORT_DFID_NAME_TARGET,
             libc::O_RDONLY as u32,
         )
     };
@@ -449,14 +455,17 @@ fn per_directory_marks(dirs: &[PathBuf]) -> Result<(i32, std::thread::JoinHandle
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
         let mut bytes = 0u64;
-        loop {
+        // Non-blocking with a stop flag: closing a descriptor does not wake a blocked read.
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             // SAFETY: valid descriptor and buffer.
             let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                return bytes;
+            if n > 0 {
+                bytes += n as u64;
+            } else {
+                std::thread::sleep(Duration::from_millis(2));
             }
-            bytes += n as u64;
         }
+        bytes
     });
     Ok((fd, reader))
 }
@@ -491,11 +500,13 @@ pub fn marks() -> Result<()> {
         none.as_secs_f64()
     );
 
-    let (fd, reader) = per_directory_marks(&[watched.clone(), watched.join("sub")])?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (fd, reader) = per_directory_marks(&[watched.clone(), watched.join("sub")], stop.clone())?;
     let per_dir = best(&mut || churn(&outside, N))?;
-    // SAFETY: closing our own descriptor ends the reader's read with EBADF.
-    unsafe { libc::close(fd) };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = reader.join();
+    // SAFETY: our own descriptor, no longer read.
+    unsafe { libc::close(fd) };
     println!(
         "  per-directory marks (raw group):   {:>6.3} s  ({:.2}x)",
         per_dir.as_secs_f64(),
