@@ -32,6 +32,8 @@ per_sensor!(
     nothing_from_outside_and_short_lived_processes,
     two_file_systems_at_once,
     queue_overflow_is_counted_and_repaired_by_a_rescan,
+    links_symlinks_and_special_files_are_named_from_what_is_there,
+    renames_into_and_out_of_the_tree,
 );
 
 fn start(sensor: &str, watch: &[&Path]) -> Daemon {
@@ -328,4 +330,76 @@ fn queue_overflow_is_counted_and_repaired_by_a_rescan(sensor: &str) {
         .next_back()
         .expect("final summary");
     assert!(lost >= 1, "{log}");
+}
+
+fn links_symlinks_and_special_files_are_named_from_what_is_there(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("f");
+    fs::write(&f, b"x").expect("seed");
+    let mut d = start(sensor, &[&dir]);
+
+    let hard = dir.join("hard");
+    fs::hard_link(&f, &hard).expect("link");
+    let v = d.wait_for("link", |v| is(v, "link", &hard));
+    assert_event(&v, "link", &hard);
+    assert_eq!(v["fim"]["after"]["nlink"], 2);
+    assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(b"x"));
+
+    let sym = dir.join("sym");
+    std::os::unix::fs::symlink("../elsewhere", &sym).expect("symlink");
+    let v = d.wait_for("symlink", |v| is(v, "symlink", &sym));
+    assert_event(&v, "symlink", &sym);
+    assert_eq!(v["file"]["target_path"], "../elsewhere");
+    assert_eq!(v["fim"]["after"]["symlink_target"], "../elsewhere");
+
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("path");
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let v = d.wait_for("mknod", |v| is(v, "mknod", &fifo));
+    assert_event(&v, "mknod", &fifo);
+    assert_eq!(v["fim"]["after"]["type"], "fifo");
+
+    // None of them starts a write burst: no "modified" follows.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (seen, _, _) = d.stop();
+    assert!(
+        seen.iter().all(|v| v["event"]["action"] != "modified"),
+        "{seen:?}"
+    );
+}
+
+fn renames_into_and_out_of_the_tree(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, parent) = tempdir();
+    let root = parent.join("root");
+    fs::create_dir(&root).expect("root");
+    let outside = parent.join("outside");
+    fs::write(&outside, b"in").expect("seed");
+    let mut d = start(sensor, &[&root]);
+
+    let inside = root.join("arrived");
+    fs::rename(&outside, &inside).expect("into");
+    let v = d.wait_for("rename into", |v| is(v, "rename", &inside));
+    assert_event(&v, "rename", &inside);
+    assert_eq!(
+        v["file"]["original"]["path"],
+        outside.to_str().expect("utf-8")
+    );
+    assert!(v["fim"]["before"].is_null(), "new to the baseline: {v}");
+    assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(b"in"));
+
+    let gone = parent.join("left");
+    fs::rename(&inside, &gone).expect("out of");
+    let v = d.wait_for("rename out", |v| is(v, "rename", &gone));
+    assert_eq!(
+        v["file"]["original"]["path"],
+        inside.to_str().expect("utf-8")
+    );
+    assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(b"in"));
 }

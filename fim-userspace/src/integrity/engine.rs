@@ -204,7 +204,12 @@ impl Engine {
                     let mut scratch = Scratch::default();
                     for job in rx.iter() {
                         let path = job.keys[0].clone();
+                        // fanotify cannot tell a new file from a new link to an old one
+                        // (or a symlink, a FIFO): read what is there.
+                        let fanotify_create = job.event.action == Action::Create
+                            && job.event.path.source == PathSource::FileHandle;
                         let hashing = match job.step {
+                            Step::Defer if fanotify_create => Hashing::Reuse(job.prev.as_ref()),
                             Step::Defer => Hashing::Defer,
                             Step::Settle => Hashing::Always,
                             _ => Hashing::Reuse(job.prev.as_ref()),
@@ -666,6 +671,32 @@ impl Engine {
         }
         if event.action == Action::Attrib {
             event.action = name_attrib(&changed, before.as_ref(), after.as_ref());
+        }
+        // fanotify reports every new name as a create: name it from what is there.
+        if event.action == Action::Create
+            && event.path.source == PathSource::FileHandle
+            && let Some(a) = &after
+        {
+            use super::attrs::FileType as T;
+            match a.attrs.file_type {
+                T::Symlink => {
+                    event.action = Action::Symlink;
+                    event.source = a.attrs.symlink_target.clone().map(|t| ReportedPath {
+                        bytes: t,
+                        source: PathSource::FileHandle,
+                        truncated: false,
+                    });
+                }
+                T::Fifo | T::Socket | T::CharDevice | T::BlockDevice => {
+                    event.action = Action::Mknod
+                }
+                T::File if a.attrs.nlink > 1 => event.action = Action::Link,
+                _ => {}
+            }
+            if event.action != Action::Create || a.attrs.file_type != T::File {
+                // Not the start of a write burst after all.
+                self.dirty.remove(key);
+            }
         }
         let origin = origin_of(&event);
         let inode = event.inode;
