@@ -209,8 +209,7 @@ fn nothing_from_outside_and_short_lived_processes(sensor: &str) {
 
     // Stop the daemon so the writer has exited by the time its event is read.
     let f = dir.join("by-a-short-lived-process");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
+    d.pause();
     fs::write(sibling.join("noise"), b"outside").expect("outside");
     let out = Command::new("sh")
         .arg("-c")
@@ -218,8 +217,7 @@ fn nothing_from_outside_and_short_lived_processes(sensor: &str) {
         .output()
         .expect("sh");
     assert!(out.status.success());
-    // SAFETY: as above.
-    unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
+    d.resume();
     let v = d.wait_for("close_write by an exited process", |v| {
         is(v, "close_write", &f)
     });
@@ -287,14 +285,12 @@ fn queue_overflow_is_counted_and_repaired_by_a_rescan(sensor: &str) {
     }
     let (_guard, dir) = tempdir();
     let mut d = start(sensor, &[&dir]);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
+    d.pause();
     // More distinct events than the kernel queue holds (16,384).
     for i in 0..20_000 {
         fs::write(dir.join(format!("f{i}")), b"").expect("create");
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
+    d.resume();
     d.wait_log("fanotify queue overflow", Duration::from_secs(30));
     let line = d.wait_log("rescanned:", Duration::from_secs(60));
     assert!(

@@ -138,9 +138,42 @@ impl Daemon {
         daemon
     }
 
-    /// The daemon's process id (to pause it with SIGSTOP, say).
+    /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the daemon (SIGSTOP) and waits until every one of its threads has stopped, so
+    /// nothing it reads happens before [`Daemon::resume`].
+    pub fn pause(&self) {
+        let pid = self.child.id();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|tasks| {
+                    tasks.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                            s.rsplit_once(')')
+                                .and_then(|(_, r)| r.split_whitespace().next())
+                                .is_some_and(|state| state == "T" || state == "t")
+                        })
+                    })
+                })
+                .unwrap_or(false);
+            if all_stopped {
+                return;
+            }
+            assert!(Instant::now() < end, "fim did not stop within {DEADLINE:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Continues a daemon stopped by [`Daemon::pause`].
+    pub fn resume(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
     }
 
     /// Waits until the daemon logs a line containing `needle` and returns that line; panics

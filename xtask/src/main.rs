@@ -209,6 +209,7 @@ fn test() -> Result<()> {
         .current_dir(root())
         .args([
             "test",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "fim-ebpf",
