@@ -344,7 +344,7 @@ pub struct Offsets {
     pub task_group_leader: u32,
     /// `task_struct.tgid`
     pub task_tgid: u32,
-    /// `task_struct.start_time`
+    /// `task_struct.start_boottime`
     pub task_start_time: u32,
     /// `task_struct.mm`
     pub task_mm: u32,

@@ -224,7 +224,7 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
             "thread": { "id": p.tid },
             "name": p.name,
             "parent": { "pid": p.ppid },
-            "entity_id": format!("{}-{}", p.pid, p.start_boot_ns),
+            "entity_id": entity_id(p.pid, p.start_boot_ns),
         });
         if let Some(exe) = &p.executable {
             process["executable"] = json!(render_bytes(exe));
@@ -235,6 +235,19 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
             json!({ "id": p.gid.to_string(), "effective": { "id": p.egid.to_string() } });
     }
     doc
+}
+
+/// `process.entity_id`: the pid and the start time in clock ticks since boot, the precision
+/// `/proc` offers, so an event attributed from the kernel and one attributed from `/proc`
+/// name the same process the same way (and pid reuse gives a new id).
+pub fn entity_id(pid: u32, start_boot_ns: u64) -> String {
+    static TICK_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let tick = *TICK_NS.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        1_000_000_000 / if hz > 0 { hz as u64 } else { 100 }
+    });
+    format!("{pid}-{}", start_boot_ns / tick)
 }
 
 fn time_ns(ns: i128) -> String {
@@ -293,6 +306,18 @@ pub fn snapshot(s: &Snapshot) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entity_id_has_proc_precision() {
+        // SAFETY: sysconf has no preconditions.
+        let tick = 1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        // The kernel's nanoseconds and /proc's ticks name the same start.
+        assert_eq!(entity_id(5, 12_345 * tick + 7), "5-12345");
+        assert_eq!(
+            entity_id(5, 12_345 * tick),
+            entity_id(5, 12_345 * tick + tick - 1)
+        );
+    }
 
     #[test]
     fn non_utf8_bytes_are_escaped_reversibly() {

@@ -227,7 +227,8 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets, BtfError> {
         task_real_parent: o("task_struct", "real_parent")?,
         task_group_leader: o("task_struct", "group_leader")?,
         task_tgid: o("task_struct", "tgid")?,
-        task_start_time: o("task_struct", "start_time")?,
+        // Boot-based, as /proc/<pid>/stat's start time: one clock for every source.
+        task_start_time: o("task_struct", "start_boottime")?,
         task_mm: o("task_struct", "mm")?,
         task_cred: o("task_struct", "cred")?,
         files_fdt: o("files_struct", "fdt")?,
