@@ -23,37 +23,16 @@ const WAKEUP_THRESHOLD: u64 = 256 * 1024;
 #[inline(always)]
 pub fn new_event(kind: u8, syscall_nr: u32) -> Option<*mut EventBuf> {
     let buf = SCRATCH.get_ptr_mut(0)?;
+    // Clear the header with aligned 8-byte stores the compiler cannot turn into a `memset`
+    // call: kernels before ~6.5 reject a call to a global subprogram (memset) that takes a
+    // map-value pointer ("reg type unsupported for arg#0 function memset").
+    let words = buf.cast::<u64>();
+    for i in 0..(core::mem::size_of::<EventHeader>() / 8) {
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
     unsafe {
-        (*buf).header = EventHeader {
-            kind,
-            _pad0: 0,
-            flags: 0,
-            path_len: 0,
-            path2_len: 0,
-            exe_len: 0,
-            name_len: 0,
-            syscall_nr,
-            ktime_ns: 0,
-            tid: 0,
-            tgid: 0,
-            ppid: 0,
-            uid: 0,
-            euid: 0,
-            gid: 0,
-            egid: 0,
-            _pad1: 0,
-            cgroup_id: 0,
-            start_time_ns: 0,
-            comm: [0; 16],
-            mode: 0,
-            owner_uid: 0,
-            owner_gid: 0,
-            op_flags: 0,
-            size: 0,
-            ino: 0,
-            dev: 0,
-            imode: 0,
-        };
+        (*buf).header.kind = kind;
+        (*buf).header.syscall_nr = syscall_nr;
     }
     Some(buf)
 }

@@ -59,13 +59,15 @@ pub fn is_watched(buf: *mut EventBuf, pos: usize, len: usize) -> bool {
     if suffix_len > SUFFIX_MAX || suffix_len > name_len {
         return false;
     }
-    for i in 0..SUFFIX_MAX {
-        if i >= suffix_len {
-            break;
-        }
-        if get_byte(buf, pos + len - suffix_len + i) != root.suffix[i] {
-            return false;
-        }
+    // Unrolled with constant indices: a loop becomes a pointer walk that the 6.1 verifier
+    // cannot bound against the 44-byte map value.
+    macro_rules! compare {
+        ($($i:literal)*) => {$(
+            if $i < suffix_len && get_byte(buf, pos + len - suffix_len + $i) != root.suffix[$i] {
+                return false;
+            }
+        )*};
     }
+    compare!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
     true
 }

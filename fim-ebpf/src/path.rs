@@ -109,14 +109,13 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         return stop(WALK_CUT);
     }
     let start = (start - len - 1) & (PATH_MAX - 1);
+    // Re-bound the size right at the call through an opaque copy: LLVM drops a mask it can
+    // prove redundant, and the 6.1/6.12 verifiers lose the bound across the branch above.
+    let size = unsafe { core::ptr::read_volatile(&len) } & 0xff;
     unsafe {
         let bytes = (*scratch).bytes.as_mut_ptr();
         *bytes.add(start) = b'/';
-        bpf_probe_read_kernel(
-            bytes.add(start + 1).cast(),
-            (len & 0xff) as u32,
-            name as *const _,
-        );
+        bpf_probe_read_kernel(bytes.add(start + 1).cast(), size as u32, name as *const _);
         (*st).start = start as u64;
         (*st).dentry = parent;
     }

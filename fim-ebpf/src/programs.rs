@@ -32,10 +32,16 @@ fn syscall_nr(ctx: &TracePointContext) -> Option<u32> {
 
 #[inline(always)]
 fn arg(p: &Pending, slot: u8) -> Option<u64> {
-    if slot < 6 {
-        Some(p.args[slot as usize])
-    } else {
-        None
+    // Constant indices: the 6.1 verifier refuses variable-offset reads from the stack,
+    // where `p` lives.
+    match slot {
+        0 => Some(p.args[0]),
+        1 => Some(p.args[1]),
+        2 => Some(p.args[2]),
+        3 => Some(p.args[3]),
+        4 => Some(p.args[4]),
+        5 => Some(p.args[5]),
+        _ => None,
     }
 }
 
