@@ -4,9 +4,11 @@
 //! - `cargo xtask setup`: rust-src, Debian's LLVM 22 dev packages, bpf-linker built for LLVM 22.
 //! - `cargo xtask run [-- ARGS]`: setup, build, then `fim run` on the built-in defaults.
 //! - `cargo xtask test`: setup, build, then every test (unit, integration, privileged).
+//! - `cargo xtask matrix`: the sensor scenarios in QEMU guests on Debian's 6.1 and 6.12 kernels.
 //! - `cargo xtask bench hash|scan|memory|marks`: the benchmarks behind the speed and memory targets.
 
 mod bench;
+mod matrix;
 
 use std::{
     path::{Path, PathBuf},
@@ -49,6 +51,8 @@ enum Cmd {
     },
     /// Run every test.
     Test,
+    /// Boot Debian's 6.1 and 6.12 cloud kernels in QEMU and run the sensor scenarios there.
+    Matrix,
     /// Run a benchmark and print its numbers.
     Bench {
         #[command(subcommand)]
@@ -85,6 +89,10 @@ fn main() -> Result<()> {
             Err(err).context("starting fim")
         }
         Cmd::Test => test(),
+        Cmd::Matrix => {
+            setup()?;
+            matrix::matrix()
+        }
         Cmd::Bench { what } => {
             setup()?;
             match what {
