@@ -34,6 +34,7 @@ per_sensor!(
     queue_overflow_is_counted_and_repaired_by_a_rescan,
     links_symlinks_and_special_files_are_named_from_what_is_there,
     renames_into_and_out_of_the_tree,
+    a_write_and_close_through_io_uring_are_seen,
 );
 
 fn start(sensor: &str, watch: &[&Path]) -> Daemon {
@@ -398,4 +399,53 @@ fn renames_into_and_out_of_the_tree(sensor: &str) {
         inside.to_str().expect("utf-8")
     );
     assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(b"in"));
+}
+
+/// io_uring operations never pass the syscall tracepoints, but they do pass the VFS.
+fn a_write_and_close_through_io_uring_are_seen(sensor: &str) {
+    use std::os::fd::IntoRawFd;
+
+    use io_uring::{IoUring, opcode, types};
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let f = dir.join("uring");
+    fs::write(&f, b"before!!!").expect("seed");
+    // Opened before the daemon starts: only the io_uring operations happen while it runs.
+    let fd = fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .expect("open")
+        .into_raw_fd();
+    let mut d = start(sensor, &[&dir]);
+
+    let mut ring = IoUring::new(4).expect("io_uring (enabled on this kernel?)");
+    let data = b"via-uring";
+    let write = opcode::Write::new(types::Fd(fd), data.as_ptr(), data.len() as u32)
+        .offset(0)
+        .build()
+        .user_data(1);
+    let close = opcode::Close::new(types::Fd(fd)).build().user_data(2);
+    for op in [write, close] {
+        // SAFETY: `data` outlives the submission, which completes before the next push.
+        unsafe { ring.submission().push(&op).expect("queue") };
+        ring.submit_and_wait(1).expect("submit");
+        let cqe = ring.completion().next().expect("completion");
+        assert!(
+            cqe.result() >= 0,
+            "io_uring op {} failed: {}",
+            cqe.user_data(),
+            cqe.result()
+        );
+    }
+
+    let v = d.wait_for("write through io_uring", |v| is(v, "write", &f));
+    assert_eq!(v["fim"]["sensor"], SENSOR);
+    assert_eq!(v["process"]["pid"], std::process::id(), "{v}");
+    let v = d.wait_for("close through io_uring", |v| is(v, "close_write", &f));
+    assert_eq!(v["process"]["pid"], std::process::id(), "{v}");
+    assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(b"before!!!"));
+    assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(b"via-uring"));
+    assert!(changed(&v).contains(&"sha256".to_owned()), "{v}");
 }
