@@ -14,8 +14,19 @@ use std::{
 
 use serde_json::Value;
 
-/// How long a test waits for an expected event.
+/// How long a test waits for an expected event (before [`scaled`]).
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// `d` stretched by `FIM_TEST_TIME_SCALE` (default 1): guests under QEMU's TCG run several
+/// times slower than the host, and the kernel matrix sets it.
+pub fn scaled(d: Duration) -> Duration {
+    let factor = std::env::var("FIM_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|f| *f > 0)
+        .unwrap_or(1);
+    d * factor
+}
 
 /// Path of the `fim` binary under test: `$FIM_BIN`, or the workspace's debug build.
 pub fn fim_bin() -> PathBuf {
@@ -149,7 +160,7 @@ impl Daemon {
         let pid = self.child.id();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-        let end = Instant::now() + DEADLINE;
+        let end = Instant::now() + scaled(DEADLINE);
         loop {
             let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
                 .map(|tasks| {
@@ -182,6 +193,7 @@ impl Daemon {
         if let Some(line) = self.log_seen.iter().find(|l| l.contains(needle)) {
             return line.clone();
         }
+        let timeout = scaled(timeout);
         let end = Instant::now() + timeout;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.log.recv_timeout(left) {
@@ -216,7 +228,7 @@ impl Daemon {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {
             return v.clone();
         }
-        let end = Instant::now() + DEADLINE;
+        let end = Instant::now() + scaled(DEADLINE);
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(v) => {
@@ -228,7 +240,11 @@ impl Daemon {
                 Err(_) => break,
             }
         }
-        panic!("no event {what} within {DEADLINE:?}; saw:\n{}", self.dump());
+        panic!(
+            "no event {what} within {:?}; saw:\n{}",
+            scaled(DEADLINE),
+            self.dump()
+        );
     }
 
     /// Everything seen so far, one line each.

@@ -1,7 +1,7 @@
 //! `cargo xtask matrix`: the kernel matrix. Boots Debian's 6.1 and 6.12 cloud kernels under
 //! QEMU (TCG, hard timeout) with a minimal initramfs holding busybox, the release `fim`, the
-//! privileged test binary and the libraries they link, and runs the sensor scenario suite
-//! (`ops::`) in each guest. Results come back over the serial console (cloud kernels have no
+//! privileged test binary and the libraries they link, and runs the sensor scenario suites
+//! (`ops::` for the eBPF tracepoint sensor, `fanotify::` for fanotify and auto) in each guest. Results come back over the serial console (cloud kernels have no
 //! 9p); a guest that does not report is a failure.
 //!
 //! Kernel packages are fetched with `apt-get download` into `target/matrix/cache` once.
@@ -191,8 +191,11 @@ fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, filter: &str, out: &Path
         fs::copy(&loop_ko, dir.join("loop.ko"))?;
     }
     let img = dir.join("tmp.img");
-    fs::File::create(&img)?.set_len(96 << 20)?;
-    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
+    // Room (and inodes) for the 20,000-file overflow scenario, twice at once.
+    fs::File::create(&img)?.set_len(160 << 20)?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-N", "120000"])
+        .arg(&img))?;
     fs::write(
         dir.join("init"),
         format!(
@@ -204,7 +207,7 @@ fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, filter: &str, out: &Path
              mkdir -p /dev/shm && mount -t tmpfs shm /dev/shm\n\
              echo \"MATRIX-KERNEL: $(cat /proc/sys/kernel/osrelease) lsm=$(cat /sys/kernel/security/lsm)\"\n\
              cd /tmp\n\
-             FIM_BIN=/fim CI=true /privileged --test-threads 2 {filter} 2>&1\n\
+             FIM_BIN=/fim CI=true FIM_TEST_TIME_SCALE=6 /privileged --test-threads 2 {filter} 2>&1\n\
              echo \"MATRIX-EXIT: $?\"\n\
              poweroff -f\n"
         ),
@@ -285,7 +288,8 @@ pub fn matrix() -> Result<()> {
     for line in ["6.1", "6.12"] {
         let (vmlinuz, unpacked) = kernel(line)?;
         let initrd = matrix_dir().join(format!("initramfs-{line}.cpio.gz"));
-        initramfs(&unpacked, &fim, &tests, "ops::", &initrd)?;
+        // The eBPF tracepoint scenarios and the fanotify/auto ones.
+        initramfs(&unpacked, &fim, &tests, "ops:: fanotify::", &initrd)?;
         step(&format!("booting {} under QEMU (TCG)", vmlinuz.display()));
         let start = Instant::now();
         let log = matrix_dir().join(format!("serial-{line}.log"));
