@@ -492,3 +492,44 @@ fn a_scheduled_rescan_catches_what_real_time_missed() {
     assert_eq!(changed(&v), vec!["mtime", "ctime"], "{v}");
     assert_eq!(v["fim"]["after"]["mtime"], "1970-01-12T13:46:40Z");
 }
+
+#[test]
+fn a_newly_watched_path_is_recorded_not_reported() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard_a, a) = tempdir();
+    let (_guard_b, b) = tempdir();
+    let state = tempfile::tempdir().expect("state");
+    let (fa, fb) = (a.join("known"), b.join("already-there"));
+    fs::write(&fa, b"one").expect("seed");
+    fs::write(&fb, b"old").expect("seed");
+    let mut d = Daemon::start_with(&[&a], Some(state.path()), &[]);
+    d.wait_log("baseline built: ", BUILD);
+    d.stop();
+
+    fs::write(&fa, b"two").expect("edit while stopped");
+    let mut d = Daemon::start_with(&[&a, &b], Some(state.path()), &[]);
+    let newly = d.wait_log("newly watched", BUILD);
+    assert!(newly.contains(b.to_str().expect("utf-8")), "{newly}");
+    let line = d.wait_log("reconciled:", BUILD);
+    assert!(line.contains("0 added, 0 removed, 1 changed"), "{line}");
+    let v = d.wait_for("the offline edit", |v| {
+        is(v, "changed", &fa) && v["fim"]["origin"] == "found_at_start"
+    });
+    assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(b"two"));
+
+    // The new root is in the baseline: a later change has its before values.
+    fs::write(&fb, b"new").expect("edit");
+    let v = d.wait_for("change under the new root", |v| {
+        is(v, "close_write", &fb) && v["fim"]["after"]["sha256"].is_string()
+    });
+    assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(b"old"));
+    let (seen, _, _) = d.stop();
+    assert!(
+        seen.iter()
+            .filter(|v| v["fim"]["origin"] == "found_at_start")
+            .all(|v| v["file"]["path"] == fa.to_str().unwrap_or_default()),
+        "nothing found at start under the new root: {seen:?}"
+    );
+}

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     event::{Action, FileEvent, InodeRef, Integrity, Origin, PathSource, ReportedPath},
-    watch::WatchSet,
+    watch::{ScanRoot, WatchSet},
 };
 
 /// Settings of the integrity stage.
@@ -144,6 +144,9 @@ struct ScanRun {
     started: Instant,
     /// Empty baseline: record silently instead of reporting.
     initial: bool,
+    /// Roots watched for the first time: their paths are recorded silently too (adding a
+    /// watch path must not flood the SIEM with "added" for everything already there).
+    quiet: Vec<ScanRoot>,
     cancel: Arc<AtomicBool>,
     items: flume::Receiver<ScanItem>,
     counts: [u64; 4],
@@ -730,6 +733,31 @@ impl Engine {
 
     fn start_scan(&mut self, origin: Origin, initial: bool) {
         let roots = self.watch.scan_roots();
+        // Roots the baseline has not seen before (none known: an older baseline, report all).
+        let known: Option<Vec<String>> = self
+            .baseline
+            .meta("roots")
+            .ok()
+            .flatten()
+            .map(|m| m.lines().map(str::to_owned).collect());
+        let quiet: Vec<ScanRoot> = match (&known, initial) {
+            (Some(known), false) => roots
+                .iter()
+                .filter(|r| !known.contains(&describe_root(r)))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !quiet.is_empty() {
+            info!(
+                "newly watched, recorded without reporting what is already there: {}",
+                quiet
+                    .iter()
+                    .map(describe_root)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let opts = ScanOptions {
             threads: self.cfg.workers.max(1),
             limits: self.cfg.limits,
@@ -758,6 +786,7 @@ impl Engine {
             origin,
             started: Instant::now(),
             initial,
+            quiet,
             cancel,
             items: rx,
             counts: [0; 4],
@@ -779,7 +808,8 @@ impl Engine {
             return Ok(());
         };
         scan.counts[0] += 1;
-        let (initial, origin) = (scan.initial, scan.origin);
+        let origin = scan.origin;
+        let initial = scan.initial || scan.quiet.iter().any(|r| covers(r, &path));
         if !self.watch.matches(&path)
             || self.touched.contains(&path)
             || self.busy.contains_key(&path)
@@ -852,6 +882,8 @@ impl Engine {
                 self.baseline
                     .set_meta("initialized", &unix_now_ns().to_string())?;
             }
+            let roots: Vec<String> = self.watch.scan_roots().iter().map(describe_root).collect();
+            self.baseline.set_meta("roots", &roots.join("\n"))?;
             self.baseline.commit()?;
             let [seen, added, removed, changed] = run.counts;
             let secs = run.started.elapsed().as_secs_f64();
@@ -885,6 +917,37 @@ impl Engine {
         self.jobs = closed;
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+    }
+}
+
+/// A stable text naming a scan root, as stored in the baseline's `roots` metadata.
+fn describe_root(r: &ScanRoot) -> String {
+    use crate::sinks::ecs::render_bytes;
+    match r {
+        ScanRoot::Tree(p) => format!("tree:{}", render_bytes(p)),
+        ScanRoot::Exact(p) => format!("exact:{}", render_bytes(p)),
+        ScanRoot::Children { dir, glob } => {
+            format!("children:{}:{}", render_bytes(dir), glob.glob().glob())
+        }
+    }
+}
+
+/// Whether scanning `r` visits `path`.
+fn covers(r: &ScanRoot, path: &[u8]) -> bool {
+    match r {
+        ScanRoot::Tree(p) => crate::paths::is_under(path, p),
+        ScanRoot::Exact(p) => path == p.as_slice(),
+        ScanRoot::Children { dir, glob } => {
+            let Some(slash) = path.iter().rposition(|&b| b == b'/') else {
+                return false;
+            };
+            let parent: &[u8] = if slash == 0 { b"/" } else { &path[..slash] };
+            use std::os::unix::ffi::OsStrExt;
+            parent == dir.as_slice()
+                && glob.is_match(std::path::Path::new(std::ffi::OsStr::from_bytes(
+                    &path[slash + 1..],
+                )))
         }
     }
 }
