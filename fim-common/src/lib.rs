@@ -64,9 +64,10 @@ pub mod globals {
     pub const OFFSETS: &str = "OFFSETS";
     /// Thread-group id of the daemon; its own file activity is not reported.
     pub const SELF_TGID: &str = "SELF_TGID";
-    /// Offset of `child_pid` in the `sched_process_fork` tracepoint record (its comm
-    /// fields changed from `char[16]` to `__data_loc` across kernels), from tracefs.
+    /// Offset of `pid` in the `task:task_newtask` tracepoint record, from tracefs.
     pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+    /// Offset of `clone_flags` in the same record.
+    pub const FORK_FLAGS_OFFSET: &str = "FORK_FLAGS_OFFSET";
 }
 
 /// Names of the eBPF programs, as exported by `fim-ebpf`.
@@ -91,7 +92,8 @@ pub mod programs {
     pub const ENTER_DUP: &str = "fim_enter_dup";
     /// Process table: `sched:sched_process_exec`.
     pub const PROC_EXEC: &str = "fim_proc_exec";
-    /// Process table: `sched:sched_process_fork`.
+    /// Process table: `task:task_newtask` (carries the clone flags, so a new thread is told
+    /// from a new process).
     pub const PROC_FORK: &str = "fim_proc_fork";
     /// Process table: `sched:sched_process_exit`.
     pub const PROC_EXIT: &str = "fim_proc_exit";
@@ -135,7 +137,8 @@ pub enum EventKind {
     Mknod = 16,
     /// Process table: the acting task just exec'd (header holds its new identity and exe).
     ProcExec = 17,
-    /// Process table: the acting task forked; `size` holds the child's thread id.
+    /// Process table: the acting task made a new task; `size` holds its thread id in the low
+    /// 32 bits and bit 32 set when it is a thread of the same process (`CLONE_THREAD`).
     ProcFork = 18,
     /// Process table: the acting task is exiting.
     ProcExit = 19,

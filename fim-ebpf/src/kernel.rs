@@ -51,9 +51,13 @@ pub static OFFSETS: Offsets = Offsets {
 #[unsafe(no_mangle)]
 pub static SELF_TGID: u32 = 0;
 
-/// Offset of `child_pid` in the `sched_process_fork` record, set by userspace at load time.
+/// Offset of `pid` in the `task_newtask` record, set by userspace at load time.
 #[unsafe(no_mangle)]
-pub static FORK_CHILD_PID_OFFSET: u32 = 44;
+pub static FORK_CHILD_PID_OFFSET: u32 = 8;
+
+/// Offset of `clone_flags` in the `task_newtask` record, set by userspace at load time.
+#[unsafe(no_mangle)]
+pub static FORK_FLAGS_OFFSET: u32 = 32;
 
 /// Reads one offset; volatile so the compiler cannot fold the zero initialiser.
 macro_rules! off {

@@ -429,14 +429,23 @@ pub fn fim_proc_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Process table: the parent, and the new task's thread id in `size`.
+/// Process table: the parent, and in `size` the new task's thread id and whether it is a
+/// thread of the parent's process.
 #[tracepoint]
 pub fn fim_proc_fork(ctx: TracePointContext) -> u32 {
-    // SAFETY: volatile read of a global set at load time.
-    let at = unsafe { core::ptr::read_volatile(&crate::kernel::FORK_CHILD_PID_OFFSET) } as usize;
-    // SAFETY: the offset comes from the tracepoint's own format description.
-    let child = unsafe { ctx.read_at::<i32>(at) }.unwrap_or(0);
-    let _ = proc_record(EventKind::ProcFork, child.max(0) as u64);
+    const CLONE_THREAD: u64 = 0x0001_0000;
+    // SAFETY: volatile reads of globals set at load time.
+    let (at_pid, at_flags) = unsafe {
+        (
+            core::ptr::read_volatile(&crate::kernel::FORK_CHILD_PID_OFFSET) as usize,
+            core::ptr::read_volatile(&crate::kernel::FORK_FLAGS_OFFSET) as usize,
+        )
+    };
+    // SAFETY: the offsets come from the tracepoint's own format description.
+    let child = unsafe { ctx.read_at::<i32>(at_pid) }.unwrap_or(0).max(0) as u64;
+    let flags = unsafe { ctx.read_at::<u64>(at_flags) }.unwrap_or(0);
+    let thread = u64::from(flags & CLONE_THREAD != 0);
+    let _ = proc_record(EventKind::ProcFork, child | (thread << 32));
     0
 }
 

@@ -55,10 +55,12 @@ fn action_of(kind: EventKind) -> Option<Action> {
 pub enum ProcChange {
     /// It exec'd a new program.
     Exec,
-    /// It forked the thread `child`.
+    /// It made the new task `child`.
     Fork {
         /// The new task's thread id.
         child: u32,
+        /// The new task is a thread of the same process (`CLONE_THREAD`).
+        thread: bool,
     },
     /// It is exiting.
     Exit,
@@ -112,6 +114,7 @@ pub fn decode_record(
             Some(EventKind::ProcExec) => Some(ProcChange::Exec),
             Some(EventKind::ProcFork) => Some(ProcChange::Fork {
                 child: h.size as u32,
+                thread: h.size >> 32 & 1 == 1,
             }),
             Some(EventKind::ProcExit) => Some(ProcChange::Exit),
             _ => None,

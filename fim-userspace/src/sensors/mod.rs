@@ -78,7 +78,7 @@ impl Sensor {
                 let table = Arc::new(Mutex::new(proctable::ProcTable::default()));
                 info!(
                     "sensor auto: fanotify for file events, eBPF process table \
-                     (sched_process_exec/fork/exit) for attribution; this kernel gives eBPF \
+                     (sched_process_exec, task_newtask, sched_process_exit) for attribution; this kernel gives eBPF \
                      tracepoints only"
                 );
                 Ok(Self::Auto {

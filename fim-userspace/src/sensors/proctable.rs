@@ -1,4 +1,4 @@
-//! The process table behind `--sensor auto`: fed by eBPF `sched_process_exec/fork/exit`
+//! The process table behind `--sensor auto`: fed by eBPF `sched_process_exec`, `task_newtask`, `sched_process_exit`
 //! records, read by the fanotify sensor, whose events carry only a thread id. A process that
 //! exited before its event was read is still attributed, because its entry outlives it for
 //! [`KEEP_EXITED`]. Misses fall back to `/proc`.
@@ -49,14 +49,11 @@ impl ProcTable {
                     },
                 );
             }
-            ProcChange::Fork { child } => {
+            ProcChange::Fork { child, thread } => {
                 // The child runs the parent's program until it execs. A new thread shares
-                // the parent's tgid; a new process is its own leader.
+                // the parent's tgid (the kernel said so from the clone flags); a new process
+                // is its own leader.
                 let mut p = r.process;
-                let thread = std::fs::read_to_string(format!("/proc/{child}/status"))
-                    .ok()
-                    .and_then(|s| crate::sensors::procfs::parse_status(&s))
-                    .is_some_and(|(tgid, ..)| tgid != child);
                 if !thread {
                     p.ppid = p.pid;
                     p.pid = child;
@@ -178,20 +175,17 @@ mod tests {
     #[test]
     fn a_forked_child_runs_its_parents_program() {
         let mut t = ProcTable::default();
-        // A child pid that does not exist in /proc is taken to be a process, not a thread.
-        t.apply(rec(
-            ProcChange::Fork {
-                child: u32::MAX - 7,
-            },
-            600,
-            600,
-            "bash",
-        ));
-        let (c, exact) = t.get(u32::MAX - 7).expect("child");
+        let fork = |child, thread| ProcChange::Fork { child, thread };
+        t.apply(rec(fork(700, false), 600, 600, "bash"));
+        let (c, exact) = t.get(700).expect("child");
         assert!(!exact, "a fork entry yields to /proc");
         assert_eq!(
             (c.pid, c.tid, c.ppid, c.name.as_str()),
-            (u32::MAX - 7, u32::MAX - 7, 600, "bash")
+            (700, 700, 600, "bash")
         );
+        // A new thread (an io_uring worker, say) belongs to its parent's process.
+        t.apply(rec(fork(701, true), 600, 600, "bash"));
+        let (c, _) = t.get(701).expect("thread");
+        assert_eq!((c.pid, c.tid, c.ppid), (600, 701, 1));
     }
 }

@@ -130,8 +130,9 @@ pub enum Programs {
     ProcessTable,
 }
 
-/// The offset of `field` in a tracefs `format` description. Pure.
+/// The offset of `field` in a tracefs `format` description. Pure (unit-tested below).
 pub fn tracepoint_field_offset(format: &str, field: &str) -> Option<u32> {
+    // Lines look like "\tfield:u64 clone_flags;\toffset:32;\tsize:8;\tsigned:0;".
     format.lines().find_map(|l| {
         let decl = l.trim().strip_prefix("field:")?;
         let (decl, rest) = decl.split_once(';')?;
@@ -252,26 +253,29 @@ impl EbpfSensor {
         mount_tracefs_if_needed()?;
 
         let self_tgid = std::process::id();
-        let fork_child_pid: u32 =
-            std::fs::read_to_string("/sys/kernel/tracing/events/sched/sched_process_fork/format")
-                .ok()
-                .and_then(|f| tracepoint_field_offset(&f, "child_pid"))
-                .unwrap_or(44);
+        let newtask =
+            std::fs::read_to_string("/sys/kernel/tracing/events/task/task_newtask/format")
+                .unwrap_or_default();
+        let fork_child_pid: u32 = tracepoint_field_offset(&newtask, "pid").unwrap_or(8);
+        let fork_flags: u32 = tracepoint_field_offset(&newtask, "clone_flags").unwrap_or(32);
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OFFSETS, &offsets, true)
             .override_global(globals::SELF_TGID, &self_tgid, true)
             .override_global(globals::FORK_CHILD_PID_OFFSET, &fork_child_pid, true)
+            .override_global(globals::FORK_FLAGS_OFFSET, &fork_flags, true)
             .load(OBJECT)?;
         if set == Programs::ProcessTable {
-            for (program, tracepoint) in [
-                (programs::PROC_EXEC, "sched_process_exec"),
-                (programs::PROC_FORK, "sched_process_fork"),
-                (programs::PROC_EXIT, "sched_process_exit"),
+            for (program, category, tracepoint) in [
+                (programs::PROC_EXEC, "sched", "sched_process_exec"),
+                (programs::PROC_FORK, "task", "task_newtask"),
+                (programs::PROC_EXIT, "sched", "sched_process_exit"),
             ] {
                 load_program(&mut ebpf, program)?;
-                attach_in(&mut ebpf, program, "sched", tracepoint)?;
+                attach_in(&mut ebpf, program, category, tracepoint)?;
             }
-            info!("eBPF process table attached to sched_process_exec/fork/exit");
+            info!(
+                "eBPF process table attached to sched_process_exec, task_newtask, sched_process_exit"
+            );
             return Self::finish_start(ebpf);
         }
 
@@ -490,5 +494,21 @@ impl EbpfSensor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tracepoint_field_offset;
+
+    #[test]
+    fn field_offsets_come_from_the_format_file() {
+        let format = "name: task_newtask\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+                      \tfield:pid_t pid;\toffset:8;\tsize:4;\tsigned:1;\n\
+                      \tfield:char comm[16];\toffset:12;\tsize:16;\tsigned:0;\n\
+                      \tfield:u64 clone_flags;\toffset:32;\tsize:8;\tsigned:0;\n";
+        assert_eq!(tracepoint_field_offset(format, "pid"), Some(8));
+        assert_eq!(tracepoint_field_offset(format, "clone_flags"), Some(32));
+        assert_eq!(tracepoint_field_offset(format, "common_pid"), None);
     }
 }
