@@ -202,6 +202,51 @@ pub struct FileEvent {
     pub integrity: Option<Integrity>,
 }
 
+/// Now, as ns since the Unix epoch (the event clock).
+pub fn unix_now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+impl ReportedPath {
+    /// A complete (not truncated) path obtained from `source`.
+    pub fn new(bytes: Vec<u8>, source: PathSource) -> Self {
+        Self {
+            bytes,
+            source,
+            truncated: false,
+        }
+    }
+}
+
+impl FileEvent {
+    /// An event with no operation details, no process and no integrity data yet: for
+    /// sensors and scans that only know what happened where, now.
+    pub fn new(action: Action, path: ReportedPath, sensor: &'static str) -> Self {
+        Self {
+            action,
+            time_unix_ns: unix_now_ns(),
+            path,
+            source: None,
+            mode: None,
+            owner_uid: None,
+            owner_gid: None,
+            xattr_name: None,
+            bytes_written: None,
+            truncate_length: None,
+            rename_flags: 0,
+            open_truncated: false,
+            no_follow: false,
+            inode: None,
+            process: None,
+            sensor,
+            syscall_nr: None,
+            integrity: None,
+        }
+    }
+}
+
 /// How a change came to be known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {

@@ -17,7 +17,7 @@ use std::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{
-    event::{Action, Origin},
+    event::{Action, Origin, unix_now_ns},
     integrity::{
         attrs::{Snapshot, diff},
         baseline::{Access, Baseline, BaselineError},
@@ -125,7 +125,7 @@ pub fn init(args: &ScanArgs<'_>) -> ExitCode {
         return fail(e);
     }
     let result = baseline
-        .set_meta("initialized", &now_ns().to_string())
+        .set_meta("initialized", &unix_now_ns().to_string())
         .and_then(|()| baseline.commit())
         .and_then(|()| baseline.len());
     match result {
@@ -147,12 +147,6 @@ fn report_failure(bar: &Option<ProgressBar>, path: &[u8], error: &str) {
         Some(b) => b.println(line),
         None => eprintln!("{line}"),
     }
-}
-
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// Writes one difference: ECS JSON when stdout is not a terminal, a readable line when it is.

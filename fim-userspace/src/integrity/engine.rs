@@ -19,7 +19,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use log::{info, warn};
@@ -32,7 +32,9 @@ use super::{
     scan::{ScanItem, ScanOptions, scan},
 };
 use crate::{
-    event::{Action, FileEvent, InodeRef, Integrity, Origin, PathSource, ReportedPath},
+    event::{
+        Action, FileEvent, InodeRef, Integrity, Origin, PathSource, ReportedPath, unix_now_ns,
+    },
     watch::{ScanRoot, WatchSet},
 };
 
@@ -175,12 +177,6 @@ pub struct Engine {
     next_rescan: Option<Instant>,
     repair_wanted: bool,
     last_commit: Instant,
-}
-
-fn unix_now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 impl Engine {
@@ -1023,37 +1019,17 @@ pub fn found_event(
         minor: s.attrs.dev_minor,
         mode: s.attrs.mode | file_type_bits(s),
     });
-    FileEvent {
-        action,
-        time_unix_ns: unix_now_ns(),
-        path: ReportedPath {
-            bytes: path,
-            source: PathSource::Scan,
-            truncated: false,
-        },
-        source: None,
-        mode: None,
-        owner_uid: None,
-        owner_gid: None,
-        xattr_name: None,
-        bytes_written: None,
-        truncate_length: None,
-        rename_flags: 0,
-        open_truncated: false,
-        no_follow: false,
-        inode,
-        process: None,
-        sensor: "scan",
-        syscall_nr: None,
-        integrity: Some(Integrity {
-            before,
-            after,
-            changed,
-            origin,
-            replaced_target: false,
-            note: None,
-        }),
-    }
+    let mut ev = FileEvent::new(action, ReportedPath::new(path, PathSource::Scan), "scan");
+    ev.inode = inode;
+    ev.integrity = Some(Integrity {
+        before,
+        after,
+        changed,
+        origin,
+        replaced_target: false,
+        note: None,
+    });
+    ev
 }
 
 #[cfg(test)]

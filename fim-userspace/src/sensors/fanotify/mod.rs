@@ -23,7 +23,6 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::SystemTime,
 };
 
 use log::{debug, info, warn};
@@ -102,12 +101,6 @@ fn existing_dir(path: &[u8]) -> Vec<u8> {
             Some(i) => p.truncate(i),
         }
     }
-}
-
-fn now_ns() -> i128 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 impl FanotifySensor {
@@ -379,39 +372,20 @@ impl FanotifySensor {
             return Vec::new();
         }
         let process = self.process_for(tid);
-        let time = now_ns();
         actions
             .into_iter()
-            .map(|action| FileEvent {
-                action,
-                time_unix_ns: time,
-                path: ReportedPath {
-                    bytes: path.clone(),
-                    source: PathSource::FileHandle,
-                    truncated: false,
-                },
-                source: source
+            .map(|action| {
+                let mut ev = FileEvent::new(
+                    action,
+                    ReportedPath::new(path.clone(), PathSource::FileHandle),
+                    SENSOR_NAME,
+                );
+                ev.source = source
                     .clone()
                     .filter(|_| action == Action::Rename)
-                    .map(|s| ReportedPath {
-                        bytes: s,
-                        source: PathSource::FileHandle,
-                        truncated: false,
-                    }),
-                mode: None,
-                owner_uid: None,
-                owner_gid: None,
-                xattr_name: None,
-                bytes_written: None,
-                truncate_length: None,
-                rename_flags: 0,
-                open_truncated: false,
-                no_follow: false,
-                inode: None,
-                process: Some(process.clone()),
-                sensor: SENSOR_NAME,
-                syscall_nr: None,
-                integrity: None,
+                    .map(|s| ReportedPath::new(s, PathSource::FileHandle));
+                ev.process = Some(process.clone());
+                ev
             })
             .collect()
     }
