@@ -107,6 +107,43 @@ pub enum ScanRoot {
     },
 }
 
+impl ScanRoot {
+    /// Whether scanning this root visits `path`.
+    pub fn covers(&self, path: &[u8]) -> bool {
+        match self {
+            Self::Tree(p) => is_under(path, p),
+            Self::Exact(p) => path == p.as_slice(),
+            Self::Children { dir, glob } => is_matching_child(path, dir, glob),
+        }
+    }
+
+    /// A stable text naming the root (kept in the baseline to notice newly watched roots).
+    pub fn describe(&self) -> String {
+        use crate::sinks::ecs::render_bytes;
+        match self {
+            Self::Tree(p) => format!("tree:{}", render_bytes(p)),
+            Self::Exact(p) => format!("exact:{}", render_bytes(p)),
+            Self::Children { dir, glob } => {
+                format!("children:{}:{}", render_bytes(dir), glob.glob().glob())
+            }
+        }
+    }
+}
+
+/// Whether `path` is a direct child of `dir` whose name matches `glob`.
+fn is_matching_child(path: &[u8], dir: &[u8], glob: &GlobMatcher) -> bool {
+    let Some(slash) = path.iter().rposition(|&b| b == b'/') else {
+        return false;
+    };
+    let parent: &[u8] = if slash == 0 { b"/" } else { &path[..slash] };
+    let name = &path[slash + 1..];
+    parent == dir
+        && !name.is_empty()
+        && glob.is_match(Path::new(
+            std::ffi::OsStr::from_encoded_bytes_unchecked_safe(name),
+        ))
+}
+
 /// The set of watched paths.
 #[derive(Clone, Debug)]
 pub struct WatchSet {
@@ -204,18 +241,7 @@ impl WatchSet {
             r.roots.iter().any(|root| match &r.matcher {
                 Matcher::Tree => is_under(path, root),
                 Matcher::Exact => path == root.as_slice(),
-                Matcher::Children(glob) => {
-                    let Some(slash) = path.iter().rposition(|&b| b == b'/') else {
-                        return false;
-                    };
-                    let parent: &[u8] = if slash == 0 { b"/" } else { &path[..slash] };
-                    let name = &path[slash + 1..];
-                    parent == root.as_slice()
-                        && !name.is_empty()
-                        && glob.is_match(Path::new(
-                            std::ffi::OsStr::from_encoded_bytes_unchecked_safe(name),
-                        ))
-                }
+                Matcher::Children(glob) => is_matching_child(path, root, glob),
             })
         })
     }

@@ -130,6 +130,21 @@ struct Job {
     followers: Vec<FileEvent>,
 }
 
+impl Job {
+    /// How the worker reads the file for this job.
+    fn hashing(&self) -> Hashing<'_> {
+        // fanotify cannot tell a new file from a new link to an old one (or a symlink, a
+        // FIFO): read what is there rather than deferring to a close that may never come.
+        let fanotify_create =
+            self.event.action == Action::Create && self.event.path.source == PathSource::FileHandle;
+        match self.step {
+            Step::Defer if !fanotify_create => Hashing::Defer,
+            Step::Settle => Hashing::Always,
+            _ => Hashing::Reuse(self.prev.as_ref()),
+        }
+    }
+}
+
 struct Done {
     job: Job,
     result: Result<Option<Snapshot>, ObserveError>,
@@ -203,16 +218,7 @@ impl Engine {
                     let mut scratch = Scratch::default();
                     for job in rx.iter() {
                         let path = job.keys[0].clone();
-                        // fanotify cannot tell a new file from a new link to an old one
-                        // (or a symlink, a FIFO): read what is there.
-                        let fanotify_create = job.event.action == Action::Create
-                            && job.event.path.source == PathSource::FileHandle;
-                        let hashing = match job.step {
-                            Step::Defer if fanotify_create => Hashing::Reuse(job.prev.as_ref()),
-                            Step::Defer => Hashing::Defer,
-                            Step::Settle => Hashing::Always,
-                            _ => Hashing::Reuse(job.prev.as_ref()),
-                        };
+                        let hashing = job.hashing();
                         let result = observe(&path, hashing, &limits, &mut scratch);
                         if tx.send(Done { job, result }).is_err() {
                             break;
@@ -435,12 +441,16 @@ impl Engine {
         let step = step_for(ev.action, in_burst);
         match step {
             Step::Defer => {
+                // The quiet period runs from the burst's first event; the last one is kept
+                // for attribution.
                 let deadline = Instant::now() + self.cfg.quiet;
-                let d = self.dirty.entry(keys[0].clone()).or_insert(Dirty {
-                    deadline,
-                    last: ev.clone(),
-                });
-                d.last = ev.clone();
+                self.dirty
+                    .entry(keys[0].clone())
+                    .and_modify(|d| d.last = ev.clone())
+                    .or_insert_with(|| Dirty {
+                        deadline,
+                        last: ev.clone(),
+                    });
             }
             Step::Settle | Step::Forget => {
                 self.dirty.remove(&keys[0]);
@@ -739,7 +749,7 @@ impl Engine {
         let quiet: Vec<ScanRoot> = match (&known, initial) {
             (Some(known), false) => roots
                 .iter()
-                .filter(|r| !known.contains(&describe_root(r)))
+                .filter(|r| !known.contains(&r.describe()))
                 .cloned()
                 .collect(),
             _ => Vec::new(),
@@ -749,7 +759,7 @@ impl Engine {
                 "newly watched, recorded without reporting what is already there: {}",
                 quiet
                     .iter()
-                    .map(describe_root)
+                    .map(ScanRoot::describe)
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -805,7 +815,7 @@ impl Engine {
         };
         scan.counts[0] += 1;
         let origin = scan.origin;
-        let initial = scan.initial || scan.quiet.iter().any(|r| covers(r, &path));
+        let initial = scan.initial || scan.quiet.iter().any(|r| r.covers(&path));
         if !self.watch.matches(&path)
             || self.touched.contains(&path)
             || self.busy.contains_key(&path)
@@ -878,7 +888,12 @@ impl Engine {
                 self.baseline
                     .set_meta("initialized", &unix_now_ns().to_string())?;
             }
-            let roots: Vec<String> = self.watch.scan_roots().iter().map(describe_root).collect();
+            let roots: Vec<String> = self
+                .watch
+                .scan_roots()
+                .iter()
+                .map(ScanRoot::describe)
+                .collect();
             self.baseline.set_meta("roots", &roots.join("\n"))?;
             self.baseline.commit()?;
             let [seen, added, removed, changed] = run.counts;
@@ -913,37 +928,6 @@ impl Engine {
         self.jobs = closed;
         for w in self.workers.drain(..) {
             let _ = w.join();
-        }
-    }
-}
-
-/// A stable text naming a scan root, as stored in the baseline's `roots` metadata.
-fn describe_root(r: &ScanRoot) -> String {
-    use crate::sinks::ecs::render_bytes;
-    match r {
-        ScanRoot::Tree(p) => format!("tree:{}", render_bytes(p)),
-        ScanRoot::Exact(p) => format!("exact:{}", render_bytes(p)),
-        ScanRoot::Children { dir, glob } => {
-            format!("children:{}:{}", render_bytes(dir), glob.glob().glob())
-        }
-    }
-}
-
-/// Whether scanning `r` visits `path`.
-fn covers(r: &ScanRoot, path: &[u8]) -> bool {
-    match r {
-        ScanRoot::Tree(p) => crate::paths::is_under(path, p),
-        ScanRoot::Exact(p) => path == p.as_slice(),
-        ScanRoot::Children { dir, glob } => {
-            let Some(slash) = path.iter().rposition(|&b| b == b'/') else {
-                return false;
-            };
-            let parent: &[u8] = if slash == 0 { b"/" } else { &path[..slash] };
-            use std::os::unix::ffi::OsStrExt;
-            parent == dir.as_slice()
-                && glob.is_match(std::path::Path::new(std::ffi::OsStr::from_bytes(
-                    &path[slash + 1..],
-                )))
         }
     }
 }
