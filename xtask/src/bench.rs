@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, output, root, run, step};
+use crate::{apt_install, cargo, output, root, run, step};
 
 /// Seeded xorshift, so every machine generates the same tree.
 struct Rng(u64);
@@ -48,30 +48,6 @@ fn release_fim() -> Result<PathBuf> {
     step("building fim (release)");
     cargo(&["build", "--release", "-p", "fim-userspace"])?;
     Ok(root().join("target/release/fim"))
-}
-
-/// Installs the Debian packages that are missing (saying which).
-pub fn apt_install(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            !output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p]))
-                .is_some_and(|s| s.contains("install ok installed"))
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    step(&format!(
-        "installing Debian packages: {}",
-        missing.join(" ")
-    ));
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// fim's SHA-256 against OpenSSL's, one core each, 16 KiB blocks.
@@ -292,6 +268,33 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Starts `fim run` on `watch` with its own state directory, scheduled rescans off, events
+/// discarded and the log in `log`.
+fn spawn_daemon(
+    fim: &std::path::Path,
+    sensor: &str,
+    watch: &std::path::Path,
+    state: &std::path::Path,
+    log: &std::path::Path,
+) -> Result<std::process::Child> {
+    Command::new(fim)
+        .args([
+            "run",
+            "--rescan-interval",
+            "0",
+            "--sensor",
+            sensor,
+            "--watch",
+        ])
+        .arg(watch)
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log)?)
+        .spawn()
+        .context("starting fim")
+}
+
 /// Creates `n` small files (once) for the memory benchmark.
 fn memory_tree(n: u64) -> Result<PathBuf> {
     let tree = bench_dir().join("million");
@@ -328,15 +331,7 @@ pub fn memory() -> Result<()> {
     ] {
         step(phase);
         let log = bench_dir().join("memory.log");
-        let mut child = Command::new(&fim)
-            .args(["run", "--rescan-interval", "0", "--watch"])
-            .arg(&tree)
-            .arg("--state-dir")
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("starting fim")?;
+        let mut child = spawn_daemon(&fim, "auto", &tree, &state, &log)?;
         let pid = child.id();
         let start = Instant::now();
         let mut peak_rss = 0;
@@ -516,22 +511,7 @@ pub fn marks() -> Result<()> {
     for sensor in ["fanotify", "ebpf"] {
         let state = work.join(format!("state-{sensor}"));
         let log = work.join(format!("{sensor}.log"));
-        let mut child = Command::new(&fim)
-            .args([
-                "run",
-                "--rescan-interval",
-                "0",
-                "--sensor",
-                sensor,
-                "--watch",
-            ])
-            .arg(&watched)
-            .arg("--state-dir")
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("starting fim")?;
+        let mut child = spawn_daemon(&fim, sensor, &watched, &state, &log)?;
         let start = Instant::now();
         while !fs::read_to_string(&log)
             .unwrap_or_default()

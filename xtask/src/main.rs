@@ -137,8 +137,32 @@ fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Installs the Debian packages that are missing (saying which).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p]))
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 fn setup() -> Result<()> {
-    bench::apt_install(BUILD_PACKAGES)?;
+    apt_install(BUILD_PACKAGES)?;
     let components = output(Command::new("rustup").args([
         "component",
         "list",
@@ -165,25 +189,7 @@ fn setup() -> Result<()> {
         && output(Command::new("sh").args(["-c", "ldd \"$(command -v bpf-linker)\""]))
             .is_some_and(|v| v.contains(&format!("libLLVM.so.{LLVM_MAJOR}")));
     if !linker_ok {
-        let missing: Vec<&str> = APT_PACKAGES
-            .iter()
-            .copied()
-            .filter(|p| {
-                !output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p]))
-                    .is_some_and(|s| s.contains("install ok installed"))
-            })
-            .collect();
-        if !missing.is_empty() {
-            step(&format!(
-                "installing Debian packages: {}",
-                missing.join(" ")
-            ));
-            run(Command::new("apt-get").arg("update").arg("-q"))?;
-            run(Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
-        }
+        apt_install(APT_PACKAGES)?;
         step(&format!(
             "building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM_MAJOR} (2-5 minutes)"
         ));

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench::apt_install, cargo, output, root, run, step};
+use crate::{apt_install, cargo, output, root, run, step};
 
 /// Debian packages the matrix needs on the host.
 const PACKAGES: &[&str] = &[
