@@ -308,18 +308,17 @@ impl FanotifySensor {
         let Some(entry) = rec
             .fid(kind::DFID_NAME)
             .or_else(|| rec.fid(kind::NEW_DFID_NAME))
-            .cloned()
         else {
             return Vec::new();
         };
-        let target = rec.fid(kind::FID).map(|f| f.handle.clone());
+        let target = rec.fid(kind::FID).map(|f| &f.handle);
         let mut actions = Vec::new();
         let mut source = None;
         if rec.mask & libc::FAN_RENAME != 0 {
-            let Some(old) = rec.fid(kind::OLD_DFID_NAME).cloned() else {
+            let Some(old) = rec.fid(kind::OLD_DFID_NAME) else {
                 return Vec::new();
             };
-            source = self.entry_path(&old);
+            source = self.entry_path(old);
             actions.push(Action::Rename);
         }
         if rec.mask & libc::FAN_CREATE != 0 {
@@ -335,7 +334,7 @@ impl FanotifySensor {
                     if self.writing.len() >= WRITING_MAX {
                         self.writing.clear();
                     }
-                    self.writing.insert(t.clone())
+                    self.writing.insert((*t).clone())
                 }
                 None => true,
             };
@@ -347,7 +346,7 @@ impl FanotifySensor {
             actions.push(Action::Attrib);
         }
         if rec.mask & libc::FAN_CLOSE_WRITE != 0 {
-            if let Some(t) = &target {
+            if let Some(t) = target {
                 self.writing.remove(t);
             }
             actions.push(Action::CloseWrite);
@@ -362,7 +361,7 @@ impl FanotifySensor {
         if actions.is_empty() {
             return Vec::new();
         }
-        let Some(path) = self.entry_path(&entry) else {
+        let Some(path) = self.entry_path(entry) else {
             self.counters.unresolved.fetch_add(1, Ordering::Relaxed);
             return Vec::new();
         };
