@@ -68,6 +68,9 @@ pub mod globals {
     pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
     /// Offset of `clone_flags` in the same record.
     pub const FORK_FLAGS_OFFSET: &str = "FORK_FLAGS_OFFSET";
+    /// Bit `i` set: outcome function `i` (an [`super::Outcome`]) returns a pointer
+    /// (`ERR_PTR` on failure) rather than an `int` on this kernel (`vfs_mkdir` since 6.15).
+    pub const OUTCOME_RETURNS_PTR: &str = "OUTCOME_RETURNS_PTR";
 }
 
 /// Names of the eBPF programs, as exported by `fim-ebpf`.
@@ -97,6 +100,107 @@ pub mod programs {
     pub const PROC_FORK: &str = "fim_proc_fork";
     /// Process table: `sched:sched_process_exit`.
     pub const PROC_EXIT: &str = "fim_proc_exit";
+
+    /// Kernel-object tiers: one pre-operation hook. `lsm` is the BPF LSM program's name and
+    /// hook; `fentry` the fentry program's name and the `security_*` function it attaches to
+    /// where BPF LSM is not active. Both run the same body.
+    #[derive(Clone, Copy, Debug)]
+    pub struct PreHook {
+        /// BPF LSM program name.
+        pub lsm: &'static str,
+        /// fentry program name.
+        pub fentry: &'static str,
+        /// LSM hook name (`path_unlink`); the fentry target is `security_` + this.
+        pub hook: &'static str,
+        /// Absent on some supported kernels (attached when the kernel has it).
+        pub optional: bool,
+    }
+
+    const fn pre(lsm: &'static str, fentry: &'static str, hook: &'static str) -> PreHook {
+        PreHook { lsm, fentry, hook, optional: false }
+    }
+
+    const fn pre_opt(lsm: &'static str, fentry: &'static str, hook: &'static str) -> PreHook {
+        PreHook { lsm, fentry, hook, optional: true }
+    }
+
+    /// Every pre-operation hook of the LSM and fentry tiers.
+    pub const PRE_HOOKS: [PreHook; 17] = [
+        pre("fim_lsm_path_unlink", "fim_fentry_path_unlink", "path_unlink"),
+        pre("fim_lsm_path_rmdir", "fim_fentry_path_rmdir", "path_rmdir"),
+        pre("fim_lsm_path_mkdir", "fim_fentry_path_mkdir", "path_mkdir"),
+        pre("fim_lsm_path_mknod", "fim_fentry_path_mknod", "path_mknod"),
+        pre("fim_lsm_path_symlink", "fim_fentry_path_symlink", "path_symlink"),
+        pre("fim_lsm_path_link", "fim_fentry_path_link", "path_link"),
+        pre("fim_lsm_path_rename", "fim_fentry_path_rename", "path_rename"),
+        pre("fim_lsm_path_chmod", "fim_fentry_path_chmod", "path_chmod"),
+        pre("fim_lsm_path_chown", "fim_fentry_path_chown", "path_chown"),
+        pre("fim_lsm_path_truncate", "fim_fentry_path_truncate", "path_truncate"),
+        // 6.2+: ftruncate and O_TRUNC go through file_truncate instead of path_truncate.
+        pre_opt("fim_lsm_file_truncate", "fim_fentry_file_truncate", "file_truncate"),
+        pre("fim_lsm_file_open", "fim_fentry_file_open", "file_open"),
+        pre("fim_lsm_file_permission", "fim_fentry_file_permission", "file_permission"),
+        pre("fim_lsm_inode_setxattr", "fim_fentry_inode_setxattr", "inode_setxattr"),
+        pre("fim_lsm_inode_removexattr", "fim_fentry_inode_removexattr", "inode_removexattr"),
+        // 6.2+: POSIX ACLs are set and removed through their own hooks.
+        pre_opt("fim_lsm_inode_set_acl", "fim_fentry_inode_set_acl", "inode_set_acl"),
+        pre_opt("fim_lsm_inode_remove_acl", "fim_fentry_inode_remove_acl", "inode_remove_acl"),
+    ];
+
+    /// Kernel-object tiers: the fexit programs that tell whether an operation announced by a
+    /// pre-operation hook succeeded, by [`super::Outcome`] index: (program, kernel function,
+    /// optional).
+    pub const OUTCOMES: [(&str, &str, bool); 14] = [
+        ("fim_fexit_vfs_unlink", "vfs_unlink", false),
+        ("fim_fexit_vfs_rmdir", "vfs_rmdir", false),
+        ("fim_fexit_vfs_mkdir", "vfs_mkdir", false),
+        ("fim_fexit_vfs_mknod", "vfs_mknod", false),
+        ("fim_fexit_vfs_create", "vfs_create", false),
+        ("fim_fexit_vfs_symlink", "vfs_symlink", false),
+        ("fim_fexit_vfs_link", "vfs_link", false),
+        ("fim_fexit_vfs_rename", "vfs_rename", false),
+        ("fim_fexit_notify_change", "notify_change", false),
+        ("fim_fexit_vfs_open", "vfs_open", false),
+        ("fim_fexit_vfs_setxattr", "vfs_setxattr", false),
+        ("fim_fexit_vfs_removexattr", "vfs_removexattr", false),
+        ("fim_fexit_vfs_set_acl", "vfs_set_acl", true),
+        ("fim_fexit_vfs_remove_acl", "vfs_remove_acl", true),
+    ];
+}
+
+/// Index of each outcome function in [`programs::OUTCOMES`] (and bit in
+/// [`globals::OUTCOME_RETURNS_PTR`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `vfs_unlink`
+    Unlink = 0,
+    /// `vfs_rmdir`
+    Rmdir = 1,
+    /// `vfs_mkdir`
+    Mkdir = 2,
+    /// `vfs_mknod`
+    Mknod = 3,
+    /// `vfs_create` (mknod of a regular file)
+    Create = 4,
+    /// `vfs_symlink`
+    Symlink = 5,
+    /// `vfs_link`
+    Link = 6,
+    /// `vfs_rename`
+    Rename = 7,
+    /// `notify_change` (chmod, chown, truncate)
+    NotifyChange = 8,
+    /// `vfs_open`
+    Open = 9,
+    /// `vfs_setxattr`
+    SetXattr = 10,
+    /// `vfs_removexattr`
+    RemoveXattr = 11,
+    /// `vfs_set_acl`
+    SetAcl = 12,
+    /// `vfs_remove_acl`
+    RemoveAcl = 13,
 }
 
 /// What happened to the file. Values are fixed: they are the wire format.
@@ -142,6 +246,10 @@ pub enum EventKind {
     ProcFork = 18,
     /// Process table: the acting task is exiting.
     ProcExit = 19,
+    /// Kernel-object tiers: the outcome of the operation the same thread announced last (a
+    /// record with [`flags::AWAITS_OUTCOME`]). [`flags::FAILED`] when it failed; for a
+    /// truncate, `size` holds the new length.
+    Outcome = 20,
 }
 
 impl EventKind {
@@ -167,6 +275,7 @@ impl EventKind {
             17 => Self::ProcExec,
             18 => Self::ProcFork,
             19 => Self::ProcExit,
+            20 => Self::Outcome,
             _ => return None,
         })
     }
@@ -190,6 +299,13 @@ pub mod flags {
     pub const HAS_INODE: u16 = 1 << 6;
     /// The operation's flags asked not to follow a final symlink (`lchown`, `AT_SYMLINK_NOFOLLOW`).
     pub const NOFOLLOW: u16 = 1 << 7;
+    /// Kernel-object tiers: sent by a pre-operation hook; report it only once an
+    /// [`super::EventKind::Outcome`] record from the same thread says it succeeded.
+    pub const AWAITS_OUTCOME: u16 = 1 << 8;
+    /// On an [`super::EventKind::Outcome`] record: the operation failed.
+    pub const FAILED: u16 = 1 << 9;
+    /// `size` is not known (a write seen at the kernel's permission check, not at a syscall).
+    pub const NO_SIZE: u16 = 1 << 10;
 }
 
 /// Fixed part of every event record.
@@ -408,9 +524,36 @@ pub struct Offsets {
     /// The value of that counter when exactly one reference is held (0 for `f_ref`, 1 for
     /// `f_count`).
     pub file_count_one: u32,
+    /// `file.f_flags`
+    pub file_flags: u32,
+    /// `dentry.d_inode`
+    pub dentry_inode: u32,
+    /// `dentry.d_sb`
+    pub dentry_sb: u32,
+    /// `super_block.s_mounts`: the `struct mount`s of a file system
+    pub sb_mounts: u32,
+    /// How `s_mounts` links mounts: [`MOUNTS_LIST_HEAD`] (`mount.mnt_instance`, before
+    /// 6.16), [`MOUNTS_NEXT_FOR_SB`] (`mount.mnt_next_for_sb`), or 0 (neither found).
+    pub sb_mounts_style: u32,
+    /// `mount.mnt_instance` or `mount.mnt_next_for_sb`, by `sb_mounts_style`
+    pub mount_instance: u32,
+    /// `mount.mnt_ns`
+    pub mount_ns: u32,
+    /// `task_struct.nsproxy`
+    pub task_nsproxy: u32,
+    /// `nsproxy.mnt_ns`
+    pub nsproxy_mnt_ns: u32,
+    /// `iattr.ia_size`
+    pub iattr_size: u32,
     /// Explicit padding.
     pub _pad: u32,
 }
+
+/// [`Offsets::sb_mounts_style`]: `s_mounts` is a `list_head` of `mount.mnt_instance`.
+pub const MOUNTS_LIST_HEAD: u32 = 1;
+/// [`Offsets::sb_mounts_style`]: `s_mounts` points at the first mount, each mount at the
+/// next through `mnt_next_for_sb`.
+pub const MOUNTS_NEXT_FOR_SB: u32 = 2;
 
 /// `f_mode` bit: the file is open for writing. Not in BTF (a macro); stable since 2.6.
 pub const FMODE_WRITE: u32 = 0x2;
@@ -426,6 +569,14 @@ pub const AT_FDCWD: i32 = -100;
 pub const AT_REMOVEDIR: u64 = 0x200;
 /// `AT_SYMLINK_NOFOLLOW`.
 pub const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+/// `MAY_WRITE` in a `file_permission` mask.
+pub const MAY_WRITE: u64 = 0x2;
+/// `S_IFMT` and the file types the kernel-object tiers tell apart.
+pub const S_IFMT: u32 = 0o170_000;
+/// `S_IFREG`.
+pub const S_IFREG: u32 = 0o100_000;
+/// `S_IFLNK`.
+pub const S_IFLNK: u32 = 0o120_000;
 
 #[cfg(feature = "user")]
 mod pod {

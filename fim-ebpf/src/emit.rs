@@ -10,9 +10,9 @@ use aya_ebpf::{
 use fim_common::{DropReason, EventBuf, EventHeader, HEADER_LEN, MAX_RECORD, PATH_MAX, flags};
 
 use crate::{
-    kernel::{current_task, off, read, read_ptr},
+    kernel::{current_task, dentry_inode, file_inode, off, read, read_ptr},
     maps::{EVENTS, SCRATCH, count_drop},
-    path::write_file_path,
+    path::{Written, write_file_path},
 };
 
 /// Wake the reader only once this much is waiting: wakeups, not hooks, are the cost of
@@ -93,6 +93,64 @@ pub fn finish_with(
     let end = fill_process(buf, end);
     let end = append(buf, end);
     send(buf, end);
+}
+
+/// Sends a record that names only the acting thread (an outcome record).
+#[inline(always)]
+pub fn finish_bare(buf: *mut EventBuf) {
+    let h = unsafe { &mut (*buf).header };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    h.tid = pid_tgid as u32;
+    h.tgid = (pid_tgid >> 32) as u32;
+    h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    send(buf, 0);
+}
+
+#[inline(always)]
+pub fn set_path(buf: *mut EventBuf, w: Written, from_string: bool) {
+    let h = unsafe { &mut (*buf).header };
+    h.path_len = w.len as u16;
+    if w.truncated {
+        h.flags |= flags::PATH_TRUNCATED;
+    }
+    if from_string {
+        h.flags |= flags::PATH_FROM_STRING;
+    }
+}
+
+#[inline(always)]
+pub fn set_path2(buf: *mut EventBuf, w: Written, from_string: bool) {
+    let h = unsafe { &mut (*buf).header };
+    h.path2_len = w.len as u16;
+    if w.truncated {
+        h.flags |= flags::PATH2_TRUNCATED;
+    }
+    if from_string {
+        h.flags |= flags::PATH2_FROM_STRING;
+    }
+}
+
+#[inline(always)]
+pub fn set_inode(buf: *mut EventBuf, file: u64) {
+    if let Some((ino, dev, mode)) = file_inode(file) {
+        let h = unsafe { &mut (*buf).header };
+        h.ino = ino;
+        h.dev = dev;
+        h.imode = mode;
+        h.flags |= flags::HAS_INODE;
+    }
+}
+
+/// Fills `ino`/`dev`/`imode` from a dentry's inode, when it has one.
+#[inline(always)]
+pub fn set_dentry_inode(buf: *mut EventBuf, dentry: u64) {
+    if let Some((ino, dev, mode)) = dentry_inode(dentry) {
+        let h = unsafe { &mut (*buf).header };
+        h.ino = ino;
+        h.dev = dev;
+        h.imode = mode;
+        h.flags |= flags::HAS_INODE;
+    }
 }
 
 #[inline(always)]

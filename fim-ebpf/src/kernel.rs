@@ -44,6 +44,16 @@ pub static OFFSETS: Offsets = Offsets {
     cred_egid: 0,
     file_count: 0,
     file_count_one: 0,
+    file_flags: 0,
+    dentry_inode: 0,
+    dentry_sb: 0,
+    sb_mounts: 0,
+    sb_mounts_style: 0,
+    mount_instance: 0,
+    mount_ns: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    iattr_size: 0,
     _pad: 0,
 };
 
@@ -58,6 +68,10 @@ pub static FORK_CHILD_PID_OFFSET: u32 = 8;
 /// Offset of `clone_flags` in the `task_newtask` record, set by userspace at load time.
 #[unsafe(no_mangle)]
 pub static FORK_FLAGS_OFFSET: u32 = 32;
+
+/// Bit `i`: outcome function `i` returns a pointer on this kernel; set by userspace.
+#[unsafe(no_mangle)]
+pub static OUTCOME_RETURNS_PTR: u32 = 0;
 
 /// Reads one offset; volatile so the compiler cannot fold the zero initialiser.
 macro_rules! off {
@@ -163,4 +177,49 @@ pub fn file_inode(file: u64) -> Option<(u64, u32, u32)> {
     let sb = read_ptr(inode, off!(inode_sb))?;
     let dev: u32 = read(sb, off!(sb_dev))?;
     Some((ino, dev, u32::from(mode)))
+}
+
+/// Inode identity behind a dentry: `(ino, dev, mode)`; `None` for a negative dentry.
+#[inline(always)]
+pub fn dentry_inode(dentry: u64) -> Option<(u64, u32, u32)> {
+    let inode = read_ptr(dentry, off!(dentry_inode))?;
+    let ino: u64 = read(inode, off!(inode_ino))?;
+    let mode: u16 = read(inode, off!(inode_mode))?;
+    let sb = read_ptr(inode, off!(inode_sb))?;
+    let dev: u32 = read(sb, off!(sb_dev))?;
+    Some((ino, dev, u32::from(mode)))
+}
+
+/// A mount of the file system holding `dentry`, in the current task's mount namespace: for
+/// hooks that get only a dentry (xattrs). The first such mount of the file system is taken;
+/// a file system mounted several times in one namespace (bind mounts) is reported under
+/// that first mount.
+#[inline(always)]
+pub fn mount_of(dentry: u64) -> Option<u64> {
+    let sb = read_ptr(dentry, off!(dentry_sb))?;
+    let nsproxy = read_ptr(current_task(), off!(task_nsproxy))?;
+    let ns = read_ptr(nsproxy, off!(nsproxy_mnt_ns))?;
+    let head = sb + off!(sb_mounts);
+    let list_head = off!(sb_mounts_style) == u64::from(fim_common::MOUNTS_LIST_HEAD);
+    // list_head: the first link; otherwise: the first mount.
+    let mut node = read_ptr(head, 0)?;
+    for _ in 0..8 {
+        let mount = if list_head {
+            if node == head {
+                return None;
+            }
+            node - off!(mount_instance)
+        } else {
+            node
+        };
+        if read_ptr(mount, off!(mount_ns)) == Some(ns) {
+            return Some(mount + off!(mount_mnt));
+        }
+        node = if list_head {
+            read_ptr(node, 0)?
+        } else {
+            read_ptr(mount, off!(mount_instance))?
+        };
+    }
+    None
 }

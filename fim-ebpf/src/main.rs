@@ -1,7 +1,8 @@
-//! fim's tracepoint-tier eBPF programs.
+//! fim's eBPF programs: one object for every tier.
 //!
-//! Syscall tracepoints only: this tier must work where fentry, LSM and kprobes are refused.
-//! Every followed syscall is paired: [`fim_sys_enter`] saves its arguments, and the exit
+//! `programs`: the tracepoint tier, syscall tracepoints only, for kernels that refuse fentry,
+//! LSM and kprobes; `hooks`: the LSM and fentry tiers (kernel objects, announcements paired
+//! with outcomes; see that module). In the tracepoint tier every followed syscall is paired: [`fim_sys_enter`] saves its arguments, and the exit
 //! program of its [`fim_common::Shape`] emits an event only if the syscall succeeded and its
 //! path is under a watched root. Writes are followed per open file: an open for write under a
 //! watched root registers the `struct file` in `WRITERS`, so a write anywhere else costs one
@@ -13,6 +14,8 @@
 mod emit;
 #[cfg(target_arch = "bpf")]
 mod filter;
+#[cfg(target_arch = "bpf")]
+mod hooks;
 #[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]

@@ -34,6 +34,18 @@ pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static WRITERS: LruHashMap<u64, WriterState> = LruHashMap::with_max_entries(65536, 0);
 
+/// Kernel-object tiers: the operation each thread announced and awaits the outcome of, by
+/// pid_tgid -> [`fim_common::Outcome`] index. LRU: an announcement whose outcome function
+/// never ran (the operation failed before reaching it) ages out.
+#[map]
+pub static INTENT: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Kernel-object tiers: the dentry an `O_TRUNC` open just opened, by pid_tgid, so the
+/// truncate that follows inside the same open is not reported as a separate truncate (the
+/// open event says `O_TRUNC`, as in the tracepoint tier).
+#[map]
+pub static OPEN_TRUNCATES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
 /// Scratch space an event is built in (too big for the 512-byte BPF stack).
 #[map]
 pub static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);

@@ -6,7 +6,9 @@
 //! data area goes through a masked offset and a bounded length so the verifier can prove it
 //! stays inside the scratch buffer.
 
-use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user_str};
+use aya_ebpf::helpers::generated::{
+    bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+};
 use fim_common::{AT_FDCWD, DATA_MASK, EventBuf, MAX_PATH_DEPTH, PATH_MAX};
 
 use crate::{
@@ -194,6 +196,23 @@ pub fn write_user_str(buf: *mut EventBuf, pos: usize, user: u64, max: u32) -> Wr
     // The helper stops at `max` bytes, NUL included: a full buffer means a cut string.
     Written {
         len,
+        truncated: n as u32 >= max,
+    }
+}
+
+/// Copies a kernel string (a symlink target or xattr name the kernel already copied in) at
+/// `pos` as-is. Returns its length without the NUL.
+#[inline(always)]
+pub fn write_kernel_str(buf: *mut EventBuf, pos: usize, kernel: u64, max: u32) -> Written {
+    let n = unsafe { bpf_probe_read_kernel_str(data_ptr(buf, pos).cast(), max, kernel as *const _) };
+    if n <= 0 {
+        return Written {
+            len: 0,
+            truncated: false,
+        };
+    }
+    Written {
+        len: (n - 1) as usize,
         truncated: n as u32 >= max,
     }
 }

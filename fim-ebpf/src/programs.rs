@@ -11,11 +11,11 @@ use fim_common::{
 };
 
 use crate::{
-    emit::{finish, finish_with, new_event},
+    emit::{finish, finish_with, new_event, set_inode, set_path, set_path2},
     filter::is_watched,
-    kernel::{fd_to_file, file_inode, off, read, read_user, self_tgid},
+    kernel::{fd_to_file, off, read, read_user, self_tgid},
     maps::{PENDING, SYSCALLS, WRITERS, count_drop},
-    path::{Written, write_file_path, write_user_path, write_user_str},
+    path::{write_file_path, write_user_path, write_user_str},
 };
 
 /// Offsets in the syscall tracepoint record (`trace_event_raw_sys_enter/exit`).
@@ -46,7 +46,7 @@ fn arg(p: &Pending, slot: u8) -> Option<u64> {
 }
 
 #[inline(always)]
-fn is_self() -> bool {
+pub fn is_self() -> bool {
     (bpf_get_current_pid_tgid() >> 32) as u32 == self_tgid()
 }
 
@@ -128,41 +128,6 @@ fn set_op_fields(buf: *mut EventBuf, p: &Pending, spec: &SyscallSpec) {
     h.size = arg(p, spec.len).unwrap_or(0);
     if h.kind == EventKind::Unlink as u8 && spec.dfd != NO_ARG && op_flags & AT_REMOVEDIR != 0 {
         h.kind = EventKind::Rmdir as u8;
-    }
-}
-
-#[inline(always)]
-fn set_path(buf: *mut EventBuf, w: Written, from_string: bool) {
-    let h = unsafe { &mut (*buf).header };
-    h.path_len = w.len as u16;
-    if w.truncated {
-        h.flags |= flags::PATH_TRUNCATED;
-    }
-    if from_string {
-        h.flags |= flags::PATH_FROM_STRING;
-    }
-}
-
-#[inline(always)]
-fn set_path2(buf: *mut EventBuf, w: Written, from_string: bool) {
-    let h = unsafe { &mut (*buf).header };
-    h.path2_len = w.len as u16;
-    if w.truncated {
-        h.flags |= flags::PATH2_TRUNCATED;
-    }
-    if from_string {
-        h.flags |= flags::PATH2_FROM_STRING;
-    }
-}
-
-#[inline(always)]
-fn set_inode(buf: *mut EventBuf, file: u64) {
-    if let Some((ino, dev, mode)) = file_inode(file) {
-        let h = unsafe { &mut (*buf).header };
-        h.ino = ino;
-        h.dev = dev;
-        h.imode = mode;
-        h.flags |= flags::HAS_INODE;
     }
 }
 

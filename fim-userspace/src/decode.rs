@@ -46,7 +46,10 @@ fn action_of(kind: EventKind) -> Option<Action> {
         EventKind::Link => Action::Link,
         EventKind::Symlink => Action::Symlink,
         EventKind::Mknod => Action::Mknod,
-        EventKind::ProcExec | EventKind::ProcFork | EventKind::ProcExit => return None,
+        EventKind::ProcExec
+        | EventKind::ProcFork
+        | EventKind::ProcExit
+        | EventKind::Outcome => return None,
     })
 }
 
@@ -80,6 +83,23 @@ pub struct ProcRecord {
 pub enum Decoded {
     /// A file event.
     File(Box<FileEvent>),
+    /// A file event announced before the operation ran (LSM and fentry tiers): to be
+    /// reported only once its thread's [`Decoded::Outcome`] says it succeeded.
+    Announced {
+        /// The announcing thread.
+        tid: u32,
+        /// The event as announced.
+        event: Box<FileEvent>,
+    },
+    /// The outcome of the operation `tid` announced last.
+    Outcome {
+        /// The thread.
+        tid: u32,
+        /// The operation failed.
+        failed: bool,
+        /// For a truncate: the new length.
+        size: u64,
+    },
     /// A process-table record.
     Process(ProcRecord),
 }
@@ -117,6 +137,13 @@ pub fn decode_record(
                 thread: h.size >> 32 & 1 == 1,
             }),
             Some(EventKind::ProcExit) => Some(ProcChange::Exit),
+            Some(EventKind::Outcome) => {
+                return Ok(Decoded::Outcome {
+                    tid: h.tid,
+                    failed: h.flags & flags::FAILED != 0,
+                    size: h.size,
+                });
+            }
             _ => None,
         };
         if let Some(change) = change {
@@ -134,7 +161,14 @@ pub fn decode_record(
             }));
         }
     }
-    decode(record, boot_to_unix_ns, sensor).map(|e| Decoded::File(Box::new(e)))
+    let event = Box::new(decode(record, boot_to_unix_ns, sensor)?);
+    // SAFETY: `decode` checked the length.
+    let h: EventHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    Ok(if h.flags & flags::AWAITS_OUTCOME != 0 {
+        Decoded::Announced { tid: h.tid, event }
+    } else {
+        Decoded::File(event)
+    })
 }
 
 fn reported(bytes: &[u8], from_string: bool, truncated: bool) -> ReportedPath {
@@ -234,7 +268,9 @@ pub fn decode(
         owner_uid: (is_chown && h.owner_uid != u32::MAX).then_some(h.owner_uid),
         owner_gid: (is_chown && h.owner_gid != u32::MAX).then_some(h.owner_gid),
         xattr_name: (!name.is_empty()).then(|| name.to_vec()),
-        bytes_written: matches!(action, Action::Write | Action::CloseWrite).then_some(h.size),
+        bytes_written: (matches!(action, Action::Write | Action::CloseWrite)
+            && f & flags::NO_SIZE == 0)
+            .then_some(h.size),
         truncate_length: (action == Action::Truncate).then_some(h.size),
         rename_flags: if action == Action::Rename {
             h.op_flags
@@ -250,7 +286,8 @@ pub fn decode(
         inode,
         process: Some(process_of(&h, exe)),
         sensor,
-        syscall_nr: Some(h.syscall_nr),
+        // The kernel-object tiers see operations, not syscalls: 0 there.
+        syscall_nr: (h.syscall_nr != 0).then_some(h.syscall_nr),
         integrity: None,
     })
 }

@@ -9,7 +9,7 @@ use fim_userspace::{
     commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
     daemon,
     integrity::{engine::EngineConfig, observe::Limits, scan::default_threads},
-    sensors::SensorKind,
+    sensors::{SensorKind, ebpf::Tier},
     watch::{DEFAULT_WATCH, WatchSet, probe_disk},
 };
 use log::error;
@@ -56,9 +56,10 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Which sensor to use: `auto` (the best combination this kernel allows, logged at
-        /// start), `ebpf` (syscall tracepoints, attributed in the kernel) or `fanotify` (no
-        /// eBPF needed; sees io_uring; process details read from /proc).
-        #[arg(long, default_value = "auto", value_parser = ["auto", "ebpf", "fanotify"])]
+        /// start), `ebpf` (the best eBPF tier: LSM, then fentry, then tracepoints), one eBPF
+        /// tier exactly (`lsm`, `fentry`, `tracepoint`; an error if the kernel refuses it), or
+        /// `fanotify` (no eBPF needed; process details read from /proc).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "ebpf", "lsm", "fentry", "tracepoint", "fanotify"])]
         sensor: String,
         /// A file still open for writing is hashed after this many milliseconds without
         /// a close.
@@ -126,6 +127,9 @@ fn main() -> ExitCode {
             let kind = match sensor.as_str() {
                 "fanotify" => SensorKind::Fanotify,
                 "ebpf" => SensorKind::Ebpf,
+                "lsm" => SensorKind::Tier(Tier::Lsm),
+                "fentry" => SensorKind::Tier(Tier::Fentry),
+                "tracepoint" => SensorKind::Tier(Tier::Tracepoint),
                 _ => SensorKind::Auto,
             };
             run(set, kind, cfg)

@@ -19,8 +19,10 @@ use crate::{event::FileEvent, watch::WatchSet};
 pub enum SensorKind {
     /// The best combination this kernel allows.
     Auto,
-    /// eBPF, tracepoint tier.
+    /// The best eBPF tier this kernel allows (LSM, then fentry, then tracepoints).
     Ebpf,
+    /// Exactly this eBPF tier; an error if the kernel refuses it.
+    Tier(ebpf::Tier),
     /// fanotify with filesystem marks.
     Fanotify,
 }
@@ -38,7 +40,7 @@ pub enum SensorError {
 
 /// A started sensor of either kind.
 pub enum Sensor {
-    /// eBPF, tracepoint tier.
+    /// eBPF, one tier.
     Ebpf(Box<ebpf::EbpfSensor>),
     /// fanotify.
     Fanotify(fanotify::FanotifySensor),
@@ -54,26 +56,37 @@ pub enum Sensor {
 impl Sensor {
     /// Starts the sensor of `kind` for `watch`.
     pub fn start(kind: SensorKind, watch: &Arc<WatchSet>) -> Result<Self, SensorError> {
+        use ebpf::{EbpfSensor, Tier};
         Ok(match kind {
-            SensorKind::Ebpf => Self::Ebpf(Box::new(ebpf::EbpfSensor::start(watch)?)),
+            SensorKind::Ebpf => Self::Ebpf(Box::new(EbpfSensor::start_best(watch, &Tier::BEST_FIRST)?)),
+            SensorKind::Tier(tier) => Self::Ebpf(Box::new(EbpfSensor::start(watch, tier)?)),
             SensorKind::Fanotify => Self::Fanotify(fanotify::FanotifySensor::start(watch.clone())?),
             SensorKind::Auto => Self::auto(watch)?,
         })
     }
 
-    /// On a kernel whose eBPF allows only tracepoints (no LSM, fentry or kprobes), syscall
+    /// Where the kernel allows the LSM or fentry tier, eBPF alone: kernel objects, io_uring,
+    /// filtering in the kernel. On a kernel whose eBPF allows only tracepoints, syscall
     /// strings cannot be trusted for namespace events, so fanotify reports every file event
     /// and eBPF keeps the process table that attributes them. Without eBPF, fanotify alone
-    /// (details from /proc); without fanotify, the eBPF tracepoint sensor alone.
+    /// (details from /proc); without fanotify, the eBPF tracepoint tier alone.
     fn auto(watch: &Arc<WatchSet>) -> Result<Self, SensorError> {
+        use ebpf::{EbpfSensor, Tier};
+        match EbpfSensor::start_best(watch, &[Tier::Lsm, Tier::Fentry]) {
+            Ok(s) => {
+                info!("sensor auto: eBPF with kernel objects ({})", s.name());
+                return Ok(Self::Ebpf(Box::new(s)));
+            }
+            Err(e) => info!("sensor auto: no kernel-object eBPF tier ({e})"),
+        }
         let files = match fanotify::FanotifySensor::start(watch.clone()) {
             Ok(f) => f,
             Err(e) => {
-                warn!("sensor auto: fanotify unavailable ({e}); using the eBPF tracepoint sensor");
-                return Ok(Self::Ebpf(Box::new(ebpf::EbpfSensor::start(watch)?)));
+                warn!("sensor auto: fanotify unavailable ({e}); using the eBPF tracepoint tier");
+                return Ok(Self::Ebpf(Box::new(EbpfSensor::start(watch, Tier::Tracepoint)?)));
             }
         };
-        match ebpf::EbpfSensor::start_programs(watch, ebpf::Programs::ProcessTable) {
+        match EbpfSensor::start_process_table(watch) {
             Ok(procs) => {
                 let table = Arc::new(Mutex::new(proctable::ProcTable::default()));
                 info!(
@@ -96,7 +109,7 @@ impl Sensor {
     /// The sensor's name, as in events.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Ebpf(_) => ebpf::SENSOR_NAME,
+            Self::Ebpf(s) => s.name(),
             Self::Fanotify(_) | Self::Auto { .. } => fanotify::SENSOR_NAME,
         }
     }

@@ -27,6 +27,8 @@ pub enum BtfError {
 }
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_FUNC: u32 = 12;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -192,6 +194,21 @@ impl Btf {
         None
     }
 
+    /// Whether the kernel has a function named `name` (a BTF `FUNC`); `Some(true)` when it
+    /// returns a pointer, `Some(false)` for any other return type.
+    pub fn function_returns_pointer(&self, name: &str) -> Option<bool> {
+        let func = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name.as_bytes())?;
+        let proto = self.types.get(func.type_ref as usize)?;
+        if proto.kind != KIND_FUNC_PROTO {
+            return None;
+        }
+        let ret = self.types.get(self.resolve(proto.type_ref) as usize)?;
+        Some(ret.kind == KIND_PTR)
+    }
+
     /// Byte offset of the dotted field path `field` (for example `d_name.len`) in `struct strukt`.
     pub fn offset_of(&self, strukt: &str, field: &str) -> Result<u32, BtfError> {
         let mut id = self
@@ -220,6 +237,15 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets, BtfError> {
     let (file_count, file_count_one) = match o("file", "f_ref") {
         Ok(off) => (off, 0),
         Err(_) => (o("file", "f_count")?, 1),
+    };
+    // Mounts of a file system: a list_head through `mnt_instance` until 6.15, a chain of
+    // `mnt_next_for_sb` pointers since. Only the kernel-object tiers need it (xattr hooks).
+    let (sb_mounts_style, mount_instance) = match o("mount", "mnt_instance") {
+        Ok(off) => (fim_common::MOUNTS_LIST_HEAD, off),
+        Err(_) => match o("mount", "mnt_next_for_sb") {
+            Ok(off) => (fim_common::MOUNTS_NEXT_FOR_SB, off),
+            Err(_) => (0, 0),
+        },
     };
     Ok(Offsets {
         task_files: o("task_struct", "files")?,
@@ -258,6 +284,20 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets, BtfError> {
         cred_egid: o("cred", "egid")?,
         file_count,
         file_count_one,
+        file_flags: o("file", "f_flags")?,
+        dentry_inode: o("dentry", "d_inode")?,
+        dentry_sb: o("dentry", "d_sb")?,
+        sb_mounts: o("super_block", "s_mounts").unwrap_or(0),
+        sb_mounts_style: if o("super_block", "s_mounts").is_ok() {
+            sb_mounts_style
+        } else {
+            0
+        },
+        mount_instance,
+        mount_ns: o("mount", "mnt_ns")?,
+        task_nsproxy: o("task_struct", "nsproxy")?,
+        nsproxy_mnt_ns: o("nsproxy", "mnt_ns")?,
+        iattr_size: o("iattr", "ia_size")?,
         _pad: 0,
     })
 }
@@ -352,6 +392,25 @@ mod tests {
             btf.offset_of("inode", "i_ino"),
             Err(BtfError::NoStruct(_))
         ));
+    }
+
+    #[test]
+    fn tells_functions_returning_pointers_from_those_returning_ints() {
+        let mut b = Builder::new();
+        b.push("int", KIND_INT, 4, &[]); // 1
+        b.push("", KIND_PTR, 1, &[]); // 2: int *
+        b.push("", KIND_FUNC_PROTO, 2, &[]); // 3: int *(void)
+        b.push("vfs_mkdir", KIND_FUNC, 3, &[]); // 4
+        b.push("", KIND_FUNC_PROTO, 1, &[]); // 5: int (void)
+        b.push("vfs_rmdir", KIND_FUNC, 5, &[]); // 6
+        b.push("ptr_t", KIND_TYPEDEF, 2, &[]); // 7
+        b.push("", KIND_FUNC_PROTO, 7, &[]); // 8: ptr_t (void)
+        b.push("through_typedef", KIND_FUNC, 8, &[]); // 9
+        let btf = Btf::parse(&b.finish()).expect("parses");
+        assert_eq!(btf.function_returns_pointer("vfs_mkdir"), Some(true));
+        assert_eq!(btf.function_returns_pointer("vfs_rmdir"), Some(false));
+        assert_eq!(btf.function_returns_pointer("through_typedef"), Some(true));
+        assert_eq!(btf.function_returns_pointer("vfs_nothing"), None);
     }
 
     #[test]

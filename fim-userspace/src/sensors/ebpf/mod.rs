@@ -1,7 +1,13 @@
-//! The eBPF sensor, tracepoint tier: load the programs, tell them the kernel's layout and
-//! the watched roots, attach them, and turn ring-buffer records into events.
+//! The eBPF sensor: load the programs, tell them the kernel's layout and the watched roots,
+//! attach one tier of them, and turn ring-buffer records into events.
+//!
+//! Tiers, best first: BPF LSM hooks, fentry on the `security_*` functions behind them (both
+//! see kernel objects and pair each announced operation with its outcome; see
+//! `fim-ebpf/src/hooks.rs` and [`outcomes`]), and syscall tracepoints (`fim-ebpf/src/programs.rs`).
+//! One object holds them all; which ones load is decided at run time.
 
 pub mod btf;
+pub mod outcomes;
 pub mod syscalls;
 
 use std::{
@@ -19,7 +25,7 @@ use aya::{
         Array, MapData, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::TracePoint,
+    programs::{FEntry, FExit, Lsm, TracePoint},
 };
 use fim_common::{DROP_REASONS, ROOT_KEY_LEN, WatchRoot, globals, maps, programs};
 use log::{debug, info, warn};
@@ -33,8 +39,39 @@ use crate::{
     watch::WatchSet,
 };
 
-/// The sensor's name in events.
-pub const SENSOR_NAME: &str = "ebpf-tracepoint";
+/// An eBPF tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// BPF LSM hooks paired with fexit outcomes.
+    Lsm,
+    /// fentry on the `security_*` functions, paired with fexit outcomes.
+    Fentry,
+    /// Syscall tracepoints.
+    Tracepoint,
+}
+
+impl Tier {
+    /// Every tier, best first.
+    pub const BEST_FIRST: [Self; 3] = [Self::Lsm, Self::Fentry, Self::Tracepoint];
+
+    /// The sensor's name in events.
+    pub fn sensor_name(self) -> &'static str {
+        match self {
+            Self::Lsm => "ebpf-lsm",
+            Self::Fentry => "ebpf-fentry",
+            Self::Tracepoint => "ebpf-tracepoint",
+        }
+    }
+
+    /// For messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Lsm => "eBPF LSM tier (BPF LSM hooks + fexit outcomes)",
+            Self::Fentry => "eBPF fentry tier (fentry on security_* + fexit outcomes)",
+            Self::Tracepoint => "eBPF tracepoint tier (syscall tracepoints)",
+        }
+    }
+}
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fim-ebpf"));
@@ -94,6 +131,25 @@ pub enum EbpfError {
     /// Setting up the ring buffer poller.
     #[error("polling the ring buffer: {0}")]
     Poll(std::io::Error),
+    /// BPF LSM is not in the kernel's active LSM list.
+    #[error(
+        "BPF LSM is not active on this kernel (active LSMs: {0}); it needs `bpf` in the `lsm=` boot parameter"
+    )]
+    LsmInactive(String),
+    /// The kernel's function for a hook is missing.
+    #[error("this kernel has no function `{0}` to attach to")]
+    NoFunction(String),
+    /// Loading the kernel's BTF for attaching.
+    #[error("reading kernel BTF for attaching: {0}")]
+    AttachBtf(#[from] aya::BtfError),
+    /// A tier could not be set up on this kernel.
+    #[error("the kernel refused the {tier}: {source}")]
+    Refused {
+        /// The tier.
+        tier: &'static str,
+        /// Why.
+        source: Box<EbpfError>,
+    },
 }
 
 /// Kernel-side drop counters, summed over CPUs, by `fim_common::DropReason`.
@@ -119,15 +175,9 @@ pub struct EbpfSensor {
     pub counters: Arc<DropCounters>,
     boot_to_unix_ns: i128,
     procs: Option<Arc<Mutex<ProcTable>>>,
-}
-
-/// Which programs a sensor attaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Programs {
-    /// The file-operation syscall tracepoints.
-    Files,
-    /// Only the process table's sched tracepoints (for `--sensor auto`).
-    ProcessTable,
+    /// The sensor's name in events.
+    name: &'static str,
+    pairing: outcomes::Pairing,
 }
 
 /// The offset of `field` in a tracefs `format` description. Pure (unit-tested below).
@@ -231,14 +281,198 @@ fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), EbpfError>
     })
 }
 
+/// Typed access to program `name` of the object.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| EbpfError::MissingHook(format!("(program {name} not in object)")))?
+        .try_into()
+        .map_err(|source| EbpfError::Program {
+            name,
+            what: "type".into(),
+            source,
+        })
+}
+
+fn program_error(
+    name: &'static str,
+    what: String,
+) -> impl FnOnce(aya::programs::ProgramError) -> EbpfError {
+    move |source| EbpfError::Program { name, what, source }
+}
+
+/// The active LSMs, mounting securityfs if needed; `None` when they cannot be read.
+fn active_lsms() -> Option<String> {
+    let list = Path::new("/sys/kernel/security/lsm");
+    if !list.exists() {
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
+            .status();
+    }
+    std::fs::read_to_string(list).ok().map(|s| s.trim().to_owned())
+}
+
+/// The tracepoint tier: every followed syscall's entry and exit, plus writes and closes.
+fn attach_syscall_tier(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+    let table = syscalls::table();
+    {
+        let map = ebpf.map_mut(maps::SYSCALLS).ok_or(EbpfError::Map {
+            name: maps::SYSCALLS,
+            source: aya::maps::MapError::InvalidName {
+                name: maps::SYSCALLS.into(),
+            },
+        })?;
+        let mut specs: Array<_, fim_common::SyscallSpec> =
+            Array::try_from(map).map_err(|source| EbpfError::Map {
+                name: maps::SYSCALLS,
+                source,
+            })?;
+        for f in &table {
+            specs
+                .set(f.nr, f.spec, 0)
+                .map_err(|source| EbpfError::Map {
+                    name: maps::SYSCALLS,
+                    source,
+                })?;
+        }
+    }
+    for p in [
+        programs::SAVE_ARGS,
+        programs::EXIT_PATH,
+        programs::EXIT_FD,
+        programs::EXIT_TWO_PATHS,
+        programs::EXIT_OPEN,
+    ] {
+        load_program(ebpf, p)?;
+    }
+    let mut attached = 0;
+    for f in &table {
+        let (enter, exit) = (
+            format!("sys_enter_{}", f.name),
+            format!("sys_exit_{}", f.name),
+        );
+        if !tracepoint_exists(&enter) || !tracepoint_exists(&exit) {
+            if f.required {
+                return Err(EbpfError::MissingHook(enter));
+            }
+            debug!("kernel has no syscalls:{enter}; skipping {}", f.name);
+            continue;
+        }
+        attach(ebpf, programs::SAVE_ARGS, &enter)?;
+        attach(ebpf, f.exit_program(), &exit)?;
+        attached += 1;
+    }
+    attach_write_family(ebpf)?;
+    debug!("tracepoints attached for {attached} syscalls");
+    Ok(())
+}
+
+/// Writes and closes through syscalls, counted at the syscall (every tier uses these: the
+/// byte count and the outcome are known only there).
+fn attach_write_family(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+    for p in [
+        programs::ENTER_WRITE,
+        programs::EXIT_WRITE,
+        programs::ENTER_CLOSE,
+        programs::ENTER_DUP,
+    ] {
+        load_program(ebpf, p)?;
+    }
+    for name in syscalls::WRITE_FAMILY {
+        attach(ebpf, programs::ENTER_WRITE, &format!("sys_enter_{name}"))?;
+        attach(ebpf, programs::EXIT_WRITE, &format!("sys_exit_{name}"))?;
+    }
+    for (name, program) in syscalls::CLOSE_FAMILY {
+        attach(ebpf, program, &format!("sys_enter_{name}"))?;
+    }
+    Ok(())
+}
+
+/// The LSM or fentry tier: every pre-operation hook and every outcome function. Hooks the
+/// kernel does not have (6.1 has no `file_truncate` or ACL hooks) are skipped when optional.
+fn attach_kernel_object_tier(ebpf: &mut Ebpf, kbtf: &btf::Btf, tier: Tier) -> Result<(), EbpfError> {
+    let attach_btf = aya::Btf::from_sys_fs()?;
+    let mut skipped = Vec::new();
+    for hook in programs::PRE_HOOKS {
+        let (name, target) = match tier {
+            Tier::Lsm => (hook.lsm, format!("bpf_lsm_{}", hook.hook)),
+            _ => (hook.fentry, format!("security_{}", hook.hook)),
+        };
+        if kbtf.function_returns_pointer(&target).is_none() {
+            if hook.optional {
+                skipped.push(hook.hook);
+                continue;
+            }
+            return Err(EbpfError::NoFunction(target));
+        }
+        if tier == Tier::Lsm {
+            let prog: &mut Lsm = program(ebpf, name)?;
+            prog.load(hook.hook, &attach_btf)
+                .map_err(program_error(name, format!("load lsm/{}", hook.hook)))?;
+            prog.attach()
+                .map_err(program_error(name, format!("attach lsm/{}", hook.hook)))?;
+        } else {
+            let prog: &mut FEntry = program(ebpf, name)?;
+            prog.load(&target, &attach_btf)
+                .map_err(program_error(name, format!("load fentry/{target}")))?;
+            prog.attach()
+                .map_err(program_error(name, format!("attach fentry/{target}")))?;
+        }
+    }
+    for (name, function, optional) in programs::OUTCOMES {
+        if kbtf.function_returns_pointer(function).is_none() {
+            if optional {
+                skipped.push(function);
+                continue;
+            }
+            return Err(EbpfError::NoFunction(function.into()));
+        }
+        let prog: &mut FExit = program(ebpf, name)?;
+        prog.load(function, &attach_btf)
+            .map_err(program_error(name, format!("load fexit/{function}")))?;
+        prog.attach()
+            .map_err(program_error(name, format!("attach fexit/{function}")))?;
+    }
+    if !skipped.is_empty() {
+        debug!("not on this kernel, skipped: {}", skipped.join(", "));
+    }
+    Ok(())
+}
+
 impl EbpfSensor {
-    /// Loads, configures and attaches the tracepoint programs for `watch`.
-    pub fn start(watch: &WatchSet) -> Result<Self, EbpfError> {
-        Self::start_programs(watch, Programs::Files)
+    /// Loads and attaches exactly `tier`; an error says why the kernel refused it.
+    pub fn start(watch: &WatchSet, tier: Tier) -> Result<Self, EbpfError> {
+        Self::start_tier(watch, tier).map_err(|e| match e {
+            e @ (EbpfError::NotRoot | EbpfError::NoBtf { .. }) => e,
+            e => EbpfError::Refused {
+                tier: tier.describe(),
+                source: Box::new(e),
+            },
+        })
     }
 
-    /// Loads the object and attaches one set of programs.
-    pub fn start_programs(watch: &WatchSet, set: Programs) -> Result<Self, EbpfError> {
+    /// Starts the first of `tiers` this kernel allows, logging why better ones were refused;
+    /// the last tier's error if none loads.
+    pub fn start_best(watch: &WatchSet, tiers: &[Tier]) -> Result<Self, EbpfError> {
+        let mut last = None;
+        for &tier in tiers {
+            match Self::start(watch, tier) {
+                Ok(s) => return Ok(s),
+                Err(e @ (EbpfError::NotRoot | EbpfError::NoBtf { .. })) => return Err(e),
+                Err(e) => {
+                    info!("{e}; trying the next tier");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(EbpfError::MissingHook("(no tier asked for)".into())))
+    }
+
+    /// Loads the object: the kernel's layout and the watched roots go in before anything is
+    /// attached.
+    fn load(watch: &WatchSet) -> Result<(Ebpf, btf::Btf, fim_common::Offsets), EbpfError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(EbpfError::NotRoot);
@@ -248,7 +482,8 @@ impl EbpfSensor {
             path: btf_path.into(),
             source,
         })?;
-        let offsets = btf::resolve_offsets(&btf::Btf::parse(&blob)?)?;
+        let kbtf = btf::Btf::parse(&blob)?;
+        let offsets = btf::resolve_offsets(&kbtf)?;
         debug!("kernel offsets: {offsets:?}");
         mount_tracefs_if_needed()?;
 
@@ -258,49 +493,18 @@ impl EbpfSensor {
                 .unwrap_or_default();
         let fork_child_pid: u32 = tracepoint_field_offset(&newtask, "pid").unwrap_or(8);
         let fork_flags: u32 = tracepoint_field_offset(&newtask, "clone_flags").unwrap_or(32);
+        let returns_ptr: u32 = programs::OUTCOMES
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, function, _))| kbtf.function_returns_pointer(function) == Some(true))
+            .fold(0, |bits, (i, _)| bits | 1 << i);
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OFFSETS, &offsets, true)
             .override_global(globals::SELF_TGID, &self_tgid, true)
             .override_global(globals::FORK_CHILD_PID_OFFSET, &fork_child_pid, true)
             .override_global(globals::FORK_FLAGS_OFFSET, &fork_flags, true)
+            .override_global(globals::OUTCOME_RETURNS_PTR, &returns_ptr, true)
             .load(OBJECT)?;
-        if set == Programs::ProcessTable {
-            for (program, category, tracepoint) in [
-                (programs::PROC_EXEC, "sched", "sched_process_exec"),
-                (programs::PROC_FORK, "task", "task_newtask"),
-                (programs::PROC_EXIT, "sched", "sched_process_exit"),
-            ] {
-                load_program(&mut ebpf, program)?;
-                attach_in(&mut ebpf, program, category, tracepoint)?;
-            }
-            info!(
-                "eBPF process table attached to sched_process_exec, task_newtask, sched_process_exit"
-            );
-            return Self::finish_start(ebpf);
-        }
-
-        let table = syscalls::table();
-        {
-            let map = ebpf.map_mut(maps::SYSCALLS).ok_or(EbpfError::Map {
-                name: maps::SYSCALLS,
-                source: aya::maps::MapError::InvalidName {
-                    name: maps::SYSCALLS.into(),
-                },
-            })?;
-            let mut specs: Array<_, fim_common::SyscallSpec> =
-                Array::try_from(map).map_err(|source| EbpfError::Map {
-                    name: maps::SYSCALLS,
-                    source,
-                })?;
-            for f in &table {
-                specs
-                    .set(f.nr, f.spec, 0)
-                    .map_err(|source| EbpfError::Map {
-                        name: maps::SYSCALLS,
-                        source,
-                    })?;
-            }
-        }
         {
             let map = ebpf.map_mut(maps::WATCH_ROOTS).ok_or(EbpfError::Map {
                 name: maps::WATCH_ROOTS,
@@ -324,59 +528,49 @@ impl EbpfSensor {
                     })?;
             }
         }
-
-        for p in [
-            programs::SAVE_ARGS,
-            programs::EXIT_PATH,
-            programs::EXIT_FD,
-            programs::EXIT_TWO_PATHS,
-            programs::EXIT_OPEN,
-            programs::ENTER_WRITE,
-            programs::EXIT_WRITE,
-            programs::ENTER_CLOSE,
-            programs::ENTER_DUP,
-        ] {
-            load_program(&mut ebpf, p)?;
-        }
-        let mut attached = 0;
-        for f in &table {
-            let (enter, exit) = (
-                format!("sys_enter_{}", f.name),
-                format!("sys_exit_{}", f.name),
-            );
-            if !tracepoint_exists(&enter) || !tracepoint_exists(&exit) {
-                if f.required {
-                    return Err(EbpfError::MissingHook(enter));
-                }
-                debug!("kernel has no syscalls:{enter}; skipping {}", f.name);
-                continue;
-            }
-            attach(&mut ebpf, programs::SAVE_ARGS, &enter)?;
-            attach(&mut ebpf, f.exit_program(), &exit)?;
-            attached += 1;
-        }
-        for name in syscalls::WRITE_FAMILY {
-            attach(
-                &mut ebpf,
-                programs::ENTER_WRITE,
-                &format!("sys_enter_{name}"),
-            )?;
-            attach(&mut ebpf, programs::EXIT_WRITE, &format!("sys_exit_{name}"))?;
-        }
-        for (name, program) in syscalls::CLOSE_FAMILY {
-            attach(&mut ebpf, program, &format!("sys_enter_{name}"))?;
-        }
-        info!(
-            "eBPF tracepoint sensor attached to {} syscalls (+{} write, {} close)",
-            attached,
-            syscalls::WRITE_FAMILY.len(),
-            syscalls::CLOSE_FAMILY.len()
-        );
-
-        Self::finish_start(ebpf)
+        Ok((ebpf, kbtf, offsets))
     }
 
-    fn finish_start(mut ebpf: Ebpf) -> Result<Self, EbpfError> {
+    fn start_tier(watch: &WatchSet, tier: Tier) -> Result<Self, EbpfError> {
+        if tier == Tier::Lsm
+            && let Some(lsms) = active_lsms()
+            && !lsms.split(',').any(|l| l == "bpf")
+        {
+            return Err(EbpfError::LsmInactive(lsms));
+        }
+        let (mut ebpf, kbtf, offsets) = Self::load(watch)?;
+        if tier != Tier::Tracepoint && offsets.sb_mounts_style == 0 {
+            return Err(EbpfError::MissingHook(
+                "(kernel BTF: no known link from a file system to its mounts)".into(),
+            ));
+        }
+        match tier {
+            Tier::Tracepoint => attach_syscall_tier(&mut ebpf)?,
+            Tier::Lsm | Tier::Fentry => {
+                attach_kernel_object_tier(&mut ebpf, &kbtf, tier)?;
+                attach_write_family(&mut ebpf)?;
+            }
+        }
+        info!("sensor: {} attached", tier.describe());
+        Self::finish_start(ebpf, tier.sensor_name())
+    }
+
+    /// Only the process table's programs (for `--sensor auto` with fanotify).
+    pub fn start_process_table(watch: &WatchSet) -> Result<Self, EbpfError> {
+        let (mut ebpf, _, _) = Self::load(watch)?;
+        for (name, category, tracepoint) in [
+            (programs::PROC_EXEC, "sched", "sched_process_exec"),
+            (programs::PROC_FORK, "task", "task_newtask"),
+            (programs::PROC_EXIT, "sched", "sched_process_exit"),
+        ] {
+            load_program(&mut ebpf, name)?;
+            attach_in(&mut ebpf, name, category, tracepoint)?;
+        }
+        info!("eBPF process table attached to sched_process_exec, task_newtask, sched_process_exit");
+        Self::finish_start(ebpf, Tier::Tracepoint.sensor_name())
+    }
+
+    fn finish_start(mut ebpf: Ebpf, name: &'static str) -> Result<Self, EbpfError> {
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).ok_or(EbpfError::Map {
             name: maps::EVENTS,
             source: aya::maps::MapError::InvalidName {
@@ -409,7 +603,14 @@ impl EbpfSensor {
             counters: Arc::new(DropCounters::default()),
             boot_to_unix_ns: boot_to_unix_ns(),
             procs: None,
+            name,
+            pairing: outcomes::Pairing::default(),
         })
+    }
+
+    /// The sensor's name in events (`ebpf-lsm`, `ebpf-fentry`, `ebpf-tracepoint`).
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// Routes process records (exec/fork/exit) into `table`.
@@ -455,7 +656,11 @@ impl EbpfSensor {
                     false
                 }
                 () = tokio::time::sleep(POLL_INTERVAL) => false,
-                _ = drop_check.tick() => { self.check_drops(); false }
+                _ = drop_check.tick() => {
+                    self.check_drops();
+                    self.pairing.expire(crate::event::unix_now_ns());
+                    false
+                }
             };
             if !self.drain(&tx).await {
                 break;
@@ -473,13 +678,16 @@ impl EbpfSensor {
         loop {
             let decoded = match self.ring.get_mut().next() {
                 None => return true,
-                Some(item) => decode_record(&item, self.boot_to_unix_ns, SENSOR_NAME),
+                Some(item) => decode_record(&item, self.boot_to_unix_ns, self.name),
             };
-            match decoded {
-                Ok(Decoded::File(ev)) => {
-                    if tx.send(*ev).await.is_err() {
-                        return false;
-                    }
+            let ready = match decoded {
+                Ok(Decoded::File(ev)) => Some(*ev),
+                Ok(Decoded::Announced { tid, event }) => {
+                    self.pairing.announce(tid, *event);
+                    None
+                }
+                Ok(Decoded::Outcome { tid, failed, size }) => {
+                    self.pairing.outcome(tid, failed, size)
                 }
                 Ok(Decoded::Process(p)) => {
                     if let Some(table) = &self.procs
@@ -487,11 +695,18 @@ impl EbpfSensor {
                     {
                         t.apply(p);
                     }
+                    None
                 }
                 Err(e) => {
                     self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
                     warn!("dropping an undecodable kernel record: {e}");
+                    None
                 }
+            };
+            if let Some(ev) = ready
+                && tx.send(ev).await.is_err()
+            {
+                return false;
             }
         }
     }
