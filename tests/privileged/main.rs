@@ -8,4 +8,5 @@ mod fanotify;
 mod integrity;
 mod ops;
 mod scan;
+mod tiers;
 mod volume;

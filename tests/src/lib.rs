@@ -28,6 +28,28 @@ pub fn scaled(d: Duration) -> Duration {
     d * factor
 }
 
+/// The eBPF tier the scenarios run against: `$FIM_TEST_TIER` (`lsm`, `fentry` or
+/// `tracepoint`), by default `tracepoint`, the one tier every supported host allows. The
+/// kernel matrix runs the scenario suite once per tier each guest supports.
+pub fn tier() -> String {
+    std::env::var("FIM_TEST_TIER").unwrap_or_else(|_| "tracepoint".to_owned())
+}
+
+/// Whether the tier under test builds paths from kernel objects (LSM, fentry) rather than
+/// from syscall arguments (tracepoint).
+pub fn kernel_object_tier() -> bool {
+    tier() != "tracepoint"
+}
+
+/// The `fim.path.source` the tier under test gives a path-based syscall (`chmod(path)`).
+pub fn path_arg_source() -> &'static str {
+    if kernel_object_tier() {
+        "kernel_object"
+    } else {
+        "syscall_string"
+    }
+}
+
 /// Path of the `fim` binary under test: `$FIM_BIN`, or the workspace's debug build.
 pub fn fim_bin() -> PathBuf {
     std::env::var_os("FIM_BIN")
@@ -99,9 +121,10 @@ impl Daemon {
             .expect("a state directory");
         let mut cmd = Command::new(fim_bin());
         cmd.arg("run").arg("--state-dir").arg(&state_dir).args(args);
-        // Tests that do not choose a sensor exercise the eBPF tracepoint sensor.
+        // Tests that do not choose a sensor exercise the eBPF tier under test, forced: a
+        // tier the kernel refuses fails the test instead of falling back.
         if !args.contains(&"--sensor") {
-            cmd.args(["--sensor", "ebpf"]);
+            cmd.args(["--sensor", &tier()]);
         }
         for w in watch {
             cmd.arg("--watch").arg(w);
@@ -317,7 +340,7 @@ pub fn this_thread() -> (u32, u32, String, String) {
 
 /// Asserts the process fields of `v` are this test thread's.
 pub fn assert_acted_by_this_thread(v: &Value) {
-    assert_acted_by_this_thread_via(v, "ebpf-tracepoint");
+    assert_acted_by_this_thread_via(v, &format!("ebpf-{}", tier()));
 }
 
 /// Asserts the process fields of `v` are this test thread's, and that `sensor` saw it.

@@ -50,8 +50,13 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Run every test.
-    Test,
-    /// Boot Debian's 6.1 and 6.12 cloud kernels in QEMU and run the sensor scenarios there.
+    Test {
+        /// Skip the kernel-matrix stage (for quick local runs; CI runs it).
+        #[arg(long)]
+        host_only: bool,
+    },
+    /// Boot Debian's 6.1 and 6.12 cloud kernels in QEMU and run the scenario suite per eBPF
+    /// tier there (the last stage of `test`, on its own).
     Matrix,
     /// Run a benchmark and print its numbers.
     Bench {
@@ -88,10 +93,10 @@ fn main() -> Result<()> {
             let err = exec(Command::new(bin).arg("run").args(args));
             Err(err).context("starting fim")
         }
-        Cmd::Test => test(),
+        Cmd::Test { host_only } => test(host_only),
         Cmd::Matrix => {
             setup()?;
-            matrix::matrix()
+            matrix::matrix().map(drop)
         }
         Cmd::Bench { what } => {
             setup()?;
@@ -208,7 +213,7 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
-fn test() -> Result<()> {
+fn test(host_only: bool) -> Result<()> {
     setup()?;
     step("checking formatting");
     cargo(&["fmt", "--all", "--", "--check"])?;
@@ -262,9 +267,34 @@ fn test() -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
-    println!("tests: {passed} passed, {failed} failed");
+    println!("host tests: {passed} passed, {failed} failed");
+    // The matrix runs even after a host failure, so one run shows everything that is wrong.
+    let matrix = if host_only {
+        println!("==> xtask: kernel matrix skipped (--host-only)");
+        None
+    } else if !privileged && std::env::var_os("CI").is_none() {
+        eprintln!("==> xtask: not root: kernel matrix skipped (it runs when CI is set)");
+        None
+    } else {
+        step("kernel matrix: the scenario suite per eBPF tier in QEMU guests");
+        Some(matrix::matrix())
+    };
+    let (mut total_passed, mut total_failed) = (passed, failed);
+    let mut matrix_error = None;
+    match matrix {
+        Some(Ok((p, f))) => {
+            total_passed += p;
+            total_failed += f;
+        }
+        Some(Err(e)) => matrix_error = Some(e),
+        None => {}
+    }
+    println!("tests: {total_passed} passed, {total_failed} failed");
     if !status.success() || failed > 0 {
-        bail!("tests failed ({status})");
+        bail!("host tests failed ({status})");
+    }
+    if let Some(e) = matrix_error {
+        return Err(e);
     }
     if passed == 0 {
         bail!("no test ran");

@@ -1,11 +1,12 @@
-//! `cargo xtask matrix`: the kernel matrix. Boots Debian's 6.1 and 6.12 cloud kernels under
-//! QEMU (TCG, hard timeout) with a minimal initramfs holding busybox, the release `fim`, the
-//! privileged test binary and the libraries they link, and runs the sensor scenario suites
-//! (`ops::` for the eBPF tracepoint sensor, `fanotify::` for fanotify and auto) in each guest. Results come back over the serial console (cloud kernels have no
-//! 9p); a guest that does not report is a failure.
+//! `cargo xtask matrix` (also the last stage of `cargo xtask test`): the kernel matrix.
+//! Boots Debian's 6.1 and 6.12 cloud kernels under QEMU (TCG, hard timeout) with a minimal
+//! initramfs holding busybox, the release `fim` (the eBPF object is inside it), the
+//! privileged test binary and the libraries they link, and runs in each guest the eBPF
+//! scenario suite once per tier (LSM, fentry, tracepoint: [`RUNS`]), the tier-choice tests,
+//! and the fanotify scenarios. Results come back over the serial console (cloud kernels
+//! have no 9p); a run or a guest that does not report is a failure.
 //!
 //! Kernel packages are fetched with `apt-get download` into `target/matrix/cache` once.
-//! Today the guests run the eBPF tracepoint tier; the LSM and fentry tiers join with issue 3.
 
 use std::{
     fs,
@@ -27,7 +28,43 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
 ];
 /// A guest that has not powered off by then has failed.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(900);
+const GUEST_TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// One run of the privileged test binary inside each guest.
+struct TestRun {
+    /// Name in the serial log.
+    label: &'static str,
+    /// The eBPF tier the scenarios force (`FIM_TEST_TIER`).
+    tier: &'static str,
+    /// libtest filters.
+    filter: &'static str,
+}
+
+/// The scenario suite per tier, then the fanotify sensor's. Debian's cloud kernels have
+/// `bpf` in their default LSM list, so the best tier there is LSM (`FIM_TEST_BEST_TIER`).
+const RUNS: &[TestRun] = &[
+    TestRun {
+        label: "lsm",
+        tier: "lsm",
+        filter: "ops:: volume:: tiers::",
+    },
+    TestRun {
+        label: "fentry",
+        tier: "fentry",
+        filter: "ops:: volume::",
+    },
+    TestRun {
+        label: "tracepoint",
+        tier: "tracepoint",
+        filter: "ops:: volume::",
+    },
+    TestRun {
+        label: "fanotify",
+        tier: "tracepoint",
+        filter: "fanotify::sensor_fanotify::",
+    },
+];
+const GUEST_BEST_TIER: &str = "lsm";
 
 fn matrix_dir() -> PathBuf {
     root().join("target/matrix")
@@ -150,7 +187,7 @@ fn libraries(exe: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, filter: &str, out: &Path) -> Result<()> {
+fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, out: &Path) -> Result<()> {
     let dir = out.with_extension("d");
     let _ = fs::remove_dir_all(&dir);
     for d in ["bin", "proc", "sys", "dev", "tmp"] {
@@ -190,6 +227,20 @@ fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, filter: &str, out: &Path
     } else {
         fs::copy(&loop_ko, dir.join("loop.ko"))?;
     }
+    let runs: String = RUNS
+        .iter()
+        .map(|r| {
+            format!(
+                "echo MATRIX-RUN: {label}\n\
+                 FIM_BIN=/fim CI=true FIM_TEST_TIME_SCALE=6 FIM_TEST_TIER={tier} \
+                 FIM_TEST_BEST_TIER={GUEST_BEST_TIER} /privileged --test-threads 2 {filter} 2>&1\n\
+                 echo \"MATRIX-EXIT: {label} $?\"\n",
+                label = r.label,
+                tier = r.tier,
+                filter = r.filter
+            )
+        })
+        .collect();
     let img = dir.join("tmp.img");
     // Room (and inodes) for the 20,000-file overflow scenario, twice at once.
     fs::File::create(&img)?.set_len(160 << 20)?;
@@ -207,8 +258,8 @@ fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, filter: &str, out: &Path
              mkdir -p /dev/shm && mount -t tmpfs shm /dev/shm\n\
              echo \"MATRIX-KERNEL: $(cat /proc/sys/kernel/osrelease) lsm=$(cat /sys/kernel/security/lsm)\"\n\
              cd /tmp\n\
-             FIM_BIN=/fim CI=true FIM_TEST_TIME_SCALE=6 /privileged --test-threads 2 {filter} 2>&1\n\
-             echo \"MATRIX-EXIT: $?\"\n\
+             {runs}\
+             echo MATRIX-DONE\n\
              poweroff -f\n"
         ),
     )?;
@@ -240,8 +291,55 @@ fn walk_find(dir: &Path, prefix: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// Boots one guest and returns (passed, its serial log).
-fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> Result<(bool, String)> {
+/// What one guest reported for one run: its libtest counts, or nothing.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RunResult {
+    /// `test result:` line seen and the run exited 0.
+    pub ok: bool,
+    /// Tests passed.
+    pub passed: u64,
+    /// Tests failed.
+    pub failed: u64,
+}
+
+/// Splits a guest's serial log into the result of each run in [`RUNS`] order. Pure.
+fn results(log: &str) -> Vec<(String, RunResult)> {
+    let mut out: Vec<(String, RunResult)> = Vec::new();
+    // Markers are searched inside lines: the console may prefix them with escape codes.
+    let after = |line: &'_ str, marker: &str| -> Option<String> {
+        line.find(marker).map(|i| line[i + marker.len()..].to_owned())
+    };
+    for line in log.lines() {
+        if let Some(label) = after(line, "MATRIX-RUN: ") {
+            out.push((label.trim().to_owned(), RunResult::default()));
+        } else if let Some(rest) = after(line, "test result: ")
+            && let Some((_, r)) = out.last_mut()
+        {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| {
+                        p.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            r.passed += count(" passed");
+            r.failed += count(" failed");
+            r.ok = rest.starts_with("ok.");
+        } else if let Some(rest) = after(line, "MATRIX-EXIT: ")
+            && let Some((label, r)) = out.last_mut()
+        {
+            r.ok &= rest.trim() == format!("{label} 0") && r.passed > 0;
+        }
+    }
+    out
+}
+
+/// Boots one guest and returns its serial log.
+fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> Result<String> {
     let start = Instant::now();
     let status = Command::new("timeout")
         .arg(GUEST_TIMEOUT.as_secs().to_string())
@@ -266,54 +364,97 @@ fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> Result<(bool, String)> {
         .status()
         .context("starting qemu")?;
     let text = String::from_utf8_lossy(&fs::read(log)?).into_owned();
-    let reported = text.contains("MATRIX-EXIT: ");
-    let passed = text.contains("MATRIX-EXIT: 0") && text.contains("test result: ok.");
-    if !reported {
+    if !text.contains("MATRIX-DONE") {
         eprintln!(
-            "guest did not report back ({status}, {:.0} s)",
+            "guest did not finish ({status}, {:.0} s)",
             start.elapsed().as_secs_f64()
         );
     }
-    Ok((passed, text))
+    Ok(text)
 }
 
-/// Runs the matrix; fails when any kernel fails or does not report.
-pub fn matrix() -> Result<()> {
+/// Runs the matrix; fails when any run on any kernel fails or does not report. Returns the
+/// tests passed and failed over all guests.
+pub fn matrix() -> Result<(u64, u64)> {
     apt_install(PACKAGES)?;
     step("building fim (release) and the test binary");
     cargo(&["build", "--release", "-p", "fim-userspace"])?;
     let fim = root().join("target/release/fim");
     let tests = test_binary()?;
+    let (mut passed, mut failed_tests) = (0, 0);
     let mut failed = Vec::new();
     for line in ["6.1", "6.12"] {
         let (vmlinuz, unpacked) = kernel(line)?;
         let initrd = matrix_dir().join(format!("initramfs-{line}.cpio.gz"));
-        // The eBPF tracepoint scenarios and the fanotify/auto ones.
-        initramfs(&unpacked, &fim, &tests, "ops:: fanotify::", &initrd)?;
+        initramfs(&unpacked, &fim, &tests, &initrd)?;
         step(&format!("booting {} under QEMU (TCG)", vmlinuz.display()));
         let start = Instant::now();
         let log = matrix_dir().join(format!("serial-{line}.log"));
-        let (passed, text) = boot(&vmlinuz, &initrd, &log)?;
+        let text = boot(&vmlinuz, &initrd, &log)?;
         for l in text.lines().filter(|l| {
-            l.contains("MATRIX-KERNEL") || l.starts_with("test ") || l.starts_with("test result")
+            l.contains("MATRIX-") || l.starts_with("test ") || l.contains("panicked")
         }) {
             println!(
                 "  [{line}] {}",
                 l.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
             );
         }
+        let got = results(&text);
+        for run in RUNS {
+            let r = got.iter().find(|(l, _)| l == run.label).map(|(_, r)| r);
+            passed += r.map_or(0, |r| r.passed);
+            failed_tests += r.map_or(1, |r| r.failed.max(u64::from(!r.ok)));
+            let verdict = match r {
+                None => "did not report".to_owned(),
+                Some(r) if r.ok => format!("ok ({} passed)", r.passed),
+                Some(r) => format!("FAILED ({} passed, {} failed)", r.passed, r.failed),
+            };
+            println!("kernel {line}, {}: {verdict}", run.label);
+            if !r.is_some_and(|r| r.ok) {
+                failed.push(format!("{line}/{}", run.label));
+            }
+        }
         println!(
-            "kernel {line}: {} in {:.0} s (serial log: {})",
-            if passed { "passed" } else { "FAILED" },
+            "kernel {line}: {:.0} s (serial log: {})",
             start.elapsed().as_secs_f64(),
             log.display()
         );
-        if !passed {
-            failed.push(line);
-        }
     }
     if !failed.is_empty() {
-        bail!("kernel matrix failed on {}", failed.join(", "));
+        bail!("kernel matrix failed: {}", failed.join(", "));
     }
-    Ok(())
+    Ok((passed, failed_tests))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_run_is_judged_by_its_own_result_and_exit_lines() {
+        let log = "\x1b[0mMATRIX-RUN: lsm\n\
+                   test ops::x ... ok\n\
+                   test result: ok. 15 passed; 0 failed; 0 ignored\n\
+                   MATRIX-EXIT: lsm 0\n\
+                   MATRIX-RUN: fentry\n\
+                   test result: FAILED. 14 passed; 1 failed; 0 ignored\n\
+                   MATRIX-EXIT: fentry 101\n\
+                   MATRIX-RUN: tracepoint\n";
+        let r = results(log);
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            r[0],
+            (
+                "lsm".to_owned(),
+                RunResult {
+                    ok: true,
+                    passed: 15,
+                    failed: 0
+                }
+            )
+        );
+        assert!(!r[1].1.ok);
+        assert_eq!(r[1].1.failed, 1);
+        assert!(!r[2].1.ok, "a run that never finished is not ok");
+    }
 }

@@ -1,0 +1,96 @@
+//! Choosing the eBPF tier at run time: `--sensor ebpf` takes the best tier the kernel allows
+//! (LSM, then fentry, then tracepoints) and logs it; `--sensor auto` uses eBPF alone where a
+//! kernel-object tier loads and fanotify plus the eBPF process table elsewhere; forcing a tier
+//! the kernel refuses is a clear error.
+//!
+//! What "best" is on the running kernel comes from `FIM_TEST_BEST_TIER` (the kernel matrix
+//! sets `lsm` in its guests), by default `tracepoint` (this project's hosts refuse LSM and
+//! fentry programs).
+
+use std::{fs, process::Command};
+
+use fim_tests::{Daemon, fim_bin, is, require_privileges, tempdir};
+
+fn best() -> String {
+    std::env::var("FIM_TEST_BEST_TIER").unwrap_or_else(|_| "tracepoint".to_owned())
+}
+
+fn describe(tier: &str) -> &'static str {
+    match tier {
+        "lsm" => "eBPF LSM tier",
+        "fentry" => "eBPF fentry tier",
+        _ => "eBPF tracepoint tier",
+    }
+}
+
+/// Starts fim with `sensor`, makes a directory, and returns the sensor that reported it.
+fn sensor_reporting(sensor: &str) -> String {
+    let (_guard, dir) = tempdir();
+    let mut d = Daemon::start_with(&[&dir], None, &["--sensor", sensor]);
+    let sub = dir.join("made");
+    fs::create_dir(&sub).expect("mkdir");
+    let v = d.wait_for("mkdir", |v| is(v, "mkdir", &sub));
+    v["fim"]["sensor"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn ebpf_takes_the_best_tier_the_kernel_allows_and_logs_it() {
+    if !require_privileges() {
+        return;
+    }
+    let best = best();
+    let (_guard, dir) = tempdir();
+    let mut d = Daemon::start_with(&[&dir], None, &["--sensor", "ebpf"]);
+    let line = d.wait_log("attached", std::time::Duration::from_secs(10));
+    assert!(
+        line.contains(&format!("sensor: {}", describe(&best))),
+        "the chosen tier is logged: {line}"
+    );
+    drop(d);
+    assert_eq!(sensor_reporting("ebpf"), format!("ebpf-{best}"));
+}
+
+#[test]
+fn auto_uses_kernel_objects_where_allowed_and_fanotify_elsewhere() {
+    if !require_privileges() {
+        return;
+    }
+    let expected = match best().as_str() {
+        "tracepoint" => "fanotify".to_owned(),
+        tier => format!("ebpf-{tier}"),
+    };
+    assert_eq!(sensor_reporting("auto"), expected);
+}
+
+#[test]
+fn each_tier_is_forced_or_refused_with_a_clear_error() {
+    if !require_privileges() {
+        return;
+    }
+    let best = best();
+    let rank = |t: &str| ["lsm", "fentry", "tracepoint"].iter().position(|x| *x == t);
+    let (_guard, dir) = tempdir();
+    for tier in ["lsm", "fentry", "tracepoint"] {
+        if rank(tier) >= rank(&best) {
+            // Allowed here: forcing it runs exactly that tier.
+            assert_eq!(sensor_reporting(tier), format!("ebpf-{tier}"), "--sensor {tier}");
+            continue;
+        }
+        let (_state_guard, state) = tempdir();
+        let out = Command::new(fim_bin())
+            .args(["run", "--sensor", tier, "--watch"])
+            .arg(&dir)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .expect("run fim");
+        assert_eq!(out.status.code(), Some(1), "--sensor {tier} on a kernel refusing it");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let expected = format!("fim: error: the kernel refused the {}", describe(tier));
+        assert!(
+            err.lines().any(|l| l.starts_with(&expected)),
+            "clear error for --sensor {tier}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "no events from a refused tier");
+    }
+}
