@@ -32,7 +32,10 @@ pub fn is_watched(buf: *mut EventBuf, pos: usize, len: usize) -> bool {
             src.cast(),
         );
         if len < ROOT_KEY_LEN {
-            (*key).data[len & (ROOT_KEY_LEN - 1)] = b'/';
+            // Masked after an opaque copy: LLVM drops a mask the branch makes redundant, and
+            // the verifier may see `len` reloaded from the stack without that bound.
+            let at = core::ptr::read_volatile(&len) & (ROOT_KEY_LEN - 1);
+            (*key).data[at] = b'/';
             (*key).prefix_len = ((len + 1) * 8) as u32;
         } else {
             (*key).prefix_len = (ROOT_KEY_LEN * 8) as u32;

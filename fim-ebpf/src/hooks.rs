@@ -97,7 +97,13 @@ fn on_child(
     let dir = path_arg(ctx, 0)?;
     let dentry = arg(ctx, 1);
     let buf = begin(kind)?;
-    let w = watched_path(buf, KPath { mnt: dir.mnt, dentry })?;
+    let w = watched_path(
+        buf,
+        KPath {
+            mnt: dir.mnt,
+            dentry,
+        },
+    )?;
     if let Some(n) = mode {
         unsafe { (*buf).header.mode = arg(ctx, n) as u32 & 0o177_777 };
     }
@@ -116,7 +122,10 @@ fn on_path(ctx: *mut c_void, kind: EventKind) -> Option<(*mut EventBuf, Written,
 
 macro_rules! pre_hook {
     ($lsm:ident, $fentry:ident, $hook:literal, $function:literal, |$ctx:ident| $body:expr) => {
+        // inline(always) applies to the body the macro wraps: an outlined body would be a
+        // call taking the context, which the 6.1 verifier refuses ("reg type unsupported").
         #[lsm(hook = $hook)]
+        #[inline(always)]
         pub fn $lsm(ctx: LsmContext) -> i32 {
             let $ctx = ctx.as_ptr();
             let _ = $body;
@@ -124,6 +133,7 @@ macro_rules! pre_hook {
         }
 
         #[fentry(function = $function)]
+        #[inline(always)]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
             let $ctx = ctx.as_ptr();
             let _ = $body;
@@ -482,7 +492,8 @@ fn outcome(ctx: *mut c_void, which: Outcome, extra: impl FnOnce(*mut c_void) -> 
     let _ = INTENT.remove(&id);
     let mut ret: u64 = 0;
     unsafe { bpf_get_func_ret(ctx, &mut ret) };
-    let returns_ptr = unsafe { core::ptr::read_volatile(&OUTCOME_RETURNS_PTR) } >> (which as u32) & 1 == 1;
+    let returns_ptr =
+        unsafe { core::ptr::read_volatile(&OUTCOME_RETURNS_PTR) } >> (which as u32) & 1 == 1;
     let failed = if returns_ptr {
         // ERR_PTR: the last page of the address space.
         ret >= (-4095i64) as u64
@@ -504,6 +515,7 @@ fn outcome(ctx: *mut c_void, which: Outcome, extra: impl FnOnce(*mut c_void) -> 
 macro_rules! outcome_of {
     ($name:ident, $function:literal, $which:expr) => {
         #[fexit(function = $function)]
+        #[inline(always)]
         pub fn $name(ctx: FExitContext) -> u32 {
             let _ = outcome(ctx.as_ptr(), $which, |_| 0);
             0
@@ -520,13 +532,22 @@ outcome_of!(fim_fexit_vfs_symlink, "vfs_symlink", Outcome::Symlink);
 outcome_of!(fim_fexit_vfs_link, "vfs_link", Outcome::Link);
 outcome_of!(fim_fexit_vfs_rename, "vfs_rename", Outcome::Rename);
 outcome_of!(fim_fexit_vfs_setxattr, "vfs_setxattr", Outcome::SetXattr);
-outcome_of!(fim_fexit_vfs_removexattr, "vfs_removexattr", Outcome::RemoveXattr);
+outcome_of!(
+    fim_fexit_vfs_removexattr,
+    "vfs_removexattr",
+    Outcome::RemoveXattr
+);
 outcome_of!(fim_fexit_vfs_set_acl, "vfs_set_acl", Outcome::SetAcl);
-outcome_of!(fim_fexit_vfs_remove_acl, "vfs_remove_acl", Outcome::RemoveAcl);
+outcome_of!(
+    fim_fexit_vfs_remove_acl,
+    "vfs_remove_acl",
+    Outcome::RemoveAcl
+);
 
 /// chmod, chown, truncate: `notify_change(idmap, dentry, iattr, ...)`; the new length of a
 /// truncate is the iattr's `ia_size`.
 #[fexit(function = "notify_change")]
+#[inline(always)]
 pub fn fim_fexit_notify_change(ctx: FExitContext) -> u32 {
     let _ = outcome(ctx.as_ptr(), Outcome::NotifyChange, |ctx| {
         read::<u64>(arg(ctx, 2), off!(iattr_size)).unwrap_or(0)
@@ -537,6 +558,7 @@ pub fn fim_fexit_notify_change(ctx: FExitContext) -> u32 {
 /// `vfs_open(path, file)`: a successful open for write starts following the file's writes;
 /// an `O_TRUNC` open of an existing file notes the truncate it is about to do.
 #[fexit(function = "vfs_open")]
+#[inline(always)]
 pub fn fim_fexit_vfs_open(ctx: FExitContext) -> u32 {
     let _ = outcome(ctx.as_ptr(), Outcome::Open, |ctx| {
         let _ = opened(arg(ctx, 1));

@@ -204,7 +204,8 @@ pub fn write_user_str(buf: *mut EventBuf, pos: usize, user: u64, max: u32) -> Wr
 /// `pos` as-is. Returns its length without the NUL.
 #[inline(always)]
 pub fn write_kernel_str(buf: *mut EventBuf, pos: usize, kernel: u64, max: u32) -> Written {
-    let n = unsafe { bpf_probe_read_kernel_str(data_ptr(buf, pos).cast(), max, kernel as *const _) };
+    let n =
+        unsafe { bpf_probe_read_kernel_str(data_ptr(buf, pos).cast(), max, kernel as *const _) };
     if n <= 0 {
         return Written {
             len: 0,

@@ -46,10 +46,9 @@ fn action_of(kind: EventKind) -> Option<Action> {
         EventKind::Link => Action::Link,
         EventKind::Symlink => Action::Symlink,
         EventKind::Mknod => Action::Mknod,
-        EventKind::ProcExec
-        | EventKind::ProcFork
-        | EventKind::ProcExit
-        | EventKind::Outcome => return None,
+        EventKind::ProcExec | EventKind::ProcFork | EventKind::ProcExit | EventKind::Outcome => {
+            return None;
+        }
     })
 }
 

@@ -505,7 +505,10 @@ fn failed_operations_are_not_reported() {
         .iter()
         .filter(|v| is(v, "rmdir", &full) || is(v, "setxattr", &f))
         .collect();
-    assert!(reported.is_empty(), "failed operations reported: {reported:?}");
+    assert!(
+        reported.is_empty(),
+        "failed operations reported: {reported:?}"
+    );
 }
 
 #[test]

@@ -73,7 +73,11 @@ fn each_tier_is_forced_or_refused_with_a_clear_error() {
     for tier in ["lsm", "fentry", "tracepoint"] {
         if rank(tier) >= rank(&best) {
             // Allowed here: forcing it runs exactly that tier.
-            assert_eq!(sensor_reporting(tier), format!("ebpf-{tier}"), "--sensor {tier}");
+            assert_eq!(
+                sensor_reporting(tier),
+                format!("ebpf-{tier}"),
+                "--sensor {tier}"
+            );
             continue;
         }
         let (_state_guard, state) = tempdir();
@@ -84,7 +88,11 @@ fn each_tier_is_forced_or_refused_with_a_clear_error() {
             .arg(&state)
             .output()
             .expect("run fim");
-        assert_eq!(out.status.code(), Some(1), "--sensor {tier} on a kernel refusing it");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "--sensor {tier} on a kernel refusing it"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         let expected = format!("fim: error: the kernel refused the {}", describe(tier));
         assert!(

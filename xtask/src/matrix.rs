@@ -227,8 +227,7 @@ fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, out: &Path) -> Result<()
     } else {
         fs::copy(&loop_ko, dir.join("loop.ko"))?;
     }
-    let runs: String = RUNS
-        .iter()
+    let runs: String = selected_runs()
         .map(|r| {
             format!(
                 "echo MATRIX-RUN: {label}\n\
@@ -291,6 +290,23 @@ fn walk_find(dir: &Path, prefix: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
+/// The runs `FIM_MATRIX_RUNS` (comma-separated labels) selects; all by default. For
+/// developers iterating on one tier; `cargo xtask test` runs them all.
+fn selected_runs() -> impl Iterator<Item = &'static TestRun> {
+    let only = std::env::var("FIM_MATRIX_RUNS").ok();
+    RUNS.iter().filter(move |r| {
+        only.as_ref()
+            .is_none_or(|o| o.split(',').any(|l| l.trim() == r.label))
+    })
+}
+
+/// The kernels `FIM_MATRIX_KERNELS` (comma-separated lines) selects; 6.1 and 6.12 by default.
+fn selected_kernels() -> Vec<String> {
+    std::env::var("FIM_MATRIX_KERNELS")
+        .map(|k| k.split(',').map(|l| l.trim().to_owned()).collect())
+        .unwrap_or_else(|_| vec!["6.1".to_owned(), "6.12".to_owned()])
+}
+
 /// What one guest reported for one run: its libtest counts, or nothing.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RunResult {
@@ -307,7 +323,8 @@ fn results(log: &str) -> Vec<(String, RunResult)> {
     let mut out: Vec<(String, RunResult)> = Vec::new();
     // Markers are searched inside lines: the console may prefix them with escape codes.
     let after = |line: &'_ str, marker: &str| -> Option<String> {
-        line.find(marker).map(|i| line[i + marker.len()..].to_owned())
+        line.find(marker)
+            .map(|i| line[i + marker.len()..].to_owned())
     };
     for line in log.lines() {
         if let Some(label) = after(line, "MATRIX-RUN: ") {
@@ -383,7 +400,8 @@ pub fn matrix() -> Result<(u64, u64)> {
     let tests = test_binary()?;
     let (mut passed, mut failed_tests) = (0, 0);
     let mut failed = Vec::new();
-    for line in ["6.1", "6.12"] {
+    for line in selected_kernels() {
+        let line = line.as_str();
         let (vmlinuz, unpacked) = kernel(line)?;
         let initrd = matrix_dir().join(format!("initramfs-{line}.cpio.gz"));
         initramfs(&unpacked, &fim, &tests, &initrd)?;
@@ -391,16 +409,17 @@ pub fn matrix() -> Result<(u64, u64)> {
         let start = Instant::now();
         let log = matrix_dir().join(format!("serial-{line}.log"));
         let text = boot(&vmlinuz, &initrd, &log)?;
-        for l in text.lines().filter(|l| {
-            l.contains("MATRIX-") || l.starts_with("test ") || l.contains("panicked")
-        }) {
+        for l in text
+            .lines()
+            .filter(|l| l.contains("MATRIX-") || l.starts_with("test ") || l.contains("panicked"))
+        {
             println!(
                 "  [{line}] {}",
                 l.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
             );
         }
         let got = results(&text);
-        for run in RUNS {
+        for run in selected_runs() {
             let r = got.iter().find(|(l, _)| l == run.label).map(|(_, r)| r);
             passed += r.map_or(0, |r| r.passed);
             failed_tests += r.map_or(1, |r| r.failed.max(u64::from(!r.ok)));

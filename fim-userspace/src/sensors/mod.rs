@@ -58,7 +58,9 @@ impl Sensor {
     pub fn start(kind: SensorKind, watch: &Arc<WatchSet>) -> Result<Self, SensorError> {
         use ebpf::{EbpfSensor, Tier};
         Ok(match kind {
-            SensorKind::Ebpf => Self::Ebpf(Box::new(EbpfSensor::start_best(watch, &Tier::BEST_FIRST)?)),
+            SensorKind::Ebpf => {
+                Self::Ebpf(Box::new(EbpfSensor::start_best(watch, &Tier::BEST_FIRST)?))
+            }
             SensorKind::Tier(tier) => Self::Ebpf(Box::new(EbpfSensor::start(watch, tier)?)),
             SensorKind::Fanotify => Self::Fanotify(fanotify::FanotifySensor::start(watch.clone())?),
             SensorKind::Auto => Self::auto(watch)?,
@@ -83,7 +85,10 @@ impl Sensor {
             Ok(f) => f,
             Err(e) => {
                 warn!("sensor auto: fanotify unavailable ({e}); using the eBPF tracepoint tier");
-                return Ok(Self::Ebpf(Box::new(EbpfSensor::start(watch, Tier::Tracepoint)?)));
+                return Ok(Self::Ebpf(Box::new(EbpfSensor::start(
+                    watch,
+                    Tier::Tracepoint,
+                )?)));
             }
         };
         match EbpfSensor::start_process_table(watch) {

@@ -311,7 +311,9 @@ fn active_lsms() -> Option<String> {
             .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
             .status();
     }
-    std::fs::read_to_string(list).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(list)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 /// The tracepoint tier: every followed syscall's entry and exit, plus writes and closes.
@@ -392,7 +394,11 @@ fn attach_write_family(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
 
 /// The LSM or fentry tier: every pre-operation hook and every outcome function. Hooks the
 /// kernel does not have (6.1 has no `file_truncate` or ACL hooks) are skipped when optional.
-fn attach_kernel_object_tier(ebpf: &mut Ebpf, kbtf: &btf::Btf, tier: Tier) -> Result<(), EbpfError> {
+fn attach_kernel_object_tier(
+    ebpf: &mut Ebpf,
+    kbtf: &btf::Btf,
+    tier: Tier,
+) -> Result<(), EbpfError> {
     let attach_btf = aya::Btf::from_sys_fs()?;
     let mut skipped = Vec::new();
     for hook in programs::PRE_HOOKS {
@@ -566,7 +572,9 @@ impl EbpfSensor {
             load_program(&mut ebpf, name)?;
             attach_in(&mut ebpf, name, category, tracepoint)?;
         }
-        info!("eBPF process table attached to sched_process_exec, task_newtask, sched_process_exit");
+        info!(
+            "eBPF process table attached to sched_process_exec, task_newtask, sched_process_exit"
+        );
         Self::finish_start(ebpf, Tier::Tracepoint.sensor_name())
     }
 

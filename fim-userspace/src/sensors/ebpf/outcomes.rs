@@ -67,7 +67,11 @@ mod tests {
     use crate::event::{PathSource, ReportedPath};
 
     fn event(action: Action, at: i128) -> FileEvent {
-        let mut e = FileEvent::new(action, ReportedPath::new(b"/w/f".to_vec(), PathSource::KernelObject), "test");
+        let mut e = FileEvent::new(
+            action,
+            ReportedPath::new(b"/w/f".to_vec(), PathSource::KernelObject),
+            "test",
+        );
         e.time_unix_ns = at;
         e
     }
@@ -82,7 +86,10 @@ mod tests {
         assert!(p.outcome(7, false, 0).is_none(), "an outcome pairs once");
         assert!(p.outcome(8, true, 0).is_none());
         assert_eq!((p.failed, p.waiting()), (1, 0));
-        assert!(p.outcome(9, false, 0).is_none(), "nothing was announced by 9");
+        assert!(
+            p.outcome(9, false, 0).is_none(),
+            "nothing was announced by 9"
+        );
     }
 
     #[test]
@@ -90,7 +97,10 @@ mod tests {
         let mut p = Pairing::default();
         p.announce(7, event(Action::Mknod, 0));
         p.announce(7, event(Action::Create, 0));
-        assert_eq!(p.outcome(7, false, 0).expect("create").action, Action::Create);
+        assert_eq!(
+            p.outcome(7, false, 0).expect("create").action,
+            Action::Create
+        );
         assert_eq!(p.superseded, 1);
     }
 
