@@ -42,10 +42,12 @@ fn assert_event(v: &Value, act: &str, p: &Path) {
         p.parent().and_then(|d| d.to_str()).unwrap_or_default()
     );
     assert_eq!(v["event"]["category"][0], "file");
-    // Kernel-object tiers see operations, not syscalls.
+    // Kernel-object tiers see operations, not syscalls; every tier counts writes and
+    // closes at their syscalls.
+    let at_syscall = !kernel_object_tier() || matches!(act, "write" | "close_write");
     assert_eq!(
         v["fim"]["syscall_nr"].is_null(),
-        kernel_object_tier(),
+        !at_syscall,
         "syscall_nr in {v}"
     );
     assert_acted_by_this_thread(v);
@@ -156,6 +158,27 @@ fn open_for_write_and_truncate_by_path_and_fd() {
     });
     assert_event(&v, "truncate", &f);
     assert_eq!(v["fim"]["path"]["source"], path_arg_source());
+
+    // An O_TRUNC open is one event that says so, not an open plus a truncate.
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&f)
+        .expect("open O_TRUNC");
+    let v = d.wait_for("O_TRUNC open", |v| {
+        is(v, "open_write", &f) && v["fim"]["open_truncated"] == true
+    });
+    assert_event(&v, "open_write", &f);
+    drop(file);
+    let marker = dir.join("marker");
+    fs::create_dir(&marker).expect("marker");
+    d.wait_for("marker", |v| is(v, "mkdir", &marker));
+    let (seen, _, _) = d.stop();
+    let zero: Vec<_> = seen
+        .iter()
+        .filter(|v| is(v, "truncate", &f) && v["fim"]["truncate_length"] == 0)
+        .collect();
+    assert!(zero.is_empty(), "O_TRUNC reported as a truncate: {zero:?}");
 }
 
 #[test]
