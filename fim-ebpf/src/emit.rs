@@ -7,7 +7,9 @@ use aya_ebpf::{
         bpf_ktime_get_boot_ns,
     },
 };
-use fim_common::{DropReason, EventBuf, EventHeader, HEADER_LEN, MAX_RECORD, PATH_MAX, flags};
+use fim_common::{
+    DropReason, EventBuf, EventHeader, HEADER_LEN, MAX_RECORD, PATH_MAX, XATTR_NAME_MAX, flags,
+};
 
 use crate::{
     kernel::{current_task, dentry_inode, file_inode, off, read, read_ptr},
@@ -130,9 +132,21 @@ pub fn set_path2(buf: *mut EventBuf, w: Written, from_string: bool) {
     }
 }
 
+/// Fills `ino`/`dev`/`imode` from an open file's inode.
 #[inline(always)]
 pub fn set_inode(buf: *mut EventBuf, file: u64) {
-    if let Some((ino, dev, mode)) = file_inode(file) {
+    set_identity(buf, file_inode(file));
+}
+
+/// Fills `ino`/`dev`/`imode` from a dentry's inode, when it has one.
+#[inline(always)]
+pub fn set_dentry_inode(buf: *mut EventBuf, dentry: u64) {
+    set_identity(buf, dentry_inode(dentry));
+}
+
+#[inline(always)]
+fn set_identity(buf: *mut EventBuf, identity: Option<(u64, u32, u32)>) {
+    if let Some((ino, dev, mode)) = identity {
         let h = unsafe { &mut (*buf).header };
         h.ino = ino;
         h.dev = dev;
@@ -141,15 +155,21 @@ pub fn set_inode(buf: *mut EventBuf, file: u64) {
     }
 }
 
-/// Fills `ino`/`dev`/`imode` from a dentry's inode, when it has one.
+/// Like [`finish`], with the xattr `name` (if any) copied by `copy` after the exe path.
 #[inline(always)]
-pub fn set_dentry_inode(buf: *mut EventBuf, dentry: u64) {
-    if let Some((ino, dev, mode)) = dentry_inode(dentry) {
-        let h = unsafe { &mut (*buf).header };
-        h.ino = ino;
-        h.dev = dev;
-        h.imode = mode;
-        h.flags |= flags::HAS_INODE;
+pub fn finish_named(
+    buf: *mut EventBuf,
+    end: usize,
+    name: Option<u64>,
+    copy: impl FnOnce(*mut EventBuf, usize, u64, u32) -> Written,
+) {
+    match name {
+        Some(name) => finish_with(buf, end, |buf, pos| {
+            let w = copy(buf, pos, name, XATTR_NAME_MAX as u32 + 1);
+            unsafe { (*buf).header.name_len = w.len as u16 };
+            pos + w.len
+        }),
+        None => finish(buf, end),
     }
 }
 

@@ -21,12 +21,12 @@ use aya_ebpf::{
 };
 use fim_common::{
     DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, MAY_WRITE, O_TRUNC, Outcome,
-    PATH_MAX, S_IFLNK, S_IFMT, S_IFREG, WriterState, XATTR_NAME_MAX, flags,
+    PATH_MAX, S_IFLNK, S_IFMT, S_IFREG, WriterState, flags,
 };
 
 use crate::{
     emit::{
-        finish, finish_bare, finish_with, new_event, set_dentry_inode, set_inode, set_path,
+        finish, finish_bare, finish_named, new_event, set_dentry_inode, set_inode, set_path,
         set_path2,
     },
     filter::is_watched,
@@ -62,17 +62,22 @@ fn begin(kind: EventKind) -> Option<*mut EventBuf> {
 /// kernel string `name` at the end, for xattrs).
 #[inline(always)]
 fn announce(buf: *mut EventBuf, end: usize, outcome: Outcome, name: Option<u64>) {
-    unsafe { (*buf).header.flags |= flags::AWAITS_OUTCOME };
-    let _ = INTENT.insert(&bpf_get_current_pid_tgid(), &(outcome as u32), 0);
-    match name {
-        Some(name) => finish_with(buf, end, |buf, pos| {
-            let w = write_kernel_str(buf, pos, name, XATTR_NAME_MAX as u32 + 1);
-            unsafe { (*buf).header.name_len = w.len as u16 };
-            pos + w.len
-        }),
-        None => finish(buf, end),
-    }
+    announce_noting(buf, end, outcome as u32, name);
 }
+
+/// [`announce`] with extra bits above the outcome index in `INTENT` ([`WILL_TRUNCATE`]).
+#[inline(always)]
+fn announce_noting(buf: *mut EventBuf, end: usize, intent: u32, name: Option<u64>) {
+    unsafe { (*buf).header.flags |= flags::AWAITS_OUTCOME };
+    let _ = INTENT.insert(&bpf_get_current_pid_tgid(), &intent, 0);
+    finish_named(buf, end, name, write_kernel_str);
+}
+
+/// `INTENT` bit: the announced open will truncate an existing file (the kernel clears
+/// `O_TRUNC` from `f_flags` before `vfs_open` returns, so it is noted at announcement).
+const WILL_TRUNCATE: u32 = 1 << 16;
+/// `INTENT` bits holding the [`Outcome`] index.
+const OUTCOME_MASK: u32 = 0xffff;
 
 /// Writes `(mnt, dentry)`'s path at 0 and returns it if watched.
 #[inline(always)]
@@ -323,20 +328,20 @@ pre_hook!(
     fim_fentry_path_truncate,
     "path_truncate",
     "security_path_truncate",
-    |ctx| truncate(ctx, path_arg(ctx, 0))
+    |ctx| truncate(path_arg(ctx, 0))
 );
 pre_hook!(
     fim_lsm_file_truncate,
     fim_fentry_file_truncate,
     "file_truncate",
     "security_file_truncate",
-    |ctx| truncate(ctx, file_kpath(arg(ctx, 0)))
+    |ctx| truncate(file_kpath(arg(ctx, 0)))
 );
 
 /// truncate, ftruncate: the new length comes with the outcome (`notify_change`'s iattr).
 /// The truncate an `O_TRUNC` open performs is part of that open's event.
 #[inline(always)]
-fn truncate(_ctx: *mut c_void, path: Option<KPath>) -> Option<()> {
+fn truncate(path: Option<KPath>) -> Option<()> {
     let path = path?;
     let id = bpf_get_current_pid_tgid();
     if let Some(&opened) = unsafe { OPEN_TRUNCATES.get(&id) } {
@@ -385,7 +390,9 @@ fn file_open(ctx: *mut c_void) -> Option<()> {
     if created {
         h.mode = h.imode & 0o7777;
     }
-    announce(buf, w.len, Outcome::Open, None);
+    let truncates = u64::from(f_flags) & O_TRUNC != 0 && !created;
+    let intent = Outcome::Open as u32 | if truncates { WILL_TRUNCATE } else { 0 };
+    announce_noting(buf, w.len, intent, None);
     Some(())
 }
 
@@ -481,12 +488,16 @@ fn xattr(
 }
 
 /// Sends the outcome of the operation this thread announced, if it expects `which`.
-/// `extra` runs on success with the function's context (it may fill `size`).
+/// `extra` runs on success with the function's context and the `INTENT` value (it may fill `size`).
 #[inline(always)]
-fn outcome(ctx: *mut c_void, which: Outcome, extra: impl FnOnce(*mut c_void) -> u64) -> Option<()> {
+fn outcome(
+    ctx: *mut c_void,
+    which: Outcome,
+    extra: impl FnOnce(*mut c_void, u32) -> u64,
+) -> Option<()> {
     let id = bpf_get_current_pid_tgid();
-    let expected = *unsafe { INTENT.get(&id) }?;
-    if expected != which as u32 {
+    let intent = *unsafe { INTENT.get(&id) }?;
+    if intent & OUTCOME_MASK != which as u32 {
         return None;
     }
     let _ = INTENT.remove(&id);
@@ -500,7 +511,7 @@ fn outcome(ctx: *mut c_void, which: Outcome, extra: impl FnOnce(*mut c_void) -> 
     } else {
         (ret as i32) < 0
     };
-    let size = if failed { 0 } else { extra(ctx) };
+    let size = if failed { 0 } else { extra(ctx, intent) };
     let buf = new_event(EventKind::Outcome as u8, 0)?;
     unsafe {
         (*buf).header.size = size;
@@ -517,7 +528,7 @@ macro_rules! outcome_of {
         #[fexit(function = $function)]
         #[inline(always)]
         pub fn $name(ctx: FExitContext) -> u32 {
-            let _ = outcome(ctx.as_ptr(), $which, |_| 0);
+            let _ = outcome(ctx.as_ptr(), $which, |_, _| 0);
             0
         }
     };
@@ -549,7 +560,7 @@ outcome_of!(
 #[fexit(function = "notify_change")]
 #[inline(always)]
 pub fn fim_fexit_notify_change(ctx: FExitContext) -> u32 {
-    let _ = outcome(ctx.as_ptr(), Outcome::NotifyChange, |ctx| {
+    let _ = outcome(ctx.as_ptr(), Outcome::NotifyChange, |ctx, _| {
         read::<u64>(arg(ctx, 2), off!(iattr_size)).unwrap_or(0)
     });
     0
@@ -560,17 +571,16 @@ pub fn fim_fexit_notify_change(ctx: FExitContext) -> u32 {
 #[fexit(function = "vfs_open")]
 #[inline(always)]
 pub fn fim_fexit_vfs_open(ctx: FExitContext) -> u32 {
-    let _ = outcome(ctx.as_ptr(), Outcome::Open, |ctx| {
-        let _ = opened(arg(ctx, 1));
+    let _ = outcome(ctx.as_ptr(), Outcome::Open, |ctx, intent| {
+        let _ = opened(arg(ctx, 1), intent & WILL_TRUNCATE != 0);
         0
     });
     0
 }
 
 #[inline(always)]
-fn opened(file: u64) -> Option<()> {
+fn opened(file: u64, truncates: bool) -> Option<()> {
     let f_mode: u32 = read(file, off!(file_mode))?;
-    let f_flags: u32 = read(file, off!(file_flags))?;
     if f_mode & FMODE_WRITE != 0 {
         let fresh = WriterState {
             bytes: 0,
@@ -581,7 +591,7 @@ fn opened(file: u64) -> Option<()> {
             count_drop(DropReason::WritersFull);
         }
     }
-    if u64::from(f_flags) & O_TRUNC != 0 && f_mode & FMODE_CREATED == 0 {
+    if truncates {
         let dentry = read_ptr(file, off!(file_path) + off!(path_dentry))?;
         let _ = OPEN_TRUNCATES.insert(&bpf_get_current_pid_tgid(), &dentry, 0);
     }

@@ -168,10 +168,9 @@ pub fn cwd_kpath() -> Option<KPath> {
     read_kpath(fs, off!(fs_pwd))
 }
 
-/// Inode identity of an open file: `(ino, dev, mode)`.
+/// Inode identity: `(ino, dev, mode)`.
 #[inline(always)]
-pub fn file_inode(file: u64) -> Option<(u64, u32, u32)> {
-    let inode = read_ptr(file, off!(file_inode))?;
+fn inode_identity(inode: u64) -> Option<(u64, u32, u32)> {
     let ino: u64 = read(inode, off!(inode_ino))?;
     let mode: u16 = read(inode, off!(inode_mode))?;
     let sb = read_ptr(inode, off!(inode_sb))?;
@@ -179,15 +178,16 @@ pub fn file_inode(file: u64) -> Option<(u64, u32, u32)> {
     Some((ino, dev, u32::from(mode)))
 }
 
-/// Inode identity behind a dentry: `(ino, dev, mode)`; `None` for a negative dentry.
+/// Inode identity of an open file.
+#[inline(always)]
+pub fn file_inode(file: u64) -> Option<(u64, u32, u32)> {
+    inode_identity(read_ptr(file, off!(file_inode))?)
+}
+
+/// Inode identity behind a dentry; `None` for a negative dentry.
 #[inline(always)]
 pub fn dentry_inode(dentry: u64) -> Option<(u64, u32, u32)> {
-    let inode = read_ptr(dentry, off!(dentry_inode))?;
-    let ino: u64 = read(inode, off!(inode_ino))?;
-    let mode: u16 = read(inode, off!(inode_mode))?;
-    let sb = read_ptr(inode, off!(inode_sb))?;
-    let dev: u32 = read(sb, off!(sb_dev))?;
-    Some((ino, dev, u32::from(mode)))
+    inode_identity(read_ptr(dentry, off!(dentry_inode))?)
 }
 
 /// A mount of the file system holding `dentry`, in the current task's mount namespace: for

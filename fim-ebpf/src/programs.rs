@@ -6,12 +6,11 @@ use aya_ebpf::{
 };
 use fim_common::{
     AT_FDCWD, AT_REMOVEDIR, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, NO_ARG,
-    O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, WriterState, XATTR_NAME_MAX,
-    flags,
+    O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, WriterState, flags,
 };
 
 use crate::{
-    emit::{finish, finish_with, new_event, set_inode, set_path, set_path2},
+    emit::{finish, finish_named, new_event, set_inode, set_path, set_path2},
     filter::is_watched,
     kernel::{fd_to_file, off, read, read_user, self_tgid},
     maps::{PENDING, SYSCALLS, WRITERS, count_drop},
@@ -134,14 +133,7 @@ fn set_op_fields(buf: *mut EventBuf, p: &Pending, spec: &SyscallSpec) {
 /// Sends the record, with the xattr name at the end when the syscall has one.
 #[inline(always)]
 fn finish_op(buf: *mut EventBuf, end: usize, p: &Pending, spec: &SyscallSpec) {
-    match arg(p, spec.name) {
-        Some(name) => finish_with(buf, end, |buf, pos| {
-            let w = write_user_str(buf, pos, name, XATTR_NAME_MAX as u32 + 1);
-            unsafe { (*buf).header.name_len = w.len as u16 };
-            pos + w.len
-        }),
-        None => finish(buf, end),
-    }
+    finish_named(buf, end, arg(p, spec.name), write_user_str);
 }
 
 #[inline(always)]

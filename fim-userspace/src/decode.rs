@@ -412,4 +412,36 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn announcements_outcomes_and_sizeless_writes_of_the_kernel_object_tiers() {
+        let mut h = header(EventKind::Chmod);
+        h.flags = flags::AWAITS_OUTCOME;
+        h.syscall_nr = 0;
+        h.path_len = 4;
+        match decode_record(&record(&h, &[b"/w/f"]), 0, "t") {
+            Ok(Decoded::Announced { tid, event }) => {
+                assert_eq!(tid, 11);
+                assert_eq!(event.action, Action::Chmod);
+                assert_eq!(event.syscall_nr, None, "no syscall behind an LSM hook");
+            }
+            other => panic!("expected an announcement, got {other:?}"),
+        }
+        let mut h = header(EventKind::Outcome);
+        h.flags = flags::FAILED;
+        h.size = 9;
+        match decode_record(&record(&h, &[]), 0, "t") {
+            Ok(Decoded::Outcome { tid, failed, size }) => {
+                assert_eq!((tid, failed, size), (11, true, 9))
+            }
+            other => panic!("expected an outcome, got {other:?}"),
+        }
+        let mut h = header(EventKind::Write);
+        h.flags = flags::NO_SIZE;
+        h.path_len = 4;
+        match decode_record(&record(&h, &[b"/w/f"]), 0, "t") {
+            Ok(Decoded::File(e)) => assert_eq!(e.bytes_written, None),
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
 }

@@ -575,3 +575,56 @@ fn a_write_through_io_uring_is_seen_by_the_kernel_object_tiers() {
     assert_eq!(v["process"]["pid"], std::process::id());
     drop(file);
 }
+
+#[test]
+fn namespace_operations_through_io_uring_are_seen_by_the_kernel_object_tiers() {
+    if !require_privileges() {
+        return;
+    }
+    if !kernel_object_tier() {
+        println!("skipped: the tracepoint tier does not see io_uring");
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let mut d = Daemon::start(&[&dir]);
+    let (sub, a, b) = (dir.join("ringdir"), dir.join("a"), dir.join("b"));
+    fs::write(&a, b"x").expect("seed");
+    let mut ring = io_uring::IoUring::new(4).expect("io_uring");
+    let (sub_c, a_c, b_c) = (c(&sub), c(&a), c(&b));
+    let ops = [
+        io_uring::opcode::MkDirAt::new(io_uring::types::Fd(libc::AT_FDCWD), sub_c.as_ptr())
+            .mode(0o700)
+            .build(),
+        io_uring::opcode::RenameAt::new(
+            io_uring::types::Fd(libc::AT_FDCWD),
+            a_c.as_ptr(),
+            io_uring::types::Fd(libc::AT_FDCWD),
+            b_c.as_ptr(),
+        )
+        .build(),
+        io_uring::opcode::UnlinkAt::new(io_uring::types::Fd(libc::AT_FDCWD), b_c.as_ptr()).build(),
+    ];
+    for op in ops {
+        // SAFETY: the path strings outlive the submission, which is waited for.
+        unsafe { ring.submission().push(&op).expect("queue") };
+        ring.submit_and_wait(1).expect("submit");
+        let cqe = ring.completion().next().expect("completion");
+        assert_eq!(cqe.result(), 0, "io_uring operation failed");
+    }
+    for (what, act, p) in [
+        ("mkdir", "mkdir", &sub),
+        ("rename", "rename", &b),
+        ("unlink", "unlink", &b),
+    ] {
+        let v = d.wait_for(what, |v| is(v, act, p));
+        assert_eq!(v["fim"]["path"]["source"], "kernel_object", "{v}");
+        assert_eq!(v["process"]["pid"], std::process::id(), "{v}");
+        assert_eq!(v["fim"]["sensor"], format!("ebpf-{}", fim_tests::tier()));
+        if act == "rename" {
+            assert_eq!(v["file"]["original"]["path"], a.to_str().expect("utf-8"));
+        }
+        if act == "mkdir" {
+            assert_eq!(v["file"]["mode"], "0700");
+        }
+    }
+}
