@@ -154,10 +154,12 @@ const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The privileged test binary, built static without running it.
 fn test_binary() -> Result<PathBuf> {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
-        .unwrap_or_default();
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !installed.lines().any(|l| l.trim() == STATIC_TARGET) {
-        step(&format!("installing the {STATIC_TARGET} target (static test binary)"));
+        step(&format!(
+            "installing the {STATIC_TARGET} target (static test binary)"
+        ));
         run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))?;
     }
     let out = output(Command::new("cargo").current_dir(root()).args([

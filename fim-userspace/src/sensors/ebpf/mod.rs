@@ -678,6 +678,15 @@ impl EbpfSensor {
             }
         }
         self.check_drops();
+        let p = &self.pairing;
+        if p.failed + p.expired + p.superseded > 0 {
+            info!(
+                "announced operations not reported: {} failed, {} without an outcome (refused \
+                 before the operation ran, or its outcome was lost in the kernel), {} superseded \
+                 (an O_CREAT open's mknod check)",
+                p.failed, p.expired, p.superseded
+            );
+        }
         Ok(self.counters.clone())
     }
 
