@@ -116,85 +116,42 @@ pub mod programs {
         pub optional: bool,
     }
 
-    const fn pre(lsm: &'static str, fentry: &'static str, hook: &'static str) -> PreHook {
-        PreHook {
-            lsm,
-            fentry,
-            hook,
-            optional: false,
-        }
-    }
-
-    const fn pre_opt(lsm: &'static str, fentry: &'static str, hook: &'static str) -> PreHook {
-        PreHook {
-            lsm,
-            fentry,
-            hook,
-            optional: true,
-        }
+    /// A hook's entry: its programs are named `fim_lsm_<hook>` and `fim_fentry_<hook>`.
+    macro_rules! pre {
+        ($hook:ident) => {
+            pre!($hook, false)
+        };
+        ($hook:ident, $optional:expr) => {
+            PreHook {
+                lsm: concat!("fim_lsm_", stringify!($hook)),
+                fentry: concat!("fim_fentry_", stringify!($hook)),
+                hook: stringify!($hook),
+                optional: $optional,
+            }
+        };
     }
 
     /// Every pre-operation hook of the LSM and fentry tiers.
     pub const PRE_HOOKS: [PreHook; 17] = [
-        pre(
-            "fim_lsm_path_unlink",
-            "fim_fentry_path_unlink",
-            "path_unlink",
-        ),
-        pre("fim_lsm_path_rmdir", "fim_fentry_path_rmdir", "path_rmdir"),
-        pre("fim_lsm_path_mkdir", "fim_fentry_path_mkdir", "path_mkdir"),
-        pre("fim_lsm_path_mknod", "fim_fentry_path_mknod", "path_mknod"),
-        pre(
-            "fim_lsm_path_symlink",
-            "fim_fentry_path_symlink",
-            "path_symlink",
-        ),
-        pre("fim_lsm_path_link", "fim_fentry_path_link", "path_link"),
-        pre(
-            "fim_lsm_path_rename",
-            "fim_fentry_path_rename",
-            "path_rename",
-        ),
-        pre("fim_lsm_path_chmod", "fim_fentry_path_chmod", "path_chmod"),
-        pre("fim_lsm_path_chown", "fim_fentry_path_chown", "path_chown"),
-        pre(
-            "fim_lsm_path_truncate",
-            "fim_fentry_path_truncate",
-            "path_truncate",
-        ),
+        pre!(path_unlink),
+        pre!(path_rmdir),
+        pre!(path_mkdir),
+        pre!(path_mknod),
+        pre!(path_symlink),
+        pre!(path_link),
+        pre!(path_rename),
+        pre!(path_chmod),
+        pre!(path_chown),
+        pre!(path_truncate),
         // 6.2+: ftruncate and O_TRUNC go through file_truncate instead of path_truncate.
-        pre_opt(
-            "fim_lsm_file_truncate",
-            "fim_fentry_file_truncate",
-            "file_truncate",
-        ),
-        pre("fim_lsm_file_open", "fim_fentry_file_open", "file_open"),
-        pre(
-            "fim_lsm_file_permission",
-            "fim_fentry_file_permission",
-            "file_permission",
-        ),
-        pre(
-            "fim_lsm_inode_setxattr",
-            "fim_fentry_inode_setxattr",
-            "inode_setxattr",
-        ),
-        pre(
-            "fim_lsm_inode_removexattr",
-            "fim_fentry_inode_removexattr",
-            "inode_removexattr",
-        ),
+        pre!(file_truncate, true),
+        pre!(file_open),
+        pre!(file_permission),
+        pre!(inode_setxattr),
+        pre!(inode_removexattr),
         // 6.2+: POSIX ACLs are set and removed through their own hooks.
-        pre_opt(
-            "fim_lsm_inode_set_acl",
-            "fim_fentry_inode_set_acl",
-            "inode_set_acl",
-        ),
-        pre_opt(
-            "fim_lsm_inode_remove_acl",
-            "fim_fentry_inode_remove_acl",
-            "inode_remove_acl",
-        ),
+        pre!(inode_set_acl, true),
+        pre!(inode_remove_acl, true),
     ];
 
     /// Kernel-object tiers: the fexit programs that tell whether an operation announced by a

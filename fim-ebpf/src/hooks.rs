@@ -20,8 +20,8 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, LsmContext},
 };
 use fim_common::{
-    DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, MAY_WRITE, O_TRUNC, Outcome,
-    PATH_MAX, S_IFLNK, S_IFMT, S_IFREG, WriterState, flags,
+    EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, MAY_WRITE, O_TRUNC, Outcome, PATH_MAX,
+    S_IFLNK, S_IFMT, S_IFREG, flags,
 };
 
 use crate::{
@@ -31,7 +31,7 @@ use crate::{
     },
     filter::is_watched,
     kernel::{KPath, OUTCOME_RETURNS_PTR, file_kpath, mount_of, off, read, read_kpath, read_ptr},
-    maps::{INTENT, OPEN_TRUNCATES, PENDING, WRITERS, count_drop},
+    maps::{INTENT, OPEN_TRUNCATES, PENDING, WRITERS, follow_writes},
     path::{Written, write_kernel_str, write_kpath},
     programs::is_self,
 };
@@ -118,17 +118,17 @@ fn on_child(
 
 /// An operation on the object a `struct path *` (argument 0) names.
 #[inline(always)]
-fn on_path(ctx: *mut c_void, kind: EventKind) -> Option<(*mut EventBuf, Written, KPath)> {
+fn on_path(ctx: *mut c_void, kind: EventKind) -> Option<(*mut EventBuf, Written)> {
     let path = path_arg(ctx, 0)?;
     let buf = begin(kind)?;
     let w = watched_path(buf, path)?;
-    Some((buf, w, path))
+    Some((buf, w))
 }
 
 macro_rules! pre_hook {
     ($lsm:ident, $fentry:ident, $hook:literal, $function:literal, |$ctx:ident| $body:expr) => {
-        // inline(always) applies to the body the macro wraps: an outlined body would be a
-        // call taking the context, which the 6.1 verifier refuses ("reg type unsupported").
+        // inline(always) reaches the body the macro wraps: each program stays one function,
+        // with no BPF-to-BPF call passing the context.
         #[lsm(hook = $hook)]
         #[inline(always)]
         pub fn $lsm(ctx: LsmContext) -> i32 {
@@ -294,7 +294,7 @@ pre_hook!(
 
 #[inline(always)]
 fn path_chmod(ctx: *mut c_void) -> Option<()> {
-    let (buf, w, _) = on_path(ctx, EventKind::Chmod)?;
+    let (buf, w) = on_path(ctx, EventKind::Chmod)?;
     unsafe { (*buf).header.mode = arg(ctx, 1) as u32 & 0o7777 };
     announce(buf, w.len, Outcome::NotifyChange, None);
     Some(())
@@ -312,7 +312,7 @@ pre_hook!(
 /// names the object changed, so a symlink here was not followed (`lchown`).
 #[inline(always)]
 fn path_chown(ctx: *mut c_void) -> Option<()> {
-    let (buf, w, _) = on_path(ctx, EventKind::Chown)?;
+    let (buf, w) = on_path(ctx, EventKind::Chown)?;
     let h = unsafe { &mut (*buf).header };
     h.owner_uid = arg(ctx, 1) as u32;
     h.owner_gid = arg(ctx, 2) as u32;
@@ -582,14 +582,7 @@ pub fn fim_fexit_vfs_open(ctx: FExitContext) -> u32 {
 fn opened(file: u64, truncates: bool) -> Option<()> {
     let f_mode: u32 = read(file, off!(file_mode))?;
     if f_mode & FMODE_WRITE != 0 {
-        let fresh = WriterState {
-            bytes: 0,
-            writes: 0,
-            _pad: 0,
-        };
-        if WRITERS.insert(&file, &fresh, 0).is_err() {
-            count_drop(DropReason::WritersFull);
-        }
+        follow_writes(file);
     }
     if truncates {
         let dentry = read_ptr(file, off!(file_path) + off!(path_dentry))?;

@@ -67,6 +67,19 @@ pub static PATHBUF: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 
 #[map]
 pub static KEYBUF: PerCpuArray<Key<[u8; ROOT_KEY_LEN]>> = PerCpuArray::with_max_entries(1, 0);
 
+/// Starts following writes to `file` (opened for writing under a watched root).
+#[inline(always)]
+pub fn follow_writes(file: u64) {
+    let fresh = WriterState {
+        bytes: 0,
+        writes: 0,
+        _pad: 0,
+    };
+    if WRITERS.insert(&file, &fresh, 0).is_err() {
+        count_drop(DropReason::WritersFull);
+    }
+}
+
 /// Counts one drop.
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {

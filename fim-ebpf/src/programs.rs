@@ -6,14 +6,14 @@ use aya_ebpf::{
 };
 use fim_common::{
     AT_FDCWD, AT_REMOVEDIR, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, NO_ARG,
-    O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, WriterState, flags,
+    O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, flags,
 };
 
 use crate::{
     emit::{finish, finish_named, new_event, set_inode, set_path, set_path2},
     filter::is_watched,
     kernel::{fd_to_file, off, read, read_user, self_tgid},
-    maps::{PENDING, SYSCALLS, WRITERS, count_drop},
+    maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes},
     path::{write_file_path, write_user_path, write_user_str},
 };
 
@@ -256,14 +256,7 @@ fn exit_open(ctx: &TracePointContext) -> Option<()> {
         h.mode = arg(&p, spec.mode).unwrap_or(0) as u32;
     }
     if f_mode & FMODE_WRITE != 0 {
-        let fresh = WriterState {
-            bytes: 0,
-            writes: 0,
-            _pad: 0,
-        };
-        if WRITERS.insert(&file, &fresh, 0).is_err() {
-            count_drop(DropReason::WritersFull);
-        }
+        follow_writes(file);
     }
     finish(buf, w.len);
     Some(())

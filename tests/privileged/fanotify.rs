@@ -444,7 +444,14 @@ fn a_write_and_close_through_io_uring_are_seen(sensor: &str) {
     assert_eq!(v["fim"]["sensor"], SENSOR);
     assert_eq!(v["process"]["pid"], std::process::id(), "{v}");
     let v = d.wait_for("close through io_uring", |v| is(v, "close_write", &f));
-    assert_eq!(v["process"]["pid"], std::process::id(), "{v}");
+    // The last reference may be dropped by a child another test thread was forking while
+    // the file was open: it holds the descriptor until its exec closes it, and the kernel
+    // rightly reports that child.
+    let me = u64::from(std::process::id());
+    assert!(
+        v["process"]["pid"] == me || v["process"]["parent"]["pid"] == me,
+        "closed by this process or a child forked meanwhile: {v}"
+    );
     assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(b"before!!!"));
     assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(b"via-uring"));
     assert!(changed(&v).contains(&"sha256".to_owned()), "{v}");

@@ -534,15 +534,31 @@ fn failed_operations_are_not_reported() {
     );
 }
 
+/// Whether the tier under test sees io_uring; says so when it does not (by design: io_uring
+/// bypasses syscall tracepoints, and fanotify covers it on such kernels, see fanotify.rs).
+/// The matrix runs these scenarios on LSM and fentry.
+fn io_uring_is_seen() -> bool {
+    if !kernel_object_tier() {
+        println!("skipped: the tracepoint tier does not see io_uring");
+    }
+    kernel_object_tier()
+}
+
+/// Submits `op`, waits for it, and returns its result.
+///
+/// # Safety
+/// Whatever `op` points at (buffers, path strings, descriptors) must stay valid until this
+/// returns; it waits for the completion.
+unsafe fn through_the_ring(ring: &mut io_uring::IoUring, op: &io_uring::squeue::Entry) -> i32 {
+    // SAFETY: the caller's contract above.
+    unsafe { ring.submission().push(op).expect("queue") };
+    ring.submit_and_wait(1).expect("submit");
+    ring.completion().next().expect("completion").result()
+}
+
 #[test]
 fn a_write_through_io_uring_is_seen_by_the_kernel_object_tiers() {
-    if !require_privileges() {
-        return;
-    }
-    if !kernel_object_tier() {
-        // By design: io_uring bypasses syscall tracepoints (the fanotify sensor covers it on
-        // such kernels; see fanotify.rs). The matrix runs this scenario on LSM and fentry.
-        println!("skipped: the tracepoint tier does not see io_uring");
+    if !require_privileges() || !io_uring_is_seen() {
         return;
     }
     let (_guard, dir) = tempdir();
@@ -558,11 +574,9 @@ fn a_write_through_io_uring_is_seen_by_the_kernel_object_tiers() {
         data.len() as u32,
     )
     .build();
-    // SAFETY: `data` and `file` outlive the submission, which is waited for.
-    unsafe { ring.submission().push(&write).expect("queue") };
-    ring.submit_and_wait(1).expect("submit");
-    let cqe = ring.completion().next().expect("completion");
-    assert_eq!(cqe.result(), data.len() as i32);
+    // SAFETY: `data` and `file` outlive the call.
+    let written = unsafe { through_the_ring(&mut ring, &write) };
+    assert_eq!(written, data.len() as i32);
     let v = d.wait_for("io_uring write", |v| is(v, "write", &f));
     assert_eq!(path(&v), f.to_str().expect("utf-8"));
     assert_eq!(v["fim"]["path"]["source"], "kernel_object");
@@ -578,11 +592,7 @@ fn a_write_through_io_uring_is_seen_by_the_kernel_object_tiers() {
 
 #[test]
 fn namespace_operations_through_io_uring_are_seen_by_the_kernel_object_tiers() {
-    if !require_privileges() {
-        return;
-    }
-    if !kernel_object_tier() {
-        println!("skipped: the tracepoint tier does not see io_uring");
+    if !require_privileges() || !io_uring_is_seen() {
         return;
     }
     let (_guard, dir) = tempdir();
@@ -605,11 +615,9 @@ fn namespace_operations_through_io_uring_are_seen_by_the_kernel_object_tiers() {
         io_uring::opcode::UnlinkAt::new(io_uring::types::Fd(libc::AT_FDCWD), b_c.as_ptr()).build(),
     ];
     for op in ops {
-        // SAFETY: the path strings outlive the submission, which is waited for.
-        unsafe { ring.submission().push(&op).expect("queue") };
-        ring.submit_and_wait(1).expect("submit");
-        let cqe = ring.completion().next().expect("completion");
-        assert_eq!(cqe.result(), 0, "io_uring operation failed");
+        // SAFETY: the path strings outlive the call.
+        let result = unsafe { through_the_ring(&mut ring, &op) };
+        assert_eq!(result, 0, "io_uring operation failed");
     }
     for (what, act, p) in [
         ("mkdir", "mkdir", &sub),
