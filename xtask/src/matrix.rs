@@ -154,13 +154,21 @@ const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The privileged test binary, built static without running it.
 fn test_binary() -> Result<PathBuf> {
+    // From the repository root, so rustup acts on the pinned toolchain.
     let installed =
-        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+        output(
+            Command::new("rustup")
+                .current_dir(root())
+                .args(["target", "list", "--installed"]),
+        )
+        .unwrap_or_default();
     if !installed.lines().any(|l| l.trim() == STATIC_TARGET) {
         step(&format!(
             "installing the {STATIC_TARGET} target (static test binary)"
         ));
-        run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))?;
+        run(Command::new("rustup")
+            .current_dir(root())
+            .args(["target", "add", STATIC_TARGET]))?;
     }
     let out = output(Command::new("cargo").current_dir(root()).args([
         "test",
