@@ -100,6 +100,9 @@ pub mod programs {
     pub const PROC_FORK: &str = "fim_proc_fork";
     /// Process table: `sched:sched_process_exit`.
     pub const PROC_EXIT: &str = "fim_proc_exit";
+    /// Kernel-object tiers: fentry on `filp_close`, every release of a descriptor (close,
+    /// dup2 over it, io_uring close, process exit); replaces the close/dup tracepoints.
+    pub const CLOSE_FILE: &str = "fim_fentry_filp_close";
 
     /// Kernel-object tiers: one pre-operation hook. `lsm` is the BPF LSM program's name and
     /// hook; `fentry` the fentry program's name and the `security_*` function it attaches to
@@ -449,10 +452,16 @@ pub struct Pending {
 pub struct WriterState {
     /// Bytes written so far.
     pub bytes: u64,
-    /// Successful write syscalls so far.
+    /// Successful write syscalls so far (1 once a write without a syscall was reported).
     pub writes: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Bits from [`writer_flags`].
+    pub flags: u32,
+}
+
+/// Bits of [`WriterState::flags`].
+pub mod writer_flags {
+    /// Some writes did not pass a write syscall (io_uring): `bytes` is not the total.
+    pub const UNCOUNTED: u32 = 1 << 0;
 }
 
 /// Byte offsets of the kernel struct fields the programs read, taken from the running

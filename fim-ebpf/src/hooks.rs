@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use fim_common::{
     EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, MAY_WRITE, O_TRUNC, Outcome, PATH_MAX,
-    S_IFLNK, S_IFMT, S_IFREG, flags,
+    S_IFLNK, S_IFMT, S_IFREG, flags, writer_flags,
 };
 
 use crate::{
@@ -424,6 +424,7 @@ fn file_permission(ctx: *mut c_void) -> Option<()> {
         return None;
     }
     unsafe {
+        (*state).flags |= writer_flags::UNCOUNTED;
         if (*state).writes != 0 {
             return None;
         }
@@ -563,6 +564,16 @@ pub fn fim_fexit_notify_change(ctx: FExitContext) -> u32 {
     let _ = outcome(ctx.as_ptr(), Outcome::NotifyChange, |ctx, _| {
         read::<u64>(arg(ctx, 2), off!(iattr_size)).unwrap_or(0)
     });
+    0
+}
+
+/// `filp_close(file, owner)`: every release of a descriptor, whether by `close`, `dup2`,
+/// an io_uring close or the exit of the process; the last one of a followed file reports
+/// close-after-write.
+#[fentry(function = "filp_close")]
+#[inline(always)]
+pub fn fim_fentry_filp_close(ctx: FEntryContext) -> u32 {
+    let _ = crate::programs::release_file(arg(ctx.as_ptr(), 0), 0);
     0
 }
 

@@ -73,7 +73,7 @@ pub fn follow_writes(file: u64) {
     let fresh = WriterState {
         bytes: 0,
         writes: 0,
-        _pad: 0,
+        flags: 0,
     };
     if WRITERS.insert(&file, &fresh, 0).is_err() {
         count_drop(DropReason::WritersFull);

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use fim_common::{
     AT_FDCWD, AT_REMOVEDIR, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, NO_ARG,
-    O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, flags,
+    O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, flags, writer_flags,
 };
 
 use crate::{
@@ -354,6 +354,13 @@ pub fn fim_enter_dup(ctx: TracePointContext) -> u32 {
 fn release_fd(ctx: &TracePointContext, arg: usize) -> Option<()> {
     let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * arg) }.ok()?;
     let file = fd_to_file(i64::from(fd as i32))?;
+    release_file(file, syscall_nr(ctx)?)
+}
+
+/// A reference to `file` is being released (`syscall_nr` 0 outside a syscall). When it is
+/// the last one of a followed file, report close-after-write with the bytes written.
+#[inline(always)]
+pub fn release_file(file: u64, syscall_nr: u32) -> Option<()> {
     let state = *unsafe { WRITERS.get(&file) }?;
     let refs: i64 = read(file, off!(file_count))?;
     if refs > off!(file_count_one) as i64 {
@@ -363,11 +370,16 @@ fn release_fd(ctx: &TracePointContext, arg: usize) -> Option<()> {
     if is_self() {
         return None;
     }
-    let buf = new_event(EventKind::CloseWrite as u8, syscall_nr(ctx)?)?;
+    let buf = new_event(EventKind::CloseWrite as u8, syscall_nr)?;
     let w = write_file_path(buf, 0, file)?;
     set_path(buf, w, false);
     set_inode(buf, file);
-    unsafe { (*buf).header.size = state.bytes };
+    unsafe {
+        (*buf).header.size = state.bytes;
+        if state.flags & writer_flags::UNCOUNTED != 0 {
+            (*buf).header.flags |= flags::NO_SIZE;
+        }
+    }
     finish(buf, w.len);
     Some(())
 }

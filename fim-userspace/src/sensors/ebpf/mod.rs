@@ -367,24 +367,28 @@ fn attach_syscall_tier(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
         attached += 1;
     }
     attach_write_family(ebpf)?;
+    attach_close_family(ebpf)?;
     debug!("tracepoints attached for {attached} syscalls");
     Ok(())
 }
 
-/// Writes and closes through syscalls, counted at the syscall (every tier uses these: the
-/// byte count and the outcome are known only there).
+/// Writes through syscalls, counted at the syscall (every tier uses these: the byte count and
+/// the outcome are known only there).
 fn attach_write_family(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
-    for p in [
-        programs::ENTER_WRITE,
-        programs::EXIT_WRITE,
-        programs::ENTER_CLOSE,
-        programs::ENTER_DUP,
-    ] {
+    for p in [programs::ENTER_WRITE, programs::EXIT_WRITE] {
         load_program(ebpf, p)?;
     }
     for name in syscalls::WRITE_FAMILY {
         attach(ebpf, programs::ENTER_WRITE, &format!("sys_enter_{name}"))?;
         attach(ebpf, programs::EXIT_WRITE, &format!("sys_exit_{name}"))?;
+    }
+    Ok(())
+}
+
+/// The tracepoint tier's closes: `close` and `dup2`/`dup3` over a descriptor.
+fn attach_close_family(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+    for p in [programs::ENTER_CLOSE, programs::ENTER_DUP] {
+        load_program(ebpf, p)?;
     }
     for (name, program) in syscalls::CLOSE_FAMILY {
         attach(ebpf, program, &format!("sys_enter_{name}"))?;
@@ -441,6 +445,13 @@ fn attach_kernel_object_tier(
         prog.attach()
             .map_err(program_error(name, format!("attach fexit/{function}")))?;
     }
+    // Every release of a descriptor, including io_uring closes and process exit.
+    let name = programs::CLOSE_FILE;
+    let prog: &mut FEntry = program(ebpf, name)?;
+    prog.load("filp_close", &attach_btf)
+        .map_err(program_error(name, "load fentry/filp_close".into()))?;
+    prog.attach()
+        .map_err(program_error(name, "attach fentry/filp_close".into()))?;
     if !skipped.is_empty() {
         debug!("not on this kernel, skipped: {}", skipped.join(", "));
     }
