@@ -103,6 +103,8 @@ pub mod programs {
     /// Kernel-object tiers: fentry on `filp_close`, every release of a descriptor (close,
     /// dup2 over it, io_uring close, process exit); replaces the close/dup tracepoints.
     pub const CLOSE_FILE: &str = "fim_fentry_filp_close";
+    /// Same on `filp_flush` (6.8+), which `close(2)` calls instead of `filp_close`.
+    pub const FLUSH_FILE: &str = "fim_fentry_filp_flush";
 
     /// Kernel-object tiers: one pre-operation hook. `lsm` is the BPF LSM program's name and
     /// hook; `fentry` the fentry program's name and the `security_*` function it attaches to

@@ -577,6 +577,16 @@ pub fn fim_fentry_filp_close(ctx: FEntryContext) -> u32 {
     0
 }
 
+/// `filp_flush(file, owner)` (6.8+): `close(2)` calls it directly instead of `filp_close`.
+/// Where `filp_close` calls it too, the first of the two to see the last reference reports
+/// and forgets the file, so a close is reported once.
+#[fentry(function = "filp_flush")]
+#[inline(always)]
+pub fn fim_fentry_filp_flush(ctx: FEntryContext) -> u32 {
+    let _ = crate::programs::release_file(arg(ctx.as_ptr(), 0), 0);
+    0
+}
+
 /// `vfs_open(path, file)`: a successful open for write starts following the file's writes;
 /// an `O_TRUNC` open of an existing file notes the truncate it is about to do.
 #[fexit(function = "vfs_open")]

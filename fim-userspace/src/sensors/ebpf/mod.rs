@@ -445,13 +445,25 @@ fn attach_kernel_object_tier(
         prog.attach()
             .map_err(program_error(name, format!("attach fexit/{function}")))?;
     }
-    // Every release of a descriptor, including io_uring closes and process exit.
-    let name = programs::CLOSE_FILE;
-    let prog: &mut FEntry = program(ebpf, name)?;
-    prog.load("filp_close", &attach_btf)
-        .map_err(program_error(name, "load fentry/filp_close".into()))?;
-    prog.attach()
-        .map_err(program_error(name, "attach fentry/filp_close".into()))?;
+    // Every release of a descriptor, including io_uring closes and process exit; close(2)
+    // calls filp_flush directly where it exists (6.8+).
+    for (name, function) in [
+        (programs::CLOSE_FILE, "filp_close"),
+        (programs::FLUSH_FILE, "filp_flush"),
+    ] {
+        if kbtf.function_returns_pointer(function).is_none() {
+            if function == "filp_close" {
+                return Err(EbpfError::NoFunction(function.into()));
+            }
+            skipped.push(function);
+            continue;
+        }
+        let prog: &mut FEntry = program(ebpf, name)?;
+        prog.load(function, &attach_btf)
+            .map_err(program_error(name, format!("load fentry/{function}")))?;
+        prog.attach()
+            .map_err(program_error(name, format!("attach fentry/{function}")))?;
+    }
     if !skipped.is_empty() {
         debug!("not on this kernel, skipped: {}", skipped.join(", "));
     }
