@@ -242,43 +242,23 @@ fn attach(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<()
 
 fn attach_in(
     ebpf: &mut Ebpf,
-    program: &'static str,
+    name: &'static str,
     category: &str,
     tracepoint: &str,
 ) -> Result<(), EbpfError> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| EbpfError::MissingHook(format!("(program {program} not in object)")))?
-        .try_into()
-        .map_err(|source| EbpfError::Program {
-            name: program,
-            what: "type".into(),
-            source,
-        })?;
-    prog.attach(category, tracepoint)
-        .map(|_| ())
-        .map_err(|source| EbpfError::Program {
-            name: program,
-            what: format!("attach syscalls:{tracepoint}"),
-            source,
-        })
+    program::<TracePoint>(ebpf, name)?
+        .attach(category, tracepoint)
+        .map(drop)
+        .map_err(program_error(
+            name,
+            format!("attach {category}:{tracepoint}"),
+        ))
 }
 
-fn load_program(ebpf: &mut Ebpf, program: &'static str) -> Result<(), EbpfError> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| EbpfError::MissingHook(format!("(program {program} not in object)")))?
-        .try_into()
-        .map_err(|source| EbpfError::Program {
-            name: program,
-            what: "type".into(),
-            source,
-        })?;
-    prog.load().map_err(|source| EbpfError::Program {
-        name: program,
-        what: "load".into(),
-        source,
-    })
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), EbpfError> {
+    program::<TracePoint>(ebpf, name)?
+        .load()
+        .map_err(program_error(name, "load".into()))
 }
 
 /// Typed access to program `name` of the object.
@@ -396,14 +376,22 @@ fn attach_close_family(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     Ok(())
 }
 
+/// The running kernel's BTF, read once per load: our parser's view (field offsets, which
+/// functions exist) and aya's (loading and attaching).
+struct KernelBtf {
+    layout: btf::Btf,
+    attach: aya::Btf,
+    offsets: fim_common::Offsets,
+}
+
 /// The LSM or fentry tier: every pre-operation hook and every outcome function. Hooks the
 /// kernel does not have (6.1 has no `file_truncate` or ACL hooks) are skipped when optional.
 fn attach_kernel_object_tier(
     ebpf: &mut Ebpf,
-    kbtf: &btf::Btf,
+    kernel: &KernelBtf,
     tier: Tier,
 ) -> Result<(), EbpfError> {
-    let attach_btf = aya::Btf::from_sys_fs()?;
+    let (kbtf, attach_btf) = (&kernel.layout, &kernel.attach);
     let mut skipped = Vec::new();
     for hook in programs::PRE_HOOKS {
         let (name, target) = match tier {
@@ -419,13 +407,13 @@ fn attach_kernel_object_tier(
         }
         if tier == Tier::Lsm {
             let prog: &mut Lsm = program(ebpf, name)?;
-            prog.load(hook.hook, &attach_btf)
+            prog.load(hook.hook, attach_btf)
                 .map_err(program_error(name, format!("load lsm/{}", hook.hook)))?;
             prog.attach()
                 .map_err(program_error(name, format!("attach lsm/{}", hook.hook)))?;
         } else {
             let prog: &mut FEntry = program(ebpf, name)?;
-            prog.load(&target, &attach_btf)
+            prog.load(&target, attach_btf)
                 .map_err(program_error(name, format!("load fentry/{target}")))?;
             prog.attach()
                 .map_err(program_error(name, format!("attach fentry/{target}")))?;
@@ -440,7 +428,7 @@ fn attach_kernel_object_tier(
             return Err(EbpfError::NoFunction(function.into()));
         }
         let prog: &mut FExit = program(ebpf, name)?;
-        prog.load(function, &attach_btf)
+        prog.load(function, attach_btf)
             .map_err(program_error(name, format!("load fexit/{function}")))?;
         prog.attach()
             .map_err(program_error(name, format!("attach fexit/{function}")))?;
@@ -459,7 +447,7 @@ fn attach_kernel_object_tier(
             continue;
         }
         let prog: &mut FEntry = program(ebpf, name)?;
-        prog.load(function, &attach_btf)
+        prog.load(function, attach_btf)
             .map_err(program_error(name, format!("load fentry/{function}")))?;
         prog.attach()
             .map_err(program_error(name, format!("attach fentry/{function}")))?;
@@ -501,7 +489,7 @@ impl EbpfSensor {
 
     /// Loads the object: the kernel's layout and the watched roots go in before anything is
     /// attached.
-    fn load(watch: &WatchSet) -> Result<(Ebpf, btf::Btf, fim_common::Offsets), EbpfError> {
+    fn load(watch: &WatchSet) -> Result<(Ebpf, KernelBtf), EbpfError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(EbpfError::NotRoot);
@@ -513,6 +501,7 @@ impl EbpfSensor {
         })?;
         let kbtf = btf::Btf::parse(&blob)?;
         let offsets = btf::resolve_offsets(&kbtf)?;
+        let attach_btf = aya::Btf::parse(&blob, aya::Endianness::default())?;
         debug!("kernel offsets: {offsets:?}");
         mount_tracefs_if_needed()?;
 
@@ -528,6 +517,7 @@ impl EbpfSensor {
             .filter(|(_, (_, function, _))| kbtf.function_returns_pointer(function) == Some(true))
             .fold(0, |bits, (i, _)| bits | 1 << i);
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&attach_btf))
             .override_global(globals::OFFSETS, &offsets, true)
             .override_global(globals::SELF_TGID, &self_tgid, true)
             .override_global(globals::FORK_CHILD_PID_OFFSET, &fork_child_pid, true)
@@ -557,7 +547,14 @@ impl EbpfSensor {
                     })?;
             }
         }
-        Ok((ebpf, kbtf, offsets))
+        Ok((
+            ebpf,
+            KernelBtf {
+                layout: kbtf,
+                attach: attach_btf,
+                offsets,
+            },
+        ))
     }
 
     fn start_tier(watch: &WatchSet, tier: Tier) -> Result<Self, EbpfError> {
@@ -567,8 +564,8 @@ impl EbpfSensor {
         {
             return Err(EbpfError::LsmInactive(lsms));
         }
-        let (mut ebpf, kbtf, offsets) = Self::load(watch)?;
-        if tier != Tier::Tracepoint && offsets.sb_mounts_style == 0 {
+        let (mut ebpf, kernel) = Self::load(watch)?;
+        if tier != Tier::Tracepoint && kernel.offsets.sb_mounts_style == 0 {
             return Err(EbpfError::MissingHook(
                 "(kernel BTF: no known link from a file system to its mounts)".into(),
             ));
@@ -576,7 +573,7 @@ impl EbpfSensor {
         match tier {
             Tier::Tracepoint => attach_syscall_tier(&mut ebpf)?,
             Tier::Lsm | Tier::Fentry => {
-                attach_kernel_object_tier(&mut ebpf, &kbtf, tier)?;
+                attach_kernel_object_tier(&mut ebpf, &kernel, tier)?;
                 attach_write_family(&mut ebpf)?;
             }
         }
@@ -586,7 +583,7 @@ impl EbpfSensor {
 
     /// Only the process table's programs (for `--sensor auto` with fanotify).
     pub fn start_process_table(watch: &WatchSet) -> Result<Self, EbpfError> {
-        let (mut ebpf, _, _) = Self::load(watch)?;
+        let (mut ebpf, _) = Self::load(watch)?;
         for (name, category, tracepoint) in [
             (programs::PROC_EXEC, "sched", "sched_process_exec"),
             (programs::PROC_FORK, "task", "task_newtask"),
