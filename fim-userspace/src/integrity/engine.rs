@@ -29,6 +29,7 @@ use super::{
     attrs::{Attr, Snapshot, diff},
     baseline::{Access, Baseline, BaselineError},
     observe::{Hashing, Limits, ObserveError, Scratch, observe},
+    order::{Reorder, Ticket},
     scan::{ScanItem, ScanOptions, scan},
 };
 use crate::{
@@ -119,6 +120,8 @@ fn step_for(action: Action, in_burst: bool) -> Step {
 const RENAME_EXCHANGE: u32 = 2;
 
 struct Job {
+    /// The event's place in the engine's input order.
+    ticket: Ticket,
     /// Canonical keys the job holds (path; rename: new then old).
     keys: Vec<Vec<u8>>,
     event: FileEvent,
@@ -127,7 +130,7 @@ struct Job {
     prev: Option<Snapshot>,
     /// Later events of the same kind on the same path that queued behind another job: one
     /// observation serves them all (a burst of 10,000 chmods is observed once per batch).
-    followers: Vec<FileEvent>,
+    followers: Vec<(Ticket, FileEvent)>,
 }
 
 impl Job {
@@ -150,9 +153,23 @@ struct Done {
     result: Result<Option<Snapshot>, ObserveError>,
 }
 
+/// What is left to do for an event once everything before it is done.
+enum Finished {
+    /// Its observation: apply it to the baseline and report.
+    Observed(Box<Done>),
+    /// A name is gone: drop it from the baseline and report.
+    Forget(Box<FileEvent>, Vec<u8>),
+    /// Report as it is.
+    Emit(Box<FileEvent>),
+}
+
 struct Dirty {
     deadline: Instant,
     last: FileEvent,
+    /// The last observation during the burst, with the baseline's digest (the burst's
+    /// content is hashed when it settles): the "before" of the burst's next event, so a
+    /// chmod right after a create says what it changed.
+    seen: Option<Snapshot>,
 }
 
 /// A scan in progress, feeding the engine.
@@ -183,7 +200,9 @@ pub struct Engine {
     ready: VecDeque<Job>,
     in_flight: usize,
     /// Keys with a job in flight, and the events waiting behind it.
-    busy: HashMap<Vec<u8>, VecDeque<FileEvent>>,
+    busy: HashMap<Vec<u8>, VecDeque<(Ticket, FileEvent)>>,
+    /// Results leave in input order (observations finish in any order).
+    order: Reorder<Finished>,
     queued: usize,
     dirty: HashMap<Vec<u8>, Dirty>,
     scan: Option<ScanRun>,
@@ -243,6 +262,7 @@ impl Engine {
             ready: VecDeque::new(),
             in_flight: 0,
             busy: HashMap::new(),
+            order: Reorder::default(),
             queued: 0,
             dirty: HashMap::new(),
             scan: None,
@@ -276,9 +296,14 @@ impl Engine {
         let mut input_open = true;
         let mut lost_seen = lost_in_kernel();
         loop {
-            if !input_open && self.in_flight == 0 && self.ready.is_empty() {
+            if !input_open && self.in_flight == 0 && self.ready.is_empty() && self.order.is_empty()
+            {
                 return Ok(());
             }
+            // Back-pressure: while this many results wait for an earlier one (a large file
+            // being hashed), stop taking events; the sensor's queue holds them, and what it
+            // cannot hold is counted there and repaired by a rescan.
+            let taking = input_open && self.order.len() < 4 * self.cfg.max_backlog;
             let deadline = self.next_deadline();
             enum Msg {
                 Event(Option<Box<FileEvent>>),
@@ -290,7 +315,7 @@ impl Engine {
                 let mut sel = flume::Selector::new().recv(&self.done, |r| {
                     r.map_or(Msg::Tick, |d| Msg::Done(Box::new(d)))
                 });
-                if input_open {
+                if taking {
                     sel = sel.recv(input, |r| Msg::Event(r.ok().map(Box::new)));
                 }
                 if let Some(s) = &self.scan {
@@ -316,6 +341,7 @@ impl Engine {
                 Msg::Scan(None) => self.scan_finished()?,
                 Msg::Tick => {}
             }
+            self.flush()?;
             if !input_open {
                 // Drain a cancelled scan without applying it.
                 if let Some(s) = self.scan.take() {
@@ -401,6 +427,27 @@ impl Engine {
             .map_err(|_| EngineError::OutputClosed)
     }
 
+    /// Reports `ev` in its turn (after every event that came in before it).
+    fn emit_in_order(&mut self, ev: FileEvent) {
+        let ticket = self.order.ticket();
+        self.order.fill(ticket, Finished::Emit(Box::new(ev)));
+    }
+
+    /// Applies and reports every result whose turn has come.
+    fn flush(&mut self) -> Result<(), EngineError> {
+        while let Some((_, finished)) = self.order.next_ready() {
+            match finished {
+                Finished::Observed(done) => {
+                    let Done { job, result } = *done;
+                    self.apply(job, result)?;
+                }
+                Finished::Forget(ev, key) => self.forget(*ev, &key)?,
+                Finished::Emit(ev) => self.emit(*ev)?,
+            }
+        }
+        Ok(())
+    }
+
     fn keys(&self, ev: &FileEvent) -> Vec<Vec<u8>> {
         let mut keys = vec![self.watch.canonical(&ev.path.bytes)];
         if ev.action == Action::Rename
@@ -411,16 +458,28 @@ impl Engine {
         keys
     }
 
-    /// Takes one event: runs it now, or queues it behind the job holding its path.
-    fn accept(&mut self, ev: FileEvent) -> Result<(), EngineError> {
-        self.accept_group(ev, Vec::new())
+    /// The last known state of `key`: the burst's last observation, or the baseline's.
+    fn last_known(&self, key: &[u8]) -> Result<Option<Snapshot>, EngineError> {
+        if let Some(seen) = self.dirty.get(key).and_then(|d| d.seen.clone()) {
+            return Ok(Some(seen));
+        }
+        Ok(self.baseline.get(key)?)
     }
 
-    /// Like [`Self::accept`], with followers that share the observation.
+    /// Takes one event in: it gets its place in the output order, then runs now or queues
+    /// behind the job holding its path.
+    fn accept(&mut self, ev: FileEvent) -> Result<(), EngineError> {
+        let ticket = self.order.ticket();
+        self.accept_group(ticket, ev, Vec::new())
+    }
+
+    /// Like [`Self::accept`] for an event that already has its ticket, with followers that
+    /// share the observation.
     fn accept_group(
         &mut self,
+        ticket: Ticket,
         ev: FileEvent,
-        followers: Vec<FileEvent>,
+        followers: Vec<(Ticket, FileEvent)>,
     ) -> Result<(), EngineError> {
         let keys = self.keys(&ev);
         if self.scan.is_some() {
@@ -428,11 +487,15 @@ impl Engine {
         }
         if let Some(k) = keys.iter().find(|k| self.busy.contains_key(*k)) {
             if self.queued >= self.cfg.max_backlog {
-                return self.pass_unenriched(ev);
+                self.pass_unenriched(ticket, ev);
+                for (t, f) in followers {
+                    self.pass_unenriched(t, f);
+                }
+                return Ok(());
             }
             if let Some(q) = self.busy.get_mut(k) {
                 self.queued += 1 + followers.len();
-                q.push_back(ev);
+                q.push_back((ticket, ev));
                 q.extend(followers);
             }
             return Ok(());
@@ -450,6 +513,7 @@ impl Engine {
                     .or_insert_with(|| Dirty {
                         deadline,
                         last: ev.clone(),
+                        seen: None,
                     });
             }
             Step::Settle | Step::Forget => {
@@ -465,12 +529,16 @@ impl Engine {
             Step::Metadata => {}
         }
         if step == Step::Forget {
-            self.forget(ev, &keys[0])?;
-            for f in followers {
-                self.accept(f)?;
+            let key = keys[0].clone();
+            self.order
+                .fill(ticket, Finished::Forget(Box::new(ev), key.clone()));
+            for (t, f) in followers {
+                self.accept_group(t, f, Vec::new())?;
             }
             return Ok(());
         }
+        // Only to decide whether a digest can be reused; "before" is read when the result
+        // is applied, in order.
         let prev = match step {
             Step::Move => match keys.get(1) {
                 Some(old) => self.baseline.get(old)?,
@@ -479,12 +547,17 @@ impl Engine {
             _ => self.baseline.get(&keys[0])?,
         };
         if self.ready.len() + self.in_flight >= self.cfg.max_backlog {
-            return self.pass_unenriched(ev);
+            self.pass_unenriched(ticket, ev);
+            for (t, f) in followers {
+                self.pass_unenriched(t, f);
+            }
+            return Ok(());
         }
         for k in &keys {
             self.busy.insert(k.clone(), VecDeque::new());
         }
         self.submit(Job {
+            ticket,
             keys,
             event: ev,
             step,
@@ -507,7 +580,7 @@ impl Engine {
         }
     }
 
-    fn pass_unenriched(&mut self, mut ev: FileEvent) -> Result<(), EngineError> {
+    fn pass_unenriched(&mut self, ticket: Ticket, mut ev: FileEvent) {
         let n = self.stats.unenriched.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 || n.is_power_of_two() {
             warn!(
@@ -523,12 +596,13 @@ impl Engine {
             replaced_target: false,
             note: Some("not enriched: integrity backlog full, repaired by rescan".into()),
         });
-        self.emit(ev)
+        self.order.fill(ticket, Finished::Emit(Box::new(ev)));
     }
 
     /// Unlink/rmdir: no observation needed.
     fn forget(&mut self, mut ev: FileEvent, key: &[u8]) -> Result<(), EngineError> {
-        let before = self.baseline.remove(key)?;
+        let before = self.last_known(key)?;
+        self.baseline.remove(key)?;
         if ev.action == Action::Rmdir {
             self.baseline.remove_below(key)?;
         }
@@ -543,6 +617,9 @@ impl Engine {
         self.emit(ev)
     }
 
+    /// An observation finished: its keys are free for what waited behind them (observed
+    /// now, in order, so observations of one path follow its events); its result is
+    /// applied in its turn.
     fn complete(&mut self, done: Done) -> Result<(), EngineError> {
         self.in_flight -= 1;
         while let Some(job) = self.ready.pop_front() {
@@ -554,10 +631,9 @@ impl Engine {
                 }
             }
         }
-        let Done { job, result } = done;
-        let keys = job.keys.clone();
-        self.apply(job, result)?;
-        // Release the keys and replay what waited behind them, in order.
+        let keys = done.job.keys.clone();
+        let ticket = done.job.ticket;
+        self.order.fill(ticket, Finished::Observed(Box::new(done)));
         let mut waiting = Vec::new();
         for k in &keys {
             if let Some(q) = self.busy.remove(k) {
@@ -565,19 +641,19 @@ impl Engine {
                 waiting.extend(q);
             }
         }
-        waiting.sort_by_key(|e| e.time_unix_ns);
+        waiting.sort_by_key(|(t, _)| *t);
         let mut rest = waiting.into_iter().peekable();
-        while let Some(ev) = rest.next() {
+        while let Some((t, ev)) = rest.next() {
             let mut followers = Vec::new();
             if let Some(step) = self.shareable(&ev) {
                 let key = self.watch.canonical(&ev.path.bytes);
-                while let Some(next) = rest.next_if(|n| {
+                while let Some(next) = rest.next_if(|(_, n)| {
                     self.shareable(n) == Some(step) && self.watch.canonical(&n.path.bytes) == key
                 }) {
                     followers.push(next);
                 }
             }
-            self.accept_group(ev, followers)?;
+            self.accept_group(t, ev, followers)?;
         }
         Ok(())
     }
@@ -603,8 +679,8 @@ impl Engine {
             keys,
             mut event,
             step,
-            prev,
             followers,
+            ..
         } = job;
         let key = &keys[0];
         let mut note = None;
@@ -642,16 +718,17 @@ impl Engine {
             Step::Move => {
                 let old = keys.get(1).cloned().unwrap_or_default();
                 if event.rename_flags & RENAME_EXCHANGE != 0 {
-                    let b = self.baseline.get(key)?;
+                    let b = self.last_known(key)?;
                     self.baseline.exchange(&old, key)?;
                     b
                 } else {
+                    let moved = self.last_known(&old)?;
                     let replaced = self.baseline.rename(&old, key)?;
                     replaced_target = replaced.is_some();
-                    replaced.or(prev)
+                    replaced.or(moved)
                 }
             }
-            _ => prev,
+            _ => self.last_known(key)?,
         };
         if step != Step::Defer {
             match &after {
@@ -668,6 +745,15 @@ impl Engine {
             (Some(b), Some(a)) => diff(b, a),
             _ => Vec::new(),
         };
+        // Within a burst, the next event's "before" is this observation (its content is
+        // still the last digest known: the burst is hashed when it settles).
+        if let Some(d) = self.dirty.get_mut(key.as_slice())
+            && let Some(a) = &after
+        {
+            let mut seen = a.clone();
+            seen.content = before.as_ref().and_then(|b| b.content.clone());
+            d.seen = Some(seen);
+        }
         if let Some(a) = &after
             && event.inode.is_none()
         {
@@ -681,7 +767,8 @@ impl Engine {
         if event.action == Action::Attrib {
             event.action = name_attrib(&changed, before.as_ref(), after.as_ref());
         }
-        // fanotify reports every new name as a create: name it from what is there.
+        // fanotify reports every new name as a create: a symlink or a special file is
+        // told by its type (a sensor that saw the file can have said so already).
         if event.action == Action::Create
             && event.path.source == PathSource::FileHandle
             && let Some(a) = &after
@@ -699,7 +786,6 @@ impl Engine {
                 T::Fifo | T::Socket | T::CharDevice | T::BlockDevice => {
                     event.action = Action::Mknod
                 }
-                T::File if a.attrs.nlink > 1 => event.action = Action::Link,
                 _ => {}
             }
             if event.action != Action::Create || a.attrs.file_type != T::File {
@@ -719,7 +805,7 @@ impl Engine {
         });
         self.emit(event)?;
         let n = followers.len();
-        for mut f in followers {
+        for (ticket, mut f) in followers {
             f.inode = f.inode.or(inode);
             f.integrity = Some(Integrity {
                 before: after.clone(),
@@ -732,7 +818,7 @@ impl Engine {
                     n + 1
                 )),
             });
-            self.emit(f)?;
+            self.order.fill(ticket, Finished::Emit(Box::new(f)));
         }
         Ok(())
     }
@@ -846,7 +932,8 @@ impl Engine {
         }
         self.stats.found.fetch_add(1, Ordering::Relaxed);
         let ev = found_event(action, path, before, Some(after), changed, origin);
-        self.emit(ev)
+        self.emit_in_order(ev);
+        Ok(())
     }
 
     fn scan_finished(&mut self) -> Result<(), EngineError> {
@@ -881,7 +968,7 @@ impl Engine {
                         Vec::new(),
                         run.origin,
                     );
-                    self.emit(ev)?;
+                    self.emit_in_order(ev);
                 }
             }
             if run.initial {

@@ -10,4 +10,5 @@ pub mod baseline;
 pub mod engine;
 pub mod hash;
 pub mod observe;
+pub mod order;
 pub mod scan;
