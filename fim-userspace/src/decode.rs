@@ -263,6 +263,7 @@ pub fn decode(
         time_unix_ns: i128::from(h.ktime_ns) + boot_to_unix_ns,
         path,
         source,
+        requested_path: None,
         mode,
         owner_uid: (is_chown && h.owner_uid != u32::MAX).then_some(h.owner_uid),
         owner_gid: (is_chown && h.owner_gid != u32::MAX).then_some(h.owner_gid),

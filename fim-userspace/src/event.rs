@@ -172,6 +172,9 @@ pub struct FileEvent {
     pub path: ReportedPath,
     /// Rename: the old name. Link: the existing file. Symlink: the target text, verbatim.
     pub source: Option<ReportedPath>,
+    /// The name the operation went through, where it differs from `path` (the watched,
+    /// canonical name): another hard link, a bind mount, a symlinked directory.
+    pub requested_path: Option<ReportedPath>,
     /// New mode (chmod, mkdir, mknod, create).
     pub mode: Option<u32>,
     /// New owner uid (chown); `None` when unchanged.
@@ -229,6 +232,7 @@ impl FileEvent {
             time_unix_ns: unix_now_ns(),
             path,
             source: None,
+            requested_path: None,
             mode: None,
             owner_uid: None,
             owner_gid: None,

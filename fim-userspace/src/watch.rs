@@ -246,6 +246,17 @@ impl WatchSet {
         })
     }
 
+    /// Whether directory `path` matters to a sensor that follows directories by identity:
+    /// it lies in a watched tree, or is (or leads to) the root of a rule (the directory of
+    /// a glob, the parent of a watched file, the place a missing root may appear).
+    pub fn dir_relevant(&self, path: &[u8]) -> bool {
+        self.rules.iter().any(|r| {
+            r.roots.iter().any(|root| {
+                is_under(root, path) || (matches!(r.matcher, Matcher::Tree) && is_under(path, root))
+            })
+        })
+    }
+
     /// The kernel's prefix table: one entry per distinct root spelling (key ends in `/`).
     pub fn kernel_roots(&self) -> Vec<(Vec<u8>, WatchRoot)> {
         let mut out: Vec<(Vec<u8>, WatchRoot)> = Vec::new();
@@ -427,6 +438,12 @@ mod tests {
         assert!(!s.matches(b"/etc/sub/x.conf") && !s.matches(b"/etc/hosts"));
         assert!(s.matches(b"/etc/crontab") && !s.matches(b"/etc/crontab/x"));
         assert!(s.matches(b"/bin/ls") && s.matches(b"/usr/bin/ls"));
+        for relevant in ["/", "/w", "/w/a/b", "/etc", "/usr", "/usr/bin/sub"] {
+            assert!(s.dir_relevant(relevant.as_bytes()), "{relevant}");
+        }
+        for other in ["/wx", "/etc/sub", "/tmp", "/usr/lib"] {
+            assert!(!s.dir_relevant(other.as_bytes()), "{other}");
+        }
 
         let roots = s.kernel_roots();
         let get = |k: &str| {

@@ -91,7 +91,9 @@ mod tests {
         let d = r.ticket();
         r.fill(d, "d");
         r.fill(b, "b");
-        let rest: Vec<_> = std::iter::from_fn(|| r.next_ready()).map(|(_, v)| v).collect();
+        let rest: Vec<_> = std::iter::from_fn(|| r.next_ready())
+            .map(|(_, v)| v)
+            .collect();
         assert_eq!(rest, ["b", "c", "d"]);
         assert!(r.is_empty());
         assert_eq!(r.ticket(), 4, "tickets keep counting");

@@ -134,9 +134,9 @@ impl Sensor {
                 c.ring_full.load(Ordering::Relaxed)
                     + c.pending_full.load(Ordering::Relaxed)
                     + c.writers_full.load(Ordering::Relaxed)
-            }) + fan
-                .as_ref()
-                .map_or(0, |c| c.overflows.load(Ordering::Relaxed))
+            }) + fan.as_ref().map_or(0, |c| {
+                c.overflows.load(Ordering::Relaxed) + c.unresolved.load(Ordering::Relaxed)
+            })
         }
     }
 

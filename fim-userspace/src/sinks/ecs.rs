@@ -93,6 +93,9 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
     if let Some(gid) = ev.owner_gid {
         insert(&mut requested, "gid", json!(gid.to_string()));
     }
+    if let Some(p) = &ev.requested_path {
+        insert(&mut requested, "path", json!(render_bytes(&p.bytes)));
+    }
     if let Some(inode) = ev.inode {
         insert(&mut file, "inode", json!(inode.ino.to_string()));
         insert(

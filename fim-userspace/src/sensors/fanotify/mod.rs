@@ -13,11 +13,12 @@
 //! Queue overflow (`FAN_Q_OVERFLOW`) is counted and logged; the integrity engine sees the
 //! count grow and rescans the watched roots, reporting what changed during the gap.
 
+pub mod identity;
 pub mod record;
 pub mod sys;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     os::fd::OwnedFd,
     sync::{
         Arc, Mutex,
@@ -29,7 +30,10 @@ use log::{debug, info, warn};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-use self::record::{Fid, Record, info as kind};
+use self::{
+    identity::{DirMap, Key, Objects},
+    record::{Fid, Record, info as kind},
+};
 use crate::{
     event::{Action, FileEvent, PathSource, ReportedPath},
     sensors::{procfs, proctable::ProcTable},
@@ -39,9 +43,8 @@ use crate::{
 /// The sensor's name in events.
 pub const SENSOR_NAME: &str = "fanotify";
 
-/// Directory handles whose paths are remembered; the cache is dropped whenever a directory
-/// is renamed or removed, so a remembered path is never stale.
-const DIR_CACHE_MAX: usize = 4096;
+/// Objects of the watched trees learned by handle while running (see [`identity`]).
+const OBJECTS_MAX: usize = 65_536;
 /// Files with a reported first write and no close yet.
 const WRITING_MAX: usize = 65_536;
 
@@ -75,6 +78,14 @@ pub struct FanotifyCounters {
     pub unresolved: AtomicU64,
 }
 
+/// What the sensor knows about objects by identity, kept in event order.
+struct Known {
+    dirs: DirMap,
+    objects: Objects,
+    /// A loss made the maps unreliable: seed them again before the next batch.
+    stale: bool,
+}
+
 /// A started sensor: the group exists and its marks are in place.
 pub struct FanotifySensor {
     group: OwnedFd,
@@ -82,10 +93,43 @@ pub struct FanotifySensor {
     watch: Arc<WatchSet>,
     /// Drop and overflow counters.
     pub counters: Arc<FanotifyCounters>,
-    dirs: HashMap<Vec<u8>, Vec<u8>>,
+    known: Known,
+    /// When the marks were placed (ns since the epoch): a file born before is not new.
+    started_ns: i128,
     writing: HashSet<Vec<u8>>,
     self_pid: u32,
     procs: Option<Arc<Mutex<ProcTable>>>,
+}
+
+fn os(path: &[u8]) -> &std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(path)
+}
+
+/// The proper ancestors of absolute `path`, from `/` down.
+fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'/' && i + 1 < path.len())
+        .map(move |(i, _)| if i == 0 { &path[..1] } else { &path[..i] })
+}
+
+/// The entries of directory `dir`, with whether each is a directory (not following
+/// symlinks).
+fn children(dir: &[u8]) -> Vec<(Vec<u8>, bool)> {
+    let Ok(entries) = std::fs::read_dir(os(dir)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let mut p = dir.to_vec();
+            if p != b"/" {
+                p.push(b'/');
+            }
+            p.extend_from_slice(e.file_name().as_encoded_bytes());
+            (p, e.file_type().is_ok_and(|t| t.is_dir()))
+        })
+        .collect()
 }
 
 /// The nearest existing directory at or above `path`.
@@ -134,16 +178,104 @@ impl FanotifySensor {
             "fanotify: marked fsids {:?}",
             mounts.iter().map(|(id, _)| *id).collect::<Vec<_>>()
         );
-        Ok(Self {
+        let mut sensor = Self {
             group,
             mounts,
             watch,
             counters: Arc::new(FanotifyCounters::default()),
-            dirs: HashMap::new(),
+            known: Known {
+                dirs: DirMap::default(),
+                objects: Objects::new(OBJECTS_MAX),
+                stale: false,
+            },
+            started_ns: crate::event::unix_now_ns(),
             writing: HashSet::new(),
             self_pid: std::process::id(),
             procs: None,
-        })
+        };
+        // After the marks: a directory made from now on is seen by its event; one made
+        // before is found by the walk.
+        sensor.seed();
+        Ok(sensor)
+    }
+
+    /// Learns every directory that matters, and every watched file with other hard links,
+    /// by handle, walking the watched roots (canonical spellings) and their ancestors.
+    fn seed(&mut self) {
+        let started = std::time::Instant::now();
+        self.known.dirs.clear();
+        self.known.objects.clear_learned();
+        let mut fsids: Vec<(u64, [i32; 2])> = Vec::new();
+        for root in self.watch.scan_roots() {
+            let (path, tree) = match &root {
+                ScanRoot::Tree(p) => (p.clone(), true),
+                ScanRoot::Exact(p) => (p.clone(), false),
+                ScanRoot::Children { dir, .. } => (dir.clone(), false),
+            };
+            for ancestor in ancestors(&path) {
+                self.seed_entry(ancestor, &mut fsids, &root);
+            }
+            self.seed_entry(&path, &mut fsids, &root);
+            if tree {
+                self.seed_below(&path, &mut fsids, &root);
+            } else if let ScanRoot::Children { dir, .. } = &root {
+                for (child, _) in children(dir) {
+                    self.seed_entry(&child, &mut fsids, &root);
+                }
+            }
+        }
+        self.known.stale = false;
+        info!(
+            "fanotify: {} directories known by handle ({:.2} s)",
+            self.known.dirs.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// One path found by the walk: a directory that matters, or a watched file with other
+    /// names.
+    fn seed_entry(&mut self, path: &[u8], fsids: &mut Vec<(u64, [i32; 2])>, root: &ScanRoot) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::symlink_metadata(os(path)) else {
+            return;
+        };
+        let dir = meta.is_dir();
+        let linked_file = meta.is_file() && meta.nlink() > 1 && root.covers(path);
+        if !(dir && self.watch.dir_relevant(path) || linked_file) {
+            return;
+        }
+        let fsid = match fsids.iter().find(|(dev, _)| *dev == meta.dev()) {
+            Some((_, id)) => *id,
+            None => match sys::fsid_of(path) {
+                Ok(id) => {
+                    fsids.push((meta.dev(), id));
+                    id
+                }
+                Err(_) => return,
+            },
+        };
+        let Ok((handle_type, handle)) = sys::name_to_handle(path) else {
+            return;
+        };
+        let key = identity::key(fsid, handle_type, &handle);
+        if dir {
+            self.known.dirs.insert(key, path.to_vec());
+        } else {
+            self.known.objects.seed(key, path.to_vec());
+        }
+    }
+
+    /// Everything below directory `dir` (not following symlinks).
+    fn seed_below(&mut self, dir: &[u8], fsids: &mut Vec<(u64, [i32; 2])>, root: &ScanRoot) {
+        let mut stack = vec![dir.to_vec()];
+        while let Some(d) = stack.pop() {
+            for (child, is_dir) in children(&d) {
+                self.seed_entry(&child, fsids, root);
+                if is_dir {
+                    stack.push(child);
+                }
+            }
+        }
     }
 
     /// Attributes events from `table` (fed by eBPF exec/fork/exit records) before `/proc`.
@@ -215,9 +347,21 @@ impl FanotifySensor {
                     }
                 };
                 let mut events = Vec::new();
+                let mut removals = Vec::new();
                 for rec in records {
-                    events.extend(self.decode(&rec));
+                    for ev in self.decode(&rec) {
+                        // The kernel merges a removal into a queued record about the same
+                        // name (mkdir + rmdir, create + unlink); what happened in between
+                        // comes after that record, so the removal goes last in the batch.
+                        let merged = rec.mask & !(libc::FAN_DELETE | libc::FAN_ONDIR) != 0;
+                        if merged && matches!(ev.action, Action::Unlink | Action::Rmdir) {
+                            removals.push(ev);
+                        } else {
+                            events.push(ev);
+                        }
+                    }
                 }
+                events.extend(removals);
                 // A task gone from /proc may still be on its way into the process table
                 // (the eBPF ring is polled every 20 ms): give it one chance.
                 if self.procs.is_some()
@@ -239,6 +383,9 @@ impl FanotifySensor {
                         return Ok(());
                     }
                 }
+                if self.known.stale {
+                    self.seed();
+                }
             }
             if stopping {
                 return Ok(());
@@ -246,87 +393,197 @@ impl FanotifySensor {
         }
     }
 
-    fn dir_path(&mut self, fid: &Fid) -> Option<Vec<u8>> {
-        let mut key = fid
-            .fsid
-            .iter()
-            .flat_map(|w| w.to_ne_bytes())
-            .collect::<Vec<u8>>();
-        key.extend_from_slice(&fid.handle_type.to_ne_bytes());
-        key.extend_from_slice(&fid.handle);
-        if let Some(p) = self.dirs.get(&key) {
-            return Some(p.clone());
-        }
-        let Some((_, mount)) = self.mounts.iter().find(|(id, _)| *id == fid.fsid) else {
-            debug!("fanotify: no marked file system with fsid {:?}", fid.fsid);
-            return None;
-        };
-        let path = sys::handle_path(mount, fid.handle_type, &fid.handle)?;
-        if self.dirs.len() >= DIR_CACHE_MAX {
-            self.dirs.clear();
-        }
-        self.dirs.insert(key, path.clone());
-        Some(path)
+    fn key_of(fid: &Fid) -> Key {
+        identity::key(fid.fsid, fid.handle_type, &fid.handle)
     }
 
-    /// Parent path + name of a directory-entry record; `.` names the directory itself.
-    fn entry_path(&mut self, fid: &Fid) -> Option<Vec<u8>> {
-        let mut dir = self.dir_path(fid)?;
+    fn mount_for(&self, fid: &Fid) -> Option<&OwnedFd> {
+        let found = self.mounts.iter().find(|(id, _)| *id == fid.fsid);
+        if found.is_none() {
+            debug!("fanotify: no marked file system with fsid {:?}", fid.fsid);
+        }
+        found.map(|(_, fd)| fd)
+    }
+
+    /// `dir` + `/` + the record's name (`.` or none: the directory itself).
+    fn join(mut dir: Vec<u8>, fid: &Fid) -> Vec<u8> {
         match fid.name.as_deref() {
-            None | Some(b".") | Some(b"") => Some(dir),
+            None | Some(b".") | Some(b"") => dir,
             Some(name) => {
                 if dir != b"/" {
                     dir.push(b'/');
                 }
                 dir.extend_from_slice(name);
-                Some(dir)
+                dir
             }
+        }
+    }
+
+    /// The path of a directory-entry record whose directory matters, from what is known in
+    /// event order; `None` for a directory outside everything watched.
+    fn known_entry(&self, fid: &Fid) -> Option<Vec<u8>> {
+        let dir = self.known.dirs.path(&Self::key_of(fid))?;
+        Some(Self::join(dir.to_vec(), fid))
+    }
+
+    /// The path of a directory-entry record outside the watched trees, resolved now
+    /// (`open_by_handle_at`): only for the rare records that concern a watched object.
+    fn resolve_entry(&self, fid: &Fid) -> Option<Vec<u8>> {
+        let dir = sys::handle_path(self.mount_for(fid)?, fid.handle_type, &fid.handle)?;
+        Some(Self::join(dir, fid))
+    }
+
+    /// What a new non-directory name in a watched directory is: a link to an object known
+    /// under another name, or one born before the marks were placed; a symlink or a special
+    /// file by its type; otherwise a new file. Returns the action and its source (the
+    /// existing name of a link, the target of a symlink).
+    fn name_create(&self, target: Option<&Fid>, path: &[u8]) -> (Action, Option<Vec<u8>>) {
+        let Some(t) = target else {
+            return (Action::Create, None);
+        };
+        if let Some(known) = self.known.objects.path(&Self::key_of(t))
+            && known != path
+        {
+            return (Action::Link, Some(known.to_vec()));
+        }
+        let Some(fd) = self
+            .mount_for(t)
+            .and_then(|m| sys::open_handle(m, t.handle_type, &t.handle))
+        else {
+            // Already gone: nothing links to it any more; it was made here.
+            return (Action::Create, None);
+        };
+        let Ok(st) = sys::stat_fd(&fd) else {
+            return (Action::Create, None);
+        };
+        match st.mode & libc::S_IFMT {
+            libc::S_IFLNK => (Action::Symlink, sys::read_link_fd(&fd)),
+            libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK => (Action::Mknod, None),
+            _ if st.nlink > 1 && st.btime_ns.is_some_and(|b| b < self.started_ns) => {
+                (Action::Link, None)
+            }
+            _ => (Action::Create, None),
         }
     }
 
     /// The events one record stands for. The kernel merges consecutive events on one
     /// object into one record, so a record can mean several operations (a write and its
-    /// close); each yields its own event, in the order they happen.
+    /// close); each yields its own event, in the order they happen. Directory records also
+    /// update what is known by handle, in the order they come.
     fn decode(&mut self, rec: &Record) -> Vec<FileEvent> {
         if rec.mask & libc::FAN_Q_OVERFLOW != 0 {
             let n = self.counters.overflows.fetch_add(1, Ordering::Relaxed) + 1;
             warn!(
                 "fanotify queue overflow ({n} so far): events were lost; the watched paths will be rescanned"
             );
-            return Vec::new();
-        }
-        let tid = rec.pid.max(0) as u32;
-        if self.is_self(tid) {
-            // This daemon's own writes (its baseline, its log).
+            // Renames and removals may be among the lost: what is known by handle is
+            // learned again.
+            self.known.stale = true;
             return Vec::new();
         }
         let is_dir = rec.mask & libc::FAN_ONDIR != 0;
-        if is_dir && rec.mask & (libc::FAN_RENAME | libc::FAN_DELETE) != 0 {
-            // A directory moved or went away: remembered paths below it may be wrong now.
-            self.dirs.clear();
-        }
-        let Some(entry) = rec
-            .fid(kind::DFID_NAME)
-            .or_else(|| rec.fid(kind::NEW_DFID_NAME))
-        else {
-            return Vec::new();
-        };
-        let target = rec.fid(kind::FID).map(|f| &f.handle);
+        let target = rec.fid(kind::FID);
+        let target_key = target.map(Self::key_of);
         let mut actions = Vec::new();
         let mut source = None;
+        let mut requested = None;
+        let path;
         if rec.mask & libc::FAN_RENAME != 0 {
-            let Some(old) = rec.fid(kind::OLD_DFID_NAME) else {
+            let (Some(old), Some(new)) =
+                (rec.fid(kind::OLD_DFID_NAME), rec.fid(kind::NEW_DFID_NAME))
+            else {
                 return Vec::new();
             };
-            source = self.entry_path(old);
+            let (from, to) = (self.known_entry(old), self.known_entry(new));
+            if from.is_none() && to.is_none() {
+                return Vec::new();
+            }
+            let from = from.or_else(|| self.resolve_entry(old));
+            let to = to.or_else(|| self.resolve_entry(new));
+            let (Some(from), Some(to)) = (from, to) else {
+                self.unresolved(rec);
+                return Vec::new();
+            };
+            if let Some(k) = &target_key {
+                if is_dir {
+                    if !self.watch.dir_relevant(&to) {
+                        self.known.dirs.remove(k);
+                    } else if self.known.dirs.is_live(k) {
+                        self.known.dirs.moved(k, &to);
+                    } else {
+                        // Moved in from outside: learn it and what is below it.
+                        self.known.dirs.insert(k.clone(), to.clone());
+                        let root = ScanRoot::Tree(to.clone());
+                        self.seed_below(&to, &mut Vec::new(), &root);
+                    }
+                } else {
+                    self.known.objects.forget(k, &from);
+                    if self.watch.matches(&to) {
+                        self.known.objects.learn(k.clone(), to.clone());
+                    }
+                }
+            }
+            source = Some(from);
+            path = to;
             actions.push(Action::Rename);
+        } else {
+            let entry = rec.fid(kind::DFID_NAME);
+            match entry.and_then(|e| self.known_entry(e)) {
+                Some(p) => path = p,
+                None => {
+                    // Not in a watched directory: only an object known by identity (a
+                    // watched file reached through another hard link) matters.
+                    let Some(canonical) = target_key
+                        .as_ref()
+                        .and_then(|k| self.known.objects.path(k))
+                        .map(<[u8]>::to_vec)
+                    else {
+                        return Vec::new();
+                    };
+                    let accessed = entry.and_then(|e| self.resolve_entry(e));
+                    if rec.mask & libc::FAN_CREATE != 0 && !is_dir {
+                        // A new name for a watched file, outside the watched trees.
+                        let Some(new_name) = accessed else {
+                            self.unresolved(rec);
+                            return Vec::new();
+                        };
+                        let ev = self.event(rec, Action::Link, new_name, Some(canonical), None);
+                        return ev.into_iter().collect();
+                    }
+                    if rec.mask & libc::FAN_DELETE != 0 {
+                        // Another name of a watched file went away; its link count change
+                        // is reported on the file itself.
+                        return Vec::new();
+                    }
+                    requested = accessed.filter(|a| *a != canonical);
+                    path = canonical;
+                }
+            }
         }
         if rec.mask & libc::FAN_CREATE != 0 {
-            actions.push(if is_dir {
-                Action::Mkdir
+            if is_dir {
+                if let Some(k) = &target_key
+                    && self.watch.dir_relevant(&path)
+                {
+                    self.known.dirs.insert(k.clone(), path.clone());
+                }
+                actions.push(Action::Mkdir);
             } else {
-                Action::Create
-            });
+                let (action, from) = self.name_create(target, &path);
+                if action == Action::Link || action == Action::Symlink {
+                    source = from;
+                }
+                actions.push(action);
+            }
+        }
+        if let Some(k) = &target_key
+            && !is_dir
+            && rec.mask
+                & (libc::FAN_CREATE | libc::FAN_MODIFY | libc::FAN_ATTRIB | libc::FAN_CLOSE_WRITE)
+                != 0
+            && self.watch.matches(&path)
+        {
+            self.known.objects.learn(k.clone(), path.clone());
         }
         if rec.mask & libc::FAN_MODIFY != 0 {
             let first = match &target {
@@ -334,7 +591,7 @@ impl FanotifySensor {
                     if self.writing.len() >= WRITING_MAX {
                         self.writing.clear();
                     }
-                    self.writing.insert((*t).clone())
+                    self.writing.insert(t.handle.clone())
                 }
                 None => true,
             };
@@ -347,11 +604,18 @@ impl FanotifySensor {
         }
         if rec.mask & libc::FAN_CLOSE_WRITE != 0 {
             if let Some(t) = target {
-                self.writing.remove(t);
+                self.writing.remove(&t.handle);
             }
             actions.push(Action::CloseWrite);
         }
         if rec.mask & libc::FAN_DELETE != 0 {
+            if let Some(k) = &target_key {
+                if is_dir {
+                    self.known.dirs.remove(k);
+                } else {
+                    self.known.objects.forget(k, &path);
+                }
+            }
             actions.push(if is_dir {
                 Action::Rmdir
             } else {
@@ -361,32 +625,59 @@ impl FanotifySensor {
         if actions.is_empty() {
             return Vec::new();
         }
-        let Some(path) = self.entry_path(entry) else {
-            self.counters.unresolved.fetch_add(1, Ordering::Relaxed);
-            return Vec::new();
-        };
         let watched =
             self.watch.matches(&path) || source.as_ref().is_some_and(|s| self.watch.matches(s));
         if !watched {
             return Vec::new();
         }
-        let process = self.process_for(tid);
         actions
             .into_iter()
-            .map(|action| {
-                let mut ev = FileEvent::new(
-                    action,
-                    ReportedPath::new(path.clone(), PathSource::FileHandle),
-                    SENSOR_NAME,
-                );
-                ev.source = source
+            .filter_map(|action| {
+                let src = source
                     .clone()
-                    .filter(|_| action == Action::Rename)
-                    .map(|s| ReportedPath::new(s, PathSource::FileHandle));
-                ev.process = Some(process.clone());
-                ev
+                    .filter(|_| matches!(action, Action::Rename | Action::Link | Action::Symlink));
+                let mut ev = self.event(rec, action, path.clone(), src, None)?;
+                ev.requested_path = requested
+                    .clone()
+                    .map(|r| ReportedPath::new(r, PathSource::FileHandle));
+                Some(ev)
             })
             .collect()
+    }
+
+    /// An event by the record's thread; `None` for the daemon's own activity.
+    fn event(
+        &self,
+        rec: &Record,
+        action: Action,
+        path: Vec<u8>,
+        source: Option<Vec<u8>>,
+        requested: Option<Vec<u8>>,
+    ) -> Option<FileEvent> {
+        let tid = rec.pid.max(0) as u32;
+        if self.is_self(tid) {
+            // This daemon's own writes (its baseline, its log).
+            return None;
+        }
+        let mut ev = FileEvent::new(
+            action,
+            ReportedPath::new(path, PathSource::FileHandle),
+            SENSOR_NAME,
+        );
+        ev.source = source.map(|s| ReportedPath::new(s, PathSource::FileHandle));
+        ev.requested_path = requested.map(|r| ReportedPath::new(r, PathSource::FileHandle));
+        ev.process = Some(self.process_for(tid));
+        Some(ev)
+    }
+
+    /// A record about a watched object whose names could not be resolved: counted, logged
+    /// (never silent), and repaired by a rescan.
+    fn unresolved(&mut self, rec: &Record) {
+        let n = self.counters.unresolved.fetch_add(1, Ordering::Relaxed) + 1;
+        warn!(
+            "fanotify: an event (mask {:#x}) on a watched object could not be resolved to a path ({n} so far); the watched paths will be rescanned",
+            rec.mask
+        );
     }
 
     /// Whether `tid` is one of this daemon's threads (its own baseline writes).

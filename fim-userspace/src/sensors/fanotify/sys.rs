@@ -97,18 +97,20 @@ pub fn read(group: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// The current path of the object a handle names, or `None` when it is gone.
-pub fn handle_path(mount: &OwnedFd, handle_type: i32, handle: &[u8]) -> Option<Vec<u8>> {
-    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
-    let mut raw = Vec::with_capacity(8 + handle.len());
-    raw.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
-    raw.extend_from_slice(&handle_type.to_ne_bytes());
-    raw.extend_from_slice(handle);
-    // Keep the buffer aligned for the kernel's view of the struct.
-    let mut words = vec![0u32; raw.len().div_ceil(4)];
-    // SAFETY: `words` has at least raw.len() bytes.
+/// Opens the object a handle names (`O_PATH`), or `None` when it is gone.
+pub fn open_handle(mount: &OwnedFd, handle_type: i32, handle: &[u8]) -> Option<OwnedFd> {
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }, kept
+    // aligned for the kernel's view of the struct.
+    let mut words = vec![0u32; 2 + handle.len().div_ceil(4)];
+    words[0] = handle.len() as u32;
+    words[1] = handle_type as u32;
+    // SAFETY: `words` has room for the 8-byte header and the handle bytes.
     unsafe {
-        std::ptr::copy_nonoverlapping(raw.as_ptr(), words.as_mut_ptr().cast::<u8>(), raw.len());
+        std::ptr::copy_nonoverlapping(
+            handle.as_ptr(),
+            words.as_mut_ptr().add(2).cast::<u8>(),
+            handle.len(),
+        );
     }
     // SAFETY: a valid file_handle buffer and mount descriptor.
     let fd = unsafe {
@@ -123,15 +125,115 @@ pub fn handle_path(mount: &OwnedFd, handle_type: i32, handle: &[u8]) -> Option<V
         return None;
     }
     // SAFETY: fresh descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The current path of the object a handle names, or `None` when it is gone.
+pub fn handle_path(mount: &OwnedFd, handle_type: i32, handle: &[u8]) -> Option<Vec<u8>> {
+    let fd = open_handle(mount, handle_type, handle)?;
     // An unlinked object still opens (its /proc link reads "<old path> (deleted)").
-    // SAFETY: zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and out-pointer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 || st.st_nlink == 0 {
+    let st = stat_fd(&fd).ok()?;
+    if st.nlink == 0 {
         return None;
     }
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
     let bytes = link.into_os_string().into_encoded_bytes();
     bytes.starts_with(b"/").then_some(bytes)
+}
+
+/// What the sensor reads of an object it holds: type and mode, link count, birth time.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectStat {
+    /// `st_mode`.
+    pub mode: u32,
+    /// `st_nlink`.
+    pub nlink: u32,
+    /// Birth time in ns since the epoch, when the file system records it.
+    pub btime_ns: Option<i128>,
+}
+
+/// `statx` of an open descriptor (an `O_PATH` one included).
+pub fn stat_fd(fd: &OwnedFd) -> io::Result<ObjectStat> {
+    // SAFETY: zeroed statx is a valid out-parameter.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, empty NUL-terminated path, out-pointer.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_NLINK | libc::STATX_BTIME,
+            &mut st,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let btime_ns = (st.stx_mask & libc::STATX_BTIME != 0).then(|| {
+        i128::from(st.stx_btime.tv_sec) * 1_000_000_000 + i128::from(st.stx_btime.tv_nsec)
+    });
+    Ok(ObjectStat {
+        mode: u32::from(st.stx_mode),
+        nlink: st.stx_nlink,
+        btime_ns,
+    })
+}
+
+/// The target of a symlink held by an `O_PATH` descriptor.
+pub fn read_link_fd(fd: &OwnedFd) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid descriptor, empty path, buffer of the given length.
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+/// The file handle of `path`, not following a final symlink: (handle type, bytes).
+pub fn name_to_handle(path: &[u8]) -> io::Result<(i32, Vec<u8>)> {
+    /// `MAX_HANDLE_SZ` in the kernel.
+    const MAX_HANDLE: usize = 128;
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut words = vec![0u32; 2 + MAX_HANDLE / 4];
+    words[0] = MAX_HANDLE as u32;
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: a file_handle buffer with room for MAX_HANDLE bytes, NUL-terminated path.
+    let r = unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            words.as_mut_ptr().cast::<libc::file_handle>(),
+            &mut mount_id,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = (words[0] as usize).min(MAX_HANDLE);
+    // SAFETY: the kernel wrote `len` handle bytes after the 8-byte header.
+    let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr().add(2).cast::<u8>(), len) };
+    Ok((words[1] as i32, bytes.to_vec()))
+}
+
+/// The file system id of the file system holding `path` (as fanotify reports it).
+pub fn fsid_of(path: &[u8]) -> io::Result<[i32; 2]> {
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: zeroed statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: NUL-terminated path and out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: __fsid_t is two ints.
+    Ok(unsafe { std::mem::transmute::<libc::fsid_t, [i32; 2]>(st.f_fsid) })
 }
