@@ -64,10 +64,8 @@ pub mod globals {
     pub const OFFSETS: &str = "OFFSETS";
     /// Thread-group id of the daemon; its own file activity is not reported.
     pub const SELF_TGID: &str = "SELF_TGID";
-    /// Offset of `pid` in the `task:task_newtask` tracepoint record, from tracefs.
-    pub const FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
-    /// Offset of `clone_flags` in the same record.
-    pub const FORK_FLAGS_OFFSET: &str = "FORK_FLAGS_OFFSET";
+    /// The [`super::TracepointFields`] read from tracefs.
+    pub const TRACEPOINT_FIELDS: &str = "TRACEPOINT_FIELDS";
     /// Bit `i` set: outcome function `i` (an [`super::Outcome`]) returns a pointer
     /// (`ERR_PTR` on failure) rather than an `int` on this kernel (`vfs_mkdir` since 6.15).
     pub const OUTCOME_RETURNS_PTR: &str = "OUTCOME_RETURNS_PTR";
@@ -100,6 +98,10 @@ pub mod programs {
     pub const PROC_FORK: &str = "fim_proc_fork";
     /// Process table: `sched:sched_process_exit`.
     pub const PROC_EXIT: &str = "fim_proc_exit";
+    /// Process table: `task:task_rename` (`prctl(PR_SET_NAME)`, a write to `comm`).
+    pub const PROC_RENAME: &str = "fim_proc_rename";
+    /// Process table: `cgroup:cgroup_attach_task` (a process moved to another cgroup).
+    pub const PROC_CGROUP: &str = "fim_proc_cgroup";
     /// Kernel-object tiers: fentry on `filp_close`, every release of a descriptor (close,
     /// dup2 over it, io_uring close, process exit); replaces the close/dup tracepoints.
     pub const CLOSE_FILE: &str = "fim_fentry_filp_close";
@@ -262,6 +264,12 @@ pub enum EventKind {
     /// record with [`flags::AWAITS_OUTCOME`]). [`flags::FAILED`] when it failed; for a
     /// truncate, `size` holds the new length.
     Outcome = 20,
+    /// Process table: task `size` (a thread id) was renamed; the new name is the record's
+    /// `name` string.
+    ProcRename = 21,
+    /// Process table: process `size` (its leader's thread id) moved to the cgroup v2 cgroup
+    /// whose id is in `ino`.
+    ProcCgroup = 22,
 }
 
 impl EventKind {
@@ -288,6 +296,8 @@ impl EventKind {
             18 => Self::ProcFork,
             19 => Self::ProcExit,
             20 => Self::Outcome,
+            21 => Self::ProcRename,
+            22 => Self::ProcCgroup,
             _ => return None,
         })
     }
@@ -567,6 +577,43 @@ pub struct Offsets {
     pub _pad: u32,
 }
 
+/// Byte offsets of fields in tracepoint records, read from their tracefs `format` files at
+/// load time (they move between kernels).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracepointFields {
+    /// `task:task_newtask`: `pid` (the new task).
+    pub newtask_pid: u32,
+    /// `task:task_newtask`: `clone_flags`.
+    pub newtask_flags: u32,
+    /// `task:task_rename`: `pid` (the renamed task).
+    pub rename_pid: u32,
+    /// `task:task_rename`: `newcomm` (16 bytes).
+    pub rename_newcomm: u32,
+    /// `cgroup:cgroup_attach_task`: `dst_root` (hierarchy id; 0 is cgroup v2).
+    pub attach_root: u32,
+    /// `cgroup:cgroup_attach_task`: `dst_id`.
+    pub attach_id: u32,
+    /// `cgroup:cgroup_attach_task`: `pid` (the moved process's leader).
+    pub attach_pid: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+impl TracepointFields {
+    /// The layout of kernels 6.1 to 6.18, used where a format file cannot be read.
+    pub const DEFAULT: Self = Self {
+        newtask_pid: 8,
+        newtask_flags: 32,
+        rename_pid: 8,
+        rename_newcomm: 28,
+        attach_root: 8,
+        attach_id: 16,
+        attach_pid: 24,
+        _pad: 0,
+    };
+}
+
 /// [`Offsets::sb_mounts_style`]: `s_mounts` is a `list_head` of `mount.mnt_instance`.
 pub const MOUNTS_LIST_HEAD: u32 = 1;
 /// [`Offsets::sb_mounts_style`]: `s_mounts` points at the first mount, each mount at the
@@ -601,6 +648,7 @@ mod pod {
     // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have
     // explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::TracepointFields {}
     unsafe impl aya::Pod for super::WatchRoot {}
     unsafe impl aya::Pod for super::SyscallSpec {}
     unsafe impl aya::Pod for super::EventHeader {}
@@ -608,5 +656,6 @@ mod pod {
 
 const _: () = assert!(core::mem::size_of::<Offsets>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<WatchRoot>() == 12 + SUFFIX_MAX);
+const _: () = assert!(core::mem::size_of::<TracepointFields>() == 32);
 const _: () = assert!(core::mem::size_of::<Pending>() == 64);
 const _: () = assert!(MAX_RECORD <= DATA_CAP);

@@ -61,13 +61,22 @@ pub static OFFSETS: Offsets = Offsets {
 #[unsafe(no_mangle)]
 pub static SELF_TGID: u32 = 0;
 
-/// Offset of `pid` in the `task_newtask` record, set by userspace at load time.
+/// Field offsets in tracepoint records, set by userspace at load time.
 #[unsafe(no_mangle)]
-pub static FORK_CHILD_PID_OFFSET: u32 = 8;
+pub static TRACEPOINT_FIELDS: fim_common::TracepointFields = fim_common::TracepointFields::DEFAULT;
 
-/// Offset of `clone_flags` in the `task_newtask` record, set by userspace at load time.
-#[unsafe(no_mangle)]
-pub static FORK_FLAGS_OFFSET: u32 = 32;
+/// One tracepoint field offset; volatile so the compiler cannot fold the initialiser.
+macro_rules! tp_field {
+    ($field:ident) => {{
+        #[allow(
+            unused_unsafe,
+            reason = "the macro is used inside and outside unsafe blocks"
+        )]
+        let v = unsafe { core::ptr::read_volatile(&$crate::kernel::TRACEPOINT_FIELDS.$field) };
+        v as usize
+    }};
+}
+pub(crate) use tp_field;
 
 /// Bit `i`: outcome function `i` returns a pointer on this kernel; set by userspace.
 #[unsafe(no_mangle)]

@@ -5,16 +5,16 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use fim_common::{
-    AT_FDCWD, AT_REMOVEDIR, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, NO_ARG,
-    O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, flags, writer_flags,
+    AT_FDCWD, AT_REMOVEDIR, COMM_LEN, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE,
+    NO_ARG, O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, flags, writer_flags,
 };
 
 use crate::{
-    emit::{finish, finish_named, new_event, set_inode, set_path, set_path2},
+    emit::{finish, finish_named, finish_with, new_event, set_inode, set_path, set_path2},
     filter::is_watched,
-    kernel::{fd_to_file, off, read, read_user, self_tgid},
+    kernel::{fd_to_file, off, read, read_user, self_tgid, tp_field},
     maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes},
-    path::{write_file_path, write_user_path, write_user_str},
+    path::{put_byte, write_file_path, write_user_path, write_user_str},
 };
 
 /// Offsets in the syscall tracepoint record (`trace_event_raw_sys_enter/exit`).
@@ -396,13 +396,7 @@ pub fn fim_proc_exec(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn fim_proc_fork(ctx: TracePointContext) -> u32 {
     const CLONE_THREAD: u64 = 0x0001_0000;
-    // SAFETY: volatile reads of globals set at load time.
-    let (at_pid, at_flags) = unsafe {
-        (
-            core::ptr::read_volatile(&crate::kernel::FORK_CHILD_PID_OFFSET) as usize,
-            core::ptr::read_volatile(&crate::kernel::FORK_FLAGS_OFFSET) as usize,
-        )
-    };
+    let (at_pid, at_flags) = (tp_field!(newtask_pid), tp_field!(newtask_flags));
     // SAFETY: the offsets come from the tracepoint's own format description.
     let child = unsafe { ctx.read_at::<i32>(at_pid) }.unwrap_or(0).max(0) as u64;
     let flags = unsafe { ctx.read_at::<u64>(at_flags) }.unwrap_or(0);
@@ -416,6 +410,64 @@ pub fn fim_proc_fork(ctx: TracePointContext) -> u32 {
 pub fn fim_proc_exit(_ctx: TracePointContext) -> u32 {
     let _ = proc_record(EventKind::ProcExit, 0);
     0
+}
+
+/// Process table: a task's name changed (`prctl(PR_SET_NAME)`, a write to
+/// `/proc/<pid>/comm`, exec); the record names the task and carries the new name.
+#[tracepoint]
+pub fn fim_proc_rename(ctx: TracePointContext) -> u32 {
+    let _ = proc_rename(&ctx);
+    0
+}
+
+#[inline(always)]
+fn proc_rename(ctx: &TracePointContext) -> Option<()> {
+    if is_self() {
+        return None;
+    }
+    // SAFETY: the offsets come from the tracepoint's own format description.
+    let pid = unsafe { ctx.read_at::<i32>(tp_field!(rename_pid)) }.ok()?;
+    let comm = unsafe { ctx.read_at::<[u8; COMM_LEN]>(tp_field!(rename_newcomm)) }.ok()?;
+    let buf = new_event(EventKind::ProcRename as u8, 0)?;
+    unsafe { (*buf).header.size = pid.max(0) as u64 };
+    finish_with(buf, 0, |buf, pos| {
+        let mut len = COMM_LEN;
+        for (i, &b) in comm.iter().enumerate() {
+            if b == 0 && len == COMM_LEN {
+                len = i;
+            }
+            put_byte(buf, pos + i, b);
+        }
+        unsafe { (*buf).header.name_len = len as u16 };
+        pos + len
+    });
+    Some(())
+}
+
+/// Process table: a process moved to another cgroup (v2 hierarchy only): what service
+/// managers do before they exec.
+#[tracepoint]
+pub fn fim_proc_cgroup(ctx: TracePointContext) -> u32 {
+    let _ = proc_cgroup(&ctx);
+    0
+}
+
+#[inline(always)]
+fn proc_cgroup(ctx: &TracePointContext) -> Option<()> {
+    // SAFETY: the offsets come from the tracepoint's own format description.
+    let root = unsafe { ctx.read_at::<i32>(tp_field!(attach_root)) }.ok()?;
+    if root != 0 || is_self() {
+        return None;
+    }
+    let id = unsafe { ctx.read_at::<u64>(tp_field!(attach_id)) }.ok()?;
+    let pid = unsafe { ctx.read_at::<i32>(tp_field!(attach_pid)) }.ok()?;
+    let buf = new_event(EventKind::ProcCgroup as u8, 0)?;
+    unsafe {
+        (*buf).header.size = pid.max(0) as u64;
+        (*buf).header.ino = id;
+    }
+    finish(buf, 0);
+    Some(())
 }
 
 #[inline(always)]

@@ -46,14 +46,19 @@ fn action_of(kind: EventKind) -> Option<Action> {
         EventKind::Link => Action::Link,
         EventKind::Symlink => Action::Symlink,
         EventKind::Mknod => Action::Mknod,
-        EventKind::ProcExec | EventKind::ProcFork | EventKind::ProcExit | EventKind::Outcome => {
+        EventKind::ProcExec
+        | EventKind::ProcFork
+        | EventKind::ProcExit
+        | EventKind::ProcRename
+        | EventKind::ProcCgroup
+        | EventKind::Outcome => {
             return None;
         }
     })
 }
 
 /// What happened to a process (the process table's input).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProcChange {
     /// It exec'd a new program.
     Exec,
@@ -66,6 +71,20 @@ pub enum ProcChange {
     },
     /// It is exiting.
     Exit,
+    /// Task `tid` was renamed to `name` (by itself, or through `/proc/<tid>/comm`).
+    Rename {
+        /// The renamed task.
+        tid: u32,
+        /// Its new name.
+        name: String,
+    },
+    /// Process `pid` (and its threads) moved to the cgroup v2 cgroup `id`.
+    Cgroup {
+        /// The moved process.
+        pid: u32,
+        /// The cgroup's id.
+        id: u64,
+    },
 }
 
 /// One process-table record: the acting task, as the kernel saw it.
@@ -136,6 +155,24 @@ pub fn decode_record(
                 thread: h.size >> 32 & 1 == 1,
             }),
             Some(EventKind::ProcExit) => Some(ProcChange::Exit),
+            Some(EventKind::ProcRename) => {
+                let data = &record[HEADER_LEN..];
+                let (exe, name) = (usize::from(h.exe_len), usize::from(h.name_len));
+                if exe + name > data.len() {
+                    return Err(DecodeError::Overrun {
+                        wanted: exe + name,
+                        have: data.len(),
+                    });
+                }
+                Some(ProcChange::Rename {
+                    tid: h.size as u32,
+                    name: String::from_utf8_lossy(&data[exe..exe + name]).into_owned(),
+                })
+            }
+            Some(EventKind::ProcCgroup) => Some(ProcChange::Cgroup {
+                pid: h.size as u32,
+                id: h.ino,
+            }),
             Some(EventKind::Outcome) => {
                 return Ok(Decoded::Outcome {
                     tid: h.tid,

@@ -1019,38 +1019,51 @@ impl Engine {
     }
 }
 
-/// What an unspecific attribute change (fanotify's `FAN_ATTRIB`) was, from the values
-/// before and after: an owner change (which may also clear setuid bits), an extended
-/// attribute or ACL change (ACLs also move mode bits), a mode change, or still `attrib`
-/// (times only).
+/// What an unspecific attribute change (fanotify's `FAN_ATTRIB`, which the kernel also
+/// merges: a chmod and a chown in a row can arrive as one record) was, from the values
+/// before and after. A name is given only when one kind of operation explains every
+/// change: an owner change (which may also clear the setuid/setgid bits), an extended
+/// attribute or ACL change (ACLs also move mode bits), a mode change. Anything else, or
+/// times only, stays `attrib`, with `fim.changed` saying what changed.
 fn name_attrib(changed: &[Attr], before: Option<&Snapshot>, after: Option<&Snapshot>) -> Action {
     let any = |set: &[Attr]| changed.iter().any(|c| set.contains(c));
-    if any(&[Attr::Uid, Attr::Gid]) {
-        Action::Chown
-    } else if any(&[
+    let owner = any(&[Attr::Uid, Attr::Gid]);
+    let xattr = any(&[
         Attr::Xattrs,
         Attr::AclAccess,
         Attr::AclDefault,
         Attr::Capability,
-    ]) {
-        let count = |s: Option<&Snapshot>| {
-            s.map_or(0, |s| {
-                let a = &s.attrs;
-                a.xattrs.len()
-                    + usize::from(a.acl_access.is_some())
-                    + usize::from(a.acl_default.is_some())
-                    + usize::from(a.capability.is_some())
-            })
-        };
-        if count(after) < count(before) {
-            Action::RemoveXattr
-        } else {
-            Action::SetXattr
+    ]);
+    let mode = any(&[Attr::Mode]);
+    // Mode bits a chown may clear by itself: setuid and setgid.
+    let only_setid_cleared = match (before, after) {
+        (Some(b), Some(a)) => {
+            let (b, a) = (b.attrs.mode, a.attrs.mode);
+            (b ^ a) & !0o6000 == 0 && a & !b == 0
         }
-    } else if any(&[Attr::Mode]) {
-        Action::Chmod
-    } else {
-        Action::Attrib
+        _ => false,
+    };
+    match (owner, xattr, mode) {
+        (true, false, false) => Action::Chown,
+        (true, false, true) if only_setid_cleared => Action::Chown,
+        (false, true, _) => {
+            let count = |s: Option<&Snapshot>| {
+                s.map_or(0, |s| {
+                    let a = &s.attrs;
+                    a.xattrs.len()
+                        + usize::from(a.acl_access.is_some())
+                        + usize::from(a.acl_default.is_some())
+                        + usize::from(a.capability.is_some())
+                })
+            };
+            if count(after) < count(before) {
+                Action::RemoveXattr
+            } else {
+                Action::SetXattr
+            }
+        }
+        (false, false, true) => Action::Chmod,
+        _ => Action::Attrib,
     }
 }
 
@@ -1133,7 +1146,23 @@ mod tests {
         };
         let (one, two) = (snap(1), snap(2));
         let name = |c: &[Attr], b: &Snapshot, a: &Snapshot| name_attrib(c, Some(b), Some(a));
-        assert_eq!(name(&[Attr::Mode, Attr::Uid], &one, &one), Action::Chown);
+        let mut setuid = snap(1);
+        setuid.attrs.mode = 0o4755;
+        let mut plain = snap(1);
+        plain.attrs.mode = 0o755;
+        let mut private = snap(1);
+        private.attrs.mode = 0o700;
+        assert_eq!(
+            name(&[Attr::Mode, Attr::Uid], &setuid, &plain),
+            Action::Chown,
+            "a chown clears setuid by itself"
+        );
+        assert_eq!(
+            name(&[Attr::Mode, Attr::Uid], &plain, &private),
+            Action::Attrib,
+            "a chmod and a chown merged into one record: neither name alone is true"
+        );
+        assert_eq!(name(&[Attr::Uid, Attr::Xattrs], &one, &two), Action::Attrib);
         assert_eq!(
             name(&[Attr::Mode, Attr::AclAccess], &one, &two),
             Action::SetXattr

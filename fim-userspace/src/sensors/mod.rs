@@ -14,6 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{event::FileEvent, watch::WatchSet};
 
+/// What keeps the process table current (the eBPF process-table programs): the fanotify
+/// sensor brings it up to date before it attributes a batch of events.
+pub trait ProcessFeed: Send {
+    /// Applies every process record waiting in the kernel, and checks its loss counters.
+    fn catch_up(&mut self);
+}
+
 /// Which sensor `fim run --sensor` asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SensorKind {
@@ -44,12 +51,13 @@ pub enum Sensor {
     Ebpf(Box<ebpf::EbpfSensor>),
     /// fanotify.
     Fanotify(fanotify::FanotifySensor),
-    /// fanotify for file events, attributed through an eBPF-fed process table.
+    /// fanotify for file events, attributed through an eBPF-fed process table (the
+    /// fanotify sensor drives the eBPF programs' ring).
     Auto {
         /// The file-event sensor.
         files: fanotify::FanotifySensor,
-        /// The eBPF process-table programs.
-        procs: Box<ebpf::EbpfSensor>,
+        /// The eBPF process-table programs' loss counters.
+        procs: Arc<ebpf::DropCounters>,
     },
 }
 
@@ -99,9 +107,11 @@ impl Sensor {
                      (sched_process_exec, task_newtask, sched_process_exit) for attribution; this kernel gives eBPF \
                      tracepoints only"
                 );
+                let counters = procs.counters.clone();
+                let feed = Box::new(procs.with_process_table(table.clone()));
                 Ok(Self::Auto {
-                    files: files.with_process_table(table.clone()),
-                    procs: Box::new(procs.with_process_table(table)),
+                    files: files.with_process_table(table, feed),
+                    procs: counters,
                 })
             }
             Err(e) => {
@@ -125,9 +135,7 @@ impl Sensor {
         let (ebpf, fan) = match self {
             Self::Ebpf(s) => (Some(s.counters.clone()), None),
             Self::Fanotify(s) => (None, Some(s.counters.clone())),
-            Self::Auto { files, procs } => {
-                (Some(procs.counters.clone()), Some(files.counters.clone()))
-            }
+            Self::Auto { files, procs } => (Some(procs.clone()), Some(files.counters.clone())),
         };
         move || {
             ebpf.as_ref().map_or(0, |c| {
@@ -149,17 +157,7 @@ impl Sensor {
         match self {
             Self::Ebpf(s) => (*s).run(tx, shutdown).await.map(drop).map_err(Into::into),
             Self::Fanotify(s) => Ok(s.run(tx, shutdown).await?),
-            Self::Auto { files, procs } => {
-                // The process-table programs send no file events; this receiver only keeps
-                // their channel open.
-                let (unused_tx, _unused_rx) = mpsc::channel(1);
-                let (f, p) = tokio::join!(
-                    files.run(tx, shutdown.clone()),
-                    (*procs).run(unused_tx, shutdown)
-                );
-                f?;
-                p.map(drop).map_err(Into::into)
-            }
+            Self::Auto { files, .. } => Ok(files.run(tx, shutdown).await?),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! with nothing invented. Pid reuse between the event and the lookup would misattribute;
 //! `--sensor auto` closes that gap with a process table fed by exec/fork/exit tracepoints.
 
-use std::path::Path;
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use crate::event::Process;
 
@@ -45,17 +48,60 @@ pub fn parse_start_ticks(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Where the cgroup v2 hierarchy is mounted, from a `mountinfo` text: `/sys/fs/cgroup` on
+/// a unified host, `/sys/fs/cgroup/unified` on a hybrid one. Pure.
+pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        if fs.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        // Spaces and other specials in the mount point are octal escapes (`\040`).
+        let point = mount.split_whitespace().nth(4)?;
+        let mut out = Vec::with_capacity(point.len());
+        let bytes = point.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'\\'
+                && let Some(code) = point
+                    .get(i + 1..i + 4)
+                    .and_then(|o| u8::from_str_radix(o, 8).ok())
+            {
+                out.push(code);
+                i += 4;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        let os: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(out);
+        Some(PathBuf::from(os))
+    })
+}
+
+fn cgroup2_mount() -> Option<&'static Path> {
+    static MOUNT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    MOUNT
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .ok()
+                .and_then(|m| parse_cgroup2_mount(&m))
+        })
+        .as_deref()
+}
+
 fn cgroup_id(tgid: u32) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")) else {
         return 0;
     };
+    let Some(mount) = cgroup2_mount() else {
+        return 0;
+    };
     // cgroup v2: "0::/path"; its id is the inode number of the directory.
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
-        .and_then(|p| {
-            std::fs::metadata(Path::new("/sys/fs/cgroup").join(p.trim_start_matches('/'))).ok()
-        })
+        .and_then(|p| std::fs::metadata(mount.join(p.trim_start_matches('/'))).ok())
         .map_or(0, |m| m.ino())
 }
 
@@ -111,6 +157,31 @@ mod tests {
         );
         let stat = "100 (a) b) S 1 100 100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
         assert_eq!(parse_start_ticks(stat), Some(12345));
+    }
+
+    #[test]
+    fn the_cgroup2_mount_is_found_on_unified_and_hybrid_hosts() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                      31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                      40 30 0:35 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_cgroup2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        let spaced = "35 24 0:30 / /mnt/my\\040cg rw - cgroup2 none rw\n";
+        assert_eq!(
+            parse_cgroup2_mount(spaced),
+            Some(PathBuf::from("/mnt/my cg"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("1 0 8:1 / / rw - ext4 /dev/sda rw\n"),
+            None
+        );
     }
 
     #[test]

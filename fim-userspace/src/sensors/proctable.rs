@@ -68,6 +68,19 @@ impl ProcTable {
                     },
                 );
             }
+            ProcChange::Rename { tid, name } => {
+                // A task not known yet is read from /proc when it acts, name included.
+                if let Some(e) = self.tasks.get_mut(&tid) {
+                    e.process.name = name;
+                }
+            }
+            ProcChange::Cgroup { pid, id } => {
+                for e in self.tasks.values_mut() {
+                    if e.process.pid == pid && e.exited_at.is_none() {
+                        e.process.cgroup_id = id;
+                    }
+                }
+            }
             ProcChange::Exit => {
                 // The exiting task's own view is exact, except that the executable may be
                 // gone by then (its mm is released first): keep the one known before.
@@ -170,6 +183,54 @@ mod tests {
         assert!(t.get(500).is_some());
         t.evict(t0 + KEEP_EXITED * 2);
         assert!(t.get(500).is_none());
+    }
+
+    #[test]
+    fn renames_and_cgroup_moves_apply_to_the_known_task() {
+        let mut t = ProcTable::default();
+        t.apply(rec(ProcChange::Exec, 800, 800, "python3"));
+        t.apply(rec(
+            ProcChange::Fork {
+                child: 801,
+                thread: true,
+            },
+            800,
+            800,
+            "python3",
+        ));
+        t.apply(rec(
+            ProcChange::Rename {
+                tid: 800,
+                name: "worker".into(),
+            },
+            800,
+            800,
+            "python3",
+        ));
+        assert_eq!(t.get(800).expect("known").0.name, "worker");
+        assert_eq!(t.get(801).expect("thread").0.name, "python3", "per thread");
+        t.apply(rec(
+            ProcChange::Cgroup { pid: 800, id: 42 },
+            1,
+            1,
+            "systemd",
+        ));
+        assert_eq!(t.get(800).expect("known").0.cgroup_id, 42);
+        assert_eq!(
+            t.get(801).expect("thread").0.cgroup_id,
+            42,
+            "the whole process moves"
+        );
+        t.apply(rec(
+            ProcChange::Rename {
+                tid: 999,
+                name: "x".into(),
+            },
+            1,
+            1,
+            "init",
+        ));
+        assert!(t.get(999).is_none(), "an unknown task is left to /proc");
     }
 
     #[test]

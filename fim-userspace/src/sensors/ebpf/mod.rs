@@ -27,7 +27,9 @@ use aya::{
     },
     programs::{FEntry, FExit, Lsm, TracePoint},
 };
-use fim_common::{DROP_REASONS, ROOT_KEY_LEN, WatchRoot, globals, maps, programs};
+use fim_common::{
+    DROP_REASONS, ROOT_KEY_LEN, TracepointFields, WatchRoot, globals, maps, programs,
+};
 use log::{debug, info, warn};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
@@ -178,6 +180,8 @@ pub struct EbpfSensor {
     /// The sensor's name in events.
     name: &'static str,
     pairing: outcomes::Pairing,
+    /// When the drop counters were last read (process-feed mode).
+    last_drop_check: std::time::Instant,
 }
 
 /// The offset of `field` in a tracefs `format` description. Pure (unit-tested below).
@@ -195,6 +199,45 @@ pub fn tracepoint_field_offset(format: &str, field: &str) -> Option<u32> {
             .parse()
             .ok()
     })
+}
+
+/// The process table's programs and where they attach: (program, category, tracepoint).
+const PROCESS_TRACEPOINTS: [(&str, &str, &str); 5] = [
+    (programs::PROC_EXEC, "sched", "sched_process_exec"),
+    (programs::PROC_FORK, "task", "task_newtask"),
+    (programs::PROC_EXIT, "sched", "sched_process_exit"),
+    (programs::PROC_RENAME, "task", "task_rename"),
+    (programs::PROC_CGROUP, "cgroup", "cgroup_attach_task"),
+];
+
+/// The field offsets of the process-table tracepoints on this kernel, from tracefs (the
+/// defaults of kernels 6.1 to 6.18 where a format file cannot be read).
+fn tracepoint_fields() -> TracepointFields {
+    let format = |category: &str, name: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/kernel/tracing/events/{category}/{name}/format"
+        ))
+        .unwrap_or_default()
+    };
+    let (newtask, rename, attach) = (
+        format("task", "task_newtask"),
+        format("task", "task_rename"),
+        format("cgroup", "cgroup_attach_task"),
+    );
+    let d = TracepointFields::DEFAULT;
+    let at = |format: &str, field: &str, default: u32| {
+        tracepoint_field_offset(format, field).unwrap_or(default)
+    };
+    TracepointFields {
+        newtask_pid: at(&newtask, "pid", d.newtask_pid),
+        newtask_flags: at(&newtask, "clone_flags", d.newtask_flags),
+        rename_pid: at(&rename, "pid", d.rename_pid),
+        rename_newcomm: at(&rename, "newcomm", d.rename_newcomm),
+        attach_root: at(&attach, "dst_root", d.attach_root),
+        attach_id: at(&attach, "dst_id", d.attach_id),
+        attach_pid: at(&attach, "pid", d.attach_pid),
+        _pad: 0,
+    }
 }
 
 fn mount_tracefs_if_needed() -> Result<(), EbpfError> {
@@ -506,11 +549,7 @@ impl EbpfSensor {
         mount_tracefs_if_needed()?;
 
         let self_tgid = std::process::id();
-        let newtask =
-            std::fs::read_to_string("/sys/kernel/tracing/events/task/task_newtask/format")
-                .unwrap_or_default();
-        let fork_child_pid: u32 = tracepoint_field_offset(&newtask, "pid").unwrap_or(8);
-        let fork_flags: u32 = tracepoint_field_offset(&newtask, "clone_flags").unwrap_or(32);
+        let fields = tracepoint_fields();
         let returns_ptr: u32 = programs::OUTCOMES
             .iter()
             .enumerate()
@@ -520,8 +559,7 @@ impl EbpfSensor {
             .btf(Some(&attach_btf))
             .override_global(globals::OFFSETS, &offsets, true)
             .override_global(globals::SELF_TGID, &self_tgid, true)
-            .override_global(globals::FORK_CHILD_PID_OFFSET, &fork_child_pid, true)
-            .override_global(globals::FORK_FLAGS_OFFSET, &fork_flags, true)
+            .override_global(globals::TRACEPOINT_FIELDS, &fields, true)
             .override_global(globals::OUTCOME_RETURNS_PTR, &returns_ptr, true)
             .load(OBJECT)?;
         {
@@ -584,16 +622,13 @@ impl EbpfSensor {
     /// Only the process table's programs (for `--sensor auto` with fanotify).
     pub fn start_process_table(watch: &WatchSet) -> Result<Self, EbpfError> {
         let (mut ebpf, _) = Self::load(watch)?;
-        for (name, category, tracepoint) in [
-            (programs::PROC_EXEC, "sched", "sched_process_exec"),
-            (programs::PROC_FORK, "task", "task_newtask"),
-            (programs::PROC_EXIT, "sched", "sched_process_exit"),
-        ] {
+        for (name, category, tracepoint) in PROCESS_TRACEPOINTS {
             load_program(&mut ebpf, name)?;
             attach_in(&mut ebpf, name, category, tracepoint)?;
         }
         info!(
-            "eBPF process table attached to sched_process_exec, task_newtask, sched_process_exit"
+            "eBPF process table attached to {}",
+            PROCESS_TRACEPOINTS.map(|(_, _, t)| t).join(", ")
         );
         Self::finish_start(ebpf, Tier::Tracepoint.sensor_name())
     }
@@ -633,6 +668,7 @@ impl EbpfSensor {
             procs: None,
             name,
             pairing: outcomes::Pairing::default(),
+            last_drop_check: std::time::Instant::now(),
         })
     }
 
@@ -665,6 +701,27 @@ impl EbpfSensor {
                     "lost {} events in the kernel ({reason}); {total} so far",
                     total - before
                 );
+            }
+        }
+    }
+
+    /// Applies every waiting process record to the process table (the process-table
+    /// programs send nothing else).
+    fn drain_processes(&mut self) {
+        while let Some(item) = self.ring.get_mut().next() {
+            match decode_record(&item, self.boot_to_unix_ns, self.name) {
+                Ok(Decoded::Process(p)) => {
+                    if let Some(table) = &self.procs
+                        && let Ok(mut t) = table.lock()
+                    {
+                        t.apply(p);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                    warn!("dropping an undecodable kernel record: {e}");
+                }
             }
         }
     }
@@ -762,5 +819,15 @@ mod tests {
         assert_eq!(tracepoint_field_offset(format, "pid"), Some(8));
         assert_eq!(tracepoint_field_offset(format, "clone_flags"), Some(32));
         assert_eq!(tracepoint_field_offset(format, "common_pid"), None);
+    }
+}
+
+impl crate::sensors::ProcessFeed for EbpfSensor {
+    fn catch_up(&mut self) {
+        self.drain_processes();
+        if self.last_drop_check.elapsed() >= DROP_CHECK_INTERVAL {
+            self.last_drop_check = std::time::Instant::now();
+            self.check_drops();
+        }
     }
 }

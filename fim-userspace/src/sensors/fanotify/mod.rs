@@ -36,7 +36,7 @@ use self::{
 };
 use crate::{
     event::{Action, FileEvent, PathSource, ReportedPath},
-    sensors::{procfs, proctable::ProcTable},
+    sensors::{ProcessFeed, procfs, proctable::ProcTable},
     watch::{ScanRoot, WatchSet},
 };
 
@@ -99,6 +99,7 @@ pub struct FanotifySensor {
     writing: HashSet<Vec<u8>>,
     self_pid: u32,
     procs: Option<Arc<Mutex<ProcTable>>>,
+    feed: Option<Box<dyn ProcessFeed>>,
 }
 
 fn os(path: &[u8]) -> &std::ffi::OsStr {
@@ -192,6 +193,7 @@ impl FanotifySensor {
             writing: HashSet::new(),
             self_pid: std::process::id(),
             procs: None,
+            feed: None,
         };
         // After the marks: a directory made from now on is seen by its event; one made
         // before is found by the walk.
@@ -278,9 +280,16 @@ impl FanotifySensor {
         }
     }
 
-    /// Attributes events from `table` (fed by eBPF exec/fork/exit records) before `/proc`.
-    pub fn with_process_table(mut self, table: Arc<Mutex<ProcTable>>) -> Self {
+    /// Attributes events from `table` before `/proc`; `feed` (the eBPF process-table
+    /// programs) is brought up to date before each batch of events is attributed, so every
+    /// exec, fork, rename, cgroup move and exit that came before the operations is known.
+    pub fn with_process_table(
+        mut self,
+        table: Arc<Mutex<ProcTable>>,
+        feed: Box<dyn ProcessFeed>,
+    ) -> Self {
         self.procs = Some(table);
+        self.feed = Some(feed);
         self
     }
 
@@ -318,7 +327,10 @@ impl FanotifySensor {
         let fd = unsafe { AsyncFd::register_with_interest(group, tokio::io::Interest::READABLE) }
             .map_err(|e| FanotifyError::Read(e.into()))?;
         let mut buf = vec![0u8; 256 * 1024];
-        let mut evict = tokio::time::interval(std::time::Duration::from_secs(10));
+        // Keeps the process table current (and its kernel ring drained) when no file
+        // events come.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
@@ -327,7 +339,10 @@ impl FanotifySensor {
                     guard.clear_ready();
                     false
                 }
-                _ = evict.tick() => {
+                _ = tick.tick() => {
+                    if let Some(f) = &mut self.feed {
+                        f.catch_up();
+                    }
                     if let Some(t) = &self.procs && let Ok(mut t) = t.lock() {
                         t.evict(std::time::Instant::now());
                     }
@@ -346,6 +361,9 @@ impl FanotifySensor {
                         continue;
                     }
                 };
+                if let Some(f) = &mut self.feed {
+                    f.catch_up();
+                }
                 let mut events = Vec::new();
                 let mut removals = Vec::new();
                 for rec in records {
@@ -362,22 +380,6 @@ impl FanotifySensor {
                     }
                 }
                 events.extend(removals);
-                // A task gone from /proc may still be on its way into the process table
-                // (the eBPF ring is polled every 20 ms): give it one chance.
-                if self.procs.is_some()
-                    && events
-                        .iter()
-                        .any(|e| e.process.as_ref().is_some_and(|p| p.exited))
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
-                    for e in &mut events {
-                        if let Some(p) = e.process.as_mut().filter(|p| p.exited)
-                            && let Some((known, _)) = self.table_get(p.tid)
-                        {
-                            *p = known;
-                        }
-                    }
-                }
                 for ev in events {
                     if tx.send(ev).await.is_err() {
                         return Ok(());
