@@ -49,8 +49,9 @@ pub async fn run(
     let watch = Arc::new(watch);
     let stats = Arc::new(EngineStats::default());
     let (sink_tx, sink_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let state_dir = integrity.state_dir.clone();
     let engine = Engine::start(integrity, watch.clone(), sink_tx, stats.clone())?;
-    let sensor = Sensor::start(kind, &watch)?;
+    let sensor = Sensor::start(kind, &watch, &state_dir)?;
     let losses = sensor.losses();
     let final_losses = sensor.losses();
     let (sensor_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);

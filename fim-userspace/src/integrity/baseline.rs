@@ -250,6 +250,7 @@ impl Baseline {
                     nlink INTEGER NOT NULL, mtime INTEGER NOT NULL, ctime INTEGER NOT NULL,
                     target BLOB, acl_access TEXT, acl_default TEXT, capability TEXT,
                     xattrs BLOB, sha256 BLOB, note TEXT) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS entries_by_inode ON entries (ino, dev_major, dev_minor);
                  INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');"
             ))?;
         }
@@ -311,6 +312,24 @@ impl Baseline {
             .query_row([path], row_to_entry)
             .optional()?
             .map(|(_, s)| s))
+    }
+
+    /// The paths whose entry is inode `ino` on device `major:minor`: the watched names of
+    /// an object reached through another name (a hard link made outside the watched trees).
+    pub fn paths_of_inode(
+        &self,
+        major: u32,
+        minor: u32,
+        ino: u64,
+    ) -> Result<Vec<Vec<u8>>, BaselineError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT path FROM entries WHERE ino = ?1 AND dev_major = ?2 AND dev_minor = ?3",
+        )?;
+        let rows = stmt.query_map(
+            rusqlite::params![ino as i64, i64::from(major), i64::from(minor)],
+            |r| r.get::<_, Vec<u8>>(0),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Inserts or replaces the entry for `path`.
@@ -517,6 +536,29 @@ mod tests {
             },
             content: Some(Content::Sha256([7; 32])),
         }
+    }
+
+    #[test]
+    fn entries_are_found_by_inode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Baseline::open(dir.path(), Access::Write).expect("open");
+        let mut s = snap(1);
+        s.attrs.ino = 77;
+        b.put(b"/w/a", &s).expect("put");
+        b.put(b"/w/b", &s).expect("put");
+        b.put(b"/w/c", &snap(1)).expect("put");
+        b.commit().expect("commit");
+        let mut found = b
+            .paths_of_inode(s.attrs.dev_major, s.attrs.dev_minor, 77)
+            .expect("lookup");
+        found.sort();
+        assert_eq!(found, vec![b"/w/a".to_vec(), b"/w/b".to_vec()]);
+        assert!(
+            b.paths_of_inode(s.attrs.dev_major + 1, s.attrs.dev_minor, 77)
+                .expect("lookup")
+                .is_empty(),
+            "same inode number on another device"
+        );
     }
 
     #[test]

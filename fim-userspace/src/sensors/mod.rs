@@ -21,6 +21,24 @@ pub trait ProcessFeed: Send {
     fn catch_up(&mut self);
 }
 
+/// The fanotify sensor, reading the baseline in `state_dir` for identities.
+fn fanotify_sensor(
+    watch: &Arc<WatchSet>,
+    state_dir: &std::path::Path,
+) -> Result<fanotify::FanotifySensor, fanotify::FanotifyError> {
+    use crate::integrity::baseline::{Access, Baseline};
+    let sensor = fanotify::FanotifySensor::start(watch.clone())?;
+    Ok(match Baseline::open(state_dir, Access::Read) {
+        Ok(b) => sensor.with_baseline(b),
+        Err(e) => {
+            warn!(
+                "fanotify: cannot read the baseline ({e}); hard links made outside the watched trees to watched files will not be followed"
+            );
+            sensor
+        }
+    })
+}
+
 /// Which sensor `fim run --sensor` asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SensorKind {
@@ -62,16 +80,21 @@ pub enum Sensor {
 }
 
 impl Sensor {
-    /// Starts the sensor of `kind` for `watch`.
-    pub fn start(kind: SensorKind, watch: &Arc<WatchSet>) -> Result<Self, SensorError> {
+    /// Starts the sensor of `kind` for `watch`; `state_dir` holds the baseline, which the
+    /// fanotify sensor reads to know watched files by inode.
+    pub fn start(
+        kind: SensorKind,
+        watch: &Arc<WatchSet>,
+        state_dir: &std::path::Path,
+    ) -> Result<Self, SensorError> {
         use ebpf::{EbpfSensor, Tier};
         Ok(match kind {
             SensorKind::Ebpf => {
                 Self::Ebpf(Box::new(EbpfSensor::start_best(watch, &Tier::BEST_FIRST)?))
             }
             SensorKind::Tier(tier) => Self::Ebpf(Box::new(EbpfSensor::start(watch, tier)?)),
-            SensorKind::Fanotify => Self::Fanotify(fanotify::FanotifySensor::start(watch.clone())?),
-            SensorKind::Auto => Self::auto(watch)?,
+            SensorKind::Fanotify => Self::Fanotify(fanotify_sensor(watch, state_dir)?),
+            SensorKind::Auto => Self::auto(watch, state_dir)?,
         })
     }
 
@@ -80,7 +103,7 @@ impl Sensor {
     /// strings cannot be trusted for namespace events, so fanotify reports every file event
     /// and eBPF keeps the process table that attributes them. Without eBPF, fanotify alone
     /// (details from /proc); without fanotify, the eBPF tracepoint tier alone.
-    fn auto(watch: &Arc<WatchSet>) -> Result<Self, SensorError> {
+    fn auto(watch: &Arc<WatchSet>, state_dir: &std::path::Path) -> Result<Self, SensorError> {
         use ebpf::{EbpfSensor, Tier};
         match EbpfSensor::start_best(watch, &[Tier::Lsm, Tier::Fentry]) {
             Ok(s) => {
@@ -89,7 +112,7 @@ impl Sensor {
             }
             Err(e) => info!("sensor auto: no kernel-object eBPF tier ({e})"),
         }
-        let files = match fanotify::FanotifySensor::start(watch.clone()) {
+        let files = match fanotify_sensor(watch, state_dir) {
             Ok(f) => f,
             Err(e) => {
                 warn!("sensor auto: fanotify unavailable ({e}); using the eBPF tracepoint tier");

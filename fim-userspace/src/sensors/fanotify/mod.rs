@@ -36,6 +36,7 @@ use self::{
 };
 use crate::{
     event::{Action, FileEvent, PathSource, ReportedPath},
+    integrity::baseline::Baseline,
     sensors::{ProcessFeed, procfs, proctable::ProcTable},
     watch::{ScanRoot, WatchSet},
 };
@@ -100,6 +101,8 @@ pub struct FanotifySensor {
     self_pid: u32,
     procs: Option<Arc<Mutex<ProcTable>>>,
     feed: Option<Box<dyn ProcessFeed>>,
+    /// The baseline, read to find the watched names of an object by its inode.
+    baseline: Option<Baseline>,
 }
 
 fn os(path: &[u8]) -> &std::ffi::OsStr {
@@ -194,6 +197,7 @@ impl FanotifySensor {
             self_pid: std::process::id(),
             procs: None,
             feed: None,
+            baseline: None,
         };
         // After the marks: a directory made from now on is seen by its event; one made
         // before is found by the walk.
@@ -278,6 +282,38 @@ impl FanotifySensor {
                 }
             }
         }
+    }
+
+    /// Finds the watched names of objects by inode in `baseline` (read-only), so a hard link
+    /// made outside the watched trees to a watched file is followed from its first event.
+    pub fn with_baseline(mut self, baseline: Baseline) -> Self {
+        self.baseline = Some(baseline);
+        self
+    }
+
+    /// A new name outside the watched trees for an object not known by handle: if it is a
+    /// regular file with several links whose inode the baseline holds under a watched
+    /// name, it is a watched file, known by handle from now on (in event order, before the
+    /// operations made through the new name).
+    fn identify(&mut self, target: &Fid) -> Option<Vec<u8>> {
+        let baseline = self.baseline.as_ref()?;
+        let fd = sys::open_handle(self.mount_for(target)?, target.handle_type, &target.handle)?;
+        let st = sys::stat_fd(&fd).ok()?;
+        if st.mode & libc::S_IFMT != libc::S_IFREG || st.nlink < 2 {
+            return None;
+        }
+        let paths = match baseline.paths_of_inode(st.dev.0, st.dev.1, st.ino) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("fanotify: looking up an inode in the baseline: {e}");
+                return None;
+            }
+        };
+        let watched = paths.into_iter().find(|p| self.watch.matches(p))?;
+        self.known
+            .objects
+            .learn(Self::key_of(target), watched.clone());
+        Some(watched)
     }
 
     /// Attributes events from `table` before `/proc`; `feed` (the eBPF process-table
@@ -535,12 +571,19 @@ impl FanotifySensor {
                 None => {
                     // Not in a watched directory: only an object known by identity (a
                     // watched file reached through another hard link) matters.
-                    let Some(canonical) = target_key
+                    let known = target_key
                         .as_ref()
                         .and_then(|k| self.known.objects.path(k))
-                        .map(<[u8]>::to_vec)
-                    else {
-                        return Vec::new();
+                        .map(<[u8]>::to_vec);
+                    let canonical = match (known, target) {
+                        (Some(c), _) => c,
+                        (None, Some(t)) if rec.mask & libc::FAN_CREATE != 0 && !is_dir => {
+                            match self.identify(t) {
+                                Some(c) => c,
+                                None => return Vec::new(),
+                            }
+                        }
+                        _ => return Vec::new(),
                     };
                     let accessed = entry.and_then(|e| self.resolve_entry(e));
                     if rec.mask & libc::FAN_CREATE != 0 && !is_dir {

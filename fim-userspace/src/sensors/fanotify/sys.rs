@@ -150,6 +150,10 @@ pub struct ObjectStat {
     pub nlink: u32,
     /// Birth time in ns since the epoch, when the file system records it.
     pub btime_ns: Option<i128>,
+    /// Inode number.
+    pub ino: u64,
+    /// Device major and minor numbers.
+    pub dev: (u32, u32),
 }
 
 /// `statx` of an open descriptor (an `O_PATH` one included).
@@ -162,7 +166,11 @@ pub fn stat_fd(fd: &OwnedFd) -> io::Result<ObjectStat> {
             fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH,
-            libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_NLINK | libc::STATX_BTIME,
+            libc::STATX_TYPE
+                | libc::STATX_MODE
+                | libc::STATX_NLINK
+                | libc::STATX_INO
+                | libc::STATX_BTIME,
             &mut st,
         )
     };
@@ -176,6 +184,8 @@ pub fn stat_fd(fd: &OwnedFd) -> io::Result<ObjectStat> {
         mode: u32::from(st.stx_mode),
         nlink: st.stx_nlink,
         btime_ns,
+        ino: st.stx_ino,
+        dev: (st.stx_dev_major, st.stx_dev_minor),
     })
 }
 
