@@ -315,6 +315,7 @@ pub fn decode(
             0
         },
         open_truncated: f & flags::OPEN_TRUNC != 0,
+        merged: false,
         no_follow: h.op_flags & libc::AT_SYMLINK_NOFOLLOW as u32 != 0
             && matches!(
                 action,

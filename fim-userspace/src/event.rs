@@ -193,6 +193,9 @@ pub struct FileEvent {
     pub open_truncated: bool,
     /// The operation did not follow a final symlink.
     pub no_follow: bool,
+    /// The sensor got this operation in one record with others on the same object (the
+    /// kernel merges queued fanotify events): their order among themselves is not known.
+    pub merged: bool,
     /// The inode, when known.
     pub inode: Option<InodeRef>,
     /// Who did it; `None` for changes found by comparing the disk with the baseline.
@@ -242,6 +245,7 @@ impl FileEvent {
             rename_flags: 0,
             open_truncated: false,
             no_follow: false,
+            merged: false,
             inode: None,
             process: None,
             sensor,

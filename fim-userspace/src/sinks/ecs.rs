@@ -154,6 +154,9 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
     if !requested.is_empty() {
         insert(&mut fim, "requested", Value::Object(requested));
     }
+    if ev.merged {
+        insert(&mut fim, "merged", json!(true));
+    }
     if let Some(i) = &ev.integrity {
         insert(&mut fim, "origin", json!(i.origin.as_str()));
         insert(

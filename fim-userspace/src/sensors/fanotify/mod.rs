@@ -402,8 +402,28 @@ impl FanotifySensor {
                 }
                 let mut events = Vec::new();
                 let mut removals = Vec::new();
+                // A link or an unlink first tells the object its link count changed (a
+                // record without a name), then names the entry: one operation, reported once
+                // when its name record is.
+                let mut held: Option<(Key, Vec<FileEvent>)> = None;
                 for rec in records {
-                    for ev in self.decode(&rec) {
+                    let decoded = self.decode(&rec);
+                    let target = rec.fid(kind::FID).map(Self::key_of);
+                    if let Some((key, evs)) = held.take() {
+                        let names_it = rec.mask & (libc::FAN_CREATE | libc::FAN_DELETE) != 0
+                            && target.as_ref() == Some(&key)
+                            && !decoded.is_empty();
+                        if !names_it {
+                            events.extend(evs);
+                        }
+                    }
+                    let link_count_only =
+                        rec.mask & !libc::FAN_ATTRIB == 0 && rec.fid(kind::DFID_NAME).is_none();
+                    if link_count_only && let Some(key) = target {
+                        held = Some((key, decoded));
+                        continue;
+                    }
+                    for ev in decoded {
                         // The kernel merges a removal into a queued record about the same
                         // name (mkdir + rmdir, create + unlink); what happened in between
                         // comes after that record, so the removal goes last in the batch.
@@ -414,6 +434,9 @@ impl FanotifySensor {
                             events.push(ev);
                         }
                     }
+                }
+                if let Some((_, evs)) = held {
+                    events.extend(evs);
                 }
                 events.extend(removals);
                 for ev in events {
@@ -525,6 +548,9 @@ impl FanotifySensor {
         let mut actions = Vec::new();
         let mut source = None;
         let mut requested = None;
+        let mut linked = None;
+        // Reached through a name outside the watched trees (another hard link).
+        let mut outside = false;
         let path;
         if rec.mask & libc::FAN_RENAME != 0 {
             let (Some(old), Some(new)) =
@@ -585,27 +611,26 @@ impl FanotifySensor {
                         }
                         _ => return Vec::new(),
                     };
+                    outside = true;
                     let accessed = entry.and_then(|e| self.resolve_entry(e));
                     if rec.mask & libc::FAN_CREATE != 0 && !is_dir {
-                        // A new name for a watched file, outside the watched trees.
-                        let Some(new_name) = accessed else {
+                        // A new name for a watched file, outside the watched trees: a link
+                        // event about the new name, then what was done through it.
+                        let Some(new_name) = accessed.clone() else {
                             self.unresolved(rec);
                             return Vec::new();
                         };
-                        let ev = self.event(rec, Action::Link, new_name, Some(canonical), None);
-                        return ev.into_iter().collect();
-                    }
-                    if rec.mask & libc::FAN_DELETE != 0 {
-                        // Another name of a watched file went away; its link count change
-                        // is reported on the file itself.
-                        return Vec::new();
+                        linked =
+                            self.event(rec, Action::Link, new_name, Some(canonical.clone()), None);
                     }
                     requested = accessed.filter(|a| *a != canonical);
                     path = canonical;
                 }
             }
         }
-        if rec.mask & libc::FAN_CREATE != 0 {
+        if linked.is_some() {
+            // The create was the link, reported first.
+        } else if rec.mask & libc::FAN_CREATE != 0 {
             if is_dir {
                 if let Some(k) = &target_key
                     && self.watch.dir_relevant(&path)
@@ -653,7 +678,10 @@ impl FanotifySensor {
             }
             actions.push(Action::CloseWrite);
         }
-        if rec.mask & libc::FAN_DELETE != 0 {
+        if rec.mask & libc::FAN_DELETE != 0 && outside {
+            // Another name of a watched file went away; the file stays (its link count
+            // change is reported on it).
+        } else if rec.mask & libc::FAN_DELETE != 0 {
             if let Some(k) = &target_key {
                 if is_dir {
                     self.known.dirs.remove(k);
@@ -667,25 +695,23 @@ impl FanotifySensor {
                 Action::Unlink
             });
         }
-        if actions.is_empty() {
-            return Vec::new();
-        }
         let watched =
             self.watch.matches(&path) || source.as_ref().is_some_and(|s| self.watch.matches(s));
         if !watched {
-            return Vec::new();
+            return linked.into_iter().collect();
         }
-        actions
+        let merged = actions.len() + usize::from(linked.is_some()) > 1;
+        linked
             .into_iter()
-            .filter_map(|action| {
+            .chain(actions.into_iter().filter_map(|action| {
                 let src = source
                     .clone()
                     .filter(|_| matches!(action, Action::Rename | Action::Link | Action::Symlink));
-                let mut ev = self.event(rec, action, path.clone(), src, None)?;
-                ev.requested_path = requested
-                    .clone()
-                    .map(|r| ReportedPath::new(r, PathSource::FileHandle));
-                Some(ev)
+                self.event(rec, action, path.clone(), src, requested.clone())
+            }))
+            .map(|mut ev| {
+                ev.merged = merged;
+                ev
             })
             .collect()
     }

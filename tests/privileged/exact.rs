@@ -1,0 +1,509 @@
+//! Exact and evasion-proof events: operations done back to back with no pause between them,
+//! and the ways an attacker reaches a watched file without spelling its watched path (a
+//! symlinked directory followed by `..`, a dirfd opened through a symlink, a bind mount, a
+//! hard link made before or while the daemon runs). Every event's action, path(s), order
+//! and acting thread is asserted, for each sensor: `fanotify` and `auto` (which is fanotify
+//! plus the eBPF process table on a kernel whose eBPF allows only tracepoints, and the eBPF
+//! LSM tier where BPF LSM is active), and the eBPF tier under test (`FIM_TEST_TIER`).
+
+use std::{
+    ffi::CString,
+    fs,
+    io::Write,
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use fim_tests::{Daemon, kernel_object_tier, require_privileges, tempdir, tier};
+use serde_json::Value;
+
+macro_rules! per_sensor {
+    ($($name:ident),* $(,)?) => {
+        mod sensor_fanotify {
+            $( #[test] fn $name() { super::$name("fanotify") } )*
+        }
+        mod sensor_auto {
+            $( #[test] fn $name() { super::$name("auto") } )*
+        }
+        mod sensor_ebpf_tier {
+            $( #[test] fn $name() { super::$name(&fim_tests::tier()) } )*
+        }
+    };
+}
+
+per_sensor!(
+    a_fast_sequence_is_reported_in_order_by_the_renamed_thread,
+    symlinked_directories_and_dotdot_reach_the_watched_object,
+    a_bind_mount_of_a_watched_tree_is_watched,
+    hard_links_outside_the_tree_are_watched_files,
+);
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("no NUL in path")
+}
+
+fn check(ret: libc::c_int, what: &str) {
+    assert!(ret >= 0, "{what}: {}", std::io::Error::last_os_error());
+}
+
+fn start(sensor: &str, watch: &[&Path]) -> Daemon {
+    let mut d = Daemon::start_with(watch, None, &["--sensor", sensor]);
+    d.wait_log("baseline built", Duration::from_secs(60));
+    d
+}
+
+/// The sensor that reported `v`, as named in `fim.sensor`.
+fn sensor_of(v: &Value) -> &str {
+    v["fim"]["sensor"].as_str().unwrap_or_default()
+}
+
+/// One expected event: action (`a|b`: either), path, and the second name (rename: original
+/// path; link and symlink: target), if any.
+type Expected<'a> = (&'a str, PathBuf, Option<String>);
+
+/// Whether `v` is one of `expected` (action alternatives `a|b`, path, second name).
+fn matches(v: &Value, (act, p, second): &Expected<'_>) -> bool {
+    let action = v["event"]["action"].as_str().unwrap_or_default();
+    let second_ok = match (action, second) {
+        ("rename", Some(s)) => v["file"]["original"]["path"] == s.as_str(),
+        ("link" | "symlink", Some(s)) => v["file"]["target_path"] == s.as_str(),
+        _ => true,
+    };
+    act.split('|').any(|a| a == action)
+        && v["file"]["path"] == p.to_str().unwrap_or_default()
+        && second_ok
+}
+
+/// Asserts that the real-time events about `dir`, in output order, are exactly `expected`,
+/// each made by thread `tid` named `name` of this process, with increasing sequence numbers.
+/// Operations the sensor got in one merged record (`fim.merged`, fanotify) have no order
+/// among themselves: such a run is compared as a set.
+fn assert_exactly(seen: &[Value], dir: &Path, expected: &[Expected<'_>], tid: u32, name: &str) {
+    let dir = dir.to_str().expect("utf-8");
+    let got: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["fim"]["origin"] == "realtime")
+        .filter(|v| {
+            v["file"]["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(dir))
+        })
+        .collect();
+    let render = |vs: &[&Value]| -> String { vs.iter().map(|v| format!("  {v}\n")).collect() };
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "expected {} events, got:\n{}",
+        expected.len(),
+        render(&got)
+    );
+    let mut i = 0;
+    while i < got.len() {
+        let mut end = i + 1;
+        if got[i]["fim"]["merged"] == true {
+            while end < got.len()
+                && got[end]["fim"]["merged"] == true
+                && got[end]["file"]["path"] == got[i]["file"]["path"]
+            {
+                end += 1;
+            }
+        }
+        let mut want: Vec<&Expected<'_>> = expected[i..end].iter().collect();
+        for v in &got[i..end] {
+            let Some(at) = want.iter().position(|e| matches(v, e)) else {
+                panic!(
+                    "{v}\nis not among the expected {:?}, in:\n{}",
+                    &expected[i..end],
+                    render(&got)
+                );
+            };
+            want.remove(at);
+        }
+        i = end;
+    }
+    let mut last_seq = 0;
+    for v in &got {
+        let seq = v["event"]["sequence"].as_u64().expect("sequence");
+        assert!(seq > last_seq, "sequence increases: {v}");
+        last_seq = seq;
+        let p = &v["process"];
+        assert_eq!(p["thread"]["id"], tid, "process.thread.id of {v}");
+        if v["fim"]["process_exited"] == true {
+            // fanotify alone reads /proc, where the thread may be gone by then: it says
+            // so, with the thread id it has, and invents nothing.
+            assert_eq!(sensor_of(v), "fanotify", "{v}");
+            assert!(p["name"].is_null() && p["executable"].is_null(), "{v}");
+        } else {
+            assert_eq!(p["pid"], std::process::id(), "process.pid of {v}");
+            assert_eq!(p["name"], name, "process.name of {v}");
+        }
+    }
+}
+
+/// Runs `ops` on a new thread that first renames itself to `name` (what malware does to
+/// look like something else); returns its thread id.
+fn as_renamed_thread(name: &'static str, ops: impl FnOnce() + Send + 'static) -> u32 {
+    std::thread::spawn(move || {
+        let n = CString::new(name).expect("name");
+        // SAFETY: PR_SET_NAME with a NUL-terminated string of at most 16 bytes.
+        check(
+            unsafe { libc::prctl(libc::PR_SET_NAME, n.as_ptr()) },
+            "prctl",
+        );
+        ops();
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() as u32 }
+    })
+    .join()
+    .expect("actor thread")
+}
+
+fn a_fast_sequence_is_reported_in_order_by_the_renamed_thread(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let mut d = start(sensor, &[&dir]);
+    let [a, hl, sl, sub, b] = ["a", "hl", "sl", "sub", "sub/b"].map(|n| dir.join(n));
+    // Paused, so every event is queued before the daemon reads any: the worst case, and for
+    // fanotify the case where the kernel merges the most (deterministically).
+    d.pause();
+    let ops = {
+        let (a, hl, sl, sub, b) = (a.clone(), hl.clone(), sl.clone(), sub.clone(), b.clone());
+        move || {
+            let mut f = fs::File::create(&a).expect("create");
+            f.write_all(b"hello").expect("write");
+            drop(f);
+            check(unsafe { libc::truncate(c(&a).as_ptr(), 2) }, "truncate");
+            fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).expect("chmod");
+            std::os::unix::fs::chown(&a, Some(1234), None).expect("chown");
+            let (name, value) = (CString::new("user.k").expect("name"), b"v");
+            check(
+                unsafe {
+                    libc::setxattr(c(&a).as_ptr(), name.as_ptr(), value.as_ptr().cast(), 1, 0)
+                },
+                "setxattr",
+            );
+            fs::hard_link(&a, &hl).expect("link");
+            std::os::unix::fs::symlink("a", &sl).expect("symlink");
+            fs::create_dir(&sub).expect("mkdir");
+            fs::rename(&a, &b).expect("rename");
+            fs::remove_file(&hl).expect("unlink hl");
+            fs::remove_file(&b).expect("unlink sub/b");
+            fs::remove_dir(&sub).expect("rmdir");
+        }
+    };
+    let tid = as_renamed_thread("fim-seq-actor", ops);
+    d.resume();
+    let marker = dir.join("end");
+    fs::create_dir(&marker).expect("marker");
+    d.wait_for("the end marker", |v| {
+        v["event"]["action"] == "mkdir" && v["file"]["path"] == marker.to_str().unwrap_or("")
+    });
+    let (seen, _, status) = d.stop();
+    assert!(status.success());
+    let seen: Vec<Value> = seen
+        .into_iter()
+        .filter(|v| v["file"]["path"] != marker.to_str().unwrap_or(""))
+        .collect();
+    let a_name = Some(a.to_str().expect("utf-8").to_owned());
+    let expected: Vec<Expected<'_>> = if seen.first().is_some_and(|v| sensor_of(v) == "fanotify") {
+        // fanotify: the kernel merges queued events on one name into one record (the
+        // write, truncate and close of `a`; its chmod, chown and setxattr into one
+        // `attrib`; the mkdir and rmdir of `sub`; the link and unlink of `hl`), so only what
+        // the records tell apart is reported, and a merged removal comes after what
+        // happened in between.
+        vec![
+            ("create", a.clone(), None),
+            ("write", a.clone(), None),
+            ("attrib", a.clone(), None),
+            ("close_write", a.clone(), None),
+            ("link", hl.clone(), a_name.clone()),
+            ("symlink", sl.clone(), Some("a".into())),
+            ("mkdir", sub.clone(), None),
+            ("rename", b.clone(), a_name.clone()),
+            ("unlink", b.clone(), None),
+            ("unlink", hl.clone(), None),
+            ("rmdir", sub.clone(), None),
+        ]
+    } else {
+        vec![
+            ("create", a.clone(), None),
+            ("write", a.clone(), None),
+            ("close_write", a.clone(), None),
+            ("truncate", a.clone(), None),
+            ("chmod", a.clone(), None),
+            ("chown", a.clone(), None),
+            ("setxattr", a.clone(), None),
+            ("link", hl.clone(), a_name.clone()),
+            ("symlink", sl.clone(), Some("a".into())),
+            ("mkdir", sub.clone(), None),
+            ("rename", b.clone(), a_name.clone()),
+            ("unlink", hl.clone(), None),
+            ("unlink", b.clone(), None),
+            ("rmdir", sub.clone(), None),
+        ]
+    };
+    assert_exactly(&seen, &dir, &expected, tid, "fim-seq-actor");
+}
+
+/// Whether `sensor` resolves path-based operations from the kernel's objects (and so
+/// cannot be misled by how a path was spelled). The eBPF tracepoint tier sees only the
+/// syscall's string; `auto` never uses it alone where fanotify exists.
+fn resolves_objects(sensor: &str) -> bool {
+    !(sensor == "tracepoint" || (sensor == tier() && !kernel_object_tier()))
+}
+
+fn symlinked_directories_and_dotdot_reach_the_watched_object(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    if !resolves_objects(sensor) {
+        eprintln!(
+            "skipped: the eBPF tracepoint tier reads path-based calls as strings (README: what each sensor sees)"
+        );
+        return;
+    }
+    let (_guard, base) = tempdir();
+    let (wt, out) = (base.join("wt"), base.join("out"));
+    fs::create_dir_all(wt.join("sub")).expect("tree");
+    fs::create_dir(&out).expect("out");
+    fs::write(wt.join("f"), b"f").expect("seed");
+    // out/sl -> wt/sub, so out/sl/.. is wt for the kernel (and out for a lexical cleaner).
+    std::os::unix::fs::symlink(wt.join("sub"), out.join("sl")).expect("symlink");
+    let mut d = start(sensor, &[&wt]);
+    let via = out.join("sl/..");
+    let tid = as_renamed_thread("fim-dotdot", {
+        let via = via.clone();
+        move || {
+            fs::set_permissions(via.join("f"), fs::Permissions::from_mode(0o600)).expect("chmod");
+            fs::rename(via.join("f"), via.join("g")).expect("rename");
+            // A dirfd opened through the symlink, and a name relative to it.
+            let dfd = fs::File::open(via.join("sub")).expect("dirfd");
+            use std::os::fd::AsRawFd;
+            let g = CString::new("../g").expect("name");
+            check(
+                unsafe { libc::fchmodat(dfd.as_raw_fd(), g.as_ptr(), 0o640, 0) },
+                "fchmodat",
+            );
+        }
+    });
+    let end = wt.join("end");
+    fs::create_dir(&end).expect("marker");
+    d.wait_for("the end marker", |v| {
+        v["file"]["path"] == end.to_str().unwrap_or("")
+    });
+    let (seen, _, _) = d.stop();
+    let seen: Vec<Value> = seen
+        .into_iter()
+        .filter(|v| v["file"]["path"] != end.to_str().unwrap_or(""))
+        .collect();
+    let f = Some(wt.join("f").to_str().expect("utf-8").to_owned());
+    let chmod = if seen.iter().any(|v| sensor_of(v) != "fanotify") {
+        "chmod"
+    } else {
+        "chmod|attrib"
+    };
+    assert_exactly(
+        &seen,
+        &wt,
+        &[
+            (chmod, wt.join("f"), None),
+            ("rename", wt.join("g"), f),
+            (chmod, wt.join("g"), None),
+        ],
+        tid,
+        "fim-dotdot",
+    );
+}
+
+/// A bind mount at a fresh directory, undone when dropped.
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(from: &Path, at: &Path) -> Self {
+        fs::create_dir_all(at).expect("mount point");
+        let ok = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(at)
+            .status()
+            .expect("mount")
+            .success();
+        assert!(ok, "mount --bind {} {}", from.display(), at.display());
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn a_bind_mount_of_a_watched_tree_is_watched(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    if !resolves_objects(sensor) {
+        eprintln!(
+            "skipped: the eBPF tracepoint tier reads path-based calls as strings (README: what each sensor sees)"
+        );
+        return;
+    }
+    let (_guard, base) = tempdir();
+    let (wt, bm) = (base.join("wt"), base.join("bm"));
+    fs::create_dir(&wt).expect("tree");
+    fs::write(wt.join("g"), b"g").expect("seed");
+    let mut d = start(sensor, &[&wt]);
+    let mount = BindMount::new(&wt, &bm);
+    let tid = as_renamed_thread("fim-bindmount", {
+        let bm = bm.clone();
+        move || {
+            fs::set_permissions(bm.join("g"), fs::Permissions::from_mode(0o640)).expect("chmod");
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(bm.join("g"))
+                .expect("open");
+            f.write_all(b"more").expect("append");
+            drop(f);
+            fs::rename(bm.join("g"), bm.join("h")).expect("rename");
+        }
+    });
+    let end = wt.join("end");
+    fs::create_dir(&end).expect("marker");
+    d.wait_for("the end marker", |v| {
+        v["file"]["path"] == end.to_str().unwrap_or("")
+    });
+    let (seen, _, _) = d.stop();
+    drop(mount);
+    let seen: Vec<Value> = seen
+        .into_iter()
+        .filter(|v| v["file"]["path"] != end.to_str().unwrap_or(""))
+        .collect();
+    let g = wt.join("g");
+    let ebpf = seen.iter().any(|v| sensor_of(v) != "fanotify");
+    // fanotify says only "attributes changed"; the name comes from values read later, when
+    // the file may already be renamed: `attrib` then, never a wrong name.
+    let chmod = if ebpf { "chmod" } else { "chmod|attrib" };
+    let mut expected: Vec<Expected<'_>> = vec![(chmod, g.clone(), None)];
+    if ebpf {
+        expected.push(("open_write", g.clone(), None));
+    }
+    expected.extend([
+        ("write", g.clone(), None),
+        ("close_write", g.clone(), None),
+        (
+            "rename",
+            wt.join("h"),
+            Some(g.to_str().expect("utf-8").to_owned()),
+        ),
+    ]);
+    assert_exactly(&seen, &wt, &expected, tid, "fim-bindmount");
+    for v in seen.iter().filter(|v| v["fim"]["origin"] == "realtime") {
+        let accessed = v["fim"]["requested"]["path"].as_str().unwrap_or_default();
+        if sensor_of(v) != "fanotify" {
+            // A kernel-object tier walks the path the caller used: it says which.
+            assert!(accessed.starts_with(bm.to_str().unwrap_or("?")), "{v}");
+        }
+    }
+}
+
+fn hard_links_outside_the_tree_are_watched_files(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    if !resolves_objects(sensor) {
+        eprintln!(
+            "skipped: the eBPF tracepoint tier reads path-based calls as strings (README: what each sensor sees)"
+        );
+        return;
+    }
+    let (_guard, base) = tempdir();
+    let (wt, out) = (base.join("wt"), base.join("out"));
+    fs::create_dir(&wt).expect("tree");
+    fs::create_dir(&out).expect("out");
+    let (f, g) = (wt.join("f"), wt.join("g"));
+    fs::write(&f, b"f").expect("seed");
+    fs::write(&g, b"g").expect("seed");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o755)).expect("mode");
+    // Made before the daemon starts.
+    fs::hard_link(&f, out.join("hl")).expect("link");
+    let mut d = start(sensor, &[&wt]);
+    let (hl, hl2) = (out.join("hl"), out.join("hl2"));
+    let tid = as_renamed_thread("fim-hardlink", {
+        let (g, hl, hl2) = (g.clone(), hl.clone(), hl2.clone());
+        move || {
+            let mut h = fs::OpenOptions::new().append(true).open(&hl).expect("open");
+            h.write_all(b"evil").expect("append");
+            drop(h);
+            fs::set_permissions(&hl, fs::Permissions::from_mode(0o4755)).expect("setuid");
+            // Made while the daemon runs, then written through at once.
+            fs::hard_link(&g, &hl2).expect("link");
+            let mut h = fs::OpenOptions::new()
+                .append(true)
+                .open(&hl2)
+                .expect("open");
+            h.write_all(b"evil2").expect("append");
+        }
+    });
+    let end = wt.join("end");
+    fs::create_dir(&end).expect("marker");
+    d.wait_for("the end marker", |v| {
+        v["file"]["path"] == end.to_str().unwrap_or("")
+    });
+    let (seen, _, _) = d.stop();
+    let seen: Vec<Value> = seen
+        .into_iter()
+        .filter(|v| v["file"]["path"] != end.to_str().unwrap_or(""))
+        .collect();
+    let ebpf = seen.iter().any(|v| sensor_of(v) != "fanotify");
+    let g_name = Some(g.to_str().expect("utf-8").to_owned());
+    // The link's new name is outside the tree: the event is about it, with the watched file
+    // as its target; everything else is reported on the watched name.
+    let about_tree: Vec<Value> = seen
+        .iter()
+        .filter(|v| v["event"]["action"] != "link")
+        .cloned()
+        .collect();
+    let mut expected: Vec<Expected<'_>> = Vec::new();
+    if ebpf {
+        expected.push(("open_write", f.clone(), None));
+    }
+    let chmod = if ebpf { "chmod" } else { "chmod|attrib" };
+    expected.extend([
+        ("write", f.clone(), None),
+        ("close_write", f.clone(), None),
+        (chmod, f.clone(), None),
+    ]);
+    if ebpf {
+        expected.push(("open_write", g.clone(), None));
+    }
+    expected.extend([("write", g.clone(), None), ("close_write", g.clone(), None)]);
+    assert_exactly(&about_tree, &wt, &expected, tid, "fim-hardlink");
+    let link: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["event"]["action"] == "link")
+        .collect();
+    assert_eq!(link.len(), 1, "one link event: {link:?}");
+    assert_eq!(link[0]["file"]["path"], hl2.to_str().expect("utf-8"));
+    assert_eq!(
+        link[0]["file"]["target_path"],
+        g_name.as_deref().unwrap_or("")
+    );
+    // Every event on a watched file says which name was used.
+    for v in &about_tree {
+        let used = v["fim"]["requested"]["path"].as_str().unwrap_or_default();
+        assert!(
+            used == hl.to_str().unwrap_or("?") || used == hl2.to_str().unwrap_or("?"),
+            "{v}"
+        );
+    }
+    let setuid = about_tree
+        .iter()
+        .find(|v| v["event"]["action"] == "chmod" || v["event"]["action"] == "attrib")
+        .expect("chmod");
+    assert_eq!(setuid["fim"]["after"]["mode"], "4755", "{setuid}");
+}
