@@ -56,6 +56,8 @@ pub mod maps {
     pub const PENDING: &str = "PENDING";
     /// Open files being written under a watched root, keyed by `struct file` address.
     pub const WRITERS: &str = "WRITERS";
+    /// Watched objects by identity: [`super::ObjectKey`] -> [`super::WatchedObject`].
+    pub const WATCHED_OBJECTS: &str = "WATCHED_OBJECTS";
 }
 
 /// Names of global variables userspace sets at load time.
@@ -368,6 +370,9 @@ pub struct EventHeader {
     pub egid: u32,
     /// Explicit padding.
     pub _pad1: u32,
+    /// For `path` and `path2`: the watched object the kernel found on the way from the
+    /// object to the root, by identity (see [`WatchMatch`]).
+    pub watch: [WatchMatch; 2],
     /// cgroup v2 id of the acting task.
     pub cgroup_id: u64,
     /// Start time of the thread-group leader, ns since boot: tells reused pids apart.
@@ -394,7 +399,52 @@ pub struct EventHeader {
 
 /// Size of [`EventHeader`] on the wire.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
-const _: () = assert!(HEADER_LEN == 128);
+const _: () = assert!(HEADER_LEN == 144);
+
+/// Which watched object a path passed through, found by identity (device and inode) while
+/// the kernel walked it from the object up: however the path was spelled (a bind mount, a
+/// symlinked directory, another hard link), the object is watched, and its watched name is
+/// `roots[id - 1]` followed by the last `below` bytes of the path ([`OBJECT_BY_INODE`]:
+/// the watched name userspace knows for the event's inode).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchMatch {
+    /// [`WatchedObject::id`]; 0: no watched object on the way.
+    pub id: u32,
+    /// Bytes of the path below the matched object (0: the object itself).
+    pub below: u16,
+    /// Explicit padding.
+    pub _pad: u16,
+}
+
+/// Key of the `WATCHED_OBJECTS` map: an inode on a device (`s_dev`, kernel encoding).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    /// Inode number.
+    pub ino: u64,
+    /// Device.
+    pub dev: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Value of the `WATCHED_OBJECTS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchedObject {
+    /// 1 + the index of the watched root in userspace's table, or [`OBJECT_BY_INODE`].
+    pub id: u32,
+    /// Bits from [`root_flags`]: the object itself (`SELF`), everything below it
+    /// (`RECURSIVE`), its direct children (`CHILDREN`).
+    pub flags: u32,
+}
+
+/// [`WatchedObject::id`] of a watched file with other names (hard links): userspace names
+/// it by its inode. The kernel-object tiers add one when a watched file is hard-linked.
+pub const OBJECT_BY_INODE: u32 = u32::MAX;
+/// Capacity of the `WATCHED_OBJECTS` map.
+pub const MAX_WATCHED_OBJECTS: u32 = 65_536;
 
 /// The scratch record the kernel builds an event in before copying it to the ring buffer.
 #[repr(C)]
@@ -649,6 +699,8 @@ mod pod {
     // explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::TracepointFields {}
+    unsafe impl aya::Pod for super::ObjectKey {}
+    unsafe impl aya::Pod for super::WatchedObject {}
     unsafe impl aya::Pod for super::WatchRoot {}
     unsafe impl aya::Pod for super::SyscallSpec {}
     unsafe impl aya::Pod for super::EventHeader {}
@@ -657,5 +709,7 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<Offsets>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<WatchRoot>() == 12 + SUFFIX_MAX);
 const _: () = assert!(core::mem::size_of::<TracepointFields>() == 32);
+const _: () = assert!(core::mem::size_of::<ObjectKey>() == 16);
+const _: () = assert!(core::mem::size_of::<WatchedObject>() == 8);
 const _: () = assert!(core::mem::size_of::<Pending>() == 64);
 const _: () = assert!(MAX_RECORD <= DATA_CAP);

@@ -14,7 +14,7 @@ use fim_common::{
 use crate::{
     kernel::{current_task, dentry_inode, file_inode, off, read, read_ptr},
     maps::{EVENTS, SCRATCH, count_drop},
-    path::{Written, write_file_path},
+    path::{Written, write_exe_path},
 };
 
 /// Wake the reader only once this much is waiting: wakeups, not hooks, are the cost of
@@ -64,7 +64,7 @@ fn fill_process(buf: *mut EventBuf, pos: usize) -> usize {
     }
     let exe = read_ptr(task, off!(task_mm)).and_then(|mm| read_ptr(mm, off!(mm_exe_file)));
     if let Some(exe) = exe {
-        if let Some(w) = write_file_path(buf, pos, exe) {
+        if let Some(w) = write_exe_path(buf, pos, exe) {
             let h = unsafe { &mut (*buf).header };
             h.exe_len = w.len as u16;
             if w.truncated {
@@ -112,6 +112,7 @@ pub fn finish_bare(buf: *mut EventBuf) {
 pub fn set_path(buf: *mut EventBuf, w: Written, from_string: bool) {
     let h = unsafe { &mut (*buf).header };
     h.path_len = w.len as u16;
+    h.watch[0] = w.watch;
     if w.truncated {
         h.flags |= flags::PATH_TRUNCATED;
     }
@@ -124,6 +125,7 @@ pub fn set_path(buf: *mut EventBuf, w: Written, from_string: bool) {
 pub fn set_path2(buf: *mut EventBuf, w: Written, from_string: bool) {
     let h = unsafe { &mut (*buf).header };
     h.path2_len = w.len as u16;
+    h.watch[1] = w.watch;
     if w.truncated {
         h.flags |= flags::PATH2_TRUNCATED;
     }

@@ -15,6 +15,14 @@ use crate::{
 };
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 
+/// Whether a path written at `pos` is watched: a watched object was found on the way up by
+/// identity (however the path was spelled), or its spelling is under a watched root (a
+/// root that did not exist at load, a path read from a syscall's string).
+#[inline(always)]
+pub fn is_watched_path(buf: *mut EventBuf, pos: usize, w: &crate::path::Written) -> bool {
+    w.watch.id != 0 || is_watched(buf, pos, w.len)
+}
+
 /// Whether the `len`-byte path at `pos` of the data area is watched.
 #[inline(always)]
 pub fn is_watched(buf: *mut EventBuf, pos: usize, len: usize) -> bool {

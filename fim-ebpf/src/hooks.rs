@@ -20,8 +20,9 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, LsmContext},
 };
 use fim_common::{
-    EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, MAY_WRITE, O_TRUNC, Outcome, PATH_MAX,
-    S_IFLNK, S_IFMT, S_IFREG, flags, writer_flags,
+    EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE, MAY_WRITE, O_TRUNC, OBJECT_BY_INODE,
+    ObjectKey, Outcome, PATH_MAX, S_IFLNK, S_IFMT, S_IFREG, WatchedObject, flags, root_flags,
+    writer_flags,
 };
 
 use crate::{
@@ -29,9 +30,12 @@ use crate::{
         finish, finish_bare, finish_named, new_event, set_dentry_inode, set_inode, set_path,
         set_path2,
     },
-    filter::is_watched,
-    kernel::{KPath, OUTCOME_RETURNS_PTR, file_kpath, mount_of, off, read, read_kpath, read_ptr},
-    maps::{INTENT, OPEN_TRUNCATES, PENDING, WRITERS, follow_writes},
+    filter::is_watched_path,
+    kernel::{
+        KPath, OUTCOME_RETURNS_PTR, dentry_inode, file_kpath, mount_of, off, read, read_kpath,
+        read_ptr,
+    },
+    maps::{INTENT, OPEN_TRUNCATES, PENDING, WATCHED_OBJECTS, WRITERS, follow_writes},
     path::{Written, write_kernel_str, write_kpath},
     programs::is_self,
 };
@@ -82,8 +86,8 @@ const OUTCOME_MASK: u32 = 0xffff;
 /// Writes `(mnt, dentry)`'s path at 0 and returns it if watched.
 #[inline(always)]
 fn watched_path(buf: *mut EventBuf, path: KPath) -> Option<Written> {
-    let w = write_kpath(buf, 0, path);
-    if !is_watched(buf, 0, w.len) {
+    let w = write_kpath(buf, 0, path, true);
+    if !is_watched_path(buf, 0, &w) {
         return None;
     }
     set_path(buf, w, false);
@@ -212,8 +216,9 @@ fn path_symlink(ctx: *mut c_void) -> Option<()> {
             mnt: dir.mnt,
             dentry: arg(ctx, 1),
         },
+        true,
     );
-    if !is_watched(buf, pos2, w2.len) {
+    if !is_watched_path(buf, pos2, &w2) {
         return None;
     }
     set_path(buf, w1, false);
@@ -261,6 +266,7 @@ fn two_names(
             mnt: from.mnt,
             dentry: old_dentry,
         },
+        true,
     );
     let pos2 = w1.len & (PATH_MAX - 1);
     let w2 = write_kpath(
@@ -270,9 +276,16 @@ fn two_names(
             mnt: to.mnt,
             dentry: arg(ctx, new),
         },
+        true,
     );
-    if !is_watched(buf, pos2, w2.len) && !is_watched(buf, 0, w1.len) {
+    let old_watched = is_watched_path(buf, 0, &w1);
+    if !is_watched_path(buf, pos2, &w2) && !old_watched {
         return None;
+    }
+    if kind == EventKind::Link && old_watched {
+        // A new name for a watched file: from now on it is watched by identity, whatever
+        // name reaches it (before userspace has even read this event).
+        watch_object(old_dentry);
     }
     set_path(buf, w1, false);
     set_path2(buf, w2, false);
@@ -282,6 +295,21 @@ fn two_names(
     }
     announce(buf, pos2 + w2.len, outcome, None);
     Some(())
+}
+
+/// Adds `dentry`'s inode to the watched objects, as a file named by its inode.
+#[inline(always)]
+fn watch_object(dentry: u64) {
+    if let Some((ino, dev, _)) = dentry_inode(dentry) {
+        let key = ObjectKey { ino, dev, _pad: 0 };
+        let value = WatchedObject {
+            id: OBJECT_BY_INODE,
+            flags: root_flags::SELF,
+        };
+        // Full map: the link is still reported; later access through the new name is then
+        // found only by its spelling.
+        let _ = WATCHED_OBJECTS.insert(&key, &value, 0);
+    }
 }
 
 pre_hook!(

@@ -9,11 +9,15 @@
 use aya_ebpf::helpers::generated::{
     bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
 };
-use fim_common::{AT_FDCWD, DATA_MASK, EventBuf, MAX_PATH_DEPTH, PATH_MAX};
+use fim_common::{
+    AT_FDCWD, DATA_MASK, EventBuf, MAX_PATH_DEPTH, ObjectKey, PATH_MAX, WatchMatch, root_flags,
+};
 
 use crate::{
-    kernel::{KPath, cwd_kpath, fd_to_file, file_kpath, off, read, read_ptr, read_user},
-    maps::PATHBUF,
+    kernel::{
+        KPath, cwd_kpath, dentry_inode, fd_to_file, file_kpath, off, read, read_ptr, read_user,
+    },
+    maps::{PATHBUF, WATCHED_OBJECTS},
 };
 
 /// Longest name component the walk copies (Linux `NAME_MAX`).
@@ -21,11 +25,25 @@ const NAME_MAX: u32 = 255;
 /// Walk steps allowed beyond [`MAX_PATH_DEPTH`] for mount crossings.
 const MAX_MOUNT_CROSSINGS: usize = 16;
 
-/// A path written into the data area: its length and whether it was cut short.
+/// A path written into the data area: its length, whether it was cut short, and the
+/// watched object found on the way up (by identity), if any.
 #[derive(Clone, Copy)]
 pub struct Written {
     pub len: usize,
     pub truncated: bool,
+    pub watch: WatchMatch,
+}
+
+impl Written {
+    /// A path of `len` bytes with no watched object found on the way.
+    #[inline(always)]
+    pub fn plain(len: usize, truncated: bool) -> Self {
+        Self {
+            len,
+            truncated,
+            watch: WatchMatch::default(),
+        }
+    }
 }
 
 #[inline(always)]
@@ -56,6 +74,13 @@ pub struct WalkState {
     pub start: u64,
     /// 0 while walking; [`WALK_DONE`] at the global root; [`WALK_CUT`] when cut short.
     pub status: u64,
+    /// Non-zero: look each dentry's inode up in `WATCHED_OBJECTS` until one applies.
+    pub identify: u64,
+    /// Names prepended so far (0: at the object itself).
+    pub depth: u64,
+    /// The watched object found: its id (0: none yet) and the path bytes below it.
+    pub found: u64,
+    pub below: u64,
 }
 
 const WALK_DONE: u64 = 1;
@@ -75,6 +100,9 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         unsafe { (*st).status = status };
         1
     };
+    if unsafe { (*st).identify != 0 && (*st).found == 0 } {
+        identify(st, dentry);
+    }
     let Some(mnt_root) = read_ptr(vfsmnt, off!(vfsmount_root)) else {
         return stop(WALK_CUT);
     };
@@ -120,21 +148,47 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         bpf_probe_read_kernel(bytes.add(start + 1).cast(), size as u32, name as *const _);
         (*st).start = start as u64;
         (*st).dentry = parent;
+        (*st).depth += 1;
     }
     0
 }
 
-/// Writes the absolute path of `path` at `pos`; `/` for the root.
+/// Is `dentry`'s inode a watched object that applies at this depth (itself at depth 0,
+/// a recursive root above it, a glob's directory right above it)? Records the first one.
+#[inline(always)]
+fn identify(st: *mut WalkState, dentry: u64) {
+    let Some((ino, dev, _)) = dentry_inode(dentry) else {
+        // A negative dentry: the name of an object about to be created.
+        return;
+    };
+    let key = ObjectKey { ino, dev, _pad: 0 };
+    let Some(object) = (unsafe { WATCHED_OBJECTS.get(&key) }) else {
+        return;
+    };
+    let depth = unsafe { (*st).depth };
+    let applies = if depth == 0 {
+        object.flags & root_flags::SELF != 0
+    } else {
+        object.flags & root_flags::RECURSIVE != 0
+            || (depth == 1 && object.flags & root_flags::CHILDREN != 0)
+    };
+    if applies {
+        unsafe {
+            (*st).found = u64::from(object.id);
+            (*st).below = PATH_MAX as u64 - (*st).start;
+        }
+    }
+}
+
+/// Writes the absolute path of `path` at `pos`; `/` for the root. With `identify`, also
+/// finds the watched object on the way up by identity ([`Written::watch`]).
 ///
 /// Walks from the dentry to the global root, assembling the path backwards (as the kernel's
 /// `d_path` does) in per-CPU scratch, then copies it into the event in one read.
 #[inline(always)]
-pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath) -> Written {
+pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath, identify: bool) -> Written {
     let Some(scratch) = PATHBUF.get_ptr_mut(0) else {
-        return Written {
-            len: 0,
-            truncated: true,
-        };
+        return Written::plain(0, true);
     };
     let st = unsafe { &raw mut (*scratch).walk };
     unsafe {
@@ -143,6 +197,10 @@ pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath) -> Written {
             vfsmnt: path.mnt,
             start: PATH_MAX as u64,
             status: 0,
+            identify: u64::from(identify),
+            depth: 0,
+            found: 0,
+            below: 0,
         };
         let mut unused: u64 = 0;
         bpf_loop(
@@ -152,17 +210,28 @@ pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath) -> Written {
             0,
         );
     }
-    let (status, start) = unsafe {
+    let (status, start, found, below) = unsafe {
         (
             core::ptr::read_volatile(&(*st).status),
             core::ptr::read_volatile(&(*st).start),
+            core::ptr::read_volatile(&(*st).found),
+            core::ptr::read_volatile(&(*st).below),
         )
     };
     let truncated = status != WALK_DONE;
+    let watch = WatchMatch {
+        id: found as u32,
+        below: below as u16,
+        _pad: 0,
+    };
     let start = start as usize;
     if start >= PATH_MAX {
         put_byte(buf, pos, b'/');
-        return Written { len: 1, truncated };
+        return Written {
+            len: 1,
+            truncated,
+            watch,
+        };
     }
     let len = (PATH_MAX - start) & (PATH_MAX - 1);
     unsafe {
@@ -173,13 +242,23 @@ pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath) -> Written {
             bytes.add(start & (PATH_MAX - 1)).cast(),
         );
     }
-    Written { len, truncated }
+    Written {
+        len,
+        truncated,
+        watch,
+    }
 }
 
-/// Writes the path of an open file at `pos`.
+/// Writes the path of an open file at `pos`, finding its watched object by identity.
 #[inline(always)]
 pub fn write_file_path(buf: *mut EventBuf, pos: usize, file: u64) -> Option<Written> {
-    Some(write_kpath(buf, pos, file_kpath(file)?))
+    Some(write_kpath(buf, pos, file_kpath(file)?, true))
+}
+
+/// Writes the path of the acting process's executable at `pos` (no identity lookup).
+#[inline(always)]
+pub fn write_exe_path(buf: *mut EventBuf, pos: usize, file: u64) -> Option<Written> {
+    Some(write_kpath(buf, pos, file_kpath(file)?, false))
 }
 
 /// Copies a user string at `pos` as-is (no resolution). Returns its length without the NUL.
@@ -187,17 +266,11 @@ pub fn write_file_path(buf: *mut EventBuf, pos: usize, file: u64) -> Option<Writ
 pub fn write_user_str(buf: *mut EventBuf, pos: usize, user: u64, max: u32) -> Written {
     let n = unsafe { bpf_probe_read_user_str(data_ptr(buf, pos).cast(), max, user as *const _) };
     if n <= 0 {
-        return Written {
-            len: 0,
-            truncated: false,
-        };
+        return Written::plain(0, false);
     }
     let len = (n - 1) as usize;
     // The helper stops at `max` bytes, NUL included: a full buffer means a cut string.
-    Written {
-        len,
-        truncated: n as u32 >= max,
-    }
+    Written::plain(len, n as u32 >= max)
 }
 
 /// Copies a kernel string (a symlink target or xattr name the kernel already copied in) at
@@ -207,15 +280,9 @@ pub fn write_kernel_str(buf: *mut EventBuf, pos: usize, kernel: u64, max: u32) -
     let n =
         unsafe { bpf_probe_read_kernel_str(data_ptr(buf, pos).cast(), max, kernel as *const _) };
     if n <= 0 {
-        return Written {
-            len: 0,
-            truncated: false,
-        };
+        return Written::plain(0, false);
     }
-    Written {
-        len: (n - 1) as usize,
-        truncated: n as u32 >= max,
-    }
+    Written::plain((n - 1) as usize, n as u32 >= max)
 }
 
 /// Writes the absolute path a syscall meant by (`dfd`, `user`): the string itself when it
@@ -237,12 +304,10 @@ pub fn write_user_path(buf: *mut EventBuf, pos: usize, dfd: i64, user: u64) -> W
         fd_to_file(dfd).and_then(file_kpath)
     };
     let Some(base) = base else {
-        return Written {
-            len: 0,
-            truncated: true,
-        };
+        return Written::plain(0, true);
     };
-    let mut w = write_kpath(buf, pos, base);
+    // The string may climb out of the base with `..`: no identity from the base's walk.
+    let mut w = write_kpath(buf, pos, base, false);
     if first == 0 {
         return w;
     }
@@ -253,13 +318,7 @@ pub fn write_user_path(buf: *mut EventBuf, pos: usize, dfd: i64, user: u64) -> W
     let rest = write_user_str(buf, pos + (w.len & (PATH_MAX - 1)), user, PATH_MAX as u32);
     let total = w.len + rest.len;
     if total > PATH_MAX {
-        return Written {
-            len: PATH_MAX,
-            truncated: true,
-        };
+        return Written::plain(PATH_MAX, true);
     }
-    Written {
-        len: total,
-        truncated: w.truncated || rest.truncated,
-    }
+    Written::plain(total, w.truncated || rest.truncated)
 }

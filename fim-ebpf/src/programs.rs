@@ -11,7 +11,7 @@ use fim_common::{
 
 use crate::{
     emit::{finish, finish_named, finish_with, new_event, set_inode, set_path, set_path2},
-    filter::is_watched,
+    filter::{is_watched, is_watched_path},
     kernel::{fd_to_file, off, read, read_user, self_tgid, tp_field},
     maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes},
     path::{put_byte, write_file_path, write_user_path, write_user_str},
@@ -175,7 +175,7 @@ fn exit_fd(ctx: &TracePointContext) -> Option<()> {
     let file = fd_to_file(i64::from(arg(&p, spec.path)? as i32))?;
     let buf = new_event(spec.kind, p.nr)?;
     let w = write_file_path(buf, 0, file)?;
-    if !is_watched(buf, 0, w.len) {
+    if !is_watched_path(buf, 0, &w) {
         return None;
     }
     set_path(buf, w, false);
@@ -238,7 +238,7 @@ fn exit_open(ctx: &TracePointContext) -> Option<()> {
     };
     let buf = new_event(kind as u8, p.nr)?;
     let w = write_file_path(buf, 0, file)?;
-    if !is_watched(buf, 0, w.len) {
+    if !is_watched_path(buf, 0, &w) {
         if f_mode & FMODE_WRITE != 0 {
             // The address may have belonged to a followed file that was freed unseen.
             let _ = WRITERS.remove(&file);

@@ -7,6 +7,7 @@ use fim_common::{EventHeader, EventKind, HEADER_LEN, flags};
 use crate::{
     event::{Action, FileEvent, InodeRef, PathSource, Process, ReportedPath},
     paths::clean,
+    sensors::ebpf::identities::Identities,
 };
 
 /// Why a record could not be decoded.
@@ -139,11 +140,12 @@ fn process_of(h: &EventHeader, exe: &[u8]) -> Process {
     }
 }
 
-/// Decodes a record of any kind.
+/// Decodes a record of any kind; `ids` names what the kernel matched by identity.
 pub fn decode_record(
     record: &[u8],
     boot_to_unix_ns: i128,
     sensor: &'static str,
+    ids: &Identities,
 ) -> Result<Decoded, DecodeError> {
     if record.len() >= HEADER_LEN {
         // SAFETY: as in `decode`.
@@ -197,7 +199,7 @@ pub fn decode_record(
             }));
         }
     }
-    let event = Box::new(decode(record, boot_to_unix_ns, sensor)?);
+    let event = Box::new(decode(record, boot_to_unix_ns, sensor, ids)?);
     // SAFETY: `decode` checked the length.
     let h: EventHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
     Ok(if h.flags & flags::AWAITS_OUTCOME != 0 {
@@ -228,11 +230,14 @@ fn comm(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
-/// Decodes one record. `boot_to_unix_ns` converts the kernel's boot-time clock to wall time.
+/// Decodes one record. `boot_to_unix_ns` converts the kernel's boot-time clock to wall time;
+/// `ids` gives the watched name of a path the kernel matched by identity (the name used
+/// goes to `requested_path` when it differs).
 pub fn decode(
     record: &[u8],
     boot_to_unix_ns: i128,
     sensor: &'static str,
+    ids: &Identities,
 ) -> Result<FileEvent, DecodeError> {
     if record.len() < HEADER_LEN {
         return Err(DecodeError::Short(record.len()));
@@ -256,21 +261,36 @@ pub fn decode(
     let name = &rest[..lens[3]];
 
     let f = h.flags;
-    let first = reported(
+    let mut first = reported(
         path,
         f & flags::PATH_FROM_STRING != 0,
         f & flags::PATH_TRUNCATED != 0,
     );
-    let second = reported(
+    let mut second = reported(
         path2,
         f & flags::PATH2_FROM_STRING != 0,
         f & flags::PATH2_TRUNCATED != 0,
     );
+    // The object's own identity, for a match on a file named by its inode (the header's
+    // inode is the first path's object).
+    let own = (f & flags::HAS_INODE != 0).then_some((h.dev, h.ino));
+    let mut accessed = [None, None];
+    for (i, (p, inode)) in [(&mut first, own), (&mut second, None)]
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(canonical) = ids.canonical(h.watch[i], &p.bytes, inode)
+            && canonical != p.bytes
+        {
+            accessed[i] = Some(std::mem::replace(&mut p.bytes, canonical));
+        }
+    }
+    let [accessed_first, accessed_second] = accessed;
     let action = action_of(kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     // The kernel sends (from, to) for two-name operations; the event's `path` is the name
     // that now exists, `source` where it came from.
-    let (path, source) = match action {
-        Action::Rename | Action::Link => (second, Some(first)),
+    let (path, source, requested) = match action {
+        Action::Rename | Action::Link => (second, Some(first), accessed_second),
         Action::Symlink => {
             // The target is stored text: keep it exactly as given.
             let target = ReportedPath {
@@ -278,10 +298,15 @@ pub fn decode(
                 source: PathSource::SyscallString,
                 truncated: f & flags::PATH_TRUNCATED != 0,
             };
-            (second, Some(target))
+            (second, Some(target), accessed_second)
         }
-        _ => (first, None),
+        _ => (first, None, accessed_first),
     };
+    let requested_path = requested.map(|bytes| ReportedPath {
+        bytes,
+        source: path.source,
+        truncated: path.truncated,
+    });
     let mode = matches!(
         action,
         Action::Chmod | Action::Mkdir | Action::Mknod | Action::Create
@@ -300,7 +325,7 @@ pub fn decode(
         time_unix_ns: i128::from(h.ktime_ns) + boot_to_unix_ns,
         path,
         source,
-        requested_path: None,
+        requested_path,
         mode,
         owner_uid: (is_chown && h.owner_uid != u32::MAX).then_some(h.owner_uid),
         owner_gid: (is_chown && h.owner_gid != u32::MAX).then_some(h.owner_gid),
@@ -354,6 +379,7 @@ mod tests {
             gid: 100,
             egid: 0,
             _pad1: 0,
+            watch: Default::default(),
             cgroup_id: 7,
             start_time_ns: 5,
             comm: *b"mv\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
@@ -393,7 +419,13 @@ mod tests {
         h.path2_len = new.len() as u16;
         h.exe_len = exe.len() as u16;
         h.op_flags = 1;
-        let ev = decode(&record(&h, &[old, new, exe]), 500, "test").expect("decodes");
+        let ev = decode(
+            &record(&h, &[old, new, exe]),
+            500,
+            "test",
+            &Identities::default(),
+        )
+        .expect("decodes");
         assert_eq!(ev.action, Action::Rename);
         assert_eq!(ev.path.bytes, b"/w/b");
         assert_eq!(
@@ -422,19 +454,82 @@ mod tests {
         let mut h = header(EventKind::Chown);
         h.owner_uid = 42;
         h.path_len = 2;
-        let ev = decode(&record(&h, &[b"/x"]), 0, "test").expect("decodes");
+        let ev = decode(&record(&h, &[b"/x"]), 0, "test", &Identities::default()).expect("decodes");
         assert_eq!((ev.owner_uid, ev.owner_gid), (Some(42), None));
 
         let mut h = header(EventKind::SetXattr);
         h.path_len = 2;
         h.name_len = 8;
-        let ev = decode(&record(&h, &[b"/x", b"user.fim"]), 0, "test").expect("decodes");
+        let ev = decode(
+            &record(&h, &[b"/x", b"user.fim"]),
+            0,
+            "test",
+            &Identities::default(),
+        )
+        .expect("decodes");
         assert_eq!(ev.xattr_name.as_deref(), Some(b"user.fim".as_slice()));
     }
 
     #[test]
+    fn a_path_matched_by_identity_is_named_under_its_watched_name() {
+        let mut ids = Identities::default();
+        let wt = ids.add_root(b"/tmp/wt".to_vec());
+        // A rename done through a bind mount of /tmp/wt at /mnt/bm.
+        let mut h = header(EventKind::Rename);
+        let (old, new) = (b"/mnt/bm/g".as_slice(), b"/mnt/bm/h".as_slice());
+        h.path_len = old.len() as u16;
+        h.path2_len = new.len() as u16;
+        h.watch = [
+            fim_common::WatchMatch {
+                id: wt,
+                below: 2,
+                _pad: 0,
+            },
+            fim_common::WatchMatch {
+                id: wt,
+                below: 2,
+                _pad: 0,
+            },
+        ];
+        let ev = decode(&record(&h, &[old, new]), 0, "test", &ids).expect("decodes");
+        assert_eq!(ev.path.bytes, b"/tmp/wt/h");
+        assert_eq!(ev.source.expect("old name").bytes, b"/tmp/wt/g");
+        assert_eq!(ev.requested_path.expect("as accessed").bytes, b"/mnt/bm/h");
+        // A chmod through another hard link of a watched file.
+        ids.learn((9, 42), b"/tmp/wt2/f".to_vec());
+        let mut h = header(EventKind::Chmod);
+        h.flags = flags::HAS_INODE;
+        (h.dev, h.ino) = (9, 42);
+        h.path_len = 7;
+        h.watch[0] = fim_common::WatchMatch {
+            id: fim_common::OBJECT_BY_INODE,
+            below: 0,
+            _pad: 0,
+        };
+        let ev = decode(&record(&h, &[b"/tmp/hl"]), 0, "test", &ids).expect("decodes");
+        assert_eq!(ev.path.bytes, b"/tmp/wt2/f");
+        assert_eq!(ev.requested_path.expect("as accessed").bytes, b"/tmp/hl");
+        // Matched under its own name: nothing to add.
+        let mut h = header(EventKind::Chmod);
+        h.path_len = 9;
+        h.watch[0] = fim_common::WatchMatch {
+            id: wt,
+            below: 2,
+            _pad: 0,
+        };
+        let ev = decode(&record(&h, &[b"/tmp/wt/g"]), 0, "test", &ids).expect("decodes");
+        assert_eq!(
+            (ev.path.bytes.as_slice(), ev.requested_path),
+            (&b"/tmp/wt/g"[..], None)
+        );
+    }
+
+    #[test]
     fn bad_records_are_typed_errors() {
-        assert_eq!(decode(&[0; 10], 0, "t"), Err(DecodeError::Short(10)));
+        assert_eq!(
+            decode(&[0; 10], 0, "t", &Identities::default()),
+            Err(DecodeError::Short(10))
+        );
         let mut h = header(EventKind::Unlink);
         h.kind = 200;
         assert_eq!(

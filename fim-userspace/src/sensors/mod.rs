@@ -4,6 +4,7 @@ pub mod ebpf;
 pub mod fanotify;
 pub mod procfs;
 pub mod proctable;
+pub mod seed;
 
 use std::sync::{Arc, Mutex, atomic::Ordering};
 

@@ -7,6 +7,7 @@
 //! One object holds them all; which ones load is decided at run time.
 
 pub mod btf;
+pub mod identities;
 pub mod outcomes;
 pub mod syscalls;
 
@@ -28,7 +29,8 @@ use aya::{
     programs::{FEntry, FExit, Lsm, TracePoint},
 };
 use fim_common::{
-    DROP_REASONS, ROOT_KEY_LEN, TracepointFields, WatchRoot, globals, maps, programs,
+    DROP_REASONS, MAX_WATCHED_OBJECTS, OBJECT_BY_INODE, ObjectKey, ROOT_KEY_LEN, TracepointFields,
+    WatchRoot, WatchedObject, globals, maps, programs, root_flags,
 };
 use log::{debug, info, warn};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
@@ -37,9 +39,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     decode::{Decoded, decode_record},
     event::FileEvent,
-    sensors::proctable::ProcTable,
-    watch::WatchSet,
+    sensors::{
+        proctable::ProcTable,
+        seed::{self, Place},
+    },
+    watch::{ScanRoot, WatchSet},
 };
+
+use self::identities::Identities;
 
 /// An eBPF tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +189,8 @@ pub struct EbpfSensor {
     pairing: outcomes::Pairing,
     /// When the drop counters were last read (process-feed mode).
     last_drop_check: std::time::Instant,
+    /// Names of what the kernel matches by identity.
+    identities: Identities,
 }
 
 /// The offset of `field` in a tracefs `format` description. Pure (unit-tested below).
@@ -199,6 +208,71 @@ pub fn tracepoint_field_offset(format: &str, field: &str) -> Option<u32> {
             .parse()
             .ok()
     })
+}
+
+/// The kernel's encoding of a device number (`s_dev`): 12-bit major, 20-bit minor.
+fn kernel_dev(dev: u64) -> u32 {
+    libc::major(dev) << 20 | libc::minor(dev)
+}
+
+/// Fills `WATCHED_OBJECTS` with the watched roots as they are on disk and the watched files
+/// with other hard links, and returns the table that names them.
+fn fill_watched_objects(ebpf: &mut Ebpf, watch: &WatchSet) -> Result<Identities, EbpfError> {
+    use std::os::unix::fs::MetadataExt;
+    let map = ebpf.map_mut(maps::WATCHED_OBJECTS).ok_or(EbpfError::Map {
+        name: maps::WATCHED_OBJECTS,
+        source: aya::maps::MapError::InvalidName {
+            name: maps::WATCHED_OBJECTS.into(),
+        },
+    })?;
+    let mut objects: aya::maps::HashMap<_, ObjectKey, WatchedObject> =
+        aya::maps::HashMap::try_from(map).map_err(|source| EbpfError::Map {
+            name: maps::WATCHED_OBJECTS,
+            source,
+        })?;
+    let mut ids = Identities::default();
+    let mut refused = 0u64;
+    let (mut roots, mut linked) = (0u64, 0u64);
+    seed::walk(watch, |path, meta, place, root| {
+        let key = ObjectKey {
+            ino: meta.ino(),
+            dev: kernel_dev(meta.dev()),
+            _pad: 0,
+        };
+        let value = match place {
+            Place::Root => {
+                let flags = match root {
+                    ScanRoot::Tree(_) => root_flags::SELF | root_flags::RECURSIVE,
+                    ScanRoot::Exact(_) => root_flags::SELF,
+                    ScanRoot::Children { .. } => root_flags::CHILDREN,
+                };
+                roots += 1;
+                WatchedObject {
+                    id: ids.add_root(path.to_vec()),
+                    flags,
+                }
+            }
+            Place::Below if meta.is_file() && meta.nlink() > 1 && root.covers(path) => {
+                ids.learn((key.dev, key.ino), path.to_vec());
+                linked += 1;
+                WatchedObject {
+                    id: OBJECT_BY_INODE,
+                    flags: root_flags::SELF,
+                }
+            }
+            _ => return,
+        };
+        if objects.insert(key, value, 0).is_err() {
+            refused += 1;
+        }
+    });
+    info!("watched by identity: {roots} roots, {linked} files with other hard links");
+    if refused > 0 {
+        warn!(
+            "{refused} watched objects did not fit the kernel's table ({MAX_WATCHED_OBJECTS}); they are watched by their path only"
+        );
+    }
+    Ok(ids)
 }
 
 /// The process table's programs and where they attach: (program, category, tracepoint).
@@ -532,7 +606,9 @@ impl EbpfSensor {
 
     /// Loads the object: the kernel's layout and the watched roots go in before anything is
     /// attached.
-    fn load(watch: &WatchSet) -> Result<(Ebpf, KernelBtf), EbpfError> {
+    /// Loads the object for `watch`; with `identify`, fills the table of watched objects
+    /// (not needed by the process table alone).
+    fn load(watch: &WatchSet, identify: bool) -> Result<(Ebpf, KernelBtf, Identities), EbpfError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(EbpfError::NotRoot);
@@ -585,6 +661,11 @@ impl EbpfSensor {
                     })?;
             }
         }
+        let identities = if identify {
+            fill_watched_objects(&mut ebpf, watch)?
+        } else {
+            Identities::default()
+        };
         Ok((
             ebpf,
             KernelBtf {
@@ -592,6 +673,7 @@ impl EbpfSensor {
                 attach: attach_btf,
                 offsets,
             },
+            identities,
         ))
     }
 
@@ -602,7 +684,7 @@ impl EbpfSensor {
         {
             return Err(EbpfError::LsmInactive(lsms));
         }
-        let (mut ebpf, kernel) = Self::load(watch)?;
+        let (mut ebpf, kernel, identities) = Self::load(watch, true)?;
         if tier != Tier::Tracepoint && kernel.offsets.sb_mounts_style == 0 {
             return Err(EbpfError::MissingHook(
                 "(kernel BTF: no known link from a file system to its mounts)".into(),
@@ -616,12 +698,12 @@ impl EbpfSensor {
             }
         }
         info!("sensor: {} attached", tier.describe());
-        Self::finish_start(ebpf, tier.sensor_name())
+        Self::finish_start(ebpf, tier.sensor_name(), identities)
     }
 
     /// Only the process table's programs (for `--sensor auto` with fanotify).
     pub fn start_process_table(watch: &WatchSet) -> Result<Self, EbpfError> {
-        let (mut ebpf, _) = Self::load(watch)?;
+        let (mut ebpf, _, identities) = Self::load(watch, false)?;
         for (name, category, tracepoint) in PROCESS_TRACEPOINTS {
             load_program(&mut ebpf, name)?;
             attach_in(&mut ebpf, name, category, tracepoint)?;
@@ -630,10 +712,14 @@ impl EbpfSensor {
             "eBPF process table attached to {}",
             PROCESS_TRACEPOINTS.map(|(_, _, t)| t).join(", ")
         );
-        Self::finish_start(ebpf, Tier::Tracepoint.sensor_name())
+        Self::finish_start(ebpf, Tier::Tracepoint.sensor_name(), identities)
     }
 
-    fn finish_start(mut ebpf: Ebpf, name: &'static str) -> Result<Self, EbpfError> {
+    fn finish_start(
+        mut ebpf: Ebpf,
+        name: &'static str,
+        identities: Identities,
+    ) -> Result<Self, EbpfError> {
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).ok_or(EbpfError::Map {
             name: maps::EVENTS,
             source: aya::maps::MapError::InvalidName {
@@ -669,6 +755,7 @@ impl EbpfSensor {
             name,
             pairing: outcomes::Pairing::default(),
             last_drop_check: std::time::Instant::now(),
+            identities,
         })
     }
 
@@ -709,7 +796,7 @@ impl EbpfSensor {
     /// programs send nothing else).
     fn drain_processes(&mut self) {
         while let Some(item) = self.ring.get_mut().next() {
-            match decode_record(&item, self.boot_to_unix_ns, self.name) {
+            match decode_record(&item, self.boot_to_unix_ns, self.name, &self.identities) {
                 Ok(Decoded::Process(p)) => {
                     if let Some(table) = &self.procs
                         && let Ok(mut t) = table.lock()
@@ -767,12 +854,47 @@ impl EbpfSensor {
         Ok(self.counters.clone())
     }
 
+    /// Keeps the names of watched files with other hard links current, in event order: a
+    /// new link to a watched file (the kernel already watches it by identity), its rename,
+    /// and the removal of its watched name (then it is no longer watched by identity).
+    fn track_identity(&mut self, ev: &FileEvent) {
+        use crate::event::Action;
+        let Some(inode) = ev.inode else {
+            return;
+        };
+        let key = (inode.major << 20 | inode.minor, inode.ino);
+        match (ev.action, &ev.source) {
+            (Action::Link, Some(existing)) => {
+                self.identities.learn(key, existing.bytes.clone());
+            }
+            (Action::Rename, Some(old)) => {
+                self.identities.moved(key, &old.bytes, &ev.path.bytes);
+            }
+            (Action::Unlink, _) => {
+                if self.identities.forget(key, &ev.path.bytes)
+                    && let Some(map) = self._ebpf.map_mut(maps::WATCHED_OBJECTS)
+                    && let Ok(mut objects) =
+                        aya::maps::HashMap::<_, ObjectKey, WatchedObject>::try_from(map)
+                {
+                    let _ = objects.remove(&ObjectKey {
+                        ino: key.1,
+                        dev: key.0,
+                        _pad: 0,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Moves every waiting record to `tx`. False when the receiver is gone.
     async fn drain(&mut self, tx: &mpsc::Sender<FileEvent>) -> bool {
         loop {
             let decoded = match self.ring.get_mut().next() {
                 None => return true,
-                Some(item) => decode_record(&item, self.boot_to_unix_ns, self.name),
+                Some(item) => {
+                    decode_record(&item, self.boot_to_unix_ns, self.name, &self.identities)
+                }
             };
             let ready = match decoded {
                 Ok(Decoded::File(ev)) => Some(*ev),
@@ -797,6 +919,9 @@ impl EbpfSensor {
                     None
                 }
             };
+            if let Some(ev) = &ready {
+                self.track_identity(ev);
+            }
             if let Some(ev) = ready
                 && tx.send(ev).await.is_err()
             {

@@ -37,7 +37,7 @@ use self::{
 use crate::{
     event::{Action, FileEvent, PathSource, ReportedPath},
     integrity::baseline::Baseline,
-    sensors::{ProcessFeed, procfs, proctable::ProcTable},
+    sensors::{ProcessFeed, procfs, proctable::ProcTable, seed},
     watch::{ScanRoot, WatchSet},
 };
 
@@ -107,33 +107,6 @@ pub struct FanotifySensor {
 
 fn os(path: &[u8]) -> &std::ffi::OsStr {
     std::os::unix::ffi::OsStrExt::from_bytes(path)
-}
-
-/// The proper ancestors of absolute `path`, from `/` down.
-fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'/' && i + 1 < path.len())
-        .map(move |(i, _)| if i == 0 { &path[..1] } else { &path[..i] })
-}
-
-/// The entries of directory `dir`, with whether each is a directory (not following
-/// symlinks).
-fn children(dir: &[u8]) -> Vec<(Vec<u8>, bool)> {
-    let Ok(entries) = std::fs::read_dir(os(dir)) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let mut p = dir.to_vec();
-            if p != b"/" {
-                p.push(b'/');
-            }
-            p.extend_from_slice(e.file_name().as_encoded_bytes());
-            (p, e.file_type().is_ok_and(|t| t.is_dir()))
-        })
-        .collect()
 }
 
 /// The nearest existing directory at or above `path`.
@@ -212,24 +185,10 @@ impl FanotifySensor {
         self.known.dirs.clear();
         self.known.objects.clear_learned();
         let mut fsids: Vec<(u64, [i32; 2])> = Vec::new();
-        for root in self.watch.scan_roots() {
-            let (path, tree) = match &root {
-                ScanRoot::Tree(p) => (p.clone(), true),
-                ScanRoot::Exact(p) => (p.clone(), false),
-                ScanRoot::Children { dir, .. } => (dir.clone(), false),
-            };
-            for ancestor in ancestors(&path) {
-                self.seed_entry(ancestor, &mut fsids, &root);
-            }
-            self.seed_entry(&path, &mut fsids, &root);
-            if tree {
-                self.seed_below(&path, &mut fsids, &root);
-            } else if let ScanRoot::Children { dir, .. } = &root {
-                for (child, _) in children(dir) {
-                    self.seed_entry(&child, &mut fsids, &root);
-                }
-            }
-        }
+        let watch = self.watch.clone();
+        seed::walk(&watch, |path, meta, _, root| {
+            self.seed_entry(path, meta, root, &mut fsids);
+        });
         self.known.stale = false;
         info!(
             "fanotify: {} directories known by handle ({:.2} s)",
@@ -240,11 +199,14 @@ impl FanotifySensor {
 
     /// One path found by the walk: a directory that matters, or a watched file with other
     /// names.
-    fn seed_entry(&mut self, path: &[u8], fsids: &mut Vec<(u64, [i32; 2])>, root: &ScanRoot) {
+    fn seed_entry(
+        &mut self,
+        path: &[u8],
+        meta: &std::fs::Metadata,
+        root: &ScanRoot,
+        fsids: &mut Vec<(u64, [i32; 2])>,
+    ) {
         use std::os::unix::fs::MetadataExt;
-        let Ok(meta) = std::fs::symlink_metadata(os(path)) else {
-            return;
-        };
         let dir = meta.is_dir();
         let linked_file = meta.is_file() && meta.nlink() > 1 && root.covers(path);
         if !(dir && self.watch.dir_relevant(path) || linked_file) {
@@ -271,17 +233,15 @@ impl FanotifySensor {
         }
     }
 
-    /// Everything below directory `dir` (not following symlinks).
-    fn seed_below(&mut self, dir: &[u8], fsids: &mut Vec<(u64, [i32; 2])>, root: &ScanRoot) {
-        let mut stack = vec![dir.to_vec()];
-        while let Some(d) = stack.pop() {
-            for (child, is_dir) in children(&d) {
-                self.seed_entry(&child, fsids, root);
-                if is_dir {
-                    stack.push(child);
-                }
+    /// Learns everything below directory `dir` (moved into the watched trees).
+    fn seed_below(&mut self, dir: &[u8]) {
+        let root = ScanRoot::Tree(dir.to_vec());
+        let mut fsids = Vec::new();
+        seed::below(dir, &root, &mut |path, _, root| {
+            if let Ok(meta) = std::fs::symlink_metadata(os(path)) {
+                self.seed_entry(path, &meta, root, &mut fsids);
             }
-        }
+        });
     }
 
     /// Finds the watched names of objects by inode in `baseline` (read-only), so a hard link
@@ -577,8 +537,7 @@ impl FanotifySensor {
                     } else {
                         // Moved in from outside: learn it and what is below it.
                         self.known.dirs.insert(k.clone(), to.clone());
-                        let root = ScanRoot::Tree(to.clone());
-                        self.seed_below(&to, &mut Vec::new(), &root);
+                        self.seed_below(&to);
                     }
                 } else {
                     self.known.objects.forget(k, &from);
