@@ -85,8 +85,11 @@ pub mod programs {
     pub const EXIT_TWO_PATHS: &str = "fim_exit_two_paths";
     /// Emits create / open-for-write at exit of the open family.
     pub const EXIT_OPEN: &str = "fim_exit_open";
-    /// Notes a write to a tracked file at entry.
+    /// Notes a write to a tracked file at entry (the descriptor is argument 0).
     pub const ENTER_WRITE: &str = "fim_enter_write";
+    /// Same, for calls whose destination descriptor is argument 2 (`copy_file_range`,
+    /// `splice`).
+    pub const ENTER_WRITE_ARG2: &str = "fim_enter_write_arg2";
     /// Counts bytes and emits the first write at exit.
     pub const EXIT_WRITE: &str = "fim_exit_write";
     /// Emits close-after-write at entry of close (the fd is gone at exit).
@@ -109,6 +112,9 @@ pub mod programs {
     pub const CLOSE_FILE: &str = "fim_fentry_filp_close";
     /// Same on `filp_flush` (6.8+), which `close(2)` calls instead of `filp_close`.
     pub const FLUSH_FILE: &str = "fim_fentry_filp_flush";
+    /// Kernel-object tiers: fentry on `notify_change`, announcing a change of times only
+    /// (`utimensat`, `futimens`; no LSM hook covers them). Its outcome is `notify_change`'s.
+    pub const SET_TIMES: &str = "fim_fentry_notify_change";
 
     /// Kernel-object tiers: one pre-operation hook. `lsm` is the BPF LSM program's name and
     /// hook; `fentry` the fentry program's name and the `security_*` function it attaches to
@@ -272,6 +278,11 @@ pub enum EventKind {
     /// Process table: process `size` (its leader's thread id) moved to the cgroup v2 cgroup
     /// whose id is in `ino`.
     ProcCgroup = 22,
+    /// The file's access or modification time was set (`utimensat`, `futimens`, `utimes`).
+    Utimes = 23,
+    /// Space was allocated, punched or zeroed (`fallocate`, mode in `op_flags`, length in
+    /// `size`): the content may have changed.
+    Fallocate = 24,
 }
 
 impl EventKind {
@@ -300,6 +311,8 @@ impl EventKind {
             20 => Self::Outcome,
             21 => Self::ProcRename,
             22 => Self::ProcCgroup,
+            23 => Self::Utimes,
+            24 => Self::Fallocate,
             _ => return None,
         })
     }
@@ -623,8 +636,8 @@ pub struct Offsets {
     pub nsproxy_mnt_ns: u32,
     /// `iattr.ia_size`
     pub iattr_size: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `iattr.ia_valid`
+    pub iattr_valid: u32,
 }
 
 /// Byte offsets of fields in tracepoint records, read from their tracefs `format` files at

@@ -595,6 +595,39 @@ pub fn fim_fexit_notify_change(ctx: FExitContext) -> u32 {
     0
 }
 
+/// `notify_change(idmap, dentry, iattr, delegated)` changing times only (`utimensat`,
+/// `futimens`, `utimes`): no LSM hook covers it, so it is announced here, before the
+/// change, like the other hooks; the `notify_change` fexit sends its outcome. Changes of
+/// mode, owner or size are announced by their own hooks.
+#[fentry(function = "notify_change")]
+#[inline(always)]
+pub fn fim_fentry_notify_change(ctx: FEntryContext) -> u32 {
+    let _ = set_times(ctx.as_ptr());
+    0
+}
+
+#[inline(always)]
+fn set_times(ctx: *mut c_void) -> Option<()> {
+    const ATTR_MODE: u32 = 1 << 0;
+    const ATTR_UID: u32 = 1 << 1;
+    const ATTR_GID: u32 = 1 << 2;
+    const ATTR_SIZE: u32 = 1 << 3;
+    const ATTR_ATIME: u32 = 1 << 4;
+    const ATTR_MTIME: u32 = 1 << 5;
+    let valid: u32 = read(arg(ctx, 2), off!(iattr_valid))?;
+    if valid & (ATTR_ATIME | ATTR_MTIME) == 0
+        || valid & (ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_SIZE) != 0
+    {
+        return None;
+    }
+    let dentry = arg(ctx, 1);
+    let mnt = mount_of(dentry)?;
+    let buf = begin(EventKind::Utimes)?;
+    let w = watched_path(buf, KPath { mnt, dentry })?;
+    announce(buf, w.len, Outcome::NotifyChange, None);
+    Some(())
+}
+
 /// `filp_close(file, owner)`: every release of a descriptor, whether by `close`, `dup2`,
 /// an io_uring close or the exit of the process; the last one of a followed file reports
 /// close-after-write.

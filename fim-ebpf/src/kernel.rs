@@ -54,7 +54,7 @@ pub static OFFSETS: Offsets = Offsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     iattr_size: 0,
-    _pad: 0,
+    iattr_valid: 0,
 };
 
 /// Thread-group id of the daemon, set by userspace at load time.

@@ -306,8 +306,9 @@ pub fn write_user_path(buf: *mut EventBuf, pos: usize, dfd: i64, user: u64) -> W
     let Some(base) = base else {
         return Written::plain(0, true);
     };
-    // The string may climb out of the base with `..`: no identity from the base's walk.
-    let mut w = write_kpath(buf, pos, base, false);
+    // A string may climb out of the base with `..`: identity from the base's walk only
+    // when there is no string (the call is about the dirfd itself).
+    let mut w = write_kpath(buf, pos, base, first == 0);
     if first == 0 {
         return w;
     }
@@ -315,6 +316,7 @@ pub fn write_user_path(buf: *mut EventBuf, pos: usize, dfd: i64, user: u64) -> W
         put_byte(buf, pos + w.len, b'/');
         w.len += 1;
     }
+    w.watch = WatchMatch::default();
     let rest = write_user_str(buf, pos + (w.len & (PATH_MAX - 1)), user, PATH_MAX as u32);
     let total = w.len + rest.len;
     if total > PATH_MAX {

@@ -153,7 +153,7 @@ fn exit_path(ctx: &TracePointContext) -> Option<()> {
     let (p, spec, _) = take_pending(ctx)?;
     let buf = new_event(spec.kind, p.nr)?;
     let w = write_user_path(buf, 0, dfd_arg(&p, spec.dfd), arg(&p, spec.path)?);
-    if !is_watched(buf, 0, w.len) {
+    if !is_watched_path(buf, 0, &w) {
         return None;
     }
     set_path(buf, w, true);
@@ -265,13 +265,20 @@ fn exit_open(ctx: &TracePointContext) -> Option<()> {
 /// Entry of the write family: remembers the file if it is followed.
 #[tracepoint]
 pub fn fim_enter_write(ctx: TracePointContext) -> u32 {
-    let _ = enter_write(&ctx);
+    let _ = enter_write(&ctx, 0);
+    0
+}
+
+/// Entry of `copy_file_range` and `splice`, whose destination is argument 2.
+#[tracepoint]
+pub fn fim_enter_write_arg2(ctx: TracePointContext) -> u32 {
+    let _ = enter_write(&ctx, 2);
     0
 }
 
 #[inline(always)]
-fn enter_write(ctx: &TracePointContext) -> Option<()> {
-    let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET) }.ok()?;
+fn enter_write(ctx: &TracePointContext, fd_arg: usize) -> Option<()> {
+    let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * fd_arg) }.ok()?;
     let file = fd_to_file(i64::from(fd as i32))?;
     WRITERS.get_ptr(&file)?;
     if is_self() {

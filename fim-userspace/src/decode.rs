@@ -36,6 +36,8 @@ fn action_of(kind: EventKind) -> Option<Action> {
         EventKind::Write => Action::Write,
         EventKind::CloseWrite => Action::CloseWrite,
         EventKind::Truncate => Action::Truncate,
+        EventKind::Utimes => Action::Utimes,
+        EventKind::Fallocate => Action::Fallocate,
         EventKind::Unlink => Action::Unlink,
         EventKind::Mkdir => Action::Mkdir,
         EventKind::Rmdir => Action::Rmdir,
@@ -271,22 +273,32 @@ pub fn decode(
         f & flags::PATH2_FROM_STRING != 0,
         f & flags::PATH2_TRUNCATED != 0,
     );
+    let action = action_of(kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     // The object's own identity, for a match on a file named by its inode (the header's
-    // inode is the first path's object).
+    // inode is the first path's object). An operation on a *name* (unlink, rename, link)
+    // is about that name, not about the object's other names: only a watched directory
+    // above it renames it.
+    let on_name = matches!(
+        action,
+        Action::Unlink | Action::Rmdir | Action::Rename | Action::Link | Action::Symlink
+    );
     let own = (f & flags::HAS_INODE != 0).then_some((h.dev, h.ino));
     let mut accessed = [None, None];
     for (i, (p, inode)) in [(&mut first, own), (&mut second, None)]
         .into_iter()
         .enumerate()
     {
-        if let Some(canonical) = ids.canonical(h.watch[i], &p.bytes, inode)
+        let watch = h.watch[i];
+        if on_name && watch.id == fim_common::OBJECT_BY_INODE {
+            continue;
+        }
+        if let Some(canonical) = ids.canonical(watch, &p.bytes, inode)
             && canonical != p.bytes
         {
             accessed[i] = Some(std::mem::replace(&mut p.bytes, canonical));
         }
     }
     let [accessed_first, accessed_second] = accessed;
-    let action = action_of(kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     // The kernel sends (from, to) for two-name operations; the event's `path` is the name
     // that now exists, `source` where it came from.
     let (path, source, requested) = match action {
@@ -334,6 +346,7 @@ pub fn decode(
             && f & flags::NO_SIZE == 0)
             .then_some(h.size),
         truncate_length: (action == Action::Truncate).then_some(h.size),
+        fallocate: (action == Action::Fallocate).then_some((h.op_flags, h.size)),
         rename_flags: if action == Action::Rename {
             h.op_flags
         } else {
@@ -344,7 +357,11 @@ pub fn decode(
         no_follow: h.op_flags & libc::AT_SYMLINK_NOFOLLOW as u32 != 0
             && matches!(
                 action,
-                Action::Chown | Action::Chmod | Action::SetXattr | Action::RemoveXattr
+                Action::Chown
+                    | Action::Chmod
+                    | Action::SetXattr
+                    | Action::RemoveXattr
+                    | Action::Utimes
             ),
         inode,
         process: Some(process_of(&h, exe)),
@@ -509,6 +526,21 @@ mod tests {
         let ev = decode(&record(&h, &[b"/tmp/hl"]), 0, "test", &ids).expect("decodes");
         assert_eq!(ev.path.bytes, b"/tmp/wt2/f");
         assert_eq!(ev.requested_path.expect("as accessed").bytes, b"/tmp/hl");
+        // Removing that other name is about the name, not the watched file.
+        let mut h = header(EventKind::Unlink);
+        h.flags = flags::HAS_INODE;
+        (h.dev, h.ino) = (9, 42);
+        h.path_len = 7;
+        h.watch[0] = fim_common::WatchMatch {
+            id: fim_common::OBJECT_BY_INODE,
+            below: 0,
+            _pad: 0,
+        };
+        let ev = decode(&record(&h, &[b"/tmp/hl"]), 0, "test", &ids).expect("decodes");
+        assert_eq!(
+            (ev.path.bytes.as_slice(), ev.requested_path),
+            (&b"/tmp/hl"[..], None)
+        );
         // Matched under its own name: nothing to add.
         let mut h = header(EventKind::Chmod);
         h.path_len = 9;
@@ -533,13 +565,13 @@ mod tests {
         let mut h = header(EventKind::Unlink);
         h.kind = 200;
         assert_eq!(
-            decode(&record(&h, &[]), 0, "t"),
+            decode(&record(&h, &[]), 0, "t", &Identities::default()),
             Err(DecodeError::UnknownKind(200))
         );
         let mut h = header(EventKind::Unlink);
         h.path_len = 100;
         assert_eq!(
-            decode(&record(&h, &[b"/short"]), 0, "t"),
+            decode(&record(&h, &[b"/short"]), 0, "t", &Identities::default()),
             Err(DecodeError::Overrun {
                 wanted: 100,
                 have: 6
@@ -553,7 +585,7 @@ mod tests {
         h.flags = flags::AWAITS_OUTCOME;
         h.syscall_nr = 0;
         h.path_len = 4;
-        match decode_record(&record(&h, &[b"/w/f"]), 0, "t") {
+        match decode_record(&record(&h, &[b"/w/f"]), 0, "t", &Identities::default()) {
             Ok(Decoded::Announced { tid, event }) => {
                 assert_eq!(tid, 11);
                 assert_eq!(event.action, Action::Chmod);
@@ -564,7 +596,7 @@ mod tests {
         let mut h = header(EventKind::Outcome);
         h.flags = flags::FAILED;
         h.size = 9;
-        match decode_record(&record(&h, &[]), 0, "t") {
+        match decode_record(&record(&h, &[]), 0, "t", &Identities::default()) {
             Ok(Decoded::Outcome { tid, failed, size }) => {
                 assert_eq!((tid, failed, size), (11, true, 9))
             }
@@ -573,7 +605,7 @@ mod tests {
         let mut h = header(EventKind::Write);
         h.flags = flags::NO_SIZE;
         h.path_len = 4;
-        match decode_record(&record(&h, &[b"/w/f"]), 0, "t") {
+        match decode_record(&record(&h, &[b"/w/f"]), 0, "t", &Identities::default()) {
             Ok(Decoded::File(e)) => assert_eq!(e.bytes_written, None),
             other => panic!("expected a write, got {other:?}"),
         }

@@ -40,6 +40,10 @@ pub enum Action {
     Symlink,
     /// A special (or regular) file was made by mknod.
     Mknod,
+    /// Access or modification times were set (`utimensat`, `futimens`, `utimes`).
+    Utimes,
+    /// Space was allocated, punched or zeroed (`fallocate`): the content may have changed.
+    Fallocate,
     /// Attributes changed, and the sensor cannot tell which (fanotify's `FAN_ATTRIB`); the
     /// integrity engine names it chmod, chown or an xattr change from before/after values.
     Attrib,
@@ -74,6 +78,8 @@ impl Action {
             Self::Symlink => "symlink",
             Self::Mknod => "mknod",
             Self::Attrib => "attrib",
+            Self::Utimes => "utimes",
+            Self::Fallocate => "fallocate",
             Self::Modified => "modified",
             Self::Added => "added",
             Self::Removed => "removed",
@@ -187,6 +193,8 @@ pub struct FileEvent {
     pub bytes_written: Option<u64>,
     /// New length (truncate).
     pub truncate_length: Option<u64>,
+    /// `fallocate`'s mode bits and length.
+    pub fallocate: Option<(u32, u64)>,
     /// Rename flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, `RENAME_WHITEOUT`).
     pub rename_flags: u32,
     /// The open truncated the file.
@@ -242,6 +250,7 @@ impl FileEvent {
             xattr_name: None,
             bytes_written: None,
             truncate_length: None,
+            fallocate: None,
             rename_flags: 0,
             open_truncated: false,
             no_follow: false,

@@ -99,10 +99,13 @@ fn step_for(action: Action, in_burst: bool) -> Step {
     match action {
         Action::Create | Action::OpenWrite | Action::Write => Step::Defer,
         Action::Truncate if in_burst => Step::Defer,
-        Action::CloseWrite | Action::Truncate | Action::Modified => Step::Settle,
+        Action::CloseWrite | Action::Truncate | Action::Modified | Action::Fallocate => {
+            Step::Settle
+        }
         Action::Unlink | Action::Rmdir | Action::Removed => Step::Forget,
         Action::Rename => Step::Move,
         Action::Chmod
+        | Action::Utimes
         | Action::Attrib
         | Action::Chown
         | Action::SetXattr

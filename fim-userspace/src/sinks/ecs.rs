@@ -187,6 +187,26 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
     if let Some(n) = ev.bytes_written {
         insert(&mut fim, "bytes_written", json!(n));
     }
+    if let Some((mode, length)) = ev.fallocate {
+        const MODES: [(u32, &str); 6] = [
+            (0x01, "keep_size"),
+            (0x02, "punch_hole"),
+            (0x08, "collapse_range"),
+            (0x10, "zero_range"),
+            (0x20, "insert_range"),
+            (0x40, "unshare_range"),
+        ];
+        let names: Vec<&str> = MODES
+            .iter()
+            .filter(|(bit, _)| mode & bit != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        insert(
+            &mut fim,
+            "fallocate",
+            json!({ "mode": names, "length": length }),
+        );
+    }
     if let Some(n) = ev.truncate_length {
         insert(&mut fim, "truncate_length", json!(n));
     }

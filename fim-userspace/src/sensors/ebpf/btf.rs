@@ -298,7 +298,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets, BtfError> {
         task_nsproxy: o("task_struct", "nsproxy")?,
         nsproxy_mnt_ns: o("nsproxy", "mnt_ns")?,
         iattr_size: o("iattr", "ia_size")?,
-        _pad: 0,
+        iattr_valid: o("iattr", "ia_valid")?,
     })
 }
 

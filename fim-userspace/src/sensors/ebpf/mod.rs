@@ -472,11 +472,15 @@ fn attach_syscall_tier(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
 /// Writes through syscalls, counted at the syscall (every tier uses these: the byte count and
 /// the outcome are known only there).
 fn attach_write_family(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
-    for p in [programs::ENTER_WRITE, programs::EXIT_WRITE] {
+    for p in [
+        programs::ENTER_WRITE,
+        programs::ENTER_WRITE_ARG2,
+        programs::EXIT_WRITE,
+    ] {
         load_program(ebpf, p)?;
     }
-    for name in syscalls::WRITE_FAMILY {
-        attach(ebpf, programs::ENTER_WRITE, &format!("sys_enter_{name}"))?;
+    for (name, enter) in syscalls::WRITE_FAMILY {
+        attach(ebpf, enter, &format!("sys_enter_{name}"))?;
         attach(ebpf, programs::EXIT_WRITE, &format!("sys_exit_{name}"))?;
     }
     Ok(())
@@ -555,9 +559,10 @@ fn attach_kernel_object_tier(
     for (name, function) in [
         (programs::CLOSE_FILE, "filp_close"),
         (programs::FLUSH_FILE, "filp_flush"),
+        (programs::SET_TIMES, "notify_change"),
     ] {
         if kbtf.function_returns_pointer(function).is_none() {
-            if function == "filp_close" {
+            if function != "filp_flush" {
                 return Err(EbpfError::NoFunction(function.into()));
             }
             skipped.push(function);

@@ -30,8 +30,18 @@ impl Followed {
     }
 }
 
-/// Writes through a file descriptor: followed per open file by the write programs.
-pub const WRITE_FAMILY: &[&str] = &["write", "pwrite64", "writev", "pwritev", "pwritev2"];
+/// Writes through a file descriptor: followed per open file by the write programs, with
+/// the entry program that knows where the destination descriptor is.
+pub const WRITE_FAMILY: &[(&str, &str)] = &[
+    ("write", programs::ENTER_WRITE),
+    ("pwrite64", programs::ENTER_WRITE),
+    ("writev", programs::ENTER_WRITE),
+    ("pwritev", programs::ENTER_WRITE),
+    ("pwritev2", programs::ENTER_WRITE),
+    ("sendfile64", programs::ENTER_WRITE),
+    ("copy_file_range", programs::ENTER_WRITE_ARG2),
+    ("splice", programs::ENTER_WRITE_ARG2),
+];
 
 /// Syscalls whose entry reports close-after-write: (name, program).
 pub const CLOSE_FAMILY: &[(&str, &str)] = &[
@@ -107,7 +117,38 @@ const NOFOLLOW: u32 = libc::AT_SYMLINK_NOFOLLOW as u32;
 pub fn table() -> Vec<Followed> {
     use EventKind as K;
     use Shape as S;
-    let rows: [(&str, i64, Row, bool); 36] = [
+    let rows: [(&str, i64, Row, bool); 41] = [
+        // Times: `utimensat(dfd, NULL, ...)` is `futimens(dfd)`: no string, the dirfd itself.
+        (
+            "utimensat",
+            libc::SYS_utimensat,
+            Row::new(S::Path, K::Utimes).dfd(0).path(1).flags(3),
+            true,
+        ),
+        (
+            "futimesat",
+            libc::SYS_futimesat,
+            Row::new(S::Path, K::Utimes).dfd(0).path(1),
+            true,
+        ),
+        (
+            "utimes",
+            libc::SYS_utimes,
+            Row::new(S::Path, K::Utimes).path(0),
+            true,
+        ),
+        (
+            "utime",
+            libc::SYS_utime,
+            Row::new(S::Path, K::Utimes).path(0),
+            true,
+        ),
+        (
+            "fallocate",
+            libc::SYS_fallocate,
+            Row::new(S::Fd, K::Fallocate).path(0).flags(1).len(3),
+            true,
+        ),
         (
             "open",
             libc::SYS_open,
