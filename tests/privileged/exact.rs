@@ -38,6 +38,7 @@ per_sensor!(
     symlinked_directories_and_dotdot_reach_the_watched_object,
     a_bind_mount_of_a_watched_tree_is_watched,
     hard_links_outside_the_tree_are_watched_files,
+    every_way_of_changing_a_file_is_seen_and_rehashed,
 );
 
 fn c(p: &Path) -> CString {
@@ -502,5 +503,171 @@ fn hard_links_outside_the_tree_are_watched_files(sensor: &str) {
             .find(|v| v["event"]["action"] == "chmod" || v["event"]["action"] == "attrib")
             .expect("chmod");
         assert_eq!(setuid["fim"]["after"]["mode"], "4755", "{setuid}");
+    }
+}
+
+/// SHA-256 of a file's current content (coreutils, independent of fim).
+fn digest(p: &Path) -> String {
+    fim_tests::sha256_hex(&fs::read(p).expect("read back"))
+}
+
+fn open_fd(p: &Path, flags: libc::c_int) -> libc::c_int {
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe { libc::open(c(p).as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    check(fd, "open");
+    fd
+}
+
+fn every_way_of_changing_a_file_is_seen_and_rehashed(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, base) = tempdir();
+    let (w, out) = (base.join("w"), base.join("out"));
+    fs::create_dir(&w).expect("tree");
+    fs::create_dir(&out).expect("out");
+    let f: Vec<PathBuf> = (1..=8).map(|i| w.join(format!("f{i}"))).collect();
+    for p in &f[..6] {
+        fs::write(p, vec![b'x'; 16 << 10]).expect("seed");
+    }
+    fs::write(&f[7], vec![b'm'; 4096]).expect("seed");
+    let src = out.join("src");
+    fs::write(&src, b"copied from outside the tree").expect("src");
+    let mut d = start(sensor, &[&w]);
+    let (f2, tmp_dir) = (f.clone(), w.clone());
+    as_renamed_thread("fim-changes", move || {
+        let f = f2;
+        // 2001-01-01T00:00:00Z, on the path and through a descriptor.
+        let t = libc::timespec {
+            tv_sec: 978_307_200,
+            tv_nsec: 0,
+        };
+        let times = [t, t];
+        check(
+            unsafe { libc::utimensat(libc::AT_FDCWD, c(&f[0]).as_ptr(), times.as_ptr(), 0) },
+            "utimensat",
+        );
+        let fd = open_fd(&f[1], libc::O_RDWR);
+        check(unsafe { libc::futimens(fd, times.as_ptr()) }, "futimens");
+        unsafe { libc::close(fd) };
+        // A hole punched: 4 KiB of content become zeros, the size stays.
+        let fd = open_fd(&f[2], libc::O_RDWR);
+        check(
+            unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    4096,
+                    4096,
+                )
+            },
+            "fallocate",
+        );
+        unsafe { libc::close(fd) };
+        // Data moved by the kernel, not by a write(2).
+        let s = open_fd(&src, libc::O_RDONLY);
+        let fd = open_fd(&f[3], libc::O_WRONLY);
+        let n = unsafe {
+            libc::copy_file_range(s, std::ptr::null_mut(), fd, std::ptr::null_mut(), 28, 0)
+        };
+        assert_eq!(
+            n,
+            28,
+            "copy_file_range: {}",
+            std::io::Error::last_os_error()
+        );
+        unsafe { libc::close(fd) };
+        let mut pipe = [0; 2];
+        check(unsafe { libc::pipe(pipe.as_mut_ptr()) }, "pipe");
+        let data = b"spliced";
+        assert_eq!(
+            unsafe { libc::write(pipe[1], data.as_ptr().cast(), data.len()) },
+            7
+        );
+        let fd = open_fd(&f[4], libc::O_WRONLY);
+        let mut off: libc::loff_t = 0;
+        let n = unsafe { libc::splice(pipe[0], std::ptr::null_mut(), fd, &mut off, 7, 0) };
+        assert_eq!(n, 7, "splice: {}", std::io::Error::last_os_error());
+        unsafe {
+            libc::close(fd);
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
+        let fd = open_fd(&f[5], libc::O_WRONLY);
+        unsafe { libc::lseek(s, 0, libc::SEEK_SET) };
+        let n = unsafe { libc::sendfile(fd, s, std::ptr::null_mut(), 28) };
+        assert_eq!(n, 28, "sendfile: {}", std::io::Error::last_os_error());
+        unsafe {
+            libc::close(fd);
+            libc::close(s);
+        }
+        // An unnamed file, written, then given a name in the tree.
+        let fd = open_fd(&tmp_dir, libc::O_TMPFILE | libc::O_WRONLY);
+        let data = b"born unnamed";
+        assert_eq!(
+            unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) },
+            12
+        );
+        let empty = CString::new("").expect("empty");
+        check(
+            unsafe {
+                libc::linkat(
+                    fd,
+                    empty.as_ptr(),
+                    libc::AT_FDCWD,
+                    c(&f[6]).as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            },
+            "linkat",
+        );
+        unsafe { libc::close(fd) };
+        // Written through a shared mapping, then unmapped and closed.
+        let fd = open_fd(&f[7], libc::O_RDWR);
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED, "mmap");
+        unsafe {
+            std::ptr::copy_nonoverlapping(b"mapped".as_ptr(), map.cast::<u8>(), 6);
+            libc::munmap(map, 4096);
+            libc::close(fd);
+        }
+    });
+    let mtime_set = |v: &Value| {
+        v["fim"]["after"]["mtime"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("2001-01-01"))
+    };
+    for (i, p) in f[..2].iter().enumerate() {
+        d.wait_for(&format!("the times of f{}", i + 1), |v| {
+            v["file"]["path"] == p.to_str().unwrap_or("")
+                && (v["event"]["action"] == "utimes" || v["event"]["action"] == "attrib")
+        });
+    }
+    for (i, p) in f[2..].iter().enumerate() {
+        let want = digest(p);
+        d.wait_for(&format!("f{} with its new digest", i + 3), |v| {
+            v["file"]["path"] == p.to_str().unwrap_or("")
+                && v["fim"]["after"]["sha256"] == want.as_str()
+        });
+    }
+    let (seen, _, status) = d.stop();
+    assert!(status.success());
+    // The times set are in what the daemon recorded last for each file.
+    for p in &f[..2] {
+        let last = seen
+            .iter()
+            .rev()
+            .find(|v| v["file"]["path"] == p.to_str().unwrap_or("") && !v["fim"]["after"].is_null())
+            .expect("an observation");
+        assert!(mtime_set(last), "{last}");
     }
 }
