@@ -325,7 +325,7 @@ impl BindMount {
     fn new(from: &Path, at: &Path) -> Self {
         fs::create_dir_all(at).expect("mount point");
         let ok = Command::new("mount")
-            .arg("--bind")
+            .args(["-o", "bind"])
             .arg(from)
             .arg(at)
             .status()
