@@ -39,6 +39,27 @@ pub enum DaemonError {
     Task(String),
 }
 
+/// Names a path given under a symlinked root (`/bin/cat` where `/bin` is `/usr/bin`) by its
+/// real location, as every sensor does for paths it resolves from objects, keeping the
+/// spelling used in `requested_path`.
+fn canonical_spelling(watch: &WatchSet, ev: &mut crate::event::FileEvent) {
+    let canonical = watch.canonical(&ev.path.bytes);
+    if canonical != ev.path.bytes {
+        let given = std::mem::replace(&mut ev.path.bytes, canonical);
+        if ev.requested_path.is_none() {
+            ev.requested_path = Some(crate::event::ReportedPath {
+                bytes: given,
+                ..ev.path.clone()
+            });
+        }
+    }
+    if ev.action != crate::event::Action::Symlink
+        && let Some(source) = ev.source.as_mut()
+    {
+        source.bytes = watch.canonical(&source.bytes);
+    }
+}
+
 /// Runs until `shutdown` is cancelled. Prints "ready" to the log once the sensor is attached.
 pub async fn run(
     watch: WatchSet,
@@ -62,7 +83,8 @@ pub async fn run(
     let filter_watch = watch.clone();
     let filter_task = tracker.spawn(async move {
         // The kernel filter is a conservative prefix match; this is the exact rule check.
-        while let Some(ev) = filter_rx.recv().await {
+        while let Some(mut ev) = filter_rx.recv().await {
+            canonical_spelling(&filter_watch, &mut ev);
             let watched = filter_watch.matches(&ev.path.bytes)
                 || ev.source.as_ref().is_some_and(|s| {
                     ev.action != crate::event::Action::Symlink && filter_watch.matches(&s.bytes)

@@ -35,6 +35,7 @@ macro_rules! per_sensor {
 
 per_sensor!(
     a_fast_sequence_is_reported_in_order_by_the_renamed_thread,
+    directories_renamed_or_removed_right_after_changes_inside,
     symlinked_directories_and_dotdot_reach_the_watched_object,
     a_bind_mount_of_a_watched_tree_is_watched,
     hard_links_outside_the_tree_are_watched_files,
@@ -214,8 +215,8 @@ fn a_fast_sequence_is_reported_in_order_by_the_renamed_thread(sensor: &str) {
         // fanotify: the kernel merges queued events on one name into one record (the
         // write, truncate and close of `a`; its chmod, chown and setxattr into one
         // `attrib`; the mkdir and rmdir of `sub`; the link and unlink of `hl`), so only what
-        // the records tell apart is reported, and a merged removal comes after what
-        // happened in between.
+        // the records tell apart is reported, and a merged removal (and any after it) comes
+        // after what happened in between.
         vec![
             ("create", a.clone(), None),
             ("write", a.clone(), None),
@@ -225,8 +226,8 @@ fn a_fast_sequence_is_reported_in_order_by_the_renamed_thread(sensor: &str) {
             ("symlink", sl.clone(), Some("a".into())),
             ("mkdir", sub.clone(), None),
             ("rename", b.clone(), a_name.clone()),
-            ("unlink", b.clone(), None),
             ("unlink", hl.clone(), None),
+            ("unlink", b.clone(), None),
             ("rmdir", sub.clone(), None),
         ]
     } else {
@@ -670,4 +671,66 @@ fn every_way_of_changing_a_file_is_seen_and_rehashed(sensor: &str) {
             .expect("an observation");
         assert!(mtime_set(last), "{last}");
     }
+}
+
+fn directories_renamed_or_removed_right_after_changes_inside(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let mut d = start(sensor, &[&dir]);
+    let [dd, df, de, ef] = ["d", "d/f", "e", "e/f"].map(|n| dir.join(n));
+    d.pause();
+    let tid = as_renamed_thread("fim-dir-actor", {
+        let (dd, df, de, ef) = (dd.clone(), df.clone(), de.clone(), ef.clone());
+        move || {
+            fs::create_dir(&dd).expect("mkdir");
+            fs::write(&df, b"one").expect("write");
+            fs::rename(&dd, &de).expect("rename dir");
+            let mut f = fs::OpenOptions::new().append(true).open(&ef).expect("open");
+            f.write_all(b"two").expect("append");
+            drop(f);
+            fs::remove_file(&ef).expect("unlink");
+            fs::remove_dir(&de).expect("rmdir");
+        }
+    });
+    d.resume();
+    let marker = dir.join("end");
+    fs::create_dir(&marker).expect("marker");
+    d.wait_for("the end marker", |v| {
+        v["event"]["action"] == "mkdir" && v["file"]["path"] == marker.to_str().unwrap_or("")
+    });
+    let (seen, _, _) = d.stop();
+    let seen: Vec<Value> = seen
+        .into_iter()
+        .filter(|v| v["file"]["path"] != marker.to_str().unwrap_or(""))
+        .collect();
+    let from_d = Some(dd.to_str().expect("utf-8").to_owned());
+    let expected: Vec<Expected<'_>> = if seen.first().is_some_and(|v| sensor_of(v) == "fanotify") {
+        // The writes through `d/f` and `e/f` are one object under one directory handle: the
+        // kernel merges them (and the unlink) into the first record, named where it was.
+        vec![
+            ("mkdir", dd.clone(), None),
+            ("create", df.clone(), None),
+            ("write", df.clone(), None),
+            ("close_write", df.clone(), None),
+            ("rename", de.clone(), from_d),
+            ("unlink", ef.clone(), None),
+            ("rmdir", de.clone(), None),
+        ]
+    } else {
+        vec![
+            ("mkdir", dd.clone(), None),
+            ("create", df.clone(), None),
+            ("write", df.clone(), None),
+            ("close_write", df.clone(), None),
+            ("rename", de.clone(), from_d),
+            ("open_write", ef.clone(), None),
+            ("write", ef.clone(), None),
+            ("close_write", ef.clone(), None),
+            ("unlink", ef.clone(), None),
+            ("rmdir", de.clone(), None),
+        ]
+    };
+    assert_exactly(&seen, &dir, &expected, tid, "fim-dir-actor");
 }

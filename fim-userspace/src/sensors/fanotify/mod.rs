@@ -345,9 +345,19 @@ impl FanotifySensor {
                     false
                 }
             };
+            // Removals the kernel merged into an earlier record wait here until what was
+            // queued before them has been read (the queue is empty), or until their name is
+            // used again.
+            let mut removals: Vec<(FileEvent, Option<Fid>)> = Vec::new();
             loop {
                 let n = sys::read(fd.get_ref(), &mut buf).map_err(FanotifyError::Read)?;
                 if n == 0 {
+                    let flushed = self.flush_removals(&mut removals);
+                    for ev in flushed {
+                        if tx.send(ev).await.is_err() {
+                            return Ok(());
+                        }
+                    }
                     break;
                 }
                 let records = match record::parse(&buf[..n]) {
@@ -361,7 +371,6 @@ impl FanotifySensor {
                     f.catch_up();
                 }
                 let mut events = Vec::new();
-                let mut removals = Vec::new();
                 // A link or an unlink first tells the object its link count changed (a
                 // record without a name), then names the entry: one operation, reported once
                 // when its name record is.
@@ -384,21 +393,24 @@ impl FanotifySensor {
                         continue;
                     }
                     for ev in decoded {
-                        // The kernel merges a removal into a queued record about the same
-                        // name (mkdir + rmdir, create + unlink); what happened in between
-                        // comes after that record, so the removal goes last in the batch.
                         let merged = rec.mask & !(libc::FAN_DELETE | libc::FAN_ONDIR) != 0;
-                        if merged && matches!(ev.action, Action::Unlink | Action::Rmdir) {
-                            removals.push(ev);
-                        } else {
-                            events.push(ev);
+                        let removal = matches!(ev.action, Action::Unlink | Action::Rmdir);
+                        if removal && (merged || !removals.is_empty()) {
+                            // After a merged removal, later removals wait with it, so a
+                            // directory still goes after what was in it.
+                            removals.push((ev, rec.fid(kind::DFID_NAME).cloned()));
+                            continue;
                         }
+                        if removals.iter().any(|(r, _)| r.path.bytes == ev.path.bytes) {
+                            // The name is used again: its removal came first.
+                            events.extend(self.flush_removals(&mut removals));
+                        }
+                        events.push(ev);
                     }
                 }
                 if let Some((_, evs)) = held {
                     events.extend(evs);
                 }
-                events.extend(removals);
                 for ev in events {
                     if tx.send(ev).await.is_err() {
                         return Ok(());
@@ -412,6 +424,28 @@ impl FanotifySensor {
                 return Ok(());
             }
         }
+    }
+
+    /// The waiting removals, named where their directories are now, in an order that can
+    /// have happened: files first (in their order), then directories, deepest first (a
+    /// directory goes only once it is empty).
+    fn flush_removals(&self, removals: &mut Vec<(FileEvent, Option<Fid>)>) -> Vec<FileEvent> {
+        let mut out: Vec<FileEvent> = removals
+            .drain(..)
+            .map(|(mut ev, entry)| {
+                if ev.requested_path.is_none()
+                    && let Some(p) = entry.and_then(|e| self.known_entry(&e))
+                {
+                    ev.path.bytes = p;
+                }
+                ev
+            })
+            .collect();
+        out.sort_by_key(|ev| match ev.action {
+            Action::Rmdir => usize::MAX - ev.path.bytes.iter().filter(|&&b| b == b'/').count(),
+            _ => 0,
+        });
+        out
     }
 
     fn key_of(fid: &Fid) -> Key {
