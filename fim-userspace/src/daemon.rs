@@ -126,3 +126,47 @@ pub async fn run(
     engine_result?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::{
+        event::{Action, FileEvent, PathSource, ReportedPath},
+        watch::Found,
+    };
+
+    #[test]
+    fn a_path_under_a_symlinked_root_is_named_by_its_real_location() {
+        let probe = |p: &Path| {
+            if p == Path::new("/bin") {
+                Found::Dir(PathBuf::from("/usr/bin"))
+            } else {
+                Found::Missing
+            }
+        };
+        let set = WatchSet::new(&["/bin".to_owned()], false, probe).expect("valid");
+        let spelled = |p: &[u8]| ReportedPath::new(p.to_vec(), PathSource::SyscallString);
+        // dpkg's atomic replace, as the tracepoint tier reads it from the syscall.
+        let mut ev = FileEvent::new(Action::Rename, spelled(b"/bin/cat"), "test");
+        ev.source = Some(spelled(b"/bin/cat.dpkg-new"));
+        canonical_spelling(&set, &mut ev);
+        assert_eq!(ev.path.bytes, b"/usr/bin/cat");
+        assert_eq!(
+            ev.source.map(|s| s.bytes),
+            Some(b"/usr/bin/cat.dpkg-new".to_vec())
+        );
+        assert_eq!(
+            ev.requested_path.map(|r| r.bytes),
+            Some(b"/bin/cat".to_vec())
+        );
+        // Already canonical: untouched.
+        let mut ev = FileEvent::new(Action::Chmod, spelled(b"/usr/bin/cat"), "test");
+        canonical_spelling(&set, &mut ev);
+        assert_eq!(
+            (ev.path.bytes.as_slice(), ev.requested_path),
+            (&b"/usr/bin/cat"[..], None)
+        );
+    }
+}
