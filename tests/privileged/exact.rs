@@ -40,6 +40,7 @@ per_sensor!(
     a_bind_mount_of_a_watched_tree_is_watched,
     hard_links_outside_the_tree_are_watched_files,
     every_way_of_changing_a_file_is_seen_and_rehashed,
+    the_cgroup_is_the_one_the_process_is_in_when_it_acts,
 );
 
 fn c(p: &Path) -> CString {
@@ -733,4 +734,66 @@ fn directories_renamed_or_removed_right_after_changes_inside(sensor: &str) {
         ]
     };
     assert_exactly(&seen, &dir, &expected, tid, "fim-dir-actor");
+}
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup` or `/sys/fs/cgroup/unified` on a hybrid
+/// host); mounted at a temporary directory when it is nowhere (the kernel matrix's guests).
+fn cgroup2_root() -> (PathBuf, Option<tempfile::TempDir>) {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    if let Some(point) = mountinfo.lines().find_map(|l| {
+        let (mount, fs) = l.split_once(" - ")?;
+        (fs.split_whitespace().next()? == "cgroup2").then(|| mount.split_whitespace().nth(4))?
+    }) {
+        return (PathBuf::from(point), None);
+    }
+    let dir = tempfile::tempdir().expect("mount point");
+    let ok = Command::new("mount")
+        .args(["-t", "cgroup2", "none"])
+        .arg(dir.path())
+        .status()
+        .expect("mount")
+        .success();
+    assert!(ok, "mounting cgroup2");
+    (dir.path().to_owned(), Some(dir))
+}
+
+fn the_cgroup_is_the_one_the_process_is_in_when_it_acts(sensor: &str) {
+    use std::os::unix::fs::MetadataExt;
+    if !require_privileges() {
+        return;
+    }
+    let (root, mounted) = cgroup2_root();
+    let cg = root.join(format!("fim-test-{}-{sensor}", std::process::id()));
+    fs::create_dir(&cg).expect("a cgroup");
+    let cg_id = fs::metadata(&cg).expect("cgroup").ino();
+    let (_guard, dir) = tempdir();
+    let mut d = start(sensor, &[&dir]);
+    let (moved, forked) = (dir.join("moved"), dir.join("forked"));
+    // What a service manager does: move itself into the cgroup, then exec the service; and
+    // a process forked inside the cgroup. Both stay alive a moment, so even fanotify alone
+    // finds them in /proc.
+    let script = format!(
+        "echo $$ > '{procs}'; exec sh -c \"echo x > '{moved}'; (echo y > '{forked}'; sleep 2); sleep 1\"",
+        procs = cg.join("cgroup.procs").display(),
+        moved = moved.display(),
+        forked = forked.display(),
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .spawn()
+        .expect("sh");
+    for p in [&moved, &forked] {
+        let v = d.wait_for("the write", |v| {
+            v["file"]["path"] == p.to_str().unwrap_or("")
+                && v["event"]["action"] != "close_write"
+                && v["process"]["pid"].is_u64()
+        });
+        assert_eq!(v["fim"]["cgroup_id"], cg_id, "{v}");
+    }
+    let _ = child.wait();
+    drop(d);
+    let _ = fs::remove_dir(&cg);
+    if let Some(m) = mounted {
+        let _ = Command::new("umount").arg(m.path()).status();
+    }
 }
