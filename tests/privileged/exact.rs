@@ -145,6 +145,23 @@ fn assert_exactly(seen: &[Value], dir: &Path, expected: &[Expected<'_>], tid: u3
     }
 }
 
+/// Makes a last directory in `dir` and waits for its event (everything before it has been
+/// reported then), stops the daemon (it must exit cleanly), and returns what it reported
+/// but the marker.
+fn stop_after_marker(mut d: Daemon, dir: &Path) -> Vec<Value> {
+    let marker = dir.join("end");
+    let name = marker.to_str().expect("utf-8").to_owned();
+    fs::create_dir(&marker).expect("marker");
+    d.wait_for("the end marker", |v| {
+        v["event"]["action"] == "mkdir" && v["file"]["path"] == name.as_str()
+    });
+    let (seen, _, status) = d.stop();
+    assert!(status.success(), "fim exited with {status}");
+    seen.into_iter()
+        .filter(|v| v["file"]["path"] != name.as_str())
+        .collect()
+}
+
 /// Runs `ops` on a new thread that first renames itself to `name` (what malware does to
 /// look like something else); returns its thread id.
 fn as_renamed_thread(name: &'static str, ops: impl FnOnce() + Send + 'static) -> u32 {
@@ -168,7 +185,7 @@ fn a_fast_sequence_is_reported_in_order_by_the_renamed_thread(sensor: &str) {
         return;
     }
     let (_guard, dir) = tempdir();
-    let mut d = start(sensor, &[&dir]);
+    let d = start(sensor, &[&dir]);
     let [a, hl, sl, sub, b] = ["a", "hl", "sl", "sub", "sub/b"].map(|n| dir.join(n));
     // Paused, so every event is queued before the daemon reads any: the worst case, and for
     // fanotify the case where the kernel merges the most (deterministically).
@@ -200,17 +217,7 @@ fn a_fast_sequence_is_reported_in_order_by_the_renamed_thread(sensor: &str) {
     };
     let tid = as_renamed_thread("fim-seq-actor", ops);
     d.resume();
-    let marker = dir.join("end");
-    fs::create_dir(&marker).expect("marker");
-    d.wait_for("the end marker", |v| {
-        v["event"]["action"] == "mkdir" && v["file"]["path"] == marker.to_str().unwrap_or("")
-    });
-    let (seen, _, status) = d.stop();
-    assert!(status.success());
-    let seen: Vec<Value> = seen
-        .into_iter()
-        .filter(|v| v["file"]["path"] != marker.to_str().unwrap_or(""))
-        .collect();
+    let seen = stop_after_marker(d, &dir);
     let a_name = Some(a.to_str().expect("utf-8").to_owned());
     let expected: Vec<Expected<'_>> = if seen.first().is_some_and(|v| sensor_of(v) == "fanotify") {
         // fanotify: the kernel merges queued events on one name into one record (the
@@ -273,7 +280,7 @@ fn symlinked_directories_and_dotdot_reach_the_watched_object(sensor: &str) {
     fs::write(wt.join("f"), b"f").expect("seed");
     // out/sl -> wt/sub, so out/sl/.. is wt for the kernel (and out for a lexical cleaner).
     std::os::unix::fs::symlink(wt.join("sub"), out.join("sl")).expect("symlink");
-    let mut d = start(sensor, &[&wt]);
+    let d = start(sensor, &[&wt]);
     let via = out.join("sl/..");
     let tid = as_renamed_thread("fim-dotdot", {
         let via = via.clone();
@@ -290,16 +297,7 @@ fn symlinked_directories_and_dotdot_reach_the_watched_object(sensor: &str) {
             );
         }
     });
-    let end = wt.join("end");
-    fs::create_dir(&end).expect("marker");
-    d.wait_for("the end marker", |v| {
-        v["file"]["path"] == end.to_str().unwrap_or("")
-    });
-    let (seen, _, _) = d.stop();
-    let seen: Vec<Value> = seen
-        .into_iter()
-        .filter(|v| v["file"]["path"] != end.to_str().unwrap_or(""))
-        .collect();
+    let seen = stop_after_marker(d, &wt);
     let f = Some(wt.join("f").to_str().expect("utf-8").to_owned());
     let chmod = if seen.iter().any(|v| sensor_of(v) != "fanotify") {
         "chmod"
@@ -355,7 +353,7 @@ fn a_bind_mount_of_a_watched_tree_is_watched(sensor: &str) {
     let (wt, bm) = (base.join("wt"), base.join("bm"));
     fs::create_dir(&wt).expect("tree");
     fs::write(wt.join("g"), b"g").expect("seed");
-    let mut d = start(sensor, &[&wt]);
+    let d = start(sensor, &[&wt]);
     let mount = BindMount::new(&wt, &bm);
     let tid = as_renamed_thread("fim-bindmount", {
         let bm = bm.clone();
@@ -370,17 +368,8 @@ fn a_bind_mount_of_a_watched_tree_is_watched(sensor: &str) {
             fs::rename(bm.join("g"), bm.join("h")).expect("rename");
         }
     });
-    let end = wt.join("end");
-    fs::create_dir(&end).expect("marker");
-    d.wait_for("the end marker", |v| {
-        v["file"]["path"] == end.to_str().unwrap_or("")
-    });
-    let (seen, _, _) = d.stop();
+    let seen = stop_after_marker(d, &wt);
     drop(mount);
-    let seen: Vec<Value> = seen
-        .into_iter()
-        .filter(|v| v["file"]["path"] != end.to_str().unwrap_or(""))
-        .collect();
     let g = wt.join("g");
     let ebpf = seen.iter().any(|v| sensor_of(v) != "fanotify");
     // fanotify says only "attributes changed"; the name comes from values read later, when
@@ -428,7 +417,7 @@ fn hard_links_outside_the_tree_are_watched_files(sensor: &str) {
     fs::set_permissions(&f, fs::Permissions::from_mode(0o755)).expect("mode");
     // Made before the daemon starts.
     fs::hard_link(&f, out.join("hl")).expect("link");
-    let mut d = start(sensor, &[&wt]);
+    let d = start(sensor, &[&wt]);
     let (hl, hl2) = (out.join("hl"), out.join("hl2"));
     let tid = as_renamed_thread("fim-hardlink", {
         let (g, hl, hl2) = (g.clone(), hl.clone(), hl2.clone());
@@ -446,16 +435,7 @@ fn hard_links_outside_the_tree_are_watched_files(sensor: &str) {
             h.write_all(b"evil2").expect("append");
         }
     });
-    let end = wt.join("end");
-    fs::create_dir(&end).expect("marker");
-    d.wait_for("the end marker", |v| {
-        v["file"]["path"] == end.to_str().unwrap_or("")
-    });
-    let (seen, _, _) = d.stop();
-    let seen: Vec<Value> = seen
-        .into_iter()
-        .filter(|v| v["file"]["path"] != end.to_str().unwrap_or(""))
-        .collect();
+    let seen = stop_after_marker(d, &wt);
     let ebpf = seen.iter().any(|v| sensor_of(v) != "fanotify");
     let g_name = Some(g.to_str().expect("utf-8").to_owned());
     // The link's new name is outside the tree: the event is about it, with the watched file
@@ -679,7 +659,7 @@ fn directories_renamed_or_removed_right_after_changes_inside(sensor: &str) {
         return;
     }
     let (_guard, dir) = tempdir();
-    let mut d = start(sensor, &[&dir]);
+    let d = start(sensor, &[&dir]);
     let [dd, df, de, ef] = ["d", "d/f", "e", "e/f"].map(|n| dir.join(n));
     d.pause();
     let tid = as_renamed_thread("fim-dir-actor", {
@@ -696,16 +676,7 @@ fn directories_renamed_or_removed_right_after_changes_inside(sensor: &str) {
         }
     });
     d.resume();
-    let marker = dir.join("end");
-    fs::create_dir(&marker).expect("marker");
-    d.wait_for("the end marker", |v| {
-        v["event"]["action"] == "mkdir" && v["file"]["path"] == marker.to_str().unwrap_or("")
-    });
-    let (seen, _, _) = d.stop();
-    let seen: Vec<Value> = seen
-        .into_iter()
-        .filter(|v| v["file"]["path"] != marker.to_str().unwrap_or(""))
-        .collect();
+    let seen = stop_after_marker(d, &dir);
     let from_d = Some(dd.to_str().expect("utf-8").to_owned());
     let expected: Vec<Expected<'_>> = if seen.first().is_some_and(|v| sensor_of(v) == "fanotify") {
         // The writes through `d/f` and `e/f` are one object under one directory handle: the
