@@ -112,6 +112,12 @@ pub mod programs {
     pub const CLOSE_FILE: &str = "fim_fentry_filp_close";
     /// Same on `filp_flush` (6.8+), which `close(2)` calls instead of `filp_close`.
     pub const FLUSH_FILE: &str = "fim_fentry_filp_flush";
+    /// Tracepoint tier (kernels with the `timestamp` tracepoints, 6.13+): the inode whose
+    /// ctime a followed path-based call updates is the object the kernel resolved; found
+    /// there by identity, it is announced under its watched name.
+    pub const CTIME_UPDATE: &str = "fim_tp_ctime_ns_xchg";
+    /// Same, when the ctime needed no new value.
+    pub const CTIME_SKIP: &str = "fim_tp_ctime_xchg_skip";
     /// Kernel-object tiers: fentry on `notify_change`, announcing a change of times only
     /// (`utimensat`, `futimens`; no LSM hook covers them). Its outcome is `notify_change`'s.
     pub const SET_TIMES: &str = "fim_fentry_notify_change";
@@ -341,6 +347,9 @@ pub mod flags {
     pub const AWAITS_OUTCOME: u16 = 1 << 8;
     /// On an [`super::EventKind::Outcome`] record: the operation failed.
     pub const FAILED: u16 = 1 << 9;
+    /// `path2` is the caller's path string, as called (the event's `path` is the object the
+    /// kernel acted on).
+    pub const PATH2_AS_CALLED: u16 = 1 << 11;
     /// `size` is not known (a write seen at the kernel's permission check, not at a syscall).
     pub const NO_SIZE: u16 = 1 << 10;
 }
@@ -513,12 +522,19 @@ pub struct WatchRoot {
 pub struct Pending {
     /// Syscall number, checked at exit against the exiting syscall.
     pub nr: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Bits from [`pending_flags`].
+    pub flags: u32,
     /// The six raw arguments.
     pub args: [u64; 6],
     /// Writes: the `struct file` address being written. Opens: the effective open flags.
     pub extra: u64,
+}
+
+/// Bits of [`Pending::flags`].
+pub mod pending_flags {
+    /// The object the call acts on was found by the kernel while the call ran (a ctime
+    /// update on a watched object) and announced: the exit sends only the outcome.
+    pub const ANNOUNCED: u32 = 1 << 0;
 }
 
 /// State of a file opened for writing under a watched root.
@@ -638,6 +654,10 @@ pub struct Offsets {
     pub iattr_size: u32,
     /// `iattr.ia_valid`
     pub iattr_valid: u32,
+    /// `inode.i_dentry`: the list of the inode's dentries (`hlist_head`).
+    pub inode_dentry: u32,
+    /// `dentry.d_u`, whose `d_alias` links a dentry into its inode's `i_dentry`.
+    pub dentry_alias: u32,
 }
 
 /// Byte offsets of fields in tracepoint records, read from their tracefs `format` files at

@@ -140,6 +140,12 @@ pub fn set_inode(buf: *mut EventBuf, file: u64) {
     set_identity(buf, file_inode(file));
 }
 
+/// Fills `ino`/`dev`/`imode` from an inode.
+#[inline(always)]
+pub fn set_inode_of(buf: *mut EventBuf, inode: u64) {
+    set_identity(buf, crate::kernel::inode_identity(inode));
+}
+
 /// Fills `ino`/`dev`/`imode` from a dentry's inode, when it has one.
 #[inline(always)]
 pub fn set_dentry_inode(buf: *mut EventBuf, dentry: u64) {

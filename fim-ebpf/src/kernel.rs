@@ -55,6 +55,8 @@ pub static OFFSETS: Offsets = Offsets {
     nsproxy_mnt_ns: 0,
     iattr_size: 0,
     iattr_valid: 0,
+    inode_dentry: 0,
+    dentry_alias: 0,
 };
 
 /// Thread-group id of the daemon, set by userspace at load time.
@@ -179,7 +181,7 @@ pub fn cwd_kpath() -> Option<KPath> {
 
 /// Inode identity: `(ino, dev, mode)`.
 #[inline(always)]
-fn inode_identity(inode: u64) -> Option<(u64, u32, u32)> {
+pub fn inode_identity(inode: u64) -> Option<(u64, u32, u32)> {
     let ino: u64 = read(inode, off!(inode_ino))?;
     let mode: u16 = read(inode, off!(inode_mode))?;
     let sb = read_ptr(inode, off!(inode_sb))?;

@@ -103,10 +103,16 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     if unsafe { (*st).identify != 0 && (*st).found == 0 } {
         identify(st, dentry);
     }
-    let Some(mnt_root) = read_ptr(vfsmnt, off!(vfsmount_root)) else {
-        return stop(WALK_CUT);
+    // No mount known (a walk from an inode's dentry): the path is the file system's own.
+    let mnt_root = if vfsmnt == 0 {
+        0
+    } else {
+        match read_ptr(vfsmnt, off!(vfsmount_root)) {
+            Some(root) => root,
+            None => return stop(WALK_CUT),
+        }
     };
-    if dentry == mnt_root {
+    if vfsmnt != 0 && dentry == mnt_root {
         // At the root of this mount: continue from where it is mounted in its parent.
         let mount = vfsmnt - off!(mount_mnt);
         let Some(parent) = read_ptr(mount, off!(mount_parent)) else {
@@ -253,6 +259,15 @@ pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath, identify: bool) 
 #[inline(always)]
 pub fn write_file_path(buf: *mut EventBuf, pos: usize, file: u64) -> Option<Written> {
     Some(write_kpath(buf, pos, file_kpath(file)?, true))
+}
+
+/// Writes the path of `inode` inside its file system (from its first dentry up to the file
+/// system's root: no mount is known), finding its watched object by identity.
+#[inline(always)]
+pub fn write_inode_path(buf: *mut EventBuf, pos: usize, inode: u64) -> Option<Written> {
+    let first = read_ptr(inode, off!(inode_dentry))?;
+    let dentry = first - off!(dentry_alias);
+    Some(write_kpath(buf, pos, KPath { mnt: 0, dentry }, true))
 }
 
 /// Writes the path of the acting process's executable at `pos` (no identity lookup).

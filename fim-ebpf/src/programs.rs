@@ -2,19 +2,25 @@
 //! syscall of its shape (see `fim_userspace::sensors::ebpf::syscalls`).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use fim_common::{
     AT_FDCWD, AT_REMOVEDIR, COMM_LEN, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE,
-    NO_ARG, O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, flags, writer_flags,
+    NO_ARG, O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, flags, pending_flags,
+    writer_flags,
 };
 
 use crate::{
-    emit::{finish, finish_named, finish_with, new_event, set_inode, set_path, set_path2},
+    emit::{
+        finish, finish_bare, finish_named, finish_with, new_event, set_inode, set_inode_of,
+        set_path, set_path2,
+    },
     filter::{is_watched, is_watched_path},
     kernel::{fd_to_file, off, read, read_user, self_tgid, tp_field},
     maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes},
-    path::{put_byte, write_file_path, write_user_path, write_user_str},
+    path::{put_byte, write_file_path, write_inode_path, write_user_path, write_user_str},
 };
 
 /// Offsets in the syscall tracepoint record (`trace_event_raw_sys_enter/exit`).
@@ -86,7 +92,7 @@ fn save_args(ctx: &TracePointContext) -> Option<()> {
     }
     let mut pending = Pending {
         nr,
-        _pad: 0,
+        flags: 0,
         args: [0; 6],
         extra: 0,
     };
@@ -150,6 +156,25 @@ pub fn fim_exit_path(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn exit_path(ctx: &TracePointContext) -> Option<()> {
+    let id = bpf_get_current_pid_tgid();
+    if let Some(p) = unsafe { PENDING.get(&id) }
+        && p.flags & pending_flags::ANNOUNCED != 0
+    {
+        // Announced while it ran, from the object itself: only the outcome is left.
+        let p = *p;
+        let _ = PENDING.remove(&id);
+        let ret = unsafe { ctx.read_at::<i64>(RET_OFFSET) }.ok()?;
+        let spec = *SYSCALLS.get(p.nr)?;
+        let buf = new_event(EventKind::Outcome as u8, 0)?;
+        unsafe {
+            (*buf).header.size = arg(&p, spec.len).unwrap_or(0);
+            if ret < 0 || Some(p.nr) != syscall_nr(ctx) {
+                (*buf).header.flags |= flags::FAILED;
+            }
+        }
+        finish_bare(buf);
+        return Some(());
+    }
     let (p, spec, _) = take_pending(ctx)?;
     let buf = new_event(spec.kind, p.nr)?;
     let w = write_user_path(buf, 0, dfd_arg(&p, spec.dfd), arg(&p, spec.path)?);
@@ -159,6 +184,65 @@ fn exit_path(ctx: &TracePointContext) -> Option<()> {
     set_path(buf, w, true);
     set_op_fields(buf, &p, &spec);
     finish_op(buf, w.len, &p, &spec);
+    Some(())
+}
+
+/// The ctime of `inode` is being updated (`timestamp:ctime_ns_xchg`, 6.13+): if this thread
+/// is in a followed path-based call that changes an object's attributes, `inode` is the
+/// object the kernel resolved, whatever the string said (`dir-symlink/..`, a bind mount,
+/// another hard link). Found watched by identity, the operation is announced under that
+/// name, with the caller's string as the name used; the call's exit sends the outcome.
+#[btf_tracepoint(function = "ctime_ns_xchg")]
+pub fn fim_tp_ctime_ns_xchg(ctx: BtfTracePointContext) -> u32 {
+    let _ = ctime_changed(ctx.arg::<u64>(0));
+    0
+}
+
+/// Same, when the ctime already had a fresh enough value (`timestamp:ctime_xchg_skip`).
+#[btf_tracepoint(function = "ctime_xchg_skip")]
+pub fn fim_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> u32 {
+    let _ = ctime_changed(ctx.arg::<u64>(0));
+    0
+}
+
+#[inline(always)]
+fn ctime_changed(inode: u64) -> Option<()> {
+    let id = bpf_get_current_pid_tgid();
+    let pending = PENDING.get_ptr_mut(&id)?;
+    let p = unsafe { *pending };
+    let spec = *SYSCALLS.get(p.nr)?;
+    if spec.shape != Shape::Path as u8 {
+        return None;
+    }
+    let kind = spec.kind;
+    let attribute = kind == EventKind::Chmod as u8
+        || kind == EventKind::Chown as u8
+        || kind == EventKind::Truncate as u8
+        || kind == EventKind::Utimes as u8
+        || kind == EventKind::SetXattr as u8
+        || kind == EventKind::RemoveXattr as u8;
+    if !attribute {
+        return None;
+    }
+    let buf = new_event(kind, p.nr)?;
+    let w = write_inode_path(buf, 0, inode)?;
+    if w.watch.id == 0 {
+        return None;
+    }
+    set_path(buf, w, false);
+    set_inode_of(buf, inode);
+    set_op_fields(buf, &p, &spec);
+    let pos2 = w.len & (PATH_MAX - 1);
+    let w2 = match arg(&p, spec.path) {
+        Some(user) => write_user_str(buf, pos2, user, PATH_MAX as u32),
+        None => crate::path::Written::plain(0, false),
+    };
+    set_path2(buf, w2, true);
+    unsafe {
+        (*buf).header.flags |= flags::AWAITS_OUTCOME | flags::PATH2_AS_CALLED;
+        (*pending).flags |= pending_flags::ANNOUNCED;
+    }
+    finish_op(buf, pos2 + w2.len, &p, &spec);
     Some(())
 }
 
@@ -286,7 +370,7 @@ fn enter_write(ctx: &TracePointContext, fd_arg: usize) -> Option<()> {
     }
     let pending = Pending {
         nr: syscall_nr(ctx)?,
-        _pad: 0,
+        flags: 0,
         args: [0; 6],
         extra: file,
     };

@@ -312,6 +312,11 @@ pub fn decode(
             };
             (second, Some(target), accessed_second)
         }
+        _ if f & flags::PATH2_AS_CALLED != 0 => {
+            // The object was found by the kernel; the caller's string is the name used.
+            let called = (path2 != first.bytes.as_slice()).then(|| path2.to_vec());
+            (first, None, called)
+        }
         _ => (first, None, accessed_first),
     };
     let requested_path = requested.map(|bytes| ReportedPath {

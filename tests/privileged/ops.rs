@@ -16,8 +16,8 @@ use std::{
 };
 
 use fim_tests::{
-    Daemon, action, assert_acted_by_this_thread, is, kernel_object_tier, path, path_arg_source,
-    require_privileges, tempdir,
+    Daemon, action, assert_acted_by_this_thread, attribute_call_source, is, kernel_object_tier,
+    path, path_arg_source, require_privileges, tempdir,
 };
 use serde_json::Value;
 
@@ -161,7 +161,7 @@ fn open_for_write_and_truncate_by_path_and_fd() {
         is(v, "truncate", &f) && v["fim"]["truncate_length"] == 2
     });
     assert_event(&v, "truncate", &f);
-    assert_eq!(v["fim"]["path"]["source"], path_arg_source());
+    assert_eq!(v["fim"]["path"]["source"], attribute_call_source());
 
     // An O_TRUNC open is one event that says so, not an open plus a truncate.
     let file = fs::OpenOptions::new()
@@ -301,7 +301,7 @@ fn chmod_by_path_and_fd() {
         is(v, "chmod", &f) && v["fim"]["requested"]["mode"] == "4751"
     });
     assert_event(&v, "chmod", &f);
-    assert_eq!(v["fim"]["path"]["source"], path_arg_source());
+    assert_eq!(v["fim"]["path"]["source"], attribute_call_source());
 
     let file = fs::File::open(&f).expect("open");
     file.set_permissions(fs::Permissions::from_mode(0o600))

@@ -50,6 +50,23 @@ pub fn path_arg_source() -> &'static str {
     }
 }
 
+/// Whether this kernel has the `timestamp` tracepoints (6.13+), at which the tracepoint
+/// tier finds the object a path-based attribute call acted on.
+pub fn ctime_tracepoints() -> bool {
+    Path::new("/sys/kernel/tracing/events/timestamp/ctime_ns_xchg").exists()
+}
+
+/// The `fim.path.source` the tier under test gives a path-based *attribute* call (`chmod`,
+/// `truncate`): the object where the kernel-object tiers run, and where the tracepoint tier
+/// finds it at a ctime update (6.13+).
+pub fn attribute_call_source() -> &'static str {
+    if kernel_object_tier() || ctime_tracepoints() {
+        "kernel_object"
+    } else {
+        "syscall_string"
+    }
+}
+
 /// Path of the `fim` binary under test: `$FIM_BIN`, or the workspace's debug build.
 pub fn fim_bin() -> PathBuf {
     std::env::var_os("FIM_BIN")

@@ -299,6 +299,8 @@ pub fn resolve_offsets(btf: &Btf) -> Result<Offsets, BtfError> {
         nsproxy_mnt_ns: o("nsproxy", "mnt_ns")?,
         iattr_size: o("iattr", "ia_size")?,
         iattr_valid: o("iattr", "ia_valid")?,
+        inode_dentry: o("inode", "i_dentry")?,
+        dentry_alias: o("dentry", "d_u")?,
     })
 }
 

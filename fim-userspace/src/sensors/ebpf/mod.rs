@@ -334,7 +334,12 @@ fn mount_tracefs_if_needed() -> Result<(), EbpfError> {
 }
 
 fn tracepoint_exists(name: &str) -> bool {
-    Path::new("/sys/kernel/tracing/events/syscalls")
+    tracepoint_exists_in("syscalls", name)
+}
+
+fn tracepoint_exists_in(category: &str, name: &str) -> bool {
+    Path::new("/sys/kernel/tracing/events")
+        .join(category)
         .join(name)
         .exists()
 }
@@ -414,7 +419,7 @@ fn active_lsms() -> Option<String> {
 }
 
 /// The tracepoint tier: every followed syscall's entry and exit, plus writes and closes.
-fn attach_syscall_tier(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+fn attach_syscall_tier(ebpf: &mut Ebpf, kernel: &KernelBtf) -> Result<(), EbpfError> {
     let table = syscalls::table();
     {
         let map = ebpf.map_mut(maps::SYSCALLS).ok_or(EbpfError::Map {
@@ -466,6 +471,40 @@ fn attach_syscall_tier(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     attach_write_family(ebpf)?;
     attach_close_family(ebpf)?;
     debug!("tracepoints attached for {attached} syscalls");
+    attach_ctime_updates(ebpf, kernel)
+}
+
+/// The `timestamp` tracepoints (6.13+) name the inode whose ctime a call updates: the
+/// object a path-based attribute call (chmod, chown, truncate, utimensat, setxattr) acted
+/// on, found by identity instead of read from the caller's string. Older kernels have no
+/// such tracepoint: those calls are then known by their string only (logged).
+fn attach_ctime_updates(ebpf: &mut Ebpf, kernel: &KernelBtf) -> Result<(), EbpfError> {
+    use aya::programs::BtfTracePoint;
+    let mut attached = Vec::new();
+    for (name, tracepoint) in [
+        (programs::CTIME_UPDATE, "ctime_ns_xchg"),
+        (programs::CTIME_SKIP, "ctime_xchg_skip"),
+    ] {
+        if !tracepoint_exists_in("timestamp", tracepoint) {
+            continue;
+        }
+        let prog: &mut BtfTracePoint = program(ebpf, name)?;
+        prog.load(tracepoint, &kernel.attach)
+            .map_err(program_error(name, format!("load tp_btf/{tracepoint}")))?;
+        prog.attach()
+            .map_err(program_error(name, format!("attach tp_btf/{tracepoint}")))?;
+        attached.push(tracepoint);
+    }
+    if attached.is_empty() {
+        info!(
+            "this kernel has no timestamp tracepoints (6.13+): path-based attribute calls are known by their string only"
+        );
+    } else {
+        info!(
+            "path-based attribute calls resolved in the kernel at timestamp:{}",
+            attached.join(", timestamp:")
+        );
+    }
     Ok(())
 }
 
@@ -696,7 +735,7 @@ impl EbpfSensor {
             ));
         }
         match tier {
-            Tier::Tracepoint => attach_syscall_tier(&mut ebpf)?,
+            Tier::Tracepoint => attach_syscall_tier(&mut ebpf, &kernel)?,
             Tier::Lsm | Tier::Fentry => {
                 attach_kernel_object_tier(&mut ebpf, &kernel, tier)?;
                 attach_write_family(&mut ebpf)?;
