@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use fim_common::{
     AT_FDCWD, AT_REMOVEDIR, COMM_LEN, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE,
-    NO_ARG, O_TRUNC, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec, flags, pending_flags,
-    writer_flags,
+    NO_ARG, O_TRUNC, OBJECT_BY_INODE, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec,
+    flags, pending_flags, writer_flags,
 };
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
         set_path, set_path2,
     },
     filter::{is_watched, is_watched_path},
-    kernel::{fd_to_file, off, read, read_user, self_tgid, tp_field},
+    kernel::{fd_to_file, off, read, read_ptr, read_user, self_tgid, tp_field},
     maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes},
     path::{put_byte, write_file_path, write_inode_path, write_user_path, write_user_str},
 };
@@ -205,6 +205,12 @@ pub fn fim_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// Whether more than one dentry of `inode` is cached.
+#[inline(always)]
+fn has_other_names(inode: u64) -> bool {
+    read_ptr(inode, off!(inode_dentry)).is_some_and(|first| read_ptr(first, 0).is_some())
+}
+
 #[inline(always)]
 fn ctime_changed(inode: u64) -> Option<()> {
     let id = bpf_get_current_pid_tgid();
@@ -227,6 +233,12 @@ fn ctime_changed(inode: u64) -> Option<()> {
     let buf = new_event(kind, p.nr)?;
     let w = write_inode_path(buf, 0, inode)?;
     if w.watch.id == 0 {
+        return None;
+    }
+    // Several cached names (hard links): the walk took one of them, maybe not the one the
+    // caller used. Only a file watched as itself (by inode) is named right whatever the
+    // name; otherwise the call stays with its string.
+    if w.watch.id != OBJECT_BY_INODE && has_other_names(inode) {
         return None;
     }
     set_path(buf, w, false);

@@ -471,26 +471,24 @@ fn a_scheduled_rescan_catches_what_real_time_missed() {
     let (_guard, dir) = tempdir();
     let f = dir.join("stamp");
     fs::write(&f, b"x").expect("seed");
-    let mut d = start_built(&dir, &["--rescan-interval", "1"]);
-    // utimensat is not a reported operation: only a rescan sees it.
-    let times = [
-        libc::timespec {
-            tv_sec: 1_000_000,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: 1_000_000,
-            tv_nsec: 0,
-        },
-    ];
-    // SAFETY: valid path and times.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c(&f).as_ptr(), times.as_ptr(), 0) };
-    assert_eq!(r, 0);
+    // The eBPF tracepoint tier does not follow a file opened before it started (a
+    // documented gap): a write through that descriptor is seen only by a rescan.
+    let early = fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .expect("opened before the daemon");
+    let mut d = start_built(&dir, &["--rescan-interval", "1", "--sensor", "tracepoint"]);
+    std::os::unix::fs::FileExt::write_at(&early, b"y", 0).expect("write");
+    drop(early);
     let v = d.wait_for("rescan finding", |v| {
         is(v, "changed", &f) && v["fim"]["origin"] == "rescan"
     });
-    assert_eq!(changed(&v), vec!["mtime", "ctime"], "{v}");
-    assert_eq!(v["fim"]["after"]["mtime"], "1970-01-12T13:46:40Z");
+    let ch = changed(&v);
+    assert!(
+        ch.contains(&"sha256".to_owned()) && ch.contains(&"mtime".to_owned()),
+        "{v}"
+    );
+    assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(b"y"), "{v}");
 }
 
 #[test]
