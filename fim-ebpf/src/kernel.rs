@@ -67,16 +67,25 @@ pub static SELF_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 pub static TRACEPOINT_FIELDS: fim_common::TracepointFields = fim_common::TracepointFields::DEFAULT;
 
-/// One tracepoint field offset; volatile so the compiler cannot fold the initialiser.
-macro_rules! tp_field {
-    ($field:ident) => {{
+/// Reads one field of a global userspace set at load time; volatile so the compiler cannot
+/// fold the initialiser.
+macro_rules! global {
+    ($global:ident . $field:ident) => {{
         #[allow(
             unused_unsafe,
             reason = "the macro is used inside and outside unsafe blocks"
         )]
-        let v = unsafe { core::ptr::read_volatile(&$crate::kernel::TRACEPOINT_FIELDS.$field) };
-        v as usize
+        let v = unsafe { core::ptr::read_volatile(&$crate::kernel::$global.$field) };
+        v
     }};
+}
+pub(crate) use global;
+
+/// One tracepoint field offset ([`TRACEPOINT_FIELDS`]).
+macro_rules! tp_field {
+    ($field:ident) => {
+        $crate::kernel::global!(TRACEPOINT_FIELDS.$field) as usize
+    };
 }
 pub(crate) use tp_field;
 
@@ -84,16 +93,11 @@ pub(crate) use tp_field;
 #[unsafe(no_mangle)]
 pub static OUTCOME_RETURNS_PTR: u32 = 0;
 
-/// Reads one offset; volatile so the compiler cannot fold the zero initialiser.
+/// One kernel struct field offset ([`OFFSETS`]).
 macro_rules! off {
-    ($field:ident) => {{
-        #[allow(
-            unused_unsafe,
-            reason = "the macro is used inside and outside unsafe blocks"
-        )]
-        let v = unsafe { core::ptr::read_volatile(&$crate::kernel::OFFSETS.$field) };
-        u64::from(v)
-    }};
+    ($field:ident) => {
+        u64::from($crate::kernel::global!(OFFSETS.$field))
+    };
 }
 pub(crate) use off;
 

@@ -223,7 +223,8 @@ fn read_xattrs(src: &XattrSource<'_>, attrs: &mut Attrs) -> io::Result<()> {
     Ok(())
 }
 
-fn read_link(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+/// The target of the symlink an `O_PATH` descriptor holds.
+pub fn read_link(fd: &OwnedFd) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize];
     // SAFETY: an empty path with an O_PATH descriptor reads the link itself.
     let n = unsafe {

@@ -191,21 +191,7 @@ pub fn stat_fd(fd: &OwnedFd) -> io::Result<ObjectStat> {
 
 /// The target of a symlink held by an `O_PATH` descriptor.
 pub fn read_link_fd(fd: &OwnedFd) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid descriptor, empty path, buffer of the given length.
-    let n = unsafe {
-        libc::readlinkat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(buf)
+    crate::integrity::observe::read_link(fd).ok()
 }
 
 /// The file handle of `path`, not following a final symlink: (handle type, bytes).
