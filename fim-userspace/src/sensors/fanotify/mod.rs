@@ -46,6 +46,8 @@ pub const SENSOR_NAME: &str = "fanotify";
 
 /// Objects of the watched trees learned by handle while running (see [`identity`]).
 const OBJECTS_MAX: usize = 65_536;
+/// Merged removals waiting for the queue to drain, at most (see the read loop).
+const REMOVALS_MAX: usize = 1024;
 /// Files with a reported first write and no close yet.
 const WRITING_MAX: usize = 65_536;
 
@@ -410,6 +412,10 @@ impl FanotifySensor {
                 }
                 if let Some((_, evs)) = held {
                     events.extend(evs);
+                }
+                if removals.len() >= REMOVALS_MAX {
+                    // A queue that never drains must not hold removals forever.
+                    events.extend(self.flush_removals(&mut removals));
                 }
                 for ev in events {
                     if tx.send(ev).await.is_err() {
