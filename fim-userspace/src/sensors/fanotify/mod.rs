@@ -46,6 +46,8 @@ pub const SENSOR_NAME: &str = "fanotify";
 
 /// Objects of the watched trees learned by handle while running (see [`identity`]).
 const OBJECTS_MAX: usize = 65_536;
+/// Reads of the group per wakeup before shutdown, timers and the process table get a turn.
+const READS_PER_WAKE: usize = 64;
 /// Merged removals waiting for the queue to drain, at most (see the read loop).
 const REMOVALS_MAX: usize = 1024;
 /// Files with a reported first write and no close yet.
@@ -329,6 +331,9 @@ impl FanotifySensor {
         // events come.
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Removals the kernel merged into an earlier record wait here until what was queued
+        // before them has been read (the queue is empty), or until their name is used again.
+        let mut removals: Vec<(FileEvent, Option<Fid>)> = Vec::new();
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
@@ -347,11 +352,9 @@ impl FanotifySensor {
                     false
                 }
             };
-            // Removals the kernel merged into an earlier record wait here until what was
-            // queued before them has been read (the queue is empty), or until their name is
-            // used again.
-            let mut removals: Vec<(FileEvent, Option<Fid>)> = Vec::new();
-            loop {
+            // A flood that never lets the queue drain must not keep shutdown, timers and the
+            // process table waiting: back to the select after this many reads.
+            for _ in 0..READS_PER_WAKE {
                 let n = sys::read(fd.get_ref(), &mut buf).map_err(FanotifyError::Read)?;
                 if n == 0 {
                     let flushed = self.flush_removals(&mut removals);
@@ -427,6 +430,17 @@ impl FanotifySensor {
                 }
             }
             if stopping {
+                for ev in self.flush_removals(&mut removals) {
+                    if tx.send(ev).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                // Still more queued: a flood outlasted the drain; say so rather than hang.
+                if sys::read(fd.get_ref(), &mut buf).map_err(FanotifyError::Read)? > 0 {
+                    warn!(
+                        "fanotify: stopped with events still queued (a flood outlasted the drain)"
+                    );
+                }
                 return Ok(());
             }
         }
