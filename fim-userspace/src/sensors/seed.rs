@@ -49,13 +49,20 @@ pub fn children(dir: &[u8]) -> Vec<(Vec<u8>, bool)> {
         .collect()
 }
 
+/// Calls `visit` with `path`'s metadata (`lstat`), if it still exists.
+fn at(
+    path: &[u8],
+    place: Place,
+    root: &ScanRoot,
+    visit: &mut impl FnMut(&[u8], &Metadata, Place, &ScanRoot),
+) {
+    if let Ok(meta) = std::fs::symlink_metadata(os(path)) {
+        visit(path, &meta, place, root);
+    }
+}
+
 /// Visits every existing path of the walk with its metadata (`lstat`).
 pub fn walk(watch: &WatchSet, mut visit: impl FnMut(&[u8], &Metadata, Place, &ScanRoot)) {
-    let mut at = |path: &[u8], place: Place, root: &ScanRoot| {
-        if let Ok(meta) = std::fs::symlink_metadata(os(path)) {
-            visit(path, &meta, place, root);
-        }
-    };
     for root in watch.scan_roots() {
         let (path, tree) = match &root {
             ScanRoot::Tree(p) => (p.clone(), true),
@@ -63,25 +70,29 @@ pub fn walk(watch: &WatchSet, mut visit: impl FnMut(&[u8], &Metadata, Place, &Sc
             ScanRoot::Children { dir, .. } => (dir.clone(), false),
         };
         for ancestor in ancestors(&path) {
-            at(ancestor, Place::Ancestor, &root);
+            at(ancestor, Place::Ancestor, &root, &mut visit);
         }
-        at(&path, Place::Root, &root);
+        at(&path, Place::Root, &root, &mut visit);
         if tree {
-            below(&path, &root, &mut at);
+            below(&path, &root, &mut visit);
         } else if let ScanRoot::Children { dir, .. } = &root {
             for (child, _) in children(dir) {
-                at(&child, Place::Below, &root);
+                at(&child, Place::Below, &root, &mut visit);
             }
         }
     }
 }
 
-/// Visits everything below directory `dir`, depth first.
-pub fn below(dir: &[u8], root: &ScanRoot, at: &mut impl FnMut(&[u8], Place, &ScanRoot)) {
+/// Visits everything below directory `dir`, depth first, with its metadata.
+pub fn below(
+    dir: &[u8],
+    root: &ScanRoot,
+    visit: &mut impl FnMut(&[u8], &Metadata, Place, &ScanRoot),
+) {
     let mut stack = vec![dir.to_vec()];
     while let Some(d) = stack.pop() {
         for (child, is_dir) in children(&d) {
-            at(&child, Place::Below, root);
+            at(&child, Place::Below, root, visit);
             if is_dir {
                 stack.push(child);
             }

@@ -650,9 +650,7 @@ impl EbpfSensor {
 
     /// Loads the object: the kernel's layout and the watched roots go in before anything is
     /// attached.
-    /// Loads the object for `watch`; with `identify`, fills the table of watched objects
-    /// (not needed by the process table alone).
-    fn load(watch: &WatchSet, identify: bool) -> Result<(Ebpf, KernelBtf, Identities), EbpfError> {
+    fn load(watch: &WatchSet) -> Result<(Ebpf, KernelBtf), EbpfError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(EbpfError::NotRoot);
@@ -705,11 +703,6 @@ impl EbpfSensor {
                     })?;
             }
         }
-        let identities = if identify {
-            fill_watched_objects(&mut ebpf, watch)?
-        } else {
-            Identities::default()
-        };
         Ok((
             ebpf,
             KernelBtf {
@@ -717,7 +710,6 @@ impl EbpfSensor {
                 attach: attach_btf,
                 offsets,
             },
-            identities,
         ))
     }
 
@@ -728,7 +720,7 @@ impl EbpfSensor {
         {
             return Err(EbpfError::LsmInactive(lsms));
         }
-        let (mut ebpf, kernel, identities) = Self::load(watch, true)?;
+        let (mut ebpf, kernel) = Self::load(watch)?;
         if tier != Tier::Tracepoint && kernel.offsets.sb_mounts_style == 0 {
             return Err(EbpfError::MissingHook(
                 "(kernel BTF: no known link from a file system to its mounts)".into(),
@@ -741,13 +733,16 @@ impl EbpfSensor {
                 attach_write_family(&mut ebpf)?;
             }
         }
+        // Walked once the tier is accepted: a refused tier (`--sensor ebpf` tries up to
+        // three) costs no walk of the watched trees.
+        let identities = fill_watched_objects(&mut ebpf, watch)?;
         info!("sensor: {} attached", tier.describe());
         Self::finish_start(ebpf, tier.sensor_name(), identities)
     }
 
     /// Only the process table's programs (for `--sensor auto` with fanotify).
     pub fn start_process_table(watch: &WatchSet) -> Result<Self, EbpfError> {
-        let (mut ebpf, _, identities) = Self::load(watch, false)?;
+        let (mut ebpf, _) = Self::load(watch)?;
         for (name, category, tracepoint) in PROCESS_TRACEPOINTS {
             load_program(&mut ebpf, name)?;
             attach_in(&mut ebpf, name, category, tracepoint)?;
@@ -756,7 +751,7 @@ impl EbpfSensor {
             "eBPF process table attached to {}",
             PROCESS_TRACEPOINTS.map(|(_, _, t)| t).join(", ")
         );
-        Self::finish_start(ebpf, Tier::Tracepoint.sensor_name(), identities)
+        Self::finish_start(ebpf, Tier::Tracepoint.sensor_name(), Identities::default())
     }
 
     fn finish_start(
@@ -836,23 +831,35 @@ impl EbpfSensor {
         }
     }
 
+    /// Applies a process record to the process table, if this sensor feeds one.
+    fn apply_process(&self, p: crate::decode::ProcRecord) {
+        if let Some(table) = &self.procs
+            && let Ok(mut t) = table.lock()
+        {
+            t.apply(p);
+        }
+    }
+
+    /// Counts and logs a record userspace could not decode.
+    fn undecodable(&self, e: &crate::decode::DecodeError) {
+        self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+        warn!("dropping an undecodable kernel record: {e}");
+    }
+
     /// Applies every waiting process record to the process table (the process-table
     /// programs send nothing else).
     fn drain_processes(&mut self) {
-        while let Some(item) = self.ring.get_mut().next() {
-            match decode_record(&item, self.boot_to_unix_ns, self.name, &self.identities) {
-                Ok(Decoded::Process(p)) => {
-                    if let Some(table) = &self.procs
-                        && let Ok(mut t) = table.lock()
-                    {
-                        t.apply(p);
-                    }
+        loop {
+            let decoded = match self.ring.get_mut().next() {
+                None => return,
+                Some(item) => {
+                    decode_record(&item, self.boot_to_unix_ns, self.name, &self.identities)
                 }
+            };
+            match decoded {
+                Ok(Decoded::Process(p)) => self.apply_process(p),
                 Ok(_) => {}
-                Err(e) => {
-                    self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
-                    warn!("dropping an undecodable kernel record: {e}");
-                }
+                Err(e) => self.undecodable(&e),
             }
         }
     }
@@ -950,16 +957,11 @@ impl EbpfSensor {
                     self.pairing.outcome(tid, failed, size)
                 }
                 Ok(Decoded::Process(p)) => {
-                    if let Some(table) = &self.procs
-                        && let Ok(mut t) = table.lock()
-                    {
-                        t.apply(p);
-                    }
+                    self.apply_process(p);
                     None
                 }
                 Err(e) => {
-                    self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
-                    warn!("dropping an undecodable kernel record: {e}");
+                    self.undecodable(&e);
                     None
                 }
             };

@@ -109,10 +109,6 @@ pub struct FanotifySensor {
     baseline: Option<Baseline>,
 }
 
-fn os(path: &[u8]) -> &std::ffi::OsStr {
-    std::os::unix::ffi::OsStrExt::from_bytes(path)
-}
-
 /// The nearest existing directory at or above `path`.
 fn existing_dir(path: &[u8]) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
@@ -241,10 +237,8 @@ impl FanotifySensor {
     fn seed_below(&mut self, dir: &[u8]) {
         let root = ScanRoot::Tree(dir.to_vec());
         let mut fsids = Vec::new();
-        seed::below(dir, &root, &mut |path, _, root| {
-            if let Ok(meta) = std::fs::symlink_metadata(os(path)) {
-                self.seed_entry(path, &meta, root, &mut fsids);
-            }
+        seed::below(dir, &root, &mut |path, meta, _, root| {
+            self.seed_entry(path, meta, root, &mut fsids);
         });
     }
 
@@ -375,51 +369,7 @@ impl FanotifySensor {
                 if let Some(f) = &mut self.feed {
                     f.catch_up();
                 }
-                let mut events = Vec::new();
-                // A link or an unlink first tells the object its link count changed (a
-                // record without a name), then names the entry: one operation, reported once
-                // when its name record is.
-                let mut held: Option<(Key, Vec<FileEvent>)> = None;
-                for rec in records {
-                    let decoded = self.decode(&rec);
-                    let target = rec.fid(kind::FID).map(Self::key_of);
-                    if let Some((key, evs)) = held.take() {
-                        let names_it = rec.mask & (libc::FAN_CREATE | libc::FAN_DELETE) != 0
-                            && target.as_ref() == Some(&key)
-                            && !decoded.is_empty();
-                        if !names_it {
-                            events.extend(evs);
-                        }
-                    }
-                    let link_count_only =
-                        rec.mask & !libc::FAN_ATTRIB == 0 && rec.fid(kind::DFID_NAME).is_none();
-                    if link_count_only && let Some(key) = target {
-                        held = Some((key, decoded));
-                        continue;
-                    }
-                    for ev in decoded {
-                        let merged = rec.mask & !(libc::FAN_DELETE | libc::FAN_ONDIR) != 0;
-                        let removal = matches!(ev.action, Action::Unlink | Action::Rmdir);
-                        if removal && (merged || !removals.is_empty()) {
-                            // After a merged removal, later removals wait with it, so a
-                            // directory still goes after what was in it.
-                            removals.push((ev, rec.fid(kind::DFID_NAME).cloned()));
-                            continue;
-                        }
-                        if removals.iter().any(|(r, _)| r.path.bytes == ev.path.bytes) {
-                            // The name is used again: its removal came first.
-                            events.extend(self.flush_removals(&mut removals));
-                        }
-                        events.push(ev);
-                    }
-                }
-                if let Some((_, evs)) = held {
-                    events.extend(evs);
-                }
-                if removals.len() >= REMOVALS_MAX {
-                    // A queue that never drains must not hold removals forever.
-                    events.extend(self.flush_removals(&mut removals));
-                }
+                let events = self.decode_batch(&records, &mut removals);
                 for ev in events {
                     if tx.send(ev).await.is_err() {
                         return Ok(());
@@ -444,6 +394,59 @@ impl FanotifySensor {
                 return Ok(());
             }
         }
+    }
+
+    /// The events of one read, in order. A link or an unlink first tells the object its
+    /// link count changed (a record without a name), then names the entry: one operation,
+    /// reported once, with its name record. Removals the kernel merged into an earlier
+    /// record go to `removals` (see [`Self::flush_removals`]).
+    fn decode_batch(
+        &mut self,
+        records: &[Record],
+        removals: &mut Vec<(FileEvent, Option<Fid>)>,
+    ) -> Vec<FileEvent> {
+        let mut events = Vec::new();
+        let mut held: Option<(Key, Vec<FileEvent>)> = None;
+        for rec in records {
+            let decoded = self.decode(rec);
+            if let Some((key, evs)) = held.take() {
+                let names_it = rec.mask & (libc::FAN_CREATE | libc::FAN_DELETE) != 0
+                    && !decoded.is_empty()
+                    && rec.fid(kind::FID).is_some_and(|f| Self::key_of(f) == key);
+                if !names_it {
+                    events.extend(evs);
+                }
+            }
+            let link_count_only =
+                rec.mask & !libc::FAN_ATTRIB == 0 && rec.fid(kind::DFID_NAME).is_none();
+            if link_count_only && let Some(target) = rec.fid(kind::FID) {
+                held = Some((Self::key_of(target), decoded));
+                continue;
+            }
+            let merged = rec.mask & !(libc::FAN_DELETE | libc::FAN_ONDIR) != 0;
+            for ev in decoded {
+                let removal = matches!(ev.action, Action::Unlink | Action::Rmdir);
+                if removal && (merged || !removals.is_empty()) {
+                    // After a merged removal, later removals wait with it, so a directory
+                    // still goes after what was in it.
+                    removals.push((ev, rec.fid(kind::DFID_NAME).cloned()));
+                    continue;
+                }
+                if removals.iter().any(|(r, _)| r.path.bytes == ev.path.bytes) {
+                    // The name is used again: its removal came first.
+                    events.extend(self.flush_removals(removals));
+                }
+                events.push(ev);
+            }
+        }
+        if let Some((_, evs)) = held {
+            events.extend(evs);
+        }
+        if removals.len() >= REMOVALS_MAX {
+            // A queue that never drains must not hold removals forever.
+            events.extend(self.flush_removals(removals));
+        }
+        events
     }
 
     /// The waiting removals, named where their directories are now, in an order that can
