@@ -31,6 +31,12 @@ pub fn scaled(d: Duration) -> Duration {
 /// The eBPF tier the scenarios run against: `$FIM_TEST_TIER` (`lsm`, `fentry` or
 /// `tracepoint`), by default `tracepoint`, the one tier every supported host allows. The
 /// kernel matrix runs the scenario suite once per tier each guest supports.
+/// Held for reading by a test while it has files open for writing, and for writing while a
+/// daemon is spawned: a child forked meanwhile would hold those files until its exec, and
+/// their last close (fanotify's `close_write`) would then be the child's, after whatever
+/// the test did next.
+pub static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 pub fn tier() -> String {
     std::env::var("FIM_TEST_TIER").unwrap_or_else(|_| "tracepoint".to_owned())
 }
@@ -146,11 +152,13 @@ impl Daemon {
         for w in watch {
             cmd.arg("--watch").arg(w);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", fim_bin().display()));
+        let mut child = {
+            let _no_open_files = FORKS.write().unwrap_or_else(|e| e.into_inner());
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", fim_bin().display()))
+        };
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

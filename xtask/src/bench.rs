@@ -466,7 +466,8 @@ fn per_directory_marks(
 }
 
 /// fanotify filesystem marks (the daemon, filtering in userspace) against per-directory
-/// marks, on a write-heavy workload outside the watched roots; eBPF for comparison.
+/// marks, on a write-heavy workload outside the watched roots; eBPF for comparison, and
+/// `auto` (on a tracepoint-only kernel: both, fanotify witnessing the tracepoint tier).
 pub fn marks() -> Result<()> {
     if !crate::is_root() {
         bail!("the marks benchmark runs the daemon and fanotify: run it as root");
@@ -508,7 +509,7 @@ pub fn marks() -> Result<()> {
         per_dir.as_secs_f64() / none.as_secs_f64()
     );
 
-    for sensor in ["fanotify", "ebpf"] {
+    for sensor in ["fanotify", "ebpf", "auto"] {
         let state = work.join(format!("state-{sensor}"));
         let log = work.join(format!("{sensor}.log"));
         let mut child = spawn_daemon(&fim, sensor, &watched, &state, &log)?;
@@ -532,10 +533,10 @@ pub fn marks() -> Result<()> {
         let cpu = cpu_seconds(child.id()) - cpu_before;
         interrupt(child.id());
         let _ = child.wait();
-        let label = if sensor == "fanotify" {
-            "filesystem mark (fim, fanotify):"
-        } else {
-            "in-kernel filter (fim, ebpf):   "
+        let label = match sensor {
+            "fanotify" => "filesystem mark (fim, fanotify):",
+            "ebpf" => "in-kernel filter (fim, ebpf):   ",
+            _ => "both (fim, auto):               ",
         };
         println!(
             "  {label}   {:>6.3} s  ({:.2}x), daemon CPU {cpu:.2} s for 3 runs",

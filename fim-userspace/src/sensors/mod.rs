@@ -5,6 +5,7 @@ pub mod fanotify;
 pub mod procfs;
 pub mod proctable;
 pub mod seed;
+pub mod witness;
 
 use std::sync::{Arc, Mutex, atomic::Ordering};
 
@@ -70,6 +71,14 @@ pub enum Sensor {
     Ebpf(Box<ebpf::EbpfSensor>),
     /// fanotify.
     Fanotify(fanotify::FanotifySensor),
+    /// The eBPF tracepoint tier for file events, with fanotify as its witness: what only
+    /// fanotify saw is reported from fanotify (see [`witness`]).
+    Witnessed {
+        /// The tracepoint tier, which also keeps the process table.
+        events: Box<ebpf::EbpfSensor>,
+        /// The witness.
+        files: fanotify::FanotifySensor,
+    },
     /// fanotify for file events, attributed through an eBPF-fed process table (the
     /// fanotify sensor drives the eBPF programs' ring).
     Auto {
@@ -100,10 +109,13 @@ impl Sensor {
     }
 
     /// Where the kernel allows the LSM or fentry tier, eBPF alone: kernel objects, io_uring,
-    /// filtering in the kernel. On a kernel whose eBPF allows only tracepoints, syscall
-    /// strings cannot be trusted for namespace events, so fanotify reports every file event
-    /// and eBPF keeps the process table that attributes them. Without eBPF, fanotify alone
-    /// (details from /proc); without fanotify, the eBPF tracepoint tier alone.
+    /// filtering in the kernel. On a kernel whose eBPF allows only tracepoints, the
+    /// tracepoint tier reports every operation it can name (one event each, in order, with
+    /// the acting thread as it was), and fanotify, which sees objects however they were
+    /// reached (bind mounts, `dir-symlink/..`, io_uring), witnesses it: what only fanotify
+    /// saw is reported from fanotify. Without the tracepoint tier, fanotify with the eBPF
+    /// process table, or alone (details from /proc); without fanotify, the tracepoint tier
+    /// alone.
     fn auto(watch: &Arc<WatchSet>, state_dir: &std::path::Path) -> Result<Self, SensorError> {
         use ebpf::{EbpfSensor, Tier};
         match EbpfSensor::start_best(watch, &[Tier::Lsm, Tier::Fentry]) {
@@ -123,9 +135,27 @@ impl Sensor {
                 )?)));
             }
         };
+        let table = Arc::new(Mutex::new(proctable::ProcTable::default()));
+        match EbpfSensor::start(watch, Tier::Tracepoint)
+            .and_then(|s| s.with_process_programs(table.clone()))
+        {
+            Ok(events) => {
+                info!(
+                    "sensor auto: the eBPF tracepoint tier for file events, with fanotify as its \
+                     witness (what only fanotify sees is reported from fanotify); this kernel \
+                     gives eBPF tracepoints only"
+                );
+                return Ok(Self::Witnessed {
+                    events: Box::new(events),
+                    files: files
+                        .with_process_table(table, None)
+                        .with_deferred_processes(),
+                });
+            }
+            Err(e) => info!("sensor auto: no eBPF tracepoint tier ({e})"),
+        }
         match EbpfSensor::start_process_table(watch) {
             Ok(procs) => {
-                let table = Arc::new(Mutex::new(proctable::ProcTable::default()));
                 info!(
                     "sensor auto: fanotify for file events, eBPF process table \
                      (sched_process_exec, task_newtask, sched_process_exit) for attribution; this kernel gives eBPF \
@@ -134,7 +164,7 @@ impl Sensor {
                 let counters = procs.counters.clone();
                 let feed = Box::new(procs.with_process_table(table.clone()));
                 Ok(Self::Auto {
-                    files: files.with_process_table(table, feed),
+                    files: files.with_process_table(table, Some(feed)),
                     procs: counters,
                 })
             }
@@ -148,7 +178,7 @@ impl Sensor {
     /// The sensor's name, as in events.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Ebpf(s) => s.name(),
+            Self::Ebpf(s) | Self::Witnessed { events: s, .. } => s.name(),
             Self::Fanotify(_) | Self::Auto { .. } => fanotify::SENSOR_NAME,
         }
     }
@@ -160,6 +190,9 @@ impl Sensor {
             Self::Ebpf(s) => (Some(s.counters.clone()), None),
             Self::Fanotify(s) => (None, Some(s.counters.clone())),
             Self::Auto { files, procs } => (Some(procs.clone()), Some(files.counters.clone())),
+            Self::Witnessed { events, files } => {
+                (Some(events.counters.clone()), Some(files.counters.clone()))
+            }
         };
         move || {
             ebpf.as_ref().map_or(0, |c| {
@@ -182,6 +215,91 @@ impl Sensor {
             Self::Ebpf(s) => (*s).run(tx, shutdown).await.map(drop).map_err(Into::into),
             Self::Fanotify(s) => Ok(s.run(tx, shutdown).await?),
             Self::Auto { files, .. } => Ok(files.run(tx, shutdown).await?),
+            Self::Witnessed { events, files } => {
+                Ok(run_witnessed(*events, files, tx, shutdown).await?)
+            }
+        }
+    }
+}
+
+/// How often the tracepoint ring is drained when the kernel does not wake us.
+const WITNESSED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// How soon the loop comes back while fanotify events wait for their verdict.
+const WITNESSED_JUDGE: std::time::Duration = std::time::Duration::from_millis(3);
+
+/// `auto`'s loop on a kernel whose eBPF allows only tracepoints: each round drains the
+/// tracepoint ring, then reads fanotify until its queue is empty, then lets
+/// [`witness::Merger`] release what can go out (see there for why in that order).
+async fn run_witnessed(
+    mut events: ebpf::EbpfSensor,
+    mut files: fanotify::FanotifySensor,
+    tx: mpsc::Sender<FileEvent>,
+    shutdown: CancellationToken,
+) -> Result<(), SensorError> {
+    use witness::{From, Merger};
+    let mut reader = files.reader()?;
+    let mut merger = Merger::default();
+    let mut housekeeping = tokio::time::interval(std::time::Duration::from_secs(1));
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut drained, mut read) = (Vec::new(), Vec::new());
+    loop {
+        let wait = if merger.waiting() {
+            WITNESSED_JUDGE
+        } else {
+            WITNESSED_POLL
+        };
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = events.readable() => false,
+            r = fanotify::FanotifySensor::readable(&reader) => {
+                r?;
+                false
+            }
+            () = tokio::time::sleep(wait) => false,
+            _ = housekeeping.tick() => {
+                events.housekeeping();
+                files.tick();
+                false
+            }
+        };
+        merger.begin_round();
+        events.take_ready(&mut drained);
+        for ev in drained.drain(..) {
+            merger.tracepoint(ev);
+        }
+        files.read_some(&mut reader, &mut read)?;
+        if stopping {
+            files.stop(&mut reader, &mut read)?;
+        }
+        let now = crate::event::unix_now_ns();
+        for ev in read.drain(..) {
+            merger.fanotify(ev, now);
+        }
+        if stopping {
+            // What the syscalls still running when the fanotify queue was read will report.
+            tokio::time::sleep(WITNESSED_JUDGE).await;
+            merger.begin_round();
+            events.take_ready(&mut drained);
+            for ev in drained.drain(..) {
+                merger.tracepoint(ev);
+            }
+        }
+        for (mut ev, from) in merger.release(crate::event::unix_now_ns(), stopping) {
+            if from == From::Fanotify {
+                let tid = ev.process.as_ref().map_or(0, |p| p.tid);
+                ev.process = Some(files.process_for(tid));
+            }
+            if tx.send(ev).await.is_err() {
+                return Ok(());
+            }
+        }
+        if stopping {
+            events.finish();
+            info!(
+                "sensor auto: {} fanotify events were also reported by the tracepoint tier, {} were seen by fanotify alone",
+                merger.explained, merger.unexplained
+            );
+            return Ok(());
         }
     }
 }

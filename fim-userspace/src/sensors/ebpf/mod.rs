@@ -284,6 +284,19 @@ const PROCESS_TRACEPOINTS: [(&str, &str, &str); 5] = [
     (programs::PROC_CGROUP, "cgroup", "cgroup_attach_task"),
 ];
 
+/// Loads and attaches the process table's programs.
+fn attach_process_programs(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
+    for (name, category, tracepoint) in PROCESS_TRACEPOINTS {
+        load_program(ebpf, name)?;
+        attach_in(ebpf, name, category, tracepoint)?;
+    }
+    info!(
+        "eBPF process table attached to {}",
+        PROCESS_TRACEPOINTS.map(|(_, _, t)| t).join(", ")
+    );
+    Ok(())
+}
+
 /// The field offsets of the process-table tracepoints on this kernel, from tracefs (the
 /// defaults of kernels 6.1 to 6.18 where a format file cannot be read).
 fn tracepoint_fields() -> TracepointFields {
@@ -743,15 +756,18 @@ impl EbpfSensor {
     /// Only the process table's programs (for `--sensor auto` with fanotify).
     pub fn start_process_table(watch: &WatchSet) -> Result<Self, EbpfError> {
         let (mut ebpf, _) = Self::load(watch)?;
-        for (name, category, tracepoint) in PROCESS_TRACEPOINTS {
-            load_program(&mut ebpf, name)?;
-            attach_in(&mut ebpf, name, category, tracepoint)?;
-        }
-        info!(
-            "eBPF process table attached to {}",
-            PROCESS_TRACEPOINTS.map(|(_, _, t)| t).join(", ")
-        );
+        attach_process_programs(&mut ebpf)?;
         Self::finish_start(ebpf, Tier::Tracepoint.sensor_name(), Identities::default())
+    }
+
+    /// Adds the process table's programs to a started tier, and routes their records into
+    /// `table` (for `--sensor auto`, where fanotify's events are attributed through it).
+    pub fn with_process_programs(
+        mut self,
+        table: Arc<Mutex<ProcTable>>,
+    ) -> Result<Self, EbpfError> {
+        attach_process_programs(&mut self._ebpf)?;
+        Ok(self.with_process_table(table))
     }
 
     fn finish_start(
@@ -871,27 +887,47 @@ impl EbpfSensor {
         shutdown: CancellationToken,
     ) -> Result<Arc<DropCounters>, EbpfError> {
         let mut drop_check = tokio::time::interval(DROP_CHECK_INTERVAL);
+        let mut ready = Vec::new();
         loop {
             let stopping = tokio::select! {
                 () = shutdown.cancelled() => true,
-                guard = self.ring.readable() => {
-                    if let Ok(mut guard) = guard { guard.clear_ready(); }
-                    false
-                }
+                () = self.readable() => false,
                 () = tokio::time::sleep(POLL_INTERVAL) => false,
                 _ = drop_check.tick() => {
-                    self.check_drops();
-                    self.pairing.expire(crate::event::unix_now_ns());
+                    self.housekeeping();
                     false
                 }
             };
-            if !self.drain(&tx).await {
-                break;
+            self.take_ready(&mut ready);
+            for ev in ready.drain(..) {
+                if tx.send(ev).await.is_err() {
+                    return Ok(self.finish());
+                }
             }
             if stopping {
                 break;
             }
         }
+        Ok(self.finish())
+    }
+
+    /// Waits until the kernel says records are waiting (it does so only under load; see
+    /// `fim-ebpf/src/emit.rs`: poll too, every [`POLL_INTERVAL`]).
+    pub async fn readable(&self) {
+        if let Ok(mut guard) = self.ring.readable().await {
+            guard.clear_ready();
+        }
+    }
+
+    /// What to do every [`DROP_CHECK_INTERVAL`]: read the kernel's loss counters, and give
+    /// up on announced operations whose outcome never came.
+    pub fn housekeeping(&mut self) {
+        self.check_drops();
+        self.pairing.expire(crate::event::unix_now_ns());
+    }
+
+    /// The last loss check and a summary of what was announced but not reported.
+    pub fn finish(&self) -> Arc<DropCounters> {
         self.check_drops();
         let p = &self.pairing;
         if p.failed + p.expired + p.superseded > 0 {
@@ -902,7 +938,7 @@ impl EbpfSensor {
                 p.failed, p.expired, p.superseded
             );
         }
-        Ok(self.counters.clone())
+        self.counters.clone()
     }
 
     /// Keeps the names of watched files with other hard links current, in event order: a
@@ -938,11 +974,12 @@ impl EbpfSensor {
         }
     }
 
-    /// Moves every waiting record to `tx`. False when the receiver is gone.
-    async fn drain(&mut self, tx: &mpsc::Sender<FileEvent>) -> bool {
+    /// Decodes every waiting record: file events go to `out` in ring order, process
+    /// records to the process table.
+    pub fn take_ready(&mut self, out: &mut Vec<FileEvent>) {
         loop {
             let decoded = match self.ring.get_mut().next() {
-                None => return true,
+                None => return,
                 Some(item) => {
                     decode_record(&item, self.boot_to_unix_ns, self.name, &self.identities)
                 }
@@ -965,14 +1002,20 @@ impl EbpfSensor {
                     None
                 }
             };
-            if let Some(ev) = &ready {
-                self.track_identity(ev);
+            if let Some(ev) = ready {
+                self.track_identity(&ev);
+                out.push(ev);
             }
-            if let Some(ev) = ready
-                && tx.send(ev).await.is_err()
-            {
-                return false;
-            }
+        }
+    }
+}
+
+impl crate::sensors::ProcessFeed for EbpfSensor {
+    fn catch_up(&mut self) {
+        self.drain_processes();
+        if self.last_drop_check.elapsed() >= DROP_CHECK_INTERVAL {
+            self.last_drop_check = std::time::Instant::now();
+            self.check_drops();
         }
     }
 }
@@ -990,15 +1033,5 @@ mod tests {
         assert_eq!(tracepoint_field_offset(format, "pid"), Some(8));
         assert_eq!(tracepoint_field_offset(format, "clone_flags"), Some(32));
         assert_eq!(tracepoint_field_offset(format, "common_pid"), None);
-    }
-}
-
-impl crate::sensors::ProcessFeed for EbpfSensor {
-    fn catch_up(&mut self) {
-        self.drain_processes();
-        if self.last_drop_check.elapsed() >= DROP_CHECK_INTERVAL {
-            self.last_drop_check = std::time::Instant::now();
-            self.check_drops();
-        }
     }
 }

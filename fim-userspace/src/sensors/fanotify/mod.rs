@@ -107,6 +107,18 @@ pub struct FanotifySensor {
     feed: Option<Box<dyn ProcessFeed>>,
     /// The baseline, read to find the watched names of an object by its inode.
     baseline: Option<Baseline>,
+    /// Events carry their thread id only; the caller looks the process up for the events
+    /// it keeps ([`Self::process_for`]).
+    defer_processes: bool,
+}
+
+/// The group's descriptor, registered with the runtime, and the state of reading it.
+pub struct Reader {
+    fd: AsyncFd<OwnedFd>,
+    buf: Vec<u8>,
+    /// Removals the kernel merged into an earlier record wait here until what was queued
+    /// before them has been read (the queue is empty), or until their name is used again.
+    removals: Vec<(FileEvent, Option<Fid>)>,
 }
 
 /// The nearest existing directory at or above `path`.
@@ -171,6 +183,7 @@ impl FanotifySensor {
             procs: None,
             feed: None,
             baseline: None,
+            defer_processes: false,
         };
         // After the marks: a directory made from now on is seen by its event; one made
         // before is found by the walk.
@@ -280,10 +293,17 @@ impl FanotifySensor {
     pub fn with_process_table(
         mut self,
         table: Arc<Mutex<ProcTable>>,
-        feed: Box<dyn ProcessFeed>,
+        feed: Option<Box<dyn ProcessFeed>>,
     ) -> Self {
         self.procs = Some(table);
-        self.feed = Some(feed);
+        self.feed = feed;
+        self
+    }
+
+    /// Events carry their thread id only: the caller keeps few of them and looks up the
+    /// process of those with [`Self::process_for`].
+    pub fn with_deferred_processes(mut self) -> Self {
+        self.defer_processes = true;
         self
     }
 
@@ -293,7 +313,7 @@ impl FanotifySensor {
 
     /// The acting task: an exact process-table entry, else `/proc`, else an inexact entry
     /// (a forked child's copy of its parent), else "exited".
-    fn process_for(&self, tid: u32) -> crate::event::Process {
+    pub fn process_for(&self, tid: u32) -> crate::event::Process {
         let known = self.table_get(tid);
         if let Some((p, true)) = &known {
             return p.clone();
@@ -316,84 +336,115 @@ impl FanotifySensor {
         tx: mpsc::Sender<FileEvent>,
         shutdown: CancellationToken,
     ) -> Result<(), FanotifyError> {
-        let group = self.group.try_clone().map_err(FanotifyError::Read)?;
-        // SAFETY: the AsyncFd owns this duplicate descriptor for its whole life.
-        let fd = unsafe { AsyncFd::register_with_interest(group, tokio::io::Interest::READABLE) }
-            .map_err(|e| FanotifyError::Read(e.into()))?;
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut reader = self.reader()?;
         // Keeps the process table current (and its kernel ring drained) when no file
         // events come.
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Removals the kernel merged into an earlier record wait here until what was queued
-        // before them has been read (the queue is empty), or until their name is used again.
-        let mut removals: Vec<(FileEvent, Option<Fid>)> = Vec::new();
+        let mut events = Vec::new();
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
-                r = fd.readable() => {
-                    let mut guard = r.map_err(FanotifyError::Read)?;
-                    guard.clear_ready();
+                r = Self::readable(&reader) => {
+                    r?;
                     false
                 }
                 _ = tick.tick() => {
-                    if let Some(f) = &mut self.feed {
-                        f.catch_up();
-                    }
-                    if let Some(t) = &self.procs && let Ok(mut t) = t.lock() {
-                        t.evict(std::time::Instant::now());
-                    }
+                    self.tick();
                     false
                 }
             };
-            // A flood that never lets the queue drain must not keep shutdown, timers and the
-            // process table waiting: back to the select after this many reads.
-            for _ in 0..READS_PER_WAKE {
-                let n = sys::read(fd.get_ref(), &mut buf).map_err(FanotifyError::Read)?;
-                if n == 0 {
-                    let flushed = self.flush_removals(&mut removals);
-                    for ev in flushed {
-                        if tx.send(ev).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    break;
-                }
-                let records = match record::parse(&buf[..n]) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!("fanotify: {e}; skipping {n} bytes");
-                        continue;
-                    }
-                };
-                if let Some(f) = &mut self.feed {
-                    f.catch_up();
-                }
-                let events = self.decode_batch(&records, &mut removals);
-                for ev in events {
-                    if tx.send(ev).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                if self.known.stale {
-                    self.seed();
+            self.read_some(&mut reader, &mut events)?;
+            if stopping {
+                self.stop(&mut reader, &mut events)?;
+            }
+            for ev in events.drain(..) {
+                if tx.send(ev).await.is_err() {
+                    return Ok(());
                 }
             }
             if stopping {
-                for ev in self.flush_removals(&mut removals) {
-                    if tx.send(ev).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                // Still more queued: a flood outlasted the drain; say so rather than hang.
-                if sys::read(fd.get_ref(), &mut buf).map_err(FanotifyError::Read)? > 0 {
-                    warn!(
-                        "fanotify: stopped with events still queued (a flood outlasted the drain)"
-                    );
-                }
                 return Ok(());
             }
         }
+    }
+
+    /// The group's descriptor, ready to be waited on.
+    pub fn reader(&self) -> Result<Reader, FanotifyError> {
+        let group = self.group.try_clone().map_err(FanotifyError::Read)?;
+        // SAFETY: the AsyncFd owns this duplicate descriptor for its whole life.
+        let fd = unsafe { AsyncFd::register_with_interest(group, tokio::io::Interest::READABLE) }
+            .map_err(|e| FanotifyError::Read(e.into()))?;
+        Ok(Reader {
+            fd,
+            buf: vec![0u8; 256 * 1024],
+            removals: Vec::new(),
+        })
+    }
+
+    /// Waits until events are queued.
+    pub async fn readable(reader: &Reader) -> Result<(), FanotifyError> {
+        let mut guard = reader.fd.readable().await.map_err(FanotifyError::Read)?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Once a second: brings the process table up to date and ages it.
+    pub fn tick(&mut self) {
+        if let Some(f) = &mut self.feed {
+            f.catch_up();
+        }
+        if let Some(t) = &self.procs
+            && let Ok(mut t) = t.lock()
+        {
+            t.evict(std::time::Instant::now());
+        }
+    }
+
+    /// Reads what is queued into `out`, in order. A flood that never lets the queue drain
+    /// must not keep shutdown, timers and the process table waiting: this returns after
+    /// [`READS_PER_WAKE`] reads. True when the queue was found empty.
+    pub fn read_some(
+        &mut self,
+        reader: &mut Reader,
+        out: &mut Vec<FileEvent>,
+    ) -> Result<bool, FanotifyError> {
+        for _ in 0..READS_PER_WAKE {
+            let n = sys::read(reader.fd.get_ref(), &mut reader.buf).map_err(FanotifyError::Read)?;
+            if n == 0 {
+                out.extend(self.flush_removals(&mut reader.removals));
+                return Ok(true);
+            }
+            let records = match record::parse(&reader.buf[..n]) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("fanotify: {e}; skipping {n} bytes");
+                    continue;
+                }
+            };
+            if let Some(f) = &mut self.feed {
+                f.catch_up();
+            }
+            out.extend(self.decode_batch(&records, &mut reader.removals));
+            if self.known.stale {
+                self.seed();
+            }
+        }
+        Ok(false)
+    }
+
+    /// Stopping: what still waits goes to `out`; a queue still not empty is logged.
+    pub fn stop(
+        &mut self,
+        reader: &mut Reader,
+        out: &mut Vec<FileEvent>,
+    ) -> Result<(), FanotifyError> {
+        out.extend(self.flush_removals(&mut reader.removals));
+        // Still more queued: a flood outlasted the drain; say so rather than hang.
+        if sys::read(reader.fd.get_ref(), &mut reader.buf).map_err(FanotifyError::Read)? > 0 {
+            warn!("fanotify: stopped with events still queued (a flood outlasted the drain)");
+        }
+        Ok(())
     }
 
     /// The events of one read, in order. A link or an unlink first tells the object its
@@ -753,7 +804,14 @@ impl FanotifySensor {
         );
         ev.source = source.map(|s| ReportedPath::new(s, PathSource::FileHandle));
         ev.requested_path = requested.map(|r| ReportedPath::new(r, PathSource::FileHandle));
-        ev.process = Some(self.process_for(tid));
+        ev.process = Some(if self.defer_processes {
+            crate::event::Process {
+                tid,
+                ..Default::default()
+            }
+        } else {
+            self.process_for(tid)
+        });
         Some(ev)
     }
 

@@ -1,0 +1,505 @@
+//! `auto` on a kernel whose eBPF allows only tracepoints: the tracepoint tier names every
+//! operation it can (its kind, order, time and thread, one event each), and fanotify, which
+//! sees objects however they were reached, is its witness. A fanotify event that no
+//! tracepoint event explains (same thread, same kind of change, same name) is an operation
+//! the syscall strings missed: a rename through a bind mount or `dir-symlink/..`, a write
+//! through io_uring or through a hard link made while running, the last release of a file
+//! written through `mmap`. Only those are reported from fanotify; every other fanotify event
+//! is a duplicate and is dropped.
+//!
+//! Order: each thread's operations are seen in order by both sensors (the ring keeps a
+//! thread's records in order, and so does fanotify's queue). A fanotify-only event is put
+//! where its neighbours in the fanotify queue put it: after the tracepoint event that
+//! explained the fanotify event before it, before the one that explains the fanotify event
+//! after it. So a thread's tracepoint events wait while an earlier fanotify event of the
+//! same thread awaits its verdict.
+//!
+//! Timing: fanotify queues its event inside the syscall, the tracepoint tier writes its
+//! record at the syscall's exit. The sensor loop drains the ring, then reads fanotify until
+//! its queue is empty, then calls [`Merger::release`]: every fanotify event of an operation
+//! whose tracepoint record was drained is in hand by then. A fanotify event nothing explains
+//! is judged a round later (and at least [`JUDGE_AFTER_NS`] after it was read), once the
+//! syscall it came from has surely exited. This module is the bookkeeping only: no
+//! syscalls, no tasks.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::event::{Action, FileEvent};
+
+/// Tracepoint events remembered for explaining fanotify events, at most: a fanotify event
+/// read later than this many tracepoint events after its operation is judged unexplained
+/// (reported twice rather than lost).
+const REMEMBERED_MAX: usize = 131_072;
+
+/// How long after it was read a fanotify event nothing explains is judged (the syscall it
+/// came from has exited by then, and its tracepoint record is drained).
+pub const JUDGE_AFTER_NS: i128 = 2_000_000;
+
+/// What kind of change an event is, as far as both sensors can tell it apart (fanotify
+/// merges, and says "attributes" for chmod, chown, xattrs and times alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Class {
+    /// The content (writes, truncation, allocation).
+    Modify,
+    /// The close of a file open for writing.
+    Close,
+    /// Mode, owner, extended attributes, times, link count.
+    Attributes,
+    /// A name appeared (create, link, symlink, mkdir, mknod).
+    Appear,
+    /// A name went away (unlink, rmdir).
+    Remove,
+    /// A name moved.
+    Rename,
+}
+
+/// The classes of change `action` stands for; empty for what no sensor reports in real time.
+fn classes(action: Action) -> &'static [Class] {
+    use Class::*;
+    match action {
+        // An open with O_TRUNC is a modification for fanotify.
+        Action::OpenWrite | Action::Write | Action::Truncate | Action::Fallocate => &[Modify],
+        Action::CloseWrite => &[Close],
+        Action::Chmod
+        | Action::Chown
+        | Action::SetXattr
+        | Action::RemoveXattr
+        | Action::Utimes
+        | Action::Attrib => &[Attributes],
+        // A link or an unlink changes the object's link count (an attribute for fanotify).
+        Action::Link | Action::Unlink => &[Appear, Remove, Attributes],
+        Action::Create | Action::Symlink | Action::Mknod | Action::Mkdir => &[Appear],
+        Action::Rmdir => &[Remove],
+        Action::Rename => &[Rename],
+        // The engine's and the scanner's, never a sensor's.
+        Action::Modified | Action::Added | Action::Removed | Action::Changed => &[],
+    }
+}
+
+/// The last component of a path.
+fn basename(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
+
+fn tid_of(ev: &FileEvent) -> u32 {
+    ev.process.as_ref().map_or(0, |p| p.tid)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    tid: u32,
+    class: Class,
+    name: Vec<u8>,
+}
+
+/// The keys a tracepoint event is known by: per class, its name (and for a link or a
+/// rename, the other name too, whose link count or directory changed).
+fn keys(ev: &FileEvent) -> Vec<Key> {
+    let tid = tid_of(ev);
+    let mut names = vec![basename(&ev.path.bytes).to_vec()];
+    if let Some(s) = &ev.source {
+        names.push(basename(&s.bytes).to_vec());
+    }
+    classes(ev.action)
+        .iter()
+        .flat_map(|&class| {
+            names.iter().map(move |name| Key {
+                tid,
+                class,
+                name: name.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The keys a fanotify event needs explained: one per class of its action, on its name.
+fn needs(ev: &FileEvent) -> Vec<Key> {
+    let (tid, name) = (tid_of(ev), basename(&ev.path.bytes).to_vec());
+    classes(ev.action)
+        .iter()
+        .map(|&class| Key {
+            tid,
+            class,
+            name: name.clone(),
+        })
+        .collect()
+}
+
+/// Tracepoint events' keys, remembered in a bounded window.
+#[derive(Default)]
+struct Remembered {
+    counts: HashMap<Key, u32>,
+    order: VecDeque<Key>,
+}
+
+impl Remembered {
+    fn add(&mut self, keys: Vec<Key>) {
+        for key in keys {
+            *self.counts.entry(key.clone()).or_default() += 1;
+            self.order.push_back(key);
+        }
+        while self.order.len() > REMEMBERED_MAX {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(n) = self.counts.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    self.counts.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn has_all(&self, keys: &[Key]) -> bool {
+        keys.iter().all(|k| self.counts.contains_key(k))
+    }
+}
+
+/// A fanotify event waiting for its verdict.
+struct Waiting {
+    ev: FileEvent,
+    keys: Vec<Key>,
+    round: u64,
+    read_ns: i128,
+}
+
+/// A tracepoint event held, with its place in the ring's order.
+struct Held {
+    ev: FileEvent,
+    keys: Vec<Key>,
+    arrival: u64,
+}
+
+/// One thread's events not yet released.
+#[derive(Default)]
+struct Thread {
+    tracepoint: VecDeque<Held>,
+    fanotify: VecDeque<Waiting>,
+    /// The ring position of this thread's last released tracepoint event: a fanotify-only
+    /// event comes right after it.
+    anchor: u64,
+}
+
+/// Whether a fanotify event or a tracepoint event went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// The tracepoint tier reported it.
+    Tracepoint,
+    /// Only fanotify saw it.
+    Fanotify,
+}
+
+/// Interleaves the tracepoint tier's events with what only fanotify saw (see the module).
+#[derive(Default)]
+pub struct Merger {
+    seen: Remembered,
+    threads: HashMap<u32, Thread>,
+    arrivals: u64,
+    round: u64,
+    /// fanotify events a tracepoint event explained (dropped).
+    pub explained: u64,
+    /// fanotify events nothing explained (reported).
+    pub unexplained: u64,
+}
+
+impl Merger {
+    /// A round begins: the ring is about to be drained, then fanotify read until empty.
+    pub fn begin_round(&mut self) {
+        self.round += 1;
+    }
+
+    /// An event the tracepoint tier reported.
+    pub fn tracepoint(&mut self, ev: FileEvent) {
+        let keys = keys(&ev);
+        self.seen.add(keys.clone());
+        self.arrivals += 1;
+        let arrival = self.arrivals;
+        self.threads
+            .entry(tid_of(&ev))
+            .or_default()
+            .tracepoint
+            .push_back(Held { ev, keys, arrival });
+    }
+
+    /// An event fanotify reported, read at `now_ns`.
+    pub fn fanotify(&mut self, ev: FileEvent, now_ns: i128) {
+        let keys = needs(&ev);
+        let round = self.round;
+        self.threads
+            .entry(tid_of(&ev))
+            .or_default()
+            .fanotify
+            .push_back(Waiting {
+                ev,
+                keys,
+                round,
+                read_ns: now_ns,
+            });
+    }
+
+    /// Whether fanotify events are waiting for a verdict (the loop should come back soon).
+    pub fn waiting(&self) -> bool {
+        self.threads.values().any(|t| !t.fanotify.is_empty())
+    }
+
+    /// Everything that can go out now, in order; with `all`, everything (stopping: the last
+    /// drain is done). Fanotify events come with thread id only as their process.
+    pub fn release(&mut self, now_ns: i128, all: bool) -> Vec<(FileEvent, From)> {
+        // Sorted by (ring position of the tracepoint event it follows, place after it,
+        // thread): a thread's own order, and the ring's order across threads.
+        let mut out: Vec<((u64, u64, u32), FileEvent, From)> = Vec::new();
+        let round = self.round;
+        for (&tid, thread) in &mut self.threads {
+            let mut sub = 0;
+            while let Some(w) = thread.fanotify.front() {
+                let explains = |h: &Held| w.keys.iter().all(|k| h.keys.contains(k));
+                if let Some(first) = thread.tracepoint.iter().position(explains) {
+                    // Explained: what the tracepoint tier reported up to its explainer goes
+                    // first. One fanotify record may stand for several operations in a row
+                    // (the kernel merges): the whole run goes.
+                    let j = first
+                        + thread
+                            .tracepoint
+                            .iter()
+                            .skip(first + 1)
+                            .take_while(|h| explains(h))
+                            .count();
+                    for h in thread.tracepoint.drain(..=j) {
+                        thread.anchor = h.arrival;
+                        sub = 0;
+                        out.push(((h.arrival, 0, tid), h.ev, From::Tracepoint));
+                    }
+                    thread.fanotify.pop_front();
+                    self.explained += 1;
+                    continue;
+                }
+                // Its own tracepoint record may not be drained yet: wait for it rather than
+                // take an older event of the same kind for it.
+                let judged = all || (round > w.round && now_ns - w.read_ns >= JUDGE_AFTER_NS);
+                if !judged {
+                    break;
+                }
+                let Some(w) = thread.fanotify.pop_front() else {
+                    break;
+                };
+                if self.seen.has_all(&w.keys) {
+                    // Another report of something already out (fanotify reports a burst of
+                    // writes once per read, the tracepoint tier once per open).
+                    self.explained += 1;
+                    continue;
+                }
+                self.unexplained += 1;
+                sub += 1;
+                out.push(((thread.anchor, sub, tid), w.ev, From::Fanotify));
+            }
+            if thread.fanotify.is_empty() {
+                for h in thread.tracepoint.drain(..) {
+                    thread.anchor = h.arrival;
+                    out.push(((h.arrival, 0, tid), h.ev, From::Tracepoint));
+                }
+            }
+        }
+        self.threads
+            .retain(|_, t| !t.fanotify.is_empty() || !t.tracepoint.is_empty() || t.anchor != 0);
+        if self.threads.len() > REMEMBERED_MAX {
+            // Threads seen once and idle since: their anchors are history.
+            self.threads
+                .retain(|_, t| !t.fanotify.is_empty() || !t.tracepoint.is_empty());
+        }
+        out.sort_by_key(|(order, _, _)| *order);
+        out.into_iter().map(|(_, ev, from)| (ev, from)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{PathSource, Process, ReportedPath};
+
+    fn ev(action: Action, path: &str, tid: u32) -> FileEvent {
+        let mut e = FileEvent::new(
+            action,
+            ReportedPath::new(path.as_bytes().to_vec(), PathSource::SyscallString),
+            "test",
+        );
+        e.process = Some(Process {
+            tid,
+            ..Process::default()
+        });
+        e
+    }
+
+    fn names(out: &[(FileEvent, From)]) -> Vec<String> {
+        out.iter()
+            .map(|(e, from)| {
+                format!(
+                    "{} {} {from:?}",
+                    e.action.as_str(),
+                    String::from_utf8_lossy(&e.path.bytes)
+                )
+            })
+            .collect()
+    }
+
+    const MS: i128 = 1_000_000;
+
+    #[test]
+    fn duplicates_are_dropped_and_tracepoint_events_go_out_at_once() {
+        let mut m = Merger::default();
+        m.begin_round();
+        m.tracepoint(ev(Action::Chmod, "/w/a", 7));
+        m.tracepoint(ev(Action::OpenWrite, "/w/b", 7));
+        m.tracepoint(ev(Action::Write, "/w/b", 7));
+        m.fanotify(ev(Action::Attrib, "/w/a", 7), 0);
+        m.fanotify(ev(Action::Write, "/w/b", 7), 0);
+        // A second report of the same burst: dropped once judged.
+        m.fanotify(ev(Action::Write, "/w/b", 7), 0);
+        assert_eq!(
+            names(&m.release(0, false)),
+            [
+                "chmod /w/a Tracepoint",
+                "open_write /w/b Tracepoint",
+                "write /w/b Tracepoint"
+            ]
+        );
+        assert!(m.waiting());
+        m.begin_round();
+        assert!(m.release(3 * MS, false).is_empty());
+        assert_eq!((m.explained, m.unexplained), (3, 0));
+        assert!(!m.waiting());
+    }
+
+    #[test]
+    fn what_only_fanotify_saw_goes_where_the_fanotify_queue_puts_it() {
+        // chmod through `sl/..` (resolved by both), rename through `sl/..` (a string the
+        // tracepoint tier cannot trust), chmod of the new name (both).
+        let mut m = Merger::default();
+        m.begin_round();
+        m.tracepoint(ev(Action::Chmod, "/w/f", 7));
+        m.tracepoint(ev(Action::Chmod, "/w/g", 7));
+        m.fanotify(ev(Action::Attrib, "/w/f", 7), 0);
+        let mut r = ev(Action::Rename, "/w/g", 7);
+        r.source = Some(ReportedPath::new(b"/w/f".to_vec(), PathSource::FileHandle));
+        m.fanotify(r, 0);
+        m.fanotify(ev(Action::Attrib, "/w/g", 7), 0);
+        // The rename waits for its verdict, and the chmod of `g` with it.
+        assert_eq!(names(&m.release(0, false)), ["chmod /w/f Tracepoint"]);
+        assert!(m.waiting());
+        // Same round, later: still waiting (its tracepoint record may not be drained yet).
+        assert!(m.release(10 * MS, false).is_empty());
+        m.begin_round();
+        assert!(
+            m.release(MS, false).is_empty(),
+            "too soon after it was read"
+        );
+        assert_eq!(
+            names(&m.release(3 * MS, false)),
+            ["rename /w/g Fanotify", "chmod /w/g Tracepoint"]
+        );
+        assert_eq!((m.explained, m.unexplained), (2, 1));
+    }
+
+    #[test]
+    fn a_merged_record_releases_the_run_of_operations_it_stands_for() {
+        // open, append, close, then a rename through a bind mount: fanotify merged the
+        // write and the close into one record (decoded as two events).
+        let mut m = Merger::default();
+        m.begin_round();
+        for a in [Action::OpenWrite, Action::Write, Action::CloseWrite] {
+            m.tracepoint(ev(a, "/w/g", 7));
+        }
+        m.fanotify(ev(Action::Write, "/w/g", 7), 0);
+        m.fanotify(ev(Action::CloseWrite, "/w/g", 7), 0);
+        let mut r = ev(Action::Rename, "/w/h", 7);
+        r.source = Some(ReportedPath::new(b"/w/g".to_vec(), PathSource::FileHandle));
+        m.fanotify(r, 0);
+        assert_eq!(
+            names(&m.release(0, false)),
+            [
+                "open_write /w/g Tracepoint",
+                "write /w/g Tracepoint",
+                "close_write /w/g Tracepoint"
+            ]
+        );
+        m.begin_round();
+        assert_eq!(names(&m.release(3 * MS, false)), ["rename /w/h Fanotify"]);
+    }
+
+    #[test]
+    fn a_close_drained_after_its_fanotify_record_still_goes_before_what_followed_it() {
+        // The ring was drained before the close's syscall exited, fanotify read after the
+        // rename that followed it.
+        let mut m = Merger::default();
+        m.begin_round();
+        m.tracepoint(ev(Action::Write, "/w/g", 7));
+        m.fanotify(ev(Action::Write, "/w/g", 7), 0);
+        m.fanotify(ev(Action::CloseWrite, "/w/g", 7), 0);
+        let mut r = ev(Action::Rename, "/w/h", 7);
+        r.source = Some(ReportedPath::new(b"/w/g".to_vec(), PathSource::FileHandle));
+        m.fanotify(r, 0);
+        assert_eq!(names(&m.release(0, false)), ["write /w/g Tracepoint"]);
+        m.begin_round();
+        m.tracepoint(ev(Action::CloseWrite, "/w/g", 7));
+        assert_eq!(
+            names(&m.release(3 * MS, false)),
+            ["close_write /w/g Tracepoint", "rename /w/h Fanotify"]
+        );
+    }
+
+    #[test]
+    fn an_explainer_drained_a_round_later_still_explains() {
+        let mut m = Merger::default();
+        m.begin_round();
+        m.fanotify(ev(Action::Unlink, "/w/a", 7), 0);
+        assert!(m.release(0, false).is_empty());
+        m.begin_round();
+        m.tracepoint(ev(Action::Unlink, "/w/a", 7));
+        assert_eq!(names(&m.release(5 * MS, false)), ["unlink /w/a Tracepoint"]);
+        assert_eq!((m.explained, m.unexplained), (1, 0));
+    }
+
+    #[test]
+    fn other_threads_names_and_kinds_do_not_explain() {
+        let mut m = Merger::default();
+        m.begin_round();
+        m.tracepoint(ev(Action::Chmod, "/w/a", 7));
+        m.fanotify(ev(Action::Attrib, "/w/a", 8), 0);
+        m.fanotify(ev(Action::Attrib, "/w/c", 7), 0);
+        m.fanotify(ev(Action::Unlink, "/w/a", 7), 0);
+        let mut r = ev(Action::Rename, "/w/c", 7);
+        r.source = Some(ReportedPath::new(b"/w/a".to_vec(), PathSource::FileHandle));
+        m.fanotify(r, 0);
+        let mut out = names(&m.release(0, true));
+        out.sort();
+        assert_eq!(
+            out,
+            [
+                "attrib /w/a Fanotify",
+                "attrib /w/c Fanotify",
+                "chmod /w/a Tracepoint",
+                "rename /w/c Fanotify",
+                "unlink /w/a Fanotify",
+            ]
+        );
+        assert_eq!((m.explained, m.unexplained), (0, 4));
+    }
+
+    #[test]
+    fn memory_is_bounded_and_forgets_the_oldest_first() {
+        let mut seen = Remembered::default();
+        let first = keys(&ev(Action::Mkdir, "/w/first", 1));
+        seen.add(first.clone());
+        for i in 0..REMEMBERED_MAX {
+            seen.add(keys(&ev(Action::Chmod, &format!("/w/{i}"), 2)));
+        }
+        assert!(!seen.has_all(&first));
+        assert!(seen.has_all(&keys(&ev(
+            Action::Chmod,
+            &format!("/w/{}", REMEMBERED_MAX - 1),
+            2
+        ))));
+        assert!(seen.order.len() <= REMEMBERED_MAX);
+        assert!(seen.counts.len() <= REMEMBERED_MAX);
+    }
+}
