@@ -1,7 +1,7 @@
 //! Filling in the acting process and sending the record to userspace.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_ktime_get_boot_ns,
@@ -17,8 +17,10 @@ use crate::{
     path::{Written, write_exe_path},
 };
 
-/// Wake the reader only once this much is waiting: wakeups, not hooks, are the cost of
-/// delivery, so userspace polls on a short timer and the kernel wakes it only under load.
+/// Past this much waiting, wake the reader whatever it is doing. Below it, the ring's own
+/// rule applies: a record wakes the reader only when the reader has read everything before
+/// it (it is then waiting). At low rates each event wakes it at once; at high rates the
+/// reader, busy or pausing between batches (userspace), is not woken per record.
 const WAKEUP_THRESHOLD: u64 = 256 * 1024;
 
 /// The per-CPU scratch record, with a cleared header of the given kind.
@@ -191,7 +193,7 @@ fn send(buf: *mut EventBuf, data_len: usize) {
     let wake = if EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA.into()) > WAKEUP_THRESHOLD {
         BPF_RB_FORCE_WAKEUP
     } else {
-        BPF_RB_NO_WAKEUP
+        0
     };
     if EVENTS.output::<[u8]>(record, wake.into()).is_err() {
         count_drop(DropReason::RingFull);

@@ -115,7 +115,9 @@ pub async fn run(
     tracker.wait().await;
     let lost = final_losses();
     info!(
-        "stopped: {written} events written, {lost} lost in the kernel, {} passed without integrity data, {} files hashed",
+        "stopped: {written} events written, {} operations lost before they were reported ({} queue overflows of unknown size), {} passed without integrity data, {} files hashed",
+        lost.operations(),
+        lost.overflows,
         stats.unenriched.load(Ordering::Relaxed),
         stats.hashed.load(Ordering::Relaxed)
     );

@@ -374,6 +374,7 @@ pub fn decode(
         // The kernel-object tiers see operations, not syscalls: 0 there.
         syscall_nr: (h.syscall_nr != 0).then_some(h.syscall_nr),
         integrity: None,
+        gap: None,
     })
 }
 

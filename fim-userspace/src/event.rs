@@ -55,6 +55,9 @@ pub enum Action {
     Removed,
     /// Found by comparing the disk with the baseline: a path whose attributes differ.
     Changed,
+    /// Operations were lost before they could be reported (see [`Gap`]); the repair
+    /// rescan that follows reports what they changed.
+    Gap,
 }
 
 impl Action {
@@ -84,6 +87,7 @@ impl Action {
             Self::Added => "added",
             Self::Removed => "removed",
             Self::Changed => "changed",
+            Self::Gap => "gap",
         }
     }
 
@@ -95,6 +99,7 @@ impl Action {
             }
             Self::Unlink | Self::Rmdir | Self::Removed => "deletion",
             Self::OpenWrite => "access",
+            Self::Gap => "info",
             _ => "change",
         }
     }
@@ -197,6 +202,8 @@ pub struct FileEvent {
     pub fallocate: Option<(u32, u64)>,
     /// Rename flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, `RENAME_WHITEOUT`).
     pub rename_flags: u32,
+    /// A gap: what was lost, when, where.
+    pub gap: Option<Gap>,
     /// The open truncated the file.
     pub open_truncated: bool,
     /// The operation did not follow a final symlink.
@@ -260,8 +267,92 @@ impl FileEvent {
             sensor,
             syscall_nr: None,
             integrity: None,
+            gap: None,
         }
     }
+}
+
+/// What a sensor lost so far, by cause: running totals, read by the integrity engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Records the kernel could not put in the ring buffer (full): one operation each.
+    pub ring_full: u64,
+    /// Syscalls not followed because the in-flight table was full: one operation each.
+    pub pending_full: u64,
+    /// Open files whose writes were not followed (the open-file table was full): one
+    /// operation each (their writes and close).
+    pub writers_full: u64,
+    /// Events that could not be resolved to a path: one operation each.
+    pub unresolved: u64,
+    /// fanotify queue overflows: an unknown number of operations each.
+    pub overflows: u64,
+}
+
+impl Losses {
+    /// The causes, with their totals.
+    fn causes(&self) -> [(&'static str, u64); 5] {
+        [
+            ("ring_buffer_full", self.ring_full),
+            ("in_flight_table_full", self.pending_full),
+            ("open_file_table_full", self.writers_full),
+            ("unresolved", self.unresolved),
+            ("queue_overflow", self.overflows),
+        ]
+    }
+
+    /// The gap between `before` and these totals, if anything was lost in between.
+    pub fn gap_since(
+        &self,
+        before: &Self,
+        since_unix_ns: i128,
+        roots: Vec<Vec<u8>>,
+    ) -> Option<Gap> {
+        let causes: Vec<(&'static str, u64)> = self
+            .causes()
+            .iter()
+            .zip(before.causes())
+            .filter(|((_, now), (_, then))| now > then)
+            .map(|((name, now), (_, then))| (*name, now - then))
+            .collect();
+        if causes.is_empty() {
+            return None;
+        }
+        Some(Gap {
+            operations: causes
+                .iter()
+                .filter(|(name, _)| *name != "queue_overflow")
+                .map(|(_, n)| n)
+                .sum(),
+            unknown_more: self.overflows > before.overflows,
+            causes,
+            since_unix_ns,
+            roots,
+        })
+    }
+
+    /// Operations counted lost (overflows, of unknown size, not included).
+    pub fn operations(&self) -> u64 {
+        self.ring_full + self.pending_full + self.writers_full + self.unresolved
+    }
+}
+
+/// Operations lost before they were reported: in the kernel (ring buffer full, in-flight
+/// table full, fanotify's queue full) or in userspace (an event that could not be
+/// resolved). The watched roots are rescanned right after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// How many operations were lost, where the sensor can count them.
+    pub operations: u64,
+    /// The sensor also lost an unknown number (fanotify's queue overflow says only that
+    /// it happened): `operations` is then a lower bound.
+    pub unknown_more: bool,
+    /// Why, one entry per cause with its count.
+    pub causes: Vec<(&'static str, u64)>,
+    /// The loss happened after this moment (ns since the Unix epoch) and before the
+    /// event's time.
+    pub since_unix_ns: i128,
+    /// The watched roots whose events may be missing.
+    pub roots: Vec<Vec<u8>>,
 }
 
 /// How a change came to be known.
@@ -305,4 +396,45 @@ pub struct Integrity {
     pub replaced_target: bool,
     /// Why the engine could not fill `after` (`skipped: engine backlog full`, ...).
     pub note: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Losses;
+
+    #[test]
+    fn a_gap_counts_operations_by_cause_and_says_when_the_count_is_a_lower_bound() {
+        let before = Losses {
+            ring_full: 5,
+            overflows: 1,
+            ..Losses::default()
+        };
+        assert_eq!(before.gap_since(&before, 0, vec![]), None, "nothing new");
+        let now = Losses {
+            ring_full: 12,
+            pending_full: 3,
+            overflows: 1,
+            ..Losses::default()
+        };
+        let gap = now
+            .gap_since(&before, 100, vec![b"/etc".to_vec()])
+            .expect("a gap");
+        assert_eq!(gap.operations, 10);
+        assert!(!gap.unknown_more);
+        assert_eq!(
+            gap.causes,
+            [("ring_buffer_full", 7), ("in_flight_table_full", 3)]
+        );
+        assert_eq!(
+            (gap.since_unix_ns, gap.roots),
+            (100, vec![b"/etc".to_vec()])
+        );
+        let overflowed = Losses {
+            overflows: 3,
+            ..now
+        };
+        let gap = overflowed.gap_since(&now, 0, vec![]).expect("a gap");
+        assert_eq!((gap.operations, gap.unknown_more), (0, true));
+        assert_eq!(gap.causes, [("queue_overflow", 2)]);
+    }
 }

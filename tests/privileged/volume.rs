@@ -1,4 +1,5 @@
-//! Volume: every operation in a burst is reported or counted as lost.
+//! Volume: every operation in a burst is reported or counted as lost, and every loss is
+//! reported as a gap event.
 
 use std::{fs, os::unix::fs::PermissionsExt};
 
@@ -6,7 +7,7 @@ use fim_tests::{Daemon, is, require_privileges, tempdir};
 
 const BURST: usize = 10_000;
 
-/// Parses "N lost in the kernel" from the daemon's final log line.
+/// Parses "M" from the daemon's final log line ("N events written, M operations lost").
 fn lost_in_kernel(log: &str) -> u64 {
     log.lines()
         .filter_map(|l| l.split("written, ").nth(1))
@@ -37,7 +38,35 @@ fn a_burst_of_10000_operations_is_reported_or_counted_lost() {
     assert!(status.success());
     let reported = seen.iter().filter(|v| is(v, "chmod", &f)).count() as u64;
     let lost = lost_in_kernel(&log);
-    eprintln!("burst: {reported} reported, {lost} lost");
+    // Every loss is an event too, counted in operations, with its window and roots.
+    let gaps: Vec<&serde_json::Value> = seen
+        .iter()
+        .filter(|v| v["event"]["action"] == "gap")
+        .collect();
+    let in_gaps: u64 = gaps
+        .iter()
+        .map(|v| v["fim"]["gap"]["operations"].as_u64().expect("operations"))
+        .sum();
+    for g in &gaps {
+        assert_eq!(g["fim"]["gap"]["unknown_more"], false, "{g}");
+        assert!(
+            g["fim"]["gap"]["start"].as_str() <= g["fim"]["gap"]["end"].as_str(),
+            "{g}"
+        );
+        assert_eq!(
+            g["fim"]["gap"]["roots"][0],
+            dir.to_str().expect("utf-8"),
+            "{g}"
+        );
+    }
+    eprintln!(
+        "burst: {reported} reported, {lost} lost, {} gap events",
+        gaps.len()
+    );
+    assert_eq!(
+        in_gaps, lost,
+        "the gap events add up to what the daemon counted"
+    );
     assert!(
         reported <= BURST as u64,
         "more events than operations: {reported}"

@@ -36,7 +36,7 @@ impl Rng {
     }
 }
 
-fn bench_dir() -> PathBuf {
+pub(crate) fn bench_dir() -> PathBuf {
     // Canonical: AIDE matches rules against canonical paths and silently scans nothing
     // when the rule has a `..` in it.
     let dir = root().join("target/bench");
@@ -44,7 +44,7 @@ fn bench_dir() -> PathBuf {
     fs::canonicalize(&dir).unwrap_or(dir)
 }
 
-fn release_fim() -> Result<PathBuf> {
+pub(crate) fn release_fim() -> Result<PathBuf> {
     step("building fim (release)");
     cargo(&["build", "--release", "-p", "fim-userspace"])?;
     Ok(root().join("target/release/fim"))
@@ -387,7 +387,7 @@ fn churn(dir: &std::path::Path, n: usize) -> Result<Duration> {
 }
 
 /// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')

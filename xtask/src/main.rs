@@ -5,9 +5,10 @@
 //! - `cargo xtask run [-- ARGS]`: setup, build, then `fim run` on the built-in defaults.
 //! - `cargo xtask test`: setup, build, then every test (unit, integration, privileged).
 //! - `cargo xtask matrix`: the sensor scenarios in QEMU guests on Debian's 6.1 and 6.12 kernels.
-//! - `cargo xtask bench hash|scan|memory|marks`: the benchmarks behind the speed and memory targets.
+//! - `cargo xtask bench hash|scan|memory|marks|churn`: the benchmarks behind the speed and memory targets.
 
 mod bench;
+mod churn;
 mod matrix;
 
 use std::{
@@ -75,6 +76,8 @@ enum BenchWhat {
     Memory,
     /// fanotify filesystem marks vs per-directory marks on writes outside the roots (root).
     Marks,
+    /// The churn workload under every monitor this machine runs, side by side (root).
+    Churn,
 }
 
 fn main() -> Result<()> {
@@ -105,6 +108,7 @@ fn main() -> Result<()> {
                 BenchWhat::Scan => bench::scan(),
                 BenchWhat::Memory => bench::memory(),
                 BenchWhat::Marks => bench::marks(),
+                BenchWhat::Churn => churn::churn(),
             }
         }
     }

@@ -286,6 +286,11 @@ impl Baseline {
     }
 
     /// Makes every change so far durable.
+    /// Whether changes wait for a commit.
+    pub fn uncommitted(&self) -> bool {
+        self.in_tx
+    }
+
     pub fn commit(&mut self) -> Result<(), BaselineError> {
         if self.in_tx {
             self.conn.execute_batch("COMMIT")?;

@@ -34,7 +34,8 @@ use super::{
 };
 use crate::{
     event::{
-        Action, FileEvent, InodeRef, Integrity, Origin, PathSource, ReportedPath, unix_now_ns,
+        Action, FileEvent, InodeRef, Integrity, Losses, Origin, PathSource, ReportedPath,
+        unix_now_ns,
     },
     watch::{ScanRoot, WatchSet},
 };
@@ -116,8 +117,13 @@ fn step_for(action: Action, in_burst: bool) -> Step {
         | Action::Mkdir
         | Action::Added
         | Action::Changed => Step::Metadata,
+        // Never accepted: the engine makes gap events itself and emits them in their turn.
+        Action::Gap => Step::Metadata,
     }
 }
+
+/// How often the baseline's changes are committed, at most.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
 /// `RENAME_EXCHANGE`.
 const RENAME_EXCHANGE: u32 = 2;
@@ -213,6 +219,8 @@ pub struct Engine {
     touched: HashSet<Vec<u8>>,
     next_rescan: Option<Instant>,
     repair_wanted: bool,
+    /// When the sensor's losses were last read unchanged: a gap began after it.
+    losses_checked_ns: i128,
     last_commit: Instant,
 }
 
@@ -272,6 +280,7 @@ impl Engine {
             touched: HashSet::new(),
             next_rescan,
             repair_wanted: false,
+            losses_checked_ns: unix_now_ns(),
             last_commit: Instant::now(),
         };
         let initial = engine.baseline.meta("initialized")?.is_none();
@@ -280,11 +289,12 @@ impl Engine {
     }
 
     /// Runs the stage on the current thread until `input` closes. `lost_in_kernel` reports
-    /// the sensor's drop total; when it grows, a repair rescan is scheduled.
+    /// the sensor's losses; when they grow, a gap event is reported (in its turn) and a
+    /// repair rescan is scheduled.
     pub fn run(
         mut self,
         input: &flume::Receiver<FileEvent>,
-        lost_in_kernel: impl Fn() -> u64,
+        lost_in_kernel: impl Fn() -> Losses,
     ) -> Result<(), EngineError> {
         let result = self.event_loop(input, lost_in_kernel);
         self.finish();
@@ -294,7 +304,7 @@ impl Engine {
     fn event_loop(
         &mut self,
         input: &flume::Receiver<FileEvent>,
-        lost_in_kernel: impl Fn() -> u64,
+        lost_in_kernel: impl Fn() -> Losses,
     ) -> Result<(), EngineError> {
         let mut input_open = true;
         let mut lost_seen = lost_in_kernel();
@@ -330,6 +340,10 @@ impl Engine {
                 Msg::Event(Some(ev)) => self.accept(*ev)?,
                 Msg::Event(None) => {
                     input_open = false;
+                    // The sensor has stopped and read its counters a last time: what it
+                    // lost since the last check is reported now (no repair scan follows a
+                    // stop; the next start compares the disk with the baseline).
+                    self.report_losses(&mut lost_seen, &lost_in_kernel);
                     if let Some(s) = &self.scan {
                         s.cancel.store(true, Ordering::Relaxed);
                     }
@@ -356,18 +370,28 @@ impl Engine {
         }
     }
 
+    /// When the loop must wake without input: a quiet period ending, a commit due, a
+    /// scheduled rescan, and every two seconds for the sensor's loss counters (the sensor
+    /// reads them as often). Idle, that is one wakeup every two seconds.
     fn next_deadline(&self) -> Instant {
-        let mut d = Instant::now() + Duration::from_millis(200);
+        let now = Instant::now();
+        let mut d = now + Duration::from_secs(2);
         for dirty in self.dirty.values() {
             d = d.min(dirty.deadline);
         }
-        d
+        if self.baseline.uncommitted() {
+            d = d.min(self.last_commit + COMMIT_EVERY);
+        }
+        if let Some(t) = self.next_rescan {
+            d = d.min(t);
+        }
+        d.max(now)
     }
 
     fn timers(
         &mut self,
-        lost_seen: &mut u64,
-        lost_in_kernel: &impl Fn() -> u64,
+        lost_seen: &mut Losses,
+        lost_in_kernel: &impl Fn() -> Losses,
     ) -> Result<(), EngineError> {
         let now = Instant::now();
         let due: Vec<Vec<u8>> = self
@@ -379,13 +403,7 @@ impl Engine {
         for key in due {
             self.settle_quiet(&key)?;
         }
-        let lost = lost_in_kernel();
-        if lost > *lost_seen {
-            warn!(
-                "{} events lost in the kernel: rescanning the watched paths to repair the baseline",
-                lost - *lost_seen
-            );
-            *lost_seen = lost;
+        if self.report_losses(lost_seen, lost_in_kernel) {
             self.repair_wanted = true;
         }
         if self.scan.is_none() {
@@ -396,13 +414,65 @@ impl Engine {
                 self.start_scan(Origin::Rescan, false);
             }
         }
-        if now.duration_since(self.last_commit) >= Duration::from_millis(200) {
+        if now.duration_since(self.last_commit) >= COMMIT_EVERY {
             self.baseline.commit()?;
             self.last_commit = now;
         } else {
             self.baseline.commit_if_large()?;
         }
         Ok(())
+    }
+
+    /// Reports a gap event (in its turn) if the sensor lost operations since the last
+    /// check; true if it did.
+    fn report_losses(
+        &mut self,
+        lost_seen: &mut Losses,
+        lost_in_kernel: &impl Fn() -> Losses,
+    ) -> bool {
+        let lost = lost_in_kernel();
+        let checked = unix_now_ns();
+        let gap = lost.gap_since(lost_seen, self.losses_checked_ns, self.roots());
+        self.losses_checked_ns = checked;
+        let Some(gap) = gap else {
+            return false;
+        };
+        warn!(
+            "{}{} operations lost before they were reported ({}): reporting a gap and rescanning the watched paths to repair the baseline",
+            gap.operations,
+            if gap.unknown_more {
+                " and an unknown number of"
+            } else {
+                ""
+            },
+            gap.causes
+                .iter()
+                .map(|(c, n)| format!("{c}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let root = gap.roots.first().cloned().unwrap_or_else(|| b"/".to_vec());
+        let mut ev = FileEvent::new(
+            Action::Gap,
+            ReportedPath::new(root, PathSource::Scan),
+            "fim",
+        );
+        ev.gap = Some(gap);
+        self.emit_in_order(ev);
+        *lost_seen = lost;
+        true
+    }
+
+    /// The watched roots, as a gap event names them.
+    fn roots(&self) -> Vec<Vec<u8>> {
+        self.watch
+            .scan_roots()
+            .into_iter()
+            .map(|r| match r {
+                ScanRoot::Tree(p) | ScanRoot::Exact(p) => p,
+                ScanRoot::Children { dir, .. } => dir,
+            })
+            .collect()
     }
 
     /// Hashes a burst that saw no close within the quiet period.

@@ -14,7 +14,10 @@ use log::{info, warn};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{event::FileEvent, watch::WatchSet};
+use crate::{
+    event::{FileEvent, Losses},
+    watch::WatchSet,
+};
 
 /// What keeps the process table current (the eBPF process-table programs): the fanotify
 /// sensor brings it up to date before it attributes a batch of events.
@@ -183,9 +186,10 @@ impl Sensor {
         }
     }
 
-    /// A reader of the sensor's loss total (kernel drops, or fanotify queue overflows),
-    /// which the integrity engine watches to schedule repair rescans.
-    pub fn losses(&self) -> impl Fn() -> u64 + Send + 'static {
+    /// A reader of the sensor's losses by cause (kernel drops, fanotify overflows, events
+    /// that could not be resolved), which the integrity engine turns into gap events and
+    /// repair rescans.
+    pub fn losses(&self) -> impl Fn() -> Losses + Send + 'static {
         let (ebpf, fan) = match self {
             Self::Ebpf(s) => (Some(s.counters.clone()), None),
             Self::Fanotify(s) => (None, Some(s.counters.clone())),
@@ -195,13 +199,18 @@ impl Sensor {
             }
         };
         move || {
-            ebpf.as_ref().map_or(0, |c| {
-                c.ring_full.load(Ordering::Relaxed)
-                    + c.pending_full.load(Ordering::Relaxed)
-                    + c.writers_full.load(Ordering::Relaxed)
-            }) + fan.as_ref().map_or(0, |c| {
-                c.overflows.load(Ordering::Relaxed) + c.unresolved.load(Ordering::Relaxed)
-            })
+            let mut l = Losses::default();
+            if let Some(c) = &ebpf {
+                l.ring_full = c.ring_full.load(Ordering::Relaxed);
+                l.pending_full = c.pending_full.load(Ordering::Relaxed);
+                l.writers_full = c.writers_full.load(Ordering::Relaxed);
+                l.unresolved = c.undecodable.load(Ordering::Relaxed);
+            }
+            if let Some(c) = &fan {
+                l.overflows = c.overflows.load(Ordering::Relaxed);
+                l.unresolved += c.unresolved.load(Ordering::Relaxed);
+            }
+            l
         }
     }
 
@@ -222,8 +231,6 @@ impl Sensor {
     }
 }
 
-/// How often the tracepoint ring is drained when the kernel does not wake us.
-const WITNESSED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// How soon the loop comes back while fanotify events wait for their verdict.
 const WITNESSED_JUDGE: std::time::Duration = std::time::Duration::from_millis(3);
 
@@ -239,23 +246,22 @@ async fn run_witnessed(
     use witness::{From, Merger};
     let mut reader = files.reader()?;
     let mut merger = Merger::default();
-    let mut housekeeping = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut housekeeping = tokio::time::interval(ebpf::DROP_CHECK_INTERVAL);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut drained, mut read) = (Vec::new(), Vec::new());
+    let mut batched = false;
     loop {
-        let wait = if merger.waiting() {
-            WITNESSED_JUDGE
-        } else {
-            WITNESSED_POLL
-        };
+        let waiting = merger.waiting();
         let stopping = tokio::select! {
             () = shutdown.cancelled() => true,
-            () = events.readable() => false,
-            r = fanotify::FanotifySensor::readable(&reader) => {
+            () = events.readable(), if !batched => false,
+            r = fanotify::FanotifySensor::readable(&reader), if !batched => {
                 r?;
                 false
             }
-            () = tokio::time::sleep(wait) => false,
+            // A verdict due, or the pause after a large batch (see `ebpf::BATCH_PAUSE`).
+            () = tokio::time::sleep(if batched { ebpf::BATCH_PAUSE } else { WITNESSED_JUDGE }),
+                if waiting || batched => false,
             _ = housekeeping.tick() => {
                 events.housekeeping();
                 files.tick();
@@ -263,11 +269,14 @@ async fn run_witnessed(
             }
         };
         merger.begin_round();
-        events.take_ready(&mut drained);
+        let records = events.take_ready(&mut drained);
         for ev in drained.drain(..) {
             merger.tracepoint(ev);
         }
-        files.read_some(&mut reader, &mut read)?;
+        let queue_empty = files.read_some(&mut reader, &mut read)?;
+        // After a large batch, or a fanotify flood that outlasted one wakeup's reads (its
+        // readiness is consumed), come back after a pause rather than wait for a wakeup.
+        batched = !stopping && (records >= ebpf::BATCH_RECORDS || !queue_empty);
         if stopping {
             files.stop(&mut reader, &mut read)?;
         }

@@ -72,7 +72,7 @@ fn classes(action: Action) -> &'static [Class] {
         Action::Rmdir => &[Remove],
         Action::Rename => &[Rename],
         // The engine's and the scanner's, never a sensor's.
-        Action::Modified | Action::Added | Action::Removed | Action::Changed => &[],
+        Action::Modified | Action::Added | Action::Removed | Action::Changed | Action::Gap => &[],
     }
 }
 

@@ -58,6 +58,9 @@ fn path_info(p: &ReportedPath) -> Value {
 
 /// The ECS document for one event. `sequence` numbers events in output order.
 pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
+    if let Some(gap) = &ev.gap {
+        return gap_doc(ev, gap, sequence);
+    }
     let timestamp = time_ns(ev.time_unix_ns);
     let path = render_bytes(&ev.path.bytes);
     let mut file = Map::new();
@@ -261,6 +264,46 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
             json!({ "id": p.gid.to_string(), "effective": { "id": p.egid.to_string() } });
     }
     doc
+}
+
+/// A gap: operations lost before they were reported, when, where, and why. No `file`: it
+/// is about the watched roots, which the repair rescan that follows goes through.
+fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, sequence: u64) -> Value {
+    let count = if gap.unknown_more {
+        format!("at least {}", gap.operations)
+    } else {
+        gap.operations.to_string()
+    };
+    let causes: Map<String, Value> = gap
+        .causes
+        .iter()
+        .map(|(c, n)| ((*c).to_owned(), json!(n)))
+        .collect();
+    json!({
+        "@timestamp": time_ns(ev.time_unix_ns),
+        "event": {
+            "kind": "event",
+            "category": ["file"],
+            "type": [ev.action.ecs_type()],
+            "action": ev.action.as_str(),
+            "module": "fim",
+            "dataset": "fim.file",
+            "sequence": sequence,
+        },
+        "message": format!(
+            "{count} file operations were lost before they were reported; the watched paths are rescanned to report what they changed"
+        ),
+        "fim": {
+            "gap": {
+                "operations": gap.operations,
+                "unknown_more": gap.unknown_more,
+                "causes": causes,
+                "start": time_ns(gap.since_unix_ns),
+                "end": time_ns(ev.time_unix_ns),
+                "roots": gap.roots.iter().map(|r| render_bytes(r)).collect::<Vec<_>>(),
+            },
+        },
+    })
 }
 
 /// `process.entity_id`: the pid and the start time in clock ticks since boot, the precision

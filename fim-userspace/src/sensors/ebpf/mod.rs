@@ -85,11 +85,16 @@ impl Tier {
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fim-ebpf"));
 
-/// How often the ring buffer is drained when the kernel does not wake us (it only does so
-/// under load; see `fim-ebpf/src/emit.rs`).
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// How often the kernel's drop counters are read.
-const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// After a drain that found at least [`BATCH_RECORDS`] records, wait this long before the
+/// next: records arriving meanwhile do not wake us (see `fim-ebpf/src/emit.rs`), so a high
+/// rate is read in batches, at most one wakeup per pause. A drain that found fewer goes
+/// back to waiting at once (low rates: each event is read as it comes).
+pub const BATCH_PAUSE: Duration = Duration::from_millis(1);
+/// See [`BATCH_PAUSE`].
+pub const BATCH_RECORDS: usize = 64;
+/// How often the kernel's drop counters are read (and, idle, how often the sensor wakes:
+/// it and the integrity engine, each every two seconds, make one wakeup a second).
+pub const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why the sensor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -887,18 +892,22 @@ impl EbpfSensor {
         shutdown: CancellationToken,
     ) -> Result<Arc<DropCounters>, EbpfError> {
         let mut drop_check = tokio::time::interval(DROP_CHECK_INTERVAL);
+        drop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ready = Vec::new();
         loop {
             let stopping = tokio::select! {
                 () = shutdown.cancelled() => true,
                 () = self.readable() => false,
-                () = tokio::time::sleep(POLL_INTERVAL) => false,
                 _ = drop_check.tick() => {
                     self.housekeeping();
                     false
                 }
             };
-            self.take_ready(&mut ready);
+            let records = self.take_ready(&mut ready);
+            if records >= BATCH_RECORDS && !stopping {
+                tokio::time::sleep(BATCH_PAUSE).await;
+                self.take_ready(&mut ready);
+            }
             for ev in ready.drain(..) {
                 if tx.send(ev).await.is_err() {
                     return Ok(self.finish());
@@ -911,8 +920,7 @@ impl EbpfSensor {
         Ok(self.finish())
     }
 
-    /// Waits until the kernel says records are waiting (it does so only under load; see
-    /// `fim-ebpf/src/emit.rs`: poll too, every [`POLL_INTERVAL`]).
+    /// Waits until the kernel says records are waiting (see `fim-ebpf/src/emit.rs`).
     pub async fn readable(&self) {
         if let Ok(mut guard) = self.ring.readable().await {
             guard.clear_ready();
@@ -975,12 +983,14 @@ impl EbpfSensor {
     }
 
     /// Decodes every waiting record: file events go to `out` in ring order, process
-    /// records to the process table.
-    pub fn take_ready(&mut self, out: &mut Vec<FileEvent>) {
+    /// records to the process table. Returns how many records there were.
+    pub fn take_ready(&mut self, out: &mut Vec<FileEvent>) -> usize {
+        let mut records = 0;
         loop {
             let decoded = match self.ring.get_mut().next() {
-                None => return,
+                None => return records,
                 Some(item) => {
+                    records += 1;
                     decode_record(&item, self.boot_to_unix_ns, self.name, &self.identities)
                 }
             };

@@ -339,22 +339,25 @@ impl FanotifySensor {
         let mut reader = self.reader()?;
         // Keeps the process table current (and its kernel ring drained) when no file
         // events come.
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut events = Vec::new();
+        let mut more = false;
         loop {
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
-                r = Self::readable(&reader) => {
+                r = Self::readable(&reader), if !more => {
                     r?;
                     false
                 }
+                // A flood outlasted one wakeup's reads, and their readiness is consumed.
+                () = tokio::task::yield_now(), if more => false,
                 _ = tick.tick() => {
                     self.tick();
                     false
                 }
             };
-            self.read_some(&mut reader, &mut events)?;
+            more = !self.read_some(&mut reader, &mut events)?;
             if stopping {
                 self.stop(&mut reader, &mut events)?;
             }

@@ -1,0 +1,713 @@
+//! `cargo xtask bench churn`: the churn workload side by side under every monitor this
+//! machine can run, in one run, printed as a Markdown table.
+//!
+//! The workload creates `N` files (default 100,000; `FIM_BENCH_FILES` overrides), and for
+//! each: create, write 4 KiB, close, rename, chmod, unlink: six operations, counted by the
+//! workload itself as they succeed (the true count). Each monitor runs while the workload
+//! runs in a watched directory ("inside") and, for fim, in an unwatched directory on the
+//! same file system with the built-in watch set ("outside"). Reported: the workload's time
+//! and slowdown against an unmonitored run, the operations the monitor reported against
+//! the true count (fim: one event per operation; auditd: the four its watch records:
+//! create, rename, chmod, unlink; inotifywait: its events folded to operations), the loss
+//! the monitor itself reported, its CPU per operation, and write-to-event latency (p50,
+//! p99) of 200 single writes made 10 ms apart, before the churn.
+//!
+//! Set `FIM_BENCH_PROFILE=1` to record the daemon of the first fim run with
+//! `perf record -e cpu-clock -g` and print where its time went.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{BufRead, BufReader, Write as _},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{apt_install, step};
+
+/// The six operations of the workload, per file, as fim names them.
+const OPS: [&str; 6] = [
+    "create",
+    "write",
+    "close_write",
+    "rename",
+    "chmod",
+    "unlink",
+];
+/// Single writes timed for latency, and the pause between them.
+const LATENCY_SAMPLES: usize = 200;
+const LATENCY_GAP: Duration = Duration::from_millis(10);
+
+/// What the workload did: its duration and the operations that succeeded.
+struct Done {
+    took: Duration,
+    ops: u64,
+}
+
+/// The workload: `n` files through the six operations, in `dir`.
+fn workload(dir: &Path, n: usize) -> Result<Done> {
+    let block = [7u8; 4096];
+    let start = Instant::now();
+    let mut ops = 0u64;
+    for i in 0..n {
+        let (p, r) = (dir.join(format!("f{i}")), dir.join(format!("r{i}")));
+        let mut f = fs::File::create(&p)?;
+        ops += 1;
+        f.write_all(&block)?;
+        ops += 1;
+        drop(f);
+        ops += 1;
+        fs::rename(&p, &r)?;
+        ops += 1;
+        fs::set_permissions(&r, fs::Permissions::from_mode(0o600))?;
+        ops += 1;
+        fs::remove_file(&r)?;
+        ops += 1;
+    }
+    Ok(Done {
+        took: start.elapsed(),
+        ops,
+    })
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    crate::bench::cpu_seconds(pid)
+}
+
+/// What a monitor's output told us, filled by a reader thread.
+#[derive(Default)]
+struct Seen {
+    /// Events per operation name, about the churn files.
+    ops: HashMap<String, u64>,
+    /// When each latency file's event arrived.
+    latency: HashMap<String, Instant>,
+    /// Whether the end marker was seen.
+    end: bool,
+    /// Operations the monitor said it lost.
+    lost: u64,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+/// A running monitor.
+struct Running {
+    child: Option<Child>,
+    /// The process whose CPU is the monitor's.
+    pid: u32,
+    seen: Shared,
+    what: &'static str,
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Seen> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The name after the last `/`.
+fn base(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// Counts one fim event line.
+fn fim_line(seen: &Shared, line: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return;
+    };
+    let action = v["event"]["action"].as_str().unwrap_or_default();
+    let path = v["file"]["path"].as_str().unwrap_or_default();
+    let name = base(path);
+    let mut s = lock(seen);
+    if action == "gap" {
+        s.lost += v["fim"]["gap"]["operations"].as_u64().unwrap_or(0);
+        return;
+    }
+    if name.starts_with("lat") && action == "close_write" {
+        s.latency
+            .entry(name.to_owned())
+            .or_insert_with(Instant::now);
+    } else if name == "end" {
+        s.end = true;
+    } else if name.starts_with('f') || name.starts_with('r') {
+        *s.ops.entry(action.to_owned()).or_default() += 1;
+    }
+}
+
+/// Counts one inotifywait line (`EVENTS path`).
+fn inotify_line(seen: &Shared, line: &str) {
+    let Some((events, path)) = line.split_once(' ') else {
+        return;
+    };
+    let name = base(path);
+    let mut s = lock(seen);
+    for e in events.split(',') {
+        if name.starts_with("lat") && e == "CLOSE_WRITE" {
+            s.latency
+                .entry(name.to_owned())
+                .or_insert_with(Instant::now);
+        } else if name == "end" {
+            s.end = true;
+        } else if name.starts_with('f') || name.starts_with('r') {
+            let op = match e {
+                "CREATE" => "create",
+                "MODIFY" => "write",
+                "CLOSE_WRITE" => "close_write",
+                "MOVED_TO" => "rename",
+                "ATTRIB" => "chmod",
+                "DELETE" => "unlink",
+                _ => continue,
+            };
+            *s.ops.entry(op.to_owned()).or_default() += 1;
+        } else if e == "Q_OVERFLOW" {
+            s.lost += 1;
+        }
+    }
+}
+
+/// Starts fim with `sensor`, watching `watch` (the built-in set when `None`).
+fn start_fim(fim: &Path, sensor: &str, watch: Option<&Path>, work: &Path) -> Result<Running> {
+    let state = work.join(format!("state-{sensor}"));
+    let _ = fs::remove_dir_all(&state);
+    let log = work.join(format!("fim-{sensor}.log"));
+    let mut cmd = Command::new(fim);
+    cmd.args(["run", "--rescan-interval", "0", "--sensor", sensor])
+        .arg("--state-dir")
+        .arg(&state);
+    if let Some(w) = watch {
+        cmd.arg("--watch").arg(w);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("starting fim")?;
+    let seen = Shared::default();
+    let stdout = child.stdout.take().context("fim stdout")?;
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            fim_line(&s, &line);
+        }
+    });
+    let start = Instant::now();
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("baseline built")
+    {
+        if start.elapsed() > Duration::from_secs(300) || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            bail!(
+                "fim did not start:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Running {
+        pid: child.id(),
+        child: Some(child),
+        seen,
+        what: "fim",
+    })
+}
+
+fn start_inotifywait(dir: &Path) -> Result<Running> {
+    let mut child = Command::new("inotifywait")
+        .args(["-m", "-r", "-q", "--format", "%e %w%f"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting inotifywait")?;
+    let seen = Shared::default();
+    let stdout = child.stdout.take().context("inotifywait stdout")?;
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            inotify_line(&s, &line);
+        }
+    });
+    let stderr = child.stderr.take().context("inotifywait stderr")?;
+    // It says "Watches established." on stderr even with -q? Not with -q: wait a moment.
+    drop(stderr);
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(Running {
+        pid: child.id(),
+        child: Some(child),
+        seen,
+        what: "inotifywait",
+    })
+}
+
+const AUDIT_LOG: &str = "/var/log/audit/audit.log";
+const AUDIT_KEY: &str = "fimbench";
+
+fn pidof(name: &str) -> Option<u32> {
+    let out = Command::new("pidof").arg(name).output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// auditd with one watch rule on `dir`; its log is followed by a thread.
+fn start_auditd(dir: &Path) -> Result<Running> {
+    if pidof("auditd").is_none() {
+        crate::run(Command::new("auditd").arg("-s").arg("nochange")).context("starting auditd")?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pid = pidof("auditd").context("auditd is not running")?;
+    let _ = Command::new("auditctl").args(["-D"]).status();
+    crate::run(
+        Command::new("auditctl")
+            .arg("-w")
+            .arg(dir)
+            .args(["-p", "wa", "-k", AUDIT_KEY]),
+    )?;
+    let seen = Shared::default();
+    let s = seen.clone();
+    let start_len = fs::metadata(AUDIT_LOG).map(|m| m.len()).unwrap_or(0);
+    std::thread::spawn(move || {
+        use std::io::{Seek, SeekFrom};
+        let Ok(mut f) = fs::File::open(AUDIT_LOG) else {
+            return;
+        };
+        let _ = f.seek(SeekFrom::Start(start_len));
+        let mut r = BufReader::new(f);
+        let mut line = String::new();
+        // A PATH record names the file; the SYSCALL record before it says the operation.
+        let mut syscall = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    std::thread::sleep(Duration::from_micros(500));
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            if line.starts_with("type=SYSCALL") {
+                if line.contains(AUDIT_KEY) {
+                    syscall = line
+                        .split_whitespace()
+                        .find_map(|f| f.strip_prefix("syscall="))
+                        .unwrap_or_default()
+                        .to_owned();
+                } else {
+                    syscall.clear();
+                }
+                continue;
+            }
+            if syscall.is_empty()
+                || !line.starts_with("type=PATH")
+                || line.contains("nametype=PARENT")
+            {
+                continue;
+            }
+            let Some(name) = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("name="))
+                .map(|n| base(n.trim_matches('"')).to_owned())
+            else {
+                continue;
+            };
+            let mut s = lock(&s);
+            if name.starts_with("lat") {
+                s.latency.entry(name).or_insert_with(Instant::now);
+            } else if name == "end" {
+                s.end = true;
+            } else if name.starts_with('f') || name.starts_with('r') {
+                // x86_64: openat 257, rename 82, renameat 264, renameat2 316, chmod 90,
+                // fchmodat 268, unlink 87, unlinkat 263.
+                let op = match syscall.as_str() {
+                    "257" | "2" | "85" => "create",
+                    "82" | "264" | "316" => "rename",
+                    "90" | "268" | "452" => "chmod",
+                    "87" | "263" => "unlink",
+                    _ => continue,
+                };
+                *s.ops.entry(op.to_owned()).or_default() += 1;
+                if op == "rename" {
+                    // One rename has two PATH records (old and new): count it once.
+                    syscall.clear();
+                }
+            }
+        }
+    });
+    Ok(Running {
+        child: None,
+        pid,
+        seen,
+        what: "auditd",
+    })
+}
+
+impl Running {
+    /// Waits until the monitor reported the end marker (made after the workload), at most
+    /// `limit`.
+    fn catch_up(&self, dir: &Path, limit: Duration) -> Result<bool> {
+        let end = dir.join("end");
+        fs::write(&end, b"end")?;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if lock(&self.seen).end {
+                let _ = fs::remove_file(&end);
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = fs::remove_file(&end);
+        Ok(false)
+    }
+
+    fn stop(mut self) -> Result<()> {
+        if self.what == "auditd" {
+            let _ = Command::new("auditctl").arg("-D").status();
+            return Ok(());
+        }
+        if let Some(c) = &mut self.child {
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while c.try_wait()?.is_none() {
+                if start.elapsed() > Duration::from_secs(60) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    bail!("{} did not stop within 60 s of SIGINT", self.what);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write-to-event latency of single writes in `dir`: (p50, p99), or `None` when the
+/// monitor reported too few of them.
+fn latency(dir: &Path, m: &Running) -> Result<Option<(Duration, Duration)>> {
+    let mut sent = Vec::new();
+    for i in 0..LATENCY_SAMPLES {
+        let name = format!("lat{i}");
+        let p = dir.join(&name);
+        let t = Instant::now();
+        fs::write(&p, b"latency sample")?;
+        sent.push((name, t));
+        std::thread::sleep(LATENCY_GAP);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = lock(&m.seen);
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(n, t)| seen.latency.get(n).map(|r| r.saturating_duration_since(*t)))
+        .collect();
+    drop(seen);
+    for (n, _) in &sent {
+        let _ = fs::remove_file(dir.join(n));
+    }
+    if lat.len() < LATENCY_SAMPLES * 9 / 10 {
+        return Ok(None);
+    }
+    lat.sort();
+    let at = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    Ok(Some((at(0.5), at(0.99))))
+}
+
+/// One row of the table.
+struct Row {
+    monitor: String,
+    place: &'static str,
+    took: Duration,
+    reported: Option<(u64, u64)>,
+    lost: String,
+    cpu: f64,
+    ops: u64,
+    latency: Option<(Duration, Duration)>,
+}
+
+/// Operations reported, capped per operation at the number of files, against what the
+/// monitor is built to report (`kinds` of the six operations per file).
+fn reported(seen: &Seen, files: u64, kinds: &[&str]) -> (u64, u64) {
+    let got = kinds
+        .iter()
+        .map(|k| seen.ops.get(*k).copied().unwrap_or(0).min(files))
+        .sum();
+    (got, files * kinds.len() as u64)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The benchmark.
+pub fn churn() -> Result<()> {
+    if !crate::is_root() {
+        bail!("the churn benchmark runs fim, auditd and fanotify: run it as root");
+    }
+    apt_install(&["auditd", "inotify-tools"])?;
+    let fim = crate::bench::release_fim()?;
+    let files: usize = std::env::var("FIM_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let profile = std::env::var("FIM_BENCH_PROFILE").is_ok_and(|v| v == "1");
+    let work = crate::bench::bench_dir().join("churn");
+    let _ = fs::remove_dir_all(&work);
+    let (inside, outside) = (work.join("inside"), work.join("outside"));
+    fs::create_dir_all(&inside)?;
+    fs::create_dir_all(&outside)?;
+    let sensors = sensors(&fim)?;
+    step(&format!(
+        "churn: {files} files x 6 operations; fim sensors here: {}",
+        sensors.join(", ")
+    ));
+
+    // Warm up, then the unmonitored reference (best of 3).
+    workload(&inside, files / 10)?;
+    let mut none = Duration::MAX;
+    for _ in 0..3 {
+        let d = workload(&inside, files)?;
+        if d.ops != 6 * files as u64 {
+            bail!("the workload did {} operations, not {}", d.ops, 6 * files);
+        }
+        none = none.min(d.took);
+    }
+    let mut rows = vec![Row {
+        monitor: "none".into(),
+        place: "—",
+        took: none,
+        reported: None,
+        lost: "—".into(),
+        cpu: 0.0,
+        ops: 6 * files as u64,
+        latency: None,
+    }];
+
+    let mut profiled = !profile;
+    for sensor in &sensors {
+        for place in ["inside", "outside"] {
+            let (dir, watch) = if place == "inside" {
+                (&inside, Some(inside.as_path()))
+            } else {
+                (&outside, None)
+            };
+            step(&format!(
+                "fim --sensor {sensor}, churn {place} the watched tree"
+            ));
+            let m = start_fim(&fim, sensor, watch, &work)?;
+            let lat = if place == "inside" {
+                latency(dir, &m)?
+            } else {
+                None
+            };
+            let perf = if profiled || place == "outside" {
+                None
+            } else {
+                profiled = true;
+                Some(
+                    Command::new("perf")
+                        .args(["record", "-e", "cpu-clock", "-g", "-o"])
+                        .arg(work.join("perf.data"))
+                        .args(["-p", &m.pid.to_string()])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .context("perf record")?,
+                )
+            };
+            let cpu0 = cpu_seconds(m.pid);
+            let d = workload(dir, files)?;
+            let caught = if place == "inside" {
+                m.catch_up(dir, Duration::from_secs(600))?
+            } else {
+                std::thread::sleep(Duration::from_millis(500));
+                true
+            };
+            let cpu = cpu_seconds(m.pid) - cpu0;
+            if let Some(mut p) = perf {
+                let _ = Command::new("kill")
+                    .args(["-INT", &p.id().to_string()])
+                    .status();
+                let _ = p.wait();
+            }
+            let seen = std::mem::take(&mut *lock(&m.seen));
+            m.stop()?;
+            let lost = if !caught {
+                "did not catch up in 10 min".to_owned()
+            } else if seen.lost > 0 {
+                format!("{} operations", seen.lost)
+            } else {
+                "0".to_owned()
+            };
+            rows.push(Row {
+                monitor: format!("fim --sensor {sensor}"),
+                place,
+                took: d.took,
+                reported: (place == "inside").then(|| reported(&seen, files as u64, &OPS)),
+                lost,
+                cpu,
+                ops: d.ops,
+                latency: lat,
+            });
+        }
+    }
+
+    step("auditd -w DIR -p wa");
+    match start_auditd(&inside) {
+        Ok(m) => {
+            let lat = latency(&inside, &m)?;
+            let cpu0 = cpu_seconds(m.pid);
+            let d = workload(&inside, files)?;
+            let caught = m.catch_up(&inside, Duration::from_secs(600))?;
+            let cpu = cpu_seconds(m.pid) - cpu0;
+            let seen = std::mem::take(&mut *lock(&m.seen));
+            m.stop()?;
+            rows.push(Row {
+                monitor: "auditd `-w DIR -p wa`".into(),
+                place: "inside",
+                took: d.took,
+                reported: Some(reported(
+                    &seen,
+                    files as u64,
+                    &["create", "rename", "chmod", "unlink"],
+                )),
+                lost: if caught {
+                    "0".into()
+                } else {
+                    "did not catch up".into()
+                },
+                cpu,
+                ops: d.ops,
+                latency: lat,
+            });
+        }
+        Err(e) => eprintln!("==> xtask: auditd not measured: {e:#}"),
+    }
+
+    step("inotifywait -m -r");
+    let m = start_inotifywait(&inside)?;
+    let lat = latency(&inside, &m)?;
+    let cpu0 = cpu_seconds(m.pid);
+    let d = workload(&inside, files)?;
+    let caught = m.catch_up(&inside, Duration::from_secs(600))?;
+    let cpu = cpu_seconds(m.pid) - cpu0;
+    let seen = std::mem::take(&mut *lock(&m.seen));
+    m.stop()?;
+    rows.push(Row {
+        monitor: "inotifywait `-m -r`".into(),
+        place: "inside",
+        took: d.took,
+        reported: Some(reported(&seen, files as u64, &OPS)),
+        lost: if seen.lost > 0 {
+            format!("{} overflows", seen.lost)
+        } else if caught {
+            "0".into()
+        } else {
+            "did not catch up".into()
+        },
+        cpu,
+        ops: d.ops,
+        latency: lat,
+    });
+
+    println!(
+        "\nchurn: {files} files x (create, write 4 KiB, close, rename, chmod, unlink) = {} operations; \
+         unmonitored best of 3: {:.3} s\n",
+        6 * files,
+        none.as_secs_f64()
+    );
+    println!(
+        "| monitor | churn | workload | slowdown | operations reported / it reports | loss it reported | monitor CPU | µs per operation | write→event p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let rep = r.reported.map_or("—".to_owned(), |(got, of)| {
+            format!(
+                "{got} / {of} ({:.1}%)",
+                100.0 * got as f64 / of.max(1) as f64
+            )
+        });
+        let (p50, p99) = r
+            .latency
+            .map_or(("—".to_owned(), "—".to_owned()), |(a, b)| {
+                (ms(a), ms(b))
+            });
+        println!(
+            "| {} | {} | {:.3} s | {:.2}x | {rep} | {} | {:.2} s | {:.2} | {p50} | {p99} |",
+            r.monitor,
+            r.place,
+            r.took.as_secs_f64(),
+            r.took.as_secs_f64() / none.as_secs_f64(),
+            r.lost,
+            r.cpu,
+            r.cpu * 1e6 / r.ops.max(1) as f64,
+        );
+    }
+    if profile {
+        let out = Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--percent-limit",
+                "1.5",
+                "-i",
+            ])
+            .arg(work.join("perf.data"))
+            .args(["--sort", "symbol", "-g", "none"])
+            .output()
+            .context("perf report")?;
+        println!(
+            "\nwhere the first fim run's daemon spent its CPU (perf, cpu-clock, symbols over 1.5%):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// The fim sensors this kernel runs: `auto` and each eBPF tier that loads, and fanotify.
+fn sensors(fim: &Path) -> Result<Vec<String>> {
+    let mut out = vec!["auto".to_owned()];
+    let probe = crate::bench::bench_dir().join("churn-probe");
+    let _ = fs::create_dir_all(&probe);
+    for tier in ["lsm", "fentry", "tracepoint"] {
+        let state = probe.join(format!("state-{tier}"));
+        let _ = fs::remove_dir_all(&state);
+        let mut c = Command::new(fim)
+            .args(["run", "--rescan-interval", "0", "--sensor", tier, "--watch"])
+            .arg(&probe)
+            .arg("--state-dir")
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = c.stderr.take().context("stderr")?;
+        let mut ok = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("baseline built") {
+                ok = true;
+                break;
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+        if ok {
+            out.push(tier.to_owned());
+        }
+    }
+    out.push("fanotify".to_owned());
+    let _ = fs::remove_dir_all(&probe);
+    Ok(out)
+}
