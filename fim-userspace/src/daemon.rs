@@ -83,14 +83,17 @@ pub async fn run(
     let filter_watch = watch.clone();
     let filter_task = tracker.spawn(async move {
         // The kernel filter is a conservative prefix match; this is the exact rule check.
-        while let Some(mut ev) = filter_rx.recv().await {
-            canonical_spelling(&filter_watch, &mut ev);
-            let watched = filter_watch.matches(&ev.path.bytes)
-                || ev.source.as_ref().is_some_and(|s| {
-                    ev.action != crate::event::Action::Symlink && filter_watch.matches(&s.bytes)
-                });
-            if watched && engine_tx.send_async(ev).await.is_err() {
-                break;
+        let mut batch = Vec::with_capacity(256);
+        'recv: while filter_rx.recv_many(&mut batch, 256).await > 0 {
+            for mut ev in batch.drain(..) {
+                canonical_spelling(&filter_watch, &mut ev);
+                let watched = filter_watch.matches(&ev.path.bytes)
+                    || ev.source.as_ref().is_some_and(|s| {
+                        ev.action != crate::event::Action::Symlink && filter_watch.matches(&s.bytes)
+                    });
+                if watched && engine_tx.send_async(ev).await.is_err() {
+                    break 'recv;
+                }
             }
         }
     });

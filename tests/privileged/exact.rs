@@ -99,9 +99,10 @@ fn assert_exactly(seen: &[Value], dir: &Path, expected: &[Expected<'_>], tid: u3
     assert_eq!(
         got.len(),
         expected.len(),
-        "expected {} events, got:\n{}",
+        "expected {} events, got:\n{}\nall the daemon reported:\n{}",
         expected.len(),
-        render(&got)
+        render(&got),
+        render(&seen.iter().collect::<Vec<_>>())
     );
     let mut i = 0;
     while i < got.len() {

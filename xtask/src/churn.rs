@@ -98,6 +98,8 @@ type Shared = Arc<Mutex<Seen>>;
 /// A running monitor.
 struct Running {
     child: Option<Child>,
+    /// The thread reading the monitor's output (ends at its end of file).
+    reader: Option<std::thread::JoinHandle<()>>,
     /// The process whose CPU is the monitor's.
     pid: u32,
     seen: Shared,
@@ -169,10 +171,16 @@ fn inotify_line(seen: &Shared, line: &str) {
 }
 
 /// Starts fim with `sensor`, watching `watch` (the built-in set when `None`).
-fn start_fim(fim: &Path, sensor: &str, watch: Option<&Path>, work: &Path) -> Result<Running> {
-    let state = work.join(format!("state-{sensor}"));
+fn start_fim(
+    fim: &Path,
+    sensor: &str,
+    watch: Option<&Path>,
+    work: &Path,
+    place: &str,
+) -> Result<Running> {
+    let state = work.join(format!("state-{sensor}-{place}"));
     let _ = fs::remove_dir_all(&state);
-    let log = work.join(format!("fim-{sensor}.log"));
+    let log = work.join(format!("fim-{sensor}-{place}.log"));
     let mut cmd = Command::new(fim);
     cmd.args(["run", "--rescan-interval", "0", "--sensor", sensor])
         .arg("--state-dir")
@@ -188,8 +196,16 @@ fn start_fim(fim: &Path, sensor: &str, watch: Option<&Path>, work: &Path) -> Res
     let seen = Shared::default();
     let stdout = child.stdout.take().context("fim stdout")?;
     let s = seen.clone();
-    std::thread::spawn(move || {
+    // `FIM_BENCH_KEEP=1` keeps each run's events in the work directory.
+    let mut keep = std::env::var("FIM_BENCH_KEEP")
+        .is_ok_and(|v| v == "1")
+        .then(|| fs::File::create(work.join(format!("events-{sensor}-{place}.json"))))
+        .transpose()?;
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(k) = &mut keep {
+                let _ = writeln!(k, "{line}");
+            }
             fim_line(&s, &line);
         }
     });
@@ -210,6 +226,7 @@ fn start_fim(fim: &Path, sensor: &str, watch: Option<&Path>, work: &Path) -> Res
     Ok(Running {
         pid: child.id(),
         child: Some(child),
+        reader: Some(reader),
         seen,
         what: "fim",
     })
@@ -226,7 +243,7 @@ fn start_inotifywait(dir: &Path) -> Result<Running> {
     let seen = Shared::default();
     let stdout = child.stdout.take().context("inotifywait stdout")?;
     let s = seen.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             inotify_line(&s, &line);
         }
@@ -238,6 +255,7 @@ fn start_inotifywait(dir: &Path) -> Result<Running> {
     Ok(Running {
         pid: child.id(),
         child: Some(child),
+        reader: Some(reader),
         seen,
         what: "inotifywait",
     })
@@ -262,7 +280,13 @@ fn start_auditd(dir: &Path) -> Result<Running> {
         std::thread::sleep(Duration::from_millis(500));
     }
     let pid = pidof("auditd").context("auditd is not running")?;
-    let _ = Command::new("auditctl").args(["-D"]).status();
+    let _ = Command::new("auditctl").args(["-D"]).output();
+    // Auditing may be off (`auditctl -s`: enabled 0).
+    crate::run(
+        Command::new("auditctl")
+            .args(["-e", "1"])
+            .stdout(Stdio::null()),
+    )?;
     crate::run(
         Command::new("auditctl")
             .arg("-w")
@@ -341,6 +365,7 @@ fn start_auditd(dir: &Path) -> Result<Running> {
     });
     Ok(Running {
         child: None,
+        reader: None,
         pid,
         seen,
         what: "auditd",
@@ -365,10 +390,13 @@ impl Running {
         Ok(false)
     }
 
-    fn stop(mut self) -> Result<()> {
+    /// Stops the monitor and returns everything it reported (its output read to the end).
+    fn stop(mut self) -> Result<Seen> {
         if self.what == "auditd" {
-            let _ = Command::new("auditctl").arg("-D").status();
-            return Ok(());
+            // Its log is followed by a thread that never ends: what it read so far.
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = Command::new("auditctl").arg("-D").output();
+            return Ok(std::mem::take(&mut *lock(&self.seen)));
         }
         if let Some(c) = &mut self.child {
             let _ = Command::new("kill")
@@ -384,7 +412,10 @@ impl Running {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Ok(())
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Ok(std::mem::take(&mut *lock(&self.seen)))
     }
 }
 
@@ -421,6 +452,8 @@ fn latency(dir: &Path, m: &Running) -> Result<Option<(Duration, Duration)>> {
 /// One row of the table.
 struct Row {
     monitor: String,
+    /// Events per operation name.
+    detail: String,
     place: &'static str,
     took: Duration,
     reported: Option<(u64, u64)>,
@@ -438,6 +471,16 @@ fn reported(seen: &Seen, files: u64, kinds: &[&str]) -> (u64, u64) {
         .map(|k| seen.ops.get(*k).copied().unwrap_or(0).min(files))
         .sum();
     (got, files * kinds.len() as u64)
+}
+
+/// The events per operation name, sorted.
+fn detail(seen: &Seen) -> String {
+    let mut v: Vec<_> = seen.ops.iter().collect();
+    v.sort();
+    v.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn ms(d: Duration) -> String {
@@ -461,7 +504,18 @@ pub fn churn() -> Result<()> {
     let (inside, outside) = (work.join("inside"), work.join("outside"));
     fs::create_dir_all(&inside)?;
     fs::create_dir_all(&outside)?;
-    let sensors = sensors(&fim)?;
+    // `FIM_BENCH_SENSORS=auto,tracepoint` measures only those; `FIM_BENCH_OTHERS=0` skips
+    // auditd and inotifywait (while working on fim).
+    let sensors = match std::env::var("FIM_BENCH_SENSORS") {
+        Ok(list) => list.split(',').map(str::to_owned).collect(),
+        Err(_) => sensors(&fim)?,
+    };
+    let others = std::env::var("FIM_BENCH_OTHERS").map_or(true, |v| v != "0");
+    let places: Vec<&str> = match std::env::var("FIM_BENCH_PLACES") {
+        Ok(p) if p == "inside" => vec!["inside"],
+        Ok(p) if p == "outside" => vec!["outside"],
+        _ => vec!["inside", "outside"],
+    };
     step(&format!(
         "churn: {files} files x 6 operations; fim sensors here: {}",
         sensors.join(", ")
@@ -479,6 +533,7 @@ pub fn churn() -> Result<()> {
     }
     let mut rows = vec![Row {
         monitor: "none".into(),
+        detail: String::new(),
         place: "—",
         took: none,
         reported: None,
@@ -490,7 +545,7 @@ pub fn churn() -> Result<()> {
 
     let mut profiled = !profile;
     for sensor in &sensors {
-        for place in ["inside", "outside"] {
+        for &place in &places {
             let (dir, watch) = if place == "inside" {
                 (&inside, Some(inside.as_path()))
             } else {
@@ -499,7 +554,7 @@ pub fn churn() -> Result<()> {
             step(&format!(
                 "fim --sensor {sensor}, churn {place} the watched tree"
             ));
-            let m = start_fim(&fim, sensor, watch, &work)?;
+            let m = start_fim(&fim, sensor, watch, &work, place)?;
             let lat = if place == "inside" {
                 latency(dir, &m)?
             } else {
@@ -535,8 +590,8 @@ pub fn churn() -> Result<()> {
                     .status();
                 let _ = p.wait();
             }
-            let seen = std::mem::take(&mut *lock(&m.seen));
-            m.stop()?;
+            let seen = m.stop()?;
+            let detail = detail(&seen);
             let lost = if !caught {
                 "did not catch up in 10 min".to_owned()
             } else if seen.lost > 0 {
@@ -546,6 +601,7 @@ pub fn churn() -> Result<()> {
             };
             rows.push(Row {
                 monitor: format!("fim --sensor {sensor}"),
+                detail,
                 place,
                 took: d.took,
                 reported: (place == "inside").then(|| reported(&seen, files as u64, &OPS)),
@@ -557,6 +613,40 @@ pub fn churn() -> Result<()> {
         }
     }
 
+    if others {
+        others_rows(&inside, files, &mut rows)?;
+    }
+    print_table(files, none, &rows);
+    if profile {
+        let out = Command::new("perf")
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "--percent-limit",
+                "1.5",
+                "-i",
+            ])
+            .arg(work.join("perf.data"))
+            .args(["--sort", "symbol", "-g", "none"])
+            .output()
+            .context("perf report")?;
+        println!(
+            "\nwhere the first fim run's daemon spent its CPU (perf, cpu-clock, symbols over 1.5%):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// auditd and inotifywait on the same workload.
+fn others_rows(inside: &Path, files: usize, rows: &mut Vec<Row>) -> Result<()> {
+    let inside = inside.to_path_buf();
     step("auditd -w DIR -p wa");
     match start_auditd(&inside) {
         Ok(m) => {
@@ -565,10 +655,10 @@ pub fn churn() -> Result<()> {
             let d = workload(&inside, files)?;
             let caught = m.catch_up(&inside, Duration::from_secs(600))?;
             let cpu = cpu_seconds(m.pid) - cpu0;
-            let seen = std::mem::take(&mut *lock(&m.seen));
-            m.stop()?;
+            let seen = m.stop()?;
             rows.push(Row {
                 monitor: "auditd `-w DIR -p wa`".into(),
+                detail: detail(&seen),
                 place: "inside",
                 took: d.took,
                 reported: Some(reported(
@@ -596,10 +686,10 @@ pub fn churn() -> Result<()> {
     let d = workload(&inside, files)?;
     let caught = m.catch_up(&inside, Duration::from_secs(600))?;
     let cpu = cpu_seconds(m.pid) - cpu0;
-    let seen = std::mem::take(&mut *lock(&m.seen));
-    m.stop()?;
+    let seen = m.stop()?;
     rows.push(Row {
         monitor: "inotifywait `-m -r`".into(),
+        detail: detail(&seen),
         place: "inside",
         took: d.took,
         reported: Some(reported(&seen, files as u64, &OPS)),
@@ -615,6 +705,11 @@ pub fn churn() -> Result<()> {
         latency: lat,
     });
 
+    Ok(())
+}
+
+/// The Markdown table, then each monitor's events per operation.
+fn print_table(files: usize, none: Duration, rows: &[Row]) {
     println!(
         "\nchurn: {files} files x (create, write 4 KiB, close, rename, chmod, unlink) = {} operations; \
          unmonitored best of 3: {:.3} s\n",
@@ -625,7 +720,7 @@ pub fn churn() -> Result<()> {
         "| monitor | churn | workload | slowdown | operations reported / it reports | loss it reported | monitor CPU | µs per operation | write→event p50 | p99 |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
+    for r in rows {
         let rep = r.reported.map_or("—".to_owned(), |(got, of)| {
             format!(
                 "{got} / {of} ({:.1}%)",
@@ -648,31 +743,10 @@ pub fn churn() -> Result<()> {
             r.cpu * 1e6 / r.ops.max(1) as f64,
         );
     }
-    if profile {
-        let out = Command::new("perf")
-            .args([
-                "report",
-                "--stdio",
-                "--no-children",
-                "--percent-limit",
-                "1.5",
-                "-i",
-            ])
-            .arg(work.join("perf.data"))
-            .args(["--sort", "symbol", "-g", "none"])
-            .output()
-            .context("perf report")?;
-        println!(
-            "\nwhere the first fim run's daemon spent its CPU (perf, cpu-clock, symbols over 1.5%):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+    println!("\nevents per operation, as each monitor named them:");
+    for r in rows.iter().filter(|r| !r.detail.is_empty()) {
+        println!("- {} ({}): {}", r.monitor, r.place, r.detail);
     }
-    Ok(())
 }
 
 /// The fim sensors this kernel runs: `auto` and each eBPF tier that loads, and fanotify.

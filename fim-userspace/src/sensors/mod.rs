@@ -14,6 +14,7 @@ use log::{info, warn};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::fanotify::MarkScope;
 use crate::{
     event::{FileEvent, Losses},
     watch::WatchSet,
@@ -30,9 +31,10 @@ pub trait ProcessFeed: Send {
 fn fanotify_sensor(
     watch: &Arc<WatchSet>,
     state_dir: &std::path::Path,
+    scope: MarkScope,
 ) -> Result<fanotify::FanotifySensor, fanotify::FanotifyError> {
     use crate::integrity::baseline::{Access, Baseline};
-    let sensor = fanotify::FanotifySensor::start(watch.clone())?;
+    let sensor = fanotify::FanotifySensor::start_scoped(watch.clone(), scope)?;
     Ok(match Baseline::open(state_dir, Access::Read) {
         Ok(b) => sensor.with_baseline(b),
         Err(e) => {
@@ -106,7 +108,9 @@ impl Sensor {
                 Self::Ebpf(Box::new(EbpfSensor::start_best(watch, &Tier::BEST_FIRST)?))
             }
             SensorKind::Tier(tier) => Self::Ebpf(Box::new(EbpfSensor::start(watch, tier)?)),
-            SensorKind::Fanotify => Self::Fanotify(fanotify_sensor(watch, state_dir)?),
+            SensorKind::Fanotify => {
+                Self::Fanotify(fanotify_sensor(watch, state_dir, MarkScope::Filesystem)?)
+            }
             SensorKind::Auto => Self::auto(watch, state_dir)?,
         })
     }
@@ -128,21 +132,20 @@ impl Sensor {
             }
             Err(e) => info!("sensor auto: no kernel-object eBPF tier ({e})"),
         }
-        let files = match fanotify_sensor(watch, state_dir) {
-            Ok(f) => f,
-            Err(e) => {
-                warn!("sensor auto: fanotify unavailable ({e}); using the eBPF tracepoint tier");
-                return Ok(Self::Ebpf(Box::new(EbpfSensor::start(
-                    watch,
-                    Tier::Tracepoint,
-                )?)));
-            }
-        };
         let table = Arc::new(Mutex::new(proctable::ProcTable::default()));
         match EbpfSensor::start(watch, Tier::Tracepoint)
             .and_then(|s| s.with_process_programs(table.clone()))
         {
             Ok(events) => {
+                let files = match fanotify_sensor(watch, state_dir, MarkScope::Directories) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        warn!(
+                            "sensor auto: fanotify unavailable ({e}); the eBPF tracepoint tier alone"
+                        );
+                        return Ok(Self::Ebpf(Box::new(events)));
+                    }
+                };
                 info!(
                     "sensor auto: the eBPF tracepoint tier for file events, with fanotify as its \
                      witness (what only fanotify sees is reported from fanotify); this kernel \
@@ -157,6 +160,7 @@ impl Sensor {
             }
             Err(e) => info!("sensor auto: no eBPF tracepoint tier ({e})"),
         }
+        let files = fanotify_sensor(watch, state_dir, MarkScope::Filesystem)?;
         match EbpfSensor::start_process_table(watch) {
             Ok(procs) => {
                 info!(
@@ -281,6 +285,7 @@ async fn run_witnessed(
             files.stop(&mut reader, &mut read)?;
         }
         let now = crate::event::unix_now_ns();
+        let read_count = read.len();
         for ev in read.drain(..) {
             merger.fanotify(ev, now);
         }
@@ -293,7 +298,20 @@ async fn run_witnessed(
                 merger.tracepoint(ev);
             }
         }
-        for (mut ev, from) in merger.release(crate::event::unix_now_ns(), stopping) {
+        let released = merger.release(crate::event::unix_now_ns(), stopping);
+        if log::log_enabled!(log::Level::Debug) {
+            let (held, waiting) = merger.held();
+            log::debug!(
+                "witnessed round: {records} ring records, {} fanotify events read, {} released ({:?}), {held} held, {waiting} waiting",
+                read_count,
+                released.len(),
+                released
+                    .iter()
+                    .map(|(e, f)| format!("{}:{:?}", e.action.as_str(), f))
+                    .collect::<Vec<_>>()
+            );
+        }
+        for (mut ev, from) in released {
             if from == From::Fanotify {
                 let tid = ev.process.as_ref().map_or(0, |p| p.tid);
                 ev.process = Some(files.process_for(tid));

@@ -175,10 +175,16 @@ struct Held {
 #[derive(Default)]
 struct Thread {
     tracepoint: VecDeque<Held>,
+    /// How many of `tracepoint`, from the front, may go out (their place is known).
+    eligible: usize,
     fanotify: VecDeque<Waiting>,
-    /// The ring position of this thread's last released tracepoint event: a fanotify-only
+    /// What only fanotify saw, judged, waiting for its place: (anchor, rank, event).
+    witnessed: Vec<(u64, u64, FileEvent)>,
+    /// The ring position of this thread's last eligible tracepoint event: a fanotify-only
     /// event comes right after it.
     anchor: u64,
+    /// Fanotify-only events placed after `anchor` so far.
+    rank: u64,
 }
 
 /// Whether a fanotify event or a tracepoint event went out.
@@ -238,6 +244,13 @@ impl Merger {
             });
     }
 
+    /// Tracepoint events held, fanotify events waiting (for the log).
+    pub fn held(&self) -> (usize, usize) {
+        self.threads.values().fold((0, 0), |(a, b), t| {
+            (a + t.tracepoint.len(), b + t.fanotify.len())
+        })
+    }
+
     /// Whether fanotify events are waiting for a verdict (the loop should come back soon).
     pub fn waiting(&self) -> bool {
         self.threads.values().any(|t| !t.fanotify.is_empty())
@@ -245,30 +258,33 @@ impl Merger {
 
     /// Everything that can go out now, in order; with `all`, everything (stopping: the last
     /// drain is done). Fanotify events come with thread id only as their process.
+    ///
+    /// A thread whose fanotify event awaits its verdict holds back every later tracepoint
+    /// event, of any thread: the ring's order is the order things happened in, and a
+    /// fanotify-only event may still have to go before them.
     pub fn release(&mut self, now_ns: i128, all: bool) -> Vec<(FileEvent, From)> {
-        // Sorted by (ring position of the tracepoint event it follows, place after it,
-        // thread): a thread's own order, and the ring's order across threads.
-        let mut out: Vec<((u64, u64, u32), FileEvent, From)> = Vec::new();
         let round = self.round;
-        for (&tid, thread) in &mut self.threads {
-            let mut sub = 0;
+        let mut barrier = u64::MAX;
+        for thread in self.threads.values_mut() {
+            let mut blocked = false;
             while let Some(w) = thread.fanotify.front() {
                 let explains = |h: &Held| w.keys.iter().all(|k| h.keys.contains(k));
                 if let Some(first) = thread.tracepoint.iter().position(explains) {
                     // Explained: what the tracepoint tier reported up to its explainer goes
                     // first. One fanotify record may stand for several operations in a row
                     // (the kernel merges): the whole run goes.
-                    let j = first
+                    let end = first
+                        + 1
                         + thread
                             .tracepoint
                             .iter()
                             .skip(first + 1)
                             .take_while(|h| explains(h))
                             .count();
-                    for h in thread.tracepoint.drain(..=j) {
-                        thread.anchor = h.arrival;
-                        sub = 0;
-                        out.push(((h.arrival, 0, tid), h.ev, From::Tracepoint));
+                    if end > thread.eligible {
+                        thread.eligible = end;
+                        thread.anchor = thread.tracepoint[end - 1].arrival;
+                        thread.rank = 0;
                     }
                     thread.fanotify.pop_front();
                     self.explained += 1;
@@ -278,6 +294,7 @@ impl Merger {
                 // take an older event of the same kind for it.
                 let judged = all || (round > w.round && now_ns - w.read_ns >= JUDGE_AFTER_NS);
                 if !judged {
+                    blocked = true;
                     break;
                 }
                 let Some(w) = thread.fanotify.pop_front() else {
@@ -290,22 +307,52 @@ impl Merger {
                     continue;
                 }
                 self.unexplained += 1;
-                sub += 1;
-                out.push(((thread.anchor, sub, tid), w.ev, From::Fanotify));
+                thread.rank += 1;
+                thread.witnessed.push((thread.anchor, thread.rank, w.ev));
             }
-            if thread.fanotify.is_empty() {
-                for h in thread.tracepoint.drain(..) {
-                    thread.anchor = h.arrival;
-                    out.push(((h.arrival, 0, tid), h.ev, From::Tracepoint));
-                }
+            if blocked {
+                barrier = barrier.min(thread.anchor + 1);
+            } else if let Some(last) = thread.tracepoint.back() {
+                thread.eligible = thread.tracepoint.len();
+                thread.anchor = last.arrival;
+                thread.rank = 0;
             }
         }
-        self.threads
-            .retain(|_, t| !t.fanotify.is_empty() || !t.tracepoint.is_empty() || t.anchor != 0);
+        // Sorted by (ring position of the tracepoint event it follows, place after it,
+        // thread): a thread's own order, and the ring's order across threads.
+        let mut out: Vec<((u64, u64, u32), FileEvent, From)> = Vec::new();
+        for (&tid, thread) in &mut self.threads {
+            while thread.eligible > 0
+                && thread
+                    .tracepoint
+                    .front()
+                    .is_some_and(|h| h.arrival < barrier)
+            {
+                let Some(h) = thread.tracepoint.pop_front() else {
+                    break;
+                };
+                thread.eligible -= 1;
+                out.push(((h.arrival, 0, tid), h.ev, From::Tracepoint));
+            }
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut thread.witnessed)
+                .into_iter()
+                .partition(|(anchor, _, _)| *anchor < barrier);
+            thread.witnessed = later;
+            for (anchor, rank, ev) in now {
+                out.push(((anchor, rank, tid), ev, From::Fanotify));
+            }
+        }
+        self.threads.retain(|_, t| {
+            !t.fanotify.is_empty()
+                || !t.tracepoint.is_empty()
+                || !t.witnessed.is_empty()
+                || t.anchor != 0
+        });
         if self.threads.len() > REMEMBERED_MAX {
             // Threads seen once and idle since: their anchors are history.
-            self.threads
-                .retain(|_, t| !t.fanotify.is_empty() || !t.tracepoint.is_empty());
+            self.threads.retain(|_, t| {
+                !t.fanotify.is_empty() || !t.tracepoint.is_empty() || !t.witnessed.is_empty()
+            });
         }
         out.sort_by_key(|(order, _, _)| *order);
         out.into_iter().map(|(_, ev, from)| (ev, from)).collect()
@@ -353,7 +400,7 @@ mod tests {
         m.tracepoint(ev(Action::Write, "/w/b", 7));
         m.fanotify(ev(Action::Attrib, "/w/a", 7), 0);
         m.fanotify(ev(Action::Write, "/w/b", 7), 0);
-        // A second report of the same burst: dropped once judged.
+        // A second report of the same burst, explained by the same run.
         m.fanotify(ev(Action::Write, "/w/b", 7), 0);
         assert_eq!(
             names(&m.release(0, false)),
@@ -363,10 +410,16 @@ mod tests {
                 "write /w/b Tracepoint"
             ]
         );
+        assert_eq!((m.explained, m.unexplained), (3, 0));
+        assert!(!m.waiting());
+        // A third report, read once those went out: dropped once judged.
+        m.begin_round();
+        m.fanotify(ev(Action::Write, "/w/b", 7), 0);
+        assert!(m.release(0, false).is_empty());
         assert!(m.waiting());
         m.begin_round();
         assert!(m.release(3 * MS, false).is_empty());
-        assert_eq!((m.explained, m.unexplained), (3, 0));
+        assert_eq!((m.explained, m.unexplained), (4, 0));
         assert!(!m.waiting());
     }
 
@@ -444,6 +497,26 @@ mod tests {
         assert_eq!(
             names(&m.release(3 * MS, false)),
             ["close_write /w/g Tracepoint", "rename /w/h Fanotify"]
+        );
+    }
+
+    #[test]
+    fn a_thread_awaiting_a_verdict_holds_back_later_events_of_other_threads() {
+        let mut m = Merger::default();
+        m.begin_round();
+        m.tracepoint(ev(Action::Chmod, "/w/g", 7));
+        m.fanotify(ev(Action::Attrib, "/w/g", 7), 0);
+        let mut r = ev(Action::Rename, "/w/h", 7);
+        r.source = Some(ReportedPath::new(b"/w/g".to_vec(), PathSource::FileHandle));
+        m.fanotify(r, 0);
+        // Another thread acts after: its event waits for the rename's verdict.
+        m.tracepoint(ev(Action::Mkdir, "/w/end", 8));
+        m.fanotify(ev(Action::Mkdir, "/w/end", 8), 0);
+        assert_eq!(names(&m.release(0, false)), ["chmod /w/g Tracepoint"]);
+        m.begin_round();
+        assert_eq!(
+            names(&m.release(3 * MS, false)),
+            ["rename /w/h Fanotify", "mkdir /w/end Tracepoint"]
         );
     }
 

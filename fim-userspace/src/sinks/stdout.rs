@@ -17,6 +17,7 @@ pub async fn run(
 ) -> std::io::Result<u64> {
     let mut sequence = 0u64;
     let mut batch = Vec::with_capacity(64);
+    let mut text = Vec::with_capacity(64 * 1024);
     loop {
         // Drain what the sensor already sent even after shutdown: the sensor closes the
         // channel when it stops, which ends this loop.
@@ -24,12 +25,16 @@ pub async fn run(
         if n == 0 {
             break;
         }
-        let mut out = std::io::stdout().lock();
+        // One write for what is waiting (stdout is line-buffered: written line by line, each
+        // event would cost a syscall).
+        text.clear();
         for ev in batch.drain(..) {
             sequence += 1;
-            serde_json::to_writer(&mut out, &to_ecs(&ev, sequence))?;
-            out.write_all(b"\n")?;
+            serde_json::to_writer(&mut text, &to_ecs(&ev, sequence))?;
+            text.push(b'\n');
         }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&text)?;
         out.flush()?;
         drop(out);
         if shutdown.is_cancelled() && rx.is_empty() && rx.is_closed() {

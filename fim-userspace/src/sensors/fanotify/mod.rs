@@ -50,6 +50,11 @@ const OBJECTS_MAX: usize = 65_536;
 const READS_PER_WAKE: usize = 64;
 /// Merged removals waiting for the queue to drain, at most (see the read loop).
 const REMOVALS_MAX: usize = 1024;
+/// Watched files marked one by one, at most (per-directory scope): each mark pins an inode
+/// in kernel memory. Past it, only watched files that already have other names are marked,
+/// and a write through a hard link made later to another one is seen by the tracepoint tier
+/// only if it resolves the link.
+const FILE_MARKS_MAX: usize = 65_536;
 /// Files with a reported first write and no close yet.
 const WRITING_MAX: usize = 65_536;
 
@@ -91,8 +96,29 @@ struct Known {
     stale: bool,
 }
 
+/// What the group marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkScope {
+    /// Each file system holding a watched root: every change on it reaches this task,
+    /// which keeps what is watched (`--sensor fanotify`: no race with new directories, a
+    /// root's own removal seen).
+    Filesystem,
+    /// Each directory that matters (in a watched tree, or on the way to a watched root) and
+    /// each watched file with other names, marked one by one: unrelated activity costs
+    /// nothing. A directory made later is marked when its event is read; what happens in
+    /// it before is not seen by fanotify (the witness of the tracepoint tier in `auto`,
+    /// which reports those operations itself).
+    Directories,
+}
+
 /// A started sensor: the group exists and its marks are in place.
 pub struct FanotifySensor {
+    scope: MarkScope,
+    /// Marks that could not be added (a directory gone meanwhile, the mark limit).
+    marks_failed: u64,
+    /// Watched files marked one by one ([`MarkScope::Directories`]), at most
+    /// [`FILE_MARKS_MAX`].
+    files_marked: usize,
     group: OwnedFd,
     mounts: Vec<([i32; 2], OwnedFd)>,
     watch: Arc<WatchSet>,
@@ -140,6 +166,11 @@ impl FanotifySensor {
     /// Creates the group and marks every file system holding a watched root (or, for a
     /// root that does not exist yet, its nearest existing ancestor).
     pub fn start(watch: Arc<WatchSet>) -> Result<Self, FanotifyError> {
+        Self::start_scoped(watch, MarkScope::Filesystem)
+    }
+
+    /// Like [`Self::start`], marking what `scope` says.
+    pub fn start_scoped(watch: Arc<WatchSet>, scope: MarkScope) -> Result<Self, FanotifyError> {
         let group = sys::init().map_err(FanotifyError::Init)?;
         let mut mounts: Vec<([i32; 2], OwnedFd)> = Vec::new();
         for root in watch.scan_roots() {
@@ -156,18 +187,25 @@ impl FanotifySensor {
             if mounts.iter().any(|(id, _)| *id == fsid) {
                 continue;
             }
-            sys::mark_filesystem(&group, &dir).map_err(|source| FanotifyError::Mark {
-                path: render(),
-                source,
-            })?;
+            if scope == MarkScope::Filesystem {
+                sys::mark_filesystem(&group, &dir).map_err(|source| FanotifyError::Mark {
+                    path: render(),
+                    source,
+                })?;
+            }
             mounts.push((fsid, fd));
         }
-        info!("fanotify sensor: {} file system(s) marked", mounts.len());
+        if scope == MarkScope::Filesystem {
+            info!("fanotify sensor: {} file system(s) marked", mounts.len());
+        }
         debug!(
             "fanotify: marked fsids {:?}",
             mounts.iter().map(|(id, _)| *id).collect::<Vec<_>>()
         );
         let mut sensor = Self {
+            scope,
+            marks_failed: 0,
+            files_marked: 0,
             group,
             mounts,
             watch,
@@ -204,8 +242,13 @@ impl FanotifySensor {
         });
         self.known.stale = false;
         info!(
-            "fanotify: {} directories known by handle ({:.2} s)",
+            "fanotify: {} directories known by handle{} ({:.2} s)",
             self.known.dirs.len(),
+            if self.scope == MarkScope::Directories {
+                ", each marked"
+            } else {
+                ""
+            },
             started.elapsed().as_secs_f64()
         );
     }
@@ -221,7 +264,13 @@ impl FanotifySensor {
     ) {
         use std::os::unix::fs::MetadataExt;
         let dir = meta.is_dir();
-        let linked_file = meta.is_file() && meta.nlink() > 1 && root.covers(path);
+        let watched_file = meta.is_file() && root.covers(path);
+        // Known by handle: a watched file with other names (its events may come through
+        // them), and with per-directory marks every watched file, marked on its own, since
+        // a hard link made later outside the watched trees would lead its events there.
+        let linked_file = watched_file
+            && (meta.nlink() > 1
+                || self.scope == MarkScope::Directories && self.files_marked < FILE_MARKS_MAX);
         if !(dir && self.watch.dir_relevant(path) || linked_file) {
             return;
         }
@@ -240,9 +289,48 @@ impl FanotifySensor {
         };
         let key = identity::key(fsid, handle_type, &handle);
         if dir {
+            self.mark(path, true);
+        } else if meta.nlink() > 1 {
+            self.mark(path, false);
+        } else {
+            self.mark_file(path);
+        }
+        if dir {
             self.known.dirs.insert(key, path.to_vec());
         } else {
             self.known.objects.seed(key, path.to_vec());
+        }
+    }
+
+    /// Marks watched file `path` itself (per-directory scope), within [`FILE_MARKS_MAX`].
+    fn mark_file(&mut self, path: &[u8]) {
+        if self.scope == MarkScope::Directories && self.files_marked < FILE_MARKS_MAX {
+            self.files_marked += 1;
+            self.mark(path, false);
+            if self.files_marked == FILE_MARKS_MAX {
+                warn!(
+                    "fanotify: {FILE_MARKS_MAX} watched files marked one by one; further ones are not (only those with other names)"
+                );
+            }
+        }
+    }
+
+    /// Marks directory (or file) `path` itself, when marks are per directory. A failure is
+    /// counted and logged (the first, then every power of two), not fatal: the directory may
+    /// be gone already.
+    fn mark(&mut self, path: &[u8], dir: bool) {
+        if self.scope != MarkScope::Directories {
+            return;
+        }
+        if let Err(e) = sys::mark_inode(&self.group, path, dir) {
+            self.marks_failed += 1;
+            if self.marks_failed.is_power_of_two() {
+                warn!(
+                    "fanotify: marking `{}`: {e} ({} marks failed so far)",
+                    crate::sinks::ecs::render_bytes(path),
+                    self.marks_failed
+                );
+            }
         }
     }
 
@@ -705,6 +793,7 @@ impl FanotifySensor {
                 if let Some(k) = &target_key
                     && self.watch.dir_relevant(&path)
                 {
+                    self.mark(&path, true);
                     self.known.dirs.insert(k.clone(), path.clone());
                 }
                 actions.push(Action::Mkdir);
@@ -712,6 +801,9 @@ impl FanotifySensor {
                 let (action, from) = self.name_create(target, &path);
                 if action == Action::Link || action == Action::Symlink {
                     source = from;
+                }
+                if matches!(action, Action::Create | Action::Link) && self.watch.matches(&path) {
+                    self.mark_file(&path);
                 }
                 actions.push(action);
             }

@@ -55,6 +55,34 @@ pub fn mark_filesystem(group: &OwnedFd, path: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// What an inode mark on a file asks for (changes of the file itself).
+const FILE_MASK: u64 = libc::FAN_ATTRIB | libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE;
+
+/// Marks the inode at `path` only: a directory for its entries and its direct children, a
+/// file for its own changes (whatever name they go through).
+pub fn mark_inode(group: &OwnedFd, path: &[u8], dir: bool) -> io::Result<()> {
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mask = if dir {
+        MARK_MASK | libc::FAN_EVENT_ON_CHILD
+    } else {
+        FILE_MASK
+    };
+    // SAFETY: valid descriptor and NUL-terminated path.
+    let r = unsafe {
+        libc::fanotify_mark(
+            group.as_raw_fd(),
+            libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW,
+            mask,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Opens directory `path` (the mount reference for
 /// `open_by_handle_at`), with its file system id.
 pub fn mount_ref(path: &[u8]) -> io::Result<(OwnedFd, [i32; 2])> {
