@@ -162,6 +162,8 @@ struct Waiting {
     keys: Vec<Key>,
     round: u64,
     read_ns: i128,
+    /// Ring position of the last tracepoint event drained before it was read.
+    mark: u64,
 }
 
 /// A tracepoint event held, with its place in the ring's order.
@@ -231,7 +233,7 @@ impl Merger {
     /// An event fanotify reported, read at `now_ns`.
     pub fn fanotify(&mut self, ev: FileEvent, now_ns: i128) {
         let keys = needs(&ev);
-        let round = self.round;
+        let (round, mark) = (self.round, self.arrivals);
         self.threads
             .entry(tid_of(&ev))
             .or_default()
@@ -241,6 +243,7 @@ impl Merger {
                 keys,
                 round,
                 read_ns: now_ns,
+                mark,
             });
     }
 
@@ -259,14 +262,17 @@ impl Merger {
     /// Everything that can go out now, in order; with `all`, everything (stopping: the last
     /// drain is done). Fanotify events come with thread id only as their process.
     ///
-    /// A thread whose fanotify event awaits its verdict holds back every later tracepoint
-    /// event, of any thread: the ring's order is the order things happened in, and a
-    /// fanotify-only event may still have to go before them.
+    /// A thread whose fanotify event awaits its verdict holds back the tracepoint events of
+    /// every thread drained after that event was read (and after the thread's last
+    /// explained one): the ring's order is the order things happened in, and a
+    /// fanotify-only event may still have to go before them. Events drained before it was
+    /// read go (a thread that only fanotify sees, such as an io_uring worker, never holds
+    /// back more than a round).
     pub fn release(&mut self, now_ns: i128, all: bool) -> Vec<(FileEvent, From)> {
         let round = self.round;
         let mut barrier = u64::MAX;
         for thread in self.threads.values_mut() {
-            let mut blocked = false;
+            let mut blocked = None;
             while let Some(w) = thread.fanotify.front() {
                 let explains = |h: &Held| w.keys.iter().all(|k| h.keys.contains(k));
                 if let Some(first) = thread.tracepoint.iter().position(explains) {
@@ -294,7 +300,7 @@ impl Merger {
                 // take an older event of the same kind for it.
                 let judged = all || (round > w.round && now_ns - w.read_ns >= JUDGE_AFTER_NS);
                 if !judged {
-                    blocked = true;
+                    blocked = Some(w.mark);
                     break;
                 }
                 let Some(w) = thread.fanotify.pop_front() else {
@@ -310,8 +316,8 @@ impl Merger {
                 thread.rank += 1;
                 thread.witnessed.push((thread.anchor, thread.rank, w.ev));
             }
-            if blocked {
-                barrier = barrier.min(thread.anchor + 1);
+            if let Some(mark) = blocked {
+                barrier = barrier.min(thread.anchor.max(mark) + 1);
             } else if let Some(last) = thread.tracepoint.back() {
                 thread.eligible = thread.tracepoint.len();
                 thread.anchor = last.arrival;
@@ -517,6 +523,25 @@ mod tests {
         assert_eq!(
             names(&m.release(3 * MS, false)),
             ["rename /w/h Fanotify", "mkdir /w/end Tracepoint"]
+        );
+    }
+
+    #[test]
+    fn a_thread_only_fanotify_sees_holds_back_only_what_came_after_it() {
+        let mut m = Merger::default();
+        m.begin_round();
+        m.tracepoint(ev(Action::Chmod, "/w/a", 7));
+        // An io_uring worker's write, read after the chmod was drained.
+        m.fanotify(ev(Action::Write, "/w/u", 9), 0);
+        m.fanotify(ev(Action::Attrib, "/w/a", 7), 0);
+        m.tracepoint(ev(Action::Chmod, "/w/b", 7));
+        m.fanotify(ev(Action::Attrib, "/w/b", 7), 0);
+        // The chmod of `a` came before the worker's write was read: it goes; `b` waits.
+        assert_eq!(names(&m.release(0, false)), ["chmod /w/a Tracepoint"]);
+        m.begin_round();
+        assert_eq!(
+            names(&m.release(3 * MS, false)),
+            ["write /w/u Fanotify", "chmod /w/b Tracepoint"]
         );
     }
 
