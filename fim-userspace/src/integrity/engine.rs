@@ -207,6 +207,8 @@ pub struct Engine {
     workers: Vec<std::thread::JoinHandle<()>>,
     /// Jobs waiting for a free worker.
     ready: VecDeque<Job>,
+    /// Buffers for the observations made on this thread (metadata only).
+    scratch: Scratch,
     in_flight: usize,
     /// Keys with a job in flight, and the events waiting behind it.
     busy: HashMap<Vec<u8>, VecDeque<(Ticket, FileEvent)>>,
@@ -271,6 +273,7 @@ impl Engine {
             done,
             workers,
             ready: VecDeque::new(),
+            scratch: Scratch::default(),
             in_flight: 0,
             busy: HashMap::new(),
             order: Reorder::default(),
@@ -636,21 +639,32 @@ impl Engine {
             step,
             prev,
             followers,
-        });
-        Ok(())
+        })
     }
 
-    fn submit(&mut self, job: Job) {
+    fn submit(&mut self, job: Job) -> Result<(), EngineError> {
         self.in_flight += 1;
+        if matches!(job.hashing(), Hashing::Defer) {
+            // Metadata only (a write burst still open): read here, without handing the job
+            // to a worker and its result back (two thread wakeups per event).
+            let result = observe(
+                &job.keys[0],
+                Hashing::Defer,
+                &self.cfg.limits,
+                &mut self.scratch,
+            );
+            return self.complete(Done { job, result });
+        }
         if !self.ready.is_empty() {
             self.ready.push_back(job);
-            return;
+            return Ok(());
         }
         if let Err(flume::TrySendError::Full(job) | flume::TrySendError::Disconnected(job)) =
             self.jobs.try_send(job)
         {
             self.ready.push_back(job);
         }
+        Ok(())
     }
 
     fn pass_unenriched(&mut self, ticket: Ticket, mut ev: FileEvent) {
