@@ -300,12 +300,13 @@ impl Losses {
         ]
     }
 
-    /// The gap between `before` and these totals, if anything was lost in between.
+    /// The gap between `before` and these totals, if anything was lost in between
+    /// (`roots` is asked for only then).
     pub fn gap_since(
         &self,
         before: &Self,
         since_unix_ns: i128,
-        roots: Vec<Vec<u8>>,
+        roots: impl FnOnce() -> Vec<Vec<u8>>,
     ) -> Option<Gap> {
         let causes: Vec<(&'static str, u64)> = self
             .causes()
@@ -326,7 +327,7 @@ impl Losses {
             unknown_more: self.overflows > before.overflows,
             causes,
             since_unix_ns,
-            roots,
+            roots: roots(),
         })
     }
 
@@ -409,7 +410,7 @@ mod tests {
             overflows: 1,
             ..Losses::default()
         };
-        assert_eq!(before.gap_since(&before, 0, vec![]), None, "nothing new");
+        assert_eq!(before.gap_since(&before, 0, Vec::new), None, "nothing new");
         let now = Losses {
             ring_full: 12,
             pending_full: 3,
@@ -417,7 +418,7 @@ mod tests {
             ..Losses::default()
         };
         let gap = now
-            .gap_since(&before, 100, vec![b"/etc".to_vec()])
+            .gap_since(&before, 100, || vec![b"/etc".to_vec()])
             .expect("a gap");
         assert_eq!(gap.operations, 10);
         assert!(!gap.unknown_more);
@@ -433,7 +434,7 @@ mod tests {
             overflows: 3,
             ..now
         };
-        let gap = overflowed.gap_since(&now, 0, vec![]).expect("a gap");
+        let gap = overflowed.gap_since(&now, 0, Vec::new).expect("a gap");
         assert_eq!((gap.operations, gap.unknown_more), (0, true));
         assert_eq!(gap.causes, [("queue_overflow", 2)]);
     }

@@ -367,6 +367,30 @@ pub fn memory() -> Result<()> {
     Ok(())
 }
 
+/// Waits until the daemon `child` logs (to `log`) that its baseline is built, at most
+/// `limit`; kills it and fails with its log otherwise.
+pub(crate) fn wait_started(
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    limit: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    while !fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("baseline built")
+    {
+        if start.elapsed() > limit || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            bail!(
+                "fim did not start:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// SIGINT to a child, through `kill(1)` so xtask needs no libc binding.
 fn interrupt(pid: u32) {
     let _ = Command::new("kill")
@@ -513,20 +537,7 @@ pub fn marks() -> Result<()> {
         let state = work.join(format!("state-{sensor}"));
         let log = work.join(format!("{sensor}.log"));
         let mut child = spawn_daemon(&fim, sensor, &watched, &state, &log)?;
-        let start = Instant::now();
-        while !fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("baseline built")
-        {
-            if start.elapsed() > Duration::from_secs(60) || child.try_wait()?.is_some() {
-                let _ = child.kill();
-                bail!(
-                    "fim did not start:\n{}",
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_started(&mut child, &log, Duration::from_secs(60))?;
         let cpu_before = cpu_seconds(child.id());
         let took = best(&mut || churn(&outside, N))?;
         std::thread::sleep(Duration::from_millis(300));

@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{apt_install, step};
+use crate::{apt_install, bench::cpu_seconds, step};
 
 /// The six operations of the workload, per file, as fim names them.
 const OPS: [&str; 6] = [
@@ -73,11 +73,6 @@ fn workload(dir: &Path, n: usize) -> Result<Done> {
         took: start.elapsed(),
         ops,
     })
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    crate::bench::cpu_seconds(pid)
 }
 
 /// What a monitor's output told us, filled by a reader thread.
@@ -216,20 +211,7 @@ fn start_fim(
             fim_line(&s, &line);
         }
     });
-    let start = Instant::now();
-    while !fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("baseline built")
-    {
-        if start.elapsed() > Duration::from_secs(300) || child.try_wait()?.is_some() {
-            let _ = child.kill();
-            bail!(
-                "fim did not start:\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::bench::wait_started(&mut child, &log, Duration::from_secs(300))?;
     Ok(Running {
         audit_lost_before: 0,
         pid: child.id(),
@@ -406,7 +388,36 @@ fn start_auditd(dir: &Path) -> Result<Running> {
     })
 }
 
+/// One monitor's run of latency samples and the workload, inside the watched tree.
+struct Measured {
+    done: Done,
+    seen: Seen,
+    /// The monitor's CPU seconds during the workload and its catch-up.
+    cpu: f64,
+    /// It reported the end marker within the limit.
+    caught: bool,
+    latency: Option<(Duration, Duration)>,
+}
+
 impl Running {
+    /// Latency samples, then the workload in `dir` until the monitor catches up (at most
+    /// `limit`), then stops it.
+    fn measure(self, dir: &Path, files: usize, limit: Duration) -> Result<Measured> {
+        let latency = latency(dir, &self)?;
+        let cpu0 = cpu_seconds(self.pid);
+        let done = workload(dir, files)?;
+        let caught = self.catch_up(dir, limit)?;
+        let cpu = cpu_seconds(self.pid) - cpu0;
+        let seen = self.stop()?;
+        Ok(Measured {
+            done,
+            seen,
+            cpu,
+            caught,
+            latency,
+        })
+    }
+
     /// Waits until the monitor reported the end marker (made after the workload), at most
     /// `limit`.
     fn catch_up(&self, dir: &Path, limit: Duration) -> Result<bool> {
@@ -696,12 +707,13 @@ fn others_rows(inside: &Path, files: usize, rows: &mut Vec<Row>) -> Result<()> {
     step("auditd -w DIR -p wa");
     match start_auditd(&inside) {
         Ok(m) => {
-            let lat = latency(&inside, &m)?;
-            let cpu0 = cpu_seconds(m.pid);
-            let d = workload(&inside, files)?;
-            let caught = m.catch_up(&inside, Duration::from_secs(60))?;
-            let cpu = cpu_seconds(m.pid) - cpu0;
-            let seen = m.stop()?;
+            let Measured {
+                done: d,
+                seen,
+                cpu,
+                caught,
+                latency: lat,
+            } = m.measure(&inside, files, Duration::from_secs(60))?;
             rows.push(Row {
                 monitor: "auditd `-w DIR -p wa`".into(),
                 detail: detail(&seen),
@@ -726,13 +738,13 @@ fn others_rows(inside: &Path, files: usize, rows: &mut Vec<Row>) -> Result<()> {
     }
 
     step("inotifywait -m -r");
-    let m = start_inotifywait(&inside)?;
-    let lat = latency(&inside, &m)?;
-    let cpu0 = cpu_seconds(m.pid);
-    let d = workload(&inside, files)?;
-    let caught = m.catch_up(&inside, Duration::from_secs(600))?;
-    let cpu = cpu_seconds(m.pid) - cpu0;
-    let seen = m.stop()?;
+    let Measured {
+        done: d,
+        seen,
+        cpu,
+        caught,
+        latency: lat,
+    } = start_inotifywait(&inside)?.measure(&inside, files, Duration::from_secs(600))?;
     rows.push(Row {
         monitor: "inotifywait `-m -r`".into(),
         detail: detail(&seen),

@@ -435,7 +435,7 @@ impl Engine {
     ) -> bool {
         let lost = lost_in_kernel();
         let checked = unix_now_ns();
-        let gap = lost.gap_since(lost_seen, self.losses_checked_ns, self.roots());
+        let gap = lost.gap_since(lost_seen, self.losses_checked_ns, || self.roots());
         self.losses_checked_ns = checked;
         let Some(gap) = gap else {
             return false;

@@ -235,6 +235,21 @@ impl Sensor {
     }
 }
 
+/// Begins a round of `merger` and gives it what the ring holds; returns how many records
+/// were read (process records included).
+fn drain_round(
+    events: &mut ebpf::EbpfSensor,
+    merger: &mut witness::Merger,
+    drained: &mut Vec<FileEvent>,
+) -> usize {
+    merger.begin_round();
+    let records = events.take_ready(drained);
+    for ev in drained.drain(..) {
+        merger.tracepoint(ev);
+    }
+    records
+}
+
 /// How soon the loop comes back while fanotify events wait for their verdict.
 const WITNESSED_JUDGE: std::time::Duration = std::time::Duration::from_millis(3);
 
@@ -247,7 +262,7 @@ async fn run_witnessed(
     tx: mpsc::Sender<FileEvent>,
     shutdown: CancellationToken,
 ) -> Result<(), SensorError> {
-    use witness::{From, Merger};
+    use witness::{Merger, Reporter};
     let mut reader = files.reader()?;
     let mut merger = Merger::default();
     let mut housekeeping = tokio::time::interval(ebpf::DROP_CHECK_INTERVAL);
@@ -272,11 +287,7 @@ async fn run_witnessed(
                 false
             }
         };
-        merger.begin_round();
-        let records = events.take_ready(&mut drained);
-        for ev in drained.drain(..) {
-            merger.tracepoint(ev);
-        }
+        let records = drain_round(&mut events, &mut merger, &mut drained);
         let queue_empty = files.read_some(&mut reader, &mut read)?;
         // After a large batch, or a fanotify flood that outlasted one wakeup's reads (its
         // readiness is consumed), come back after a pause rather than wait for a wakeup.
@@ -292,27 +303,16 @@ async fn run_witnessed(
         if stopping {
             // What the syscalls still running when the fanotify queue was read will report.
             tokio::time::sleep(WITNESSED_JUDGE).await;
-            merger.begin_round();
-            events.take_ready(&mut drained);
-            for ev in drained.drain(..) {
-                merger.tracepoint(ev);
-            }
+            drain_round(&mut events, &mut merger, &mut drained);
         }
         let released = merger.release(crate::event::unix_now_ns(), stopping);
-        if log::log_enabled!(log::Level::Debug) {
-            let (held, waiting) = merger.held();
-            log::debug!(
-                "witnessed round: {records} ring records, {} fanotify events read, {} released ({:?}), {held} held, {waiting} waiting",
-                read_count,
-                released.len(),
-                released
-                    .iter()
-                    .map(|(e, f)| format!("{}:{:?}", e.action.as_str(), f))
-                    .collect::<Vec<_>>()
-            );
-        }
+        let (held, waiting) = merger.held();
+        log::debug!(
+            "witnessed round: {records} ring records, {read_count} fanotify events read, {} released, {held} held, {waiting} waiting",
+            released.len()
+        );
         for (mut ev, from) in released {
-            if from == From::Fanotify {
+            if from == Reporter::Fanotify {
                 let tid = ev.process.as_ref().map_or(0, |p| p.tid);
                 ev.process = Some(files.process_for(tid));
             }

@@ -92,37 +92,33 @@ struct Key {
     name: Vec<u8>,
 }
 
-/// The keys a tracepoint event is known by: per class, its name (and for a link or a
-/// rename, the other name too, whose link count or directory changed).
-fn keys(ev: &FileEvent) -> Vec<Key> {
+/// One key per class of `ev`'s action and per name in `names`.
+fn keys_on(ev: &FileEvent, names: &[&[u8]]) -> Vec<Key> {
     let tid = tid_of(ev);
-    let mut names = vec![basename(&ev.path.bytes).to_vec()];
-    if let Some(s) = &ev.source {
-        names.push(basename(&s.bytes).to_vec());
-    }
     classes(ev.action)
         .iter()
         .flat_map(|&class| {
             names.iter().map(move |name| Key {
                 tid,
                 class,
-                name: name.clone(),
+                name: basename(name).to_vec(),
             })
         })
         .collect()
 }
 
+/// The keys a tracepoint event is known by: per class, its name (and for a link or a
+/// rename, the other name too, whose link count or directory changed).
+fn keys(ev: &FileEvent) -> Vec<Key> {
+    match &ev.source {
+        Some(s) => keys_on(ev, &[&ev.path.bytes, &s.bytes]),
+        None => keys_on(ev, &[&ev.path.bytes]),
+    }
+}
+
 /// The keys a fanotify event needs explained: one per class of its action, on its name.
 fn needs(ev: &FileEvent) -> Vec<Key> {
-    let (tid, name) = (tid_of(ev), basename(&ev.path.bytes).to_vec());
-    classes(ev.action)
-        .iter()
-        .map(|&class| Key {
-            tid,
-            class,
-            name: name.clone(),
-        })
-        .collect()
+    keys_on(ev, &[&ev.path.bytes])
 }
 
 /// Tracepoint events' keys, remembered in a bounded window.
@@ -189,9 +185,9 @@ struct Thread {
     rank: u64,
 }
 
-/// Whether a fanotify event or a tracepoint event went out.
+/// Which sensor reported an event that goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum Reporter {
     /// The tracepoint tier reported it.
     Tracepoint,
     /// Only fanotify saw it.
@@ -268,7 +264,7 @@ impl Merger {
     /// fanotify-only event may still have to go before them. Events drained before it was
     /// read go (a thread that only fanotify sees, such as an io_uring worker, never holds
     /// back more than a round).
-    pub fn release(&mut self, now_ns: i128, all: bool) -> Vec<(FileEvent, From)> {
+    pub fn release(&mut self, now_ns: i128, all: bool) -> Vec<(FileEvent, Reporter)> {
         let round = self.round;
         let mut barrier = u64::MAX;
         for thread in self.threads.values_mut() {
@@ -326,7 +322,7 @@ impl Merger {
         }
         // Sorted by (ring position of the tracepoint event it follows, place after it,
         // thread): a thread's own order, and the ring's order across threads.
-        let mut out: Vec<((u64, u64, u32), FileEvent, From)> = Vec::new();
+        let mut out: Vec<((u64, u64, u32), FileEvent, Reporter)> = Vec::new();
         for (&tid, thread) in &mut self.threads {
             while thread.eligible > 0
                 && thread
@@ -338,28 +334,21 @@ impl Merger {
                     break;
                 };
                 thread.eligible -= 1;
-                out.push(((h.arrival, 0, tid), h.ev, From::Tracepoint));
+                out.push(((h.arrival, 0, tid), h.ev, Reporter::Tracepoint));
             }
             let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut thread.witnessed)
                 .into_iter()
                 .partition(|(anchor, _, _)| *anchor < barrier);
             thread.witnessed = later;
             for (anchor, rank, ev) in now {
-                out.push(((anchor, rank, tid), ev, From::Fanotify));
+                out.push(((anchor, rank, tid), ev, Reporter::Fanotify));
             }
         }
+        // A thread with nothing pending is forgotten: every event of it is out, so a
+        // fanotify-only event it makes later goes before anything still to come (anchor 0).
         self.threads.retain(|_, t| {
-            !t.fanotify.is_empty()
-                || !t.tracepoint.is_empty()
-                || !t.witnessed.is_empty()
-                || t.anchor != 0
+            !t.fanotify.is_empty() || !t.tracepoint.is_empty() || !t.witnessed.is_empty()
         });
-        if self.threads.len() > REMEMBERED_MAX {
-            // Threads seen once and idle since: their anchors are history.
-            self.threads.retain(|_, t| {
-                !t.fanotify.is_empty() || !t.tracepoint.is_empty() || !t.witnessed.is_empty()
-            });
-        }
         out.sort_by_key(|(order, _, _)| *order);
         out.into_iter().map(|(_, ev, from)| (ev, from)).collect()
     }
@@ -383,7 +372,7 @@ mod tests {
         e
     }
 
-    fn names(out: &[(FileEvent, From)]) -> Vec<String> {
+    fn names(out: &[(FileEvent, Reporter)]) -> Vec<String> {
         out.iter()
             .map(|(e, from)| {
                 format!(

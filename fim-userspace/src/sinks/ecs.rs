@@ -231,15 +231,7 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
 
     let mut doc = json!({
         "@timestamp": timestamp,
-        "event": {
-            "kind": "event",
-            "category": ["file"],
-            "type": [ev.action.ecs_type()],
-            "action": ev.action.as_str(),
-            "module": "fim",
-            "dataset": "fim.file",
-            "sequence": sequence,
-        },
+        "event": event_object(ev, sequence),
         "file": file,
         "fim": fim,
     });
@@ -266,6 +258,19 @@ pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
     doc
 }
 
+/// ECS `event`: what happened, and its place in the output.
+fn event_object(ev: &FileEvent, sequence: u64) -> Value {
+    json!({
+        "kind": "event",
+        "category": ["file"],
+        "type": [ev.action.ecs_type()],
+        "action": ev.action.as_str(),
+        "module": "fim",
+        "dataset": "fim.file",
+        "sequence": sequence,
+    })
+}
+
 /// A gap: operations lost before they were reported, when, where, and why. No `file`: it
 /// is about the watched roots, which the repair rescan that follows goes through.
 fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, sequence: u64) -> Value {
@@ -281,15 +286,7 @@ fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, sequence: u64) -> Value {
         .collect();
     json!({
         "@timestamp": time_ns(ev.time_unix_ns),
-        "event": {
-            "kind": "event",
-            "category": ["file"],
-            "type": [ev.action.ecs_type()],
-            "action": ev.action.as_str(),
-            "module": "fim",
-            "dataset": "fim.file",
-            "sequence": sequence,
-        },
+        "event": event_object(ev, sequence),
         "message": format!(
             "{count} file operations were lost before they were reported; the watched paths are rescanned to report what they changed"
         ),

@@ -870,19 +870,9 @@ impl EbpfSensor {
     /// Applies every waiting process record to the process table (the process-table
     /// programs send nothing else).
     fn drain_processes(&mut self) {
-        loop {
-            let decoded = match self.ring.get_mut().next() {
-                None => return,
-                Some(item) => {
-                    decode_record(&item, self.boot_to_unix_ns, self.name, &self.identities)
-                }
-            };
-            match decoded {
-                Ok(Decoded::Process(p)) => self.apply_process(p),
-                Ok(_) => {}
-                Err(e) => self.undecodable(&e),
-            }
-        }
+        // The process-table programs send no file events: nothing lands here.
+        let mut none = Vec::new();
+        self.take_ready(&mut none);
     }
 
     /// Delivers events to `tx` until `shutdown`; then drains what is left and returns.

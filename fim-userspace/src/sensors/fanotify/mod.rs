@@ -103,9 +103,9 @@ pub enum MarkScope {
     /// which keeps what is watched (`--sensor fanotify`: no race with new directories, a
     /// root's own removal seen).
     Filesystem,
-    /// Each directory that matters (in a watched tree, or on the way to a watched root) and
-    /// each watched file with other names, marked one by one: unrelated activity costs
-    /// nothing. A directory made later is marked when its event is read; what happens in
+    /// Each directory that matters (in a watched tree, or on the way to a watched root, with
+    /// its direct children) and each watched file (up to [`FILE_MARKS_MAX`]; past it, those
+    /// with other names), marked one by one: unrelated activity costs nothing. A directory made later is marked when its event is read; what happens in
     /// it before is not seen by fanotify (the witness of the tracepoint tier in `auto`,
     /// which reports those operations itself).
     Directories,
@@ -290,10 +290,8 @@ impl FanotifySensor {
         let key = identity::key(fsid, handle_type, &handle);
         if dir {
             self.mark(path, true);
-        } else if meta.nlink() > 1 {
-            self.mark(path, false);
         } else {
-            self.mark_file(path);
+            self.mark_file(path, meta.nlink() > 1);
         }
         if dir {
             self.known.dirs.insert(key, path.to_vec());
@@ -302,9 +300,12 @@ impl FanotifySensor {
         }
     }
 
-    /// Marks watched file `path` itself (per-directory scope), within [`FILE_MARKS_MAX`].
-    fn mark_file(&mut self, path: &[u8]) {
-        if self.scope == MarkScope::Directories && self.files_marked < FILE_MARKS_MAX {
+    /// Marks watched file `path` itself (per-directory scope): within [`FILE_MARKS_MAX`], or
+    /// always when it has other names (`linked`).
+    fn mark_file(&mut self, path: &[u8], linked: bool) {
+        if linked {
+            self.mark(path, false);
+        } else if self.scope == MarkScope::Directories && self.files_marked < FILE_MARKS_MAX {
             self.files_marked += 1;
             self.mark(path, false);
             if self.files_marked == FILE_MARKS_MAX {
@@ -803,7 +804,7 @@ impl FanotifySensor {
                     source = from;
                 }
                 if matches!(action, Action::Create | Action::Link) && self.watch.matches(&path) {
-                    self.mark_file(&path);
+                    self.mark_file(&path, false);
                 }
                 actions.push(action);
             }

@@ -38,21 +38,7 @@ pub fn init() -> io::Result<OwnedFd> {
 
 /// Marks the whole file system holding `path`.
 pub fn mark_filesystem(group: &OwnedFd, path: &[u8]) -> io::Result<()> {
-    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: valid descriptor and NUL-terminated path.
-    let r = unsafe {
-        libc::fanotify_mark(
-            group.as_raw_fd(),
-            libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
-            MARK_MASK,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    mark(group, path, libc::FAN_MARK_FILESYSTEM, MARK_MASK)
 }
 
 /// What an inode mark on a file asks for (changes of the file itself).
@@ -61,17 +47,22 @@ const FILE_MASK: u64 = libc::FAN_ATTRIB | libc::FAN_MODIFY | libc::FAN_CLOSE_WRI
 /// Marks the inode at `path` only: a directory for its entries and its direct children, a
 /// file for its own changes (whatever name they go through).
 pub fn mark_inode(group: &OwnedFd, path: &[u8], dir: bool) -> io::Result<()> {
-    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mask = if dir {
         MARK_MASK | libc::FAN_EVENT_ON_CHILD
     } else {
         FILE_MASK
     };
+    mark(group, path, libc::FAN_MARK_DONT_FOLLOW, mask)
+}
+
+/// Adds a mark of kind `flags` for `mask` on `path`.
+fn mark(group: &OwnedFd, path: &[u8], flags: libc::c_uint, mask: u64) -> io::Result<()> {
+    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: valid descriptor and NUL-terminated path.
     let r = unsafe {
         libc::fanotify_mark(
             group.as_raw_fd(),
-            libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW,
+            libc::FAN_MARK_ADD | flags,
             mask,
             libc::AT_FDCWD,
             c.as_ptr(),
