@@ -305,7 +305,10 @@ fn queue_overflow_is_counted_and_repaired_by_a_rescan(sensor: &str) {
         return;
     }
     let (_guard, dir) = tempdir();
-    let mut d = start(sensor, &[&dir]);
+    // No other test's daemon runs while this one floods the file system.
+    let flood = fim_tests::Flood::begin();
+    let mut d = flood.start_daemon(&[&dir], None, &["--sensor", sensor]);
+    d.wait_log("baseline built", Duration::from_secs(60));
     d.pause();
     // More distinct events than the kernel queue holds (16,384).
     for i in 0..20_000 {

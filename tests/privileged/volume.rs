@@ -3,7 +3,7 @@
 
 use std::{fs, os::unix::fs::PermissionsExt};
 
-use fim_tests::{Daemon, is, require_privileges, tempdir};
+use fim_tests::{is, require_privileges, tempdir};
 
 const BURST: usize = 10_000;
 
@@ -25,7 +25,9 @@ fn a_burst_of_10000_operations_is_reported_or_counted_lost() {
     let (_guard, dir) = tempdir();
     let f = dir.join("burst");
     fs::write(&f, b"x").expect("seed");
-    let d = Daemon::start(&[&dir]);
+    // No other test's daemon runs while this one floods the file system.
+    let flood = fim_tests::Flood::begin();
+    let d = flood.start_daemon(&[&dir], None, &[]);
     for i in 0..BURST {
         let mode = if i % 2 == 0 { 0o600 } else { 0o640 };
         fs::set_permissions(&f, fs::Permissions::from_mode(mode)).expect("chmod");

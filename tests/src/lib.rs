@@ -28,15 +28,80 @@ pub fn scaled(d: Duration) -> Duration {
     d * factor
 }
 
-/// The eBPF tier the scenarios run against: `$FIM_TEST_TIER` (`lsm`, `fentry` or
-/// `tracepoint`), by default `tracepoint`, the one tier every supported host allows. The
-/// kernel matrix runs the scenario suite once per tier each guest supports.
 /// Held for reading by a test while it has files open for writing, and for writing while a
 /// daemon is spawned: a child forked meanwhile would hold those files until its exec, and
 /// their last close (fanotify's `close_write`) would then be the child's, after whatever
 /// the test did next.
 pub static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
+/// How many test daemons run, and whether a test floods the file system ([`Flood`]): no
+/// daemon runs while a test floods. A `--sensor fanotify` daemon marks the whole file
+/// system, so another test's flood (above all while that daemon is paused, or slowed by
+/// QEMU's TCG) would overflow its kernel queue (16,384 events): it would rightly report a
+/// gap and rescan, but a test that asserts every event of its own sequence would fail.
+/// A test may run two daemons at once, so a flood waits for none to run rather than
+/// holding new ones back while it waits (which could deadlock such a test).
+static QUIET: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+static QUIET_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn quiet_update<T>(
+    wait_while: impl Fn(&(usize, bool)) -> bool,
+    f: impl FnOnce(&mut (usize, bool)) -> T,
+) -> T {
+    let guard = QUIET.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = QUIET_CHANGED
+        .wait_while(guard, |s| wait_while(s))
+        .unwrap_or_else(|e| e.into_inner());
+    let out = f(&mut state);
+    QUIET_CHANGED.notify_all();
+    out
+}
+
+/// A running test daemon's share of [`QUIET`].
+struct Quiet;
+
+impl Quiet {
+    fn begin() -> Self {
+        quiet_update(|&(_, flooding)| flooding, |s| s.0 += 1);
+        Self
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        quiet_update(|_| false, |s| s.0 -= 1);
+    }
+}
+
+/// Held by a test that floods the file system: no other test's daemon runs meanwhile.
+pub struct Flood(());
+
+impl Flood {
+    /// Waits until no other test's daemon runs, and keeps new ones from starting until
+    /// dropped.
+    pub fn begin() -> Self {
+        quiet_update(
+            |&(running, flooding)| running > 0 || flooding,
+            |s| s.1 = true,
+        );
+        Self(())
+    }
+
+    /// [`Daemon::start_with`] for the test that floods.
+    pub fn start_daemon(&self, watch: &[&Path], state: Option<&Path>, args: &[&str]) -> Daemon {
+        Daemon::spawn(watch, state, args, None)
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        quiet_update(|_| false, |s| s.1 = false);
+    }
+}
+
+/// The eBPF tier the scenarios run against: `$FIM_TEST_TIER` (`lsm`, `fentry` or
+/// `tracepoint`), by default `tracepoint`, the one tier every supported host allows. The
+/// kernel matrix runs the scenario suite once per tier each guest supports.
 pub fn tier() -> String {
     std::env::var("FIM_TEST_TIER").unwrap_or_else(|_| "tracepoint".to_owned())
 }
@@ -115,6 +180,8 @@ pub struct Daemon {
     log_seen: Vec<String>,
     stderr: std::thread::JoinHandle<String>,
     _state: Option<tempfile::TempDir>,
+    /// No other test floods the file system while this daemon runs (see [`QUIET`]).
+    _quiet: Option<Quiet>,
     /// Every event received so far, in order.
     pub seen: Vec<Value>,
 }
@@ -129,6 +196,10 @@ impl Daemon {
     /// Starts `fim run --watch <each> --state-dir <state> <args>`; without `state`, a fresh
     /// temporary state directory is used and removed with the daemon.
     pub fn start_with(watch: &[&Path], state: Option<&Path>, args: &[&str]) -> Self {
+        Self::spawn(watch, state, args, Some(Quiet::begin()))
+    }
+
+    fn spawn(watch: &[&Path], state: Option<&Path>, args: &[&str], quiet: Option<Quiet>) -> Self {
         let owned = match state {
             Some(_) => None,
             None => Some(
@@ -191,6 +262,7 @@ impl Daemon {
             log_seen: Vec::new(),
             stderr,
             _state: owned,
+            _quiet: quiet,
             seen: Vec::new(),
         };
         daemon.wait_log("ready:", Duration::from_secs(60));
