@@ -21,6 +21,13 @@ use crate::{
 
 /// Events buffered between stages.
 const CHANNEL_CAPACITY: usize = 4096;
+/// Events the filter passes to the engine as one batch, at most, and batches buffered
+/// between them.
+const FILTER_BATCH: usize = 256;
+const ENGINE_BATCHES: usize = 16;
+/// Batches buffered between the engine and the sink (the engine sends what one turn of its
+/// loop reported, up to a few hundred events, as one batch).
+const SINK_BATCHES: usize = 64;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -69,31 +76,36 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let watch = Arc::new(watch);
     let stats = Arc::new(EngineStats::default());
-    let (sink_tx, sink_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (sink_tx, sink_rx) = mpsc::channel(SINK_BATCHES);
     let state_dir = integrity.state_dir.clone();
     let engine = Engine::start(integrity, watch.clone(), sink_tx, stats.clone())?;
     let sensor = Sensor::start(kind, &watch, &state_dir)?;
     let losses = sensor.losses();
     let final_losses = sensor.losses();
     let (sensor_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let (engine_tx, engine_rx) = flume::bounded(CHANNEL_CAPACITY);
+    let (engine_tx, engine_rx) = flume::bounded(ENGINE_BATCHES);
     let tracker = TaskTracker::new();
     let sensor_task = tracker.spawn(sensor.run(sensor_tx, shutdown.clone()));
     let watched_paths = watch.len();
     let filter_watch = watch.clone();
     let filter_task = tracker.spawn(async move {
         // The kernel filter is a conservative prefix match; this is the exact rule check.
-        let mut batch = Vec::with_capacity(256);
-        'recv: while filter_rx.recv_many(&mut batch, 256).await > 0 {
+        let mut batch = Vec::with_capacity(FILTER_BATCH);
+        // What arrived together goes on together: one wakeup of the engine per batch.
+        while filter_rx.recv_many(&mut batch, FILTER_BATCH).await > 0 {
+            let mut watched = Vec::with_capacity(batch.len());
             for mut ev in batch.drain(..) {
                 canonical_spelling(&filter_watch, &mut ev);
-                let watched = filter_watch.matches(&ev.path.bytes)
+                if filter_watch.matches(&ev.path.bytes)
                     || ev.source.as_ref().is_some_and(|s| {
                         ev.action != crate::event::Action::Symlink && filter_watch.matches(&s.bytes)
-                    });
-                if watched && engine_tx.send_async(ev).await.is_err() {
-                    break 'recv;
+                    })
+                {
+                    watched.push(ev);
                 }
+            }
+            if !watched.is_empty() && engine_tx.send_async(watched).await.is_err() {
+                break;
             }
         }
     });

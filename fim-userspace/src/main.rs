@@ -179,8 +179,9 @@ fn watch_set(watch: &[String]) -> Option<WatchSet> {
 }
 
 fn run(set: WatchSet, kind: SensorKind, cfg: EngineConfig) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the sensor, the filter and the sink: they hand events to each other
+    // in batches without waking another thread; the engine has its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

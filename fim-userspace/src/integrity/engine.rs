@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use super::{
     attrs::{Attr, Snapshot, diff},
     baseline::{Access, Baseline, BaselineError},
-    observe::{Hashing, Limits, ObserveError, Scratch, observe},
+    observe::{Hashing, Limits, ObserveError, Scratch, Within, observe, observe_within},
     order::{Reorder, Ticket},
     scan::{ScanItem, ScanOptions, scan},
 };
@@ -122,6 +122,10 @@ fn step_for(action: Action, in_burst: bool) -> Step {
     }
 }
 
+/// Largest file the engine hashes on its own thread (about 30 µs of SHA-256); larger ones go
+/// to a hashing worker, so one large file does not hold up the events behind it.
+const INLINE_HASH_BYTES: u64 = 64 * 1024;
+
 /// How often the baseline's changes are committed, at most.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
@@ -200,7 +204,10 @@ pub struct Engine {
     cfg: EngineConfig,
     watch: Arc<WatchSet>,
     baseline: Baseline,
-    output: mpsc::Sender<FileEvent>,
+    output: mpsc::Sender<Vec<FileEvent>>,
+    /// Events reported since the last send: sent as one batch per turn of the loop, so the
+    /// sink wakes once per batch rather than once per event.
+    outbox: Vec<FileEvent>,
     stats: Arc<EngineStats>,
     jobs: flume::Sender<Job>,
     done: flume::Receiver<Done>,
@@ -232,7 +239,7 @@ impl Engine {
     pub fn start(
         cfg: EngineConfig,
         watch: Arc<WatchSet>,
-        output: mpsc::Sender<FileEvent>,
+        output: mpsc::Sender<Vec<FileEvent>>,
         stats: Arc<EngineStats>,
     ) -> Result<Self, EngineError> {
         let baseline = Baseline::open(&cfg.state_dir, Access::Write)?;
@@ -268,6 +275,7 @@ impl Engine {
             watch,
             baseline,
             output,
+            outbox: Vec::new(),
             stats,
             jobs,
             done,
@@ -296,7 +304,7 @@ impl Engine {
     /// repair rescan is scheduled.
     pub fn run(
         mut self,
-        input: &flume::Receiver<FileEvent>,
+        input: &flume::Receiver<Vec<FileEvent>>,
         lost_in_kernel: impl Fn() -> Losses,
     ) -> Result<(), EngineError> {
         let result = self.event_loop(input, lost_in_kernel);
@@ -306,12 +314,13 @@ impl Engine {
 
     fn event_loop(
         &mut self,
-        input: &flume::Receiver<FileEvent>,
+        input: &flume::Receiver<Vec<FileEvent>>,
         lost_in_kernel: impl Fn() -> Losses,
     ) -> Result<(), EngineError> {
         let mut input_open = true;
         let mut lost_seen = lost_in_kernel();
         loop {
+            self.send_outbox()?;
             if !input_open && self.in_flight == 0 && self.ready.is_empty() && self.order.is_empty()
             {
                 return Ok(());
@@ -322,7 +331,7 @@ impl Engine {
             let taking = input_open && self.order.len() < 4 * self.cfg.max_backlog;
             let deadline = self.next_deadline();
             enum Msg {
-                Event(Option<Box<FileEvent>>),
+                Events(Option<Vec<FileEvent>>),
                 Done(Box<Done>),
                 Scan(Option<Box<ScanItem>>),
                 Tick,
@@ -332,7 +341,7 @@ impl Engine {
                     r.map_or(Msg::Tick, |d| Msg::Done(Box::new(d)))
                 });
                 if taking {
-                    sel = sel.recv(input, |r| Msg::Event(r.ok().map(Box::new)));
+                    sel = sel.recv(input, |r| Msg::Events(r.ok()));
                 }
                 if let Some(s) = &self.scan {
                     sel = sel.recv(&s.items, |r| Msg::Scan(r.ok().map(Box::new)));
@@ -340,8 +349,14 @@ impl Engine {
                 sel.wait_deadline(deadline).unwrap_or(Msg::Tick)
             };
             match msg {
-                Msg::Event(Some(ev)) => self.accept(*ev)?,
-                Msg::Event(None) => {
+                // A batch is taken whole (its results leave together): the back-pressure
+                // above holds at most one batch more.
+                Msg::Events(Some(batch)) => {
+                    for ev in batch {
+                        self.accept(ev)?;
+                    }
+                }
+                Msg::Events(None) => {
                     input_open = false;
                     // The sensor has stopped and read its counters a last time: what it
                     // lost since the last check is reported now (no repair scan follows a
@@ -498,8 +513,18 @@ impl Engine {
     }
 
     fn emit(&mut self, ev: FileEvent) -> Result<(), EngineError> {
+        self.outbox.push(ev);
+        Ok(())
+    }
+
+    /// Sends what was reported since the last send, as one batch (blocking while the sink
+    /// is full: back-pressure).
+    fn send_outbox(&mut self) -> Result<(), EngineError> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
         self.output
-            .blocking_send(ev)
+            .blocking_send(std::mem::take(&mut self.outbox))
             .map_err(|_| EngineError::OutputClosed)
     }
 
@@ -644,16 +669,24 @@ impl Engine {
 
     fn submit(&mut self, job: Job) -> Result<(), EngineError> {
         self.in_flight += 1;
-        if matches!(job.hashing(), Hashing::Defer) {
-            // Metadata only (a write burst still open): read here, without handing the job
-            // to a worker and its result back (two thread wakeups per event).
-            let result = observe(
-                &job.keys[0],
-                Hashing::Defer,
-                &self.cfg.limits,
-                &mut self.scratch,
-            );
-            return self.complete(Done { job, result });
+        // Metadata, a reused digest or a small file: observed here, without handing the job
+        // to a worker and its result back (two thread wakeups, more than the work itself).
+        // Only a file that must be hashed and is larger goes to a worker.
+        match observe_within(
+            &job.keys[0],
+            job.hashing(),
+            &self.cfg.limits,
+            &mut self.scratch,
+            INLINE_HASH_BYTES,
+        ) {
+            Ok(Within::Observed(s)) => return self.complete(Done { job, result: Ok(s) }),
+            Err(e) => {
+                return self.complete(Done {
+                    job,
+                    result: Err(e),
+                });
+            }
+            Ok(Within::MustHash) => {}
         }
         if !self.ready.is_empty() {
             self.ready.push_back(job);

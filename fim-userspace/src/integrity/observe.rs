@@ -258,7 +258,37 @@ pub fn observe(
     limits: &Limits,
     scratch: &mut Scratch,
 ) -> Result<Option<Snapshot>, ObserveError> {
-    observe_once(path, None, hashing, limits, scratch, 2)
+    match observe_once(path, None, hashing, limits, scratch, u64::MAX, 2)? {
+        Within::Observed(s) => Ok(s),
+        Within::MustHash => unreachable!("no file is larger than u64::MAX bytes"),
+    }
+}
+
+/// What [`observe_within`] found.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per observation and consumed at once, never stored"
+)]
+pub enum Within {
+    /// The observation (`None`: nothing is there).
+    Observed(Option<Snapshot>),
+    /// The file must be read and hashed, and it is larger than the budget: observe it
+    /// where a long read blocks nothing else.
+    MustHash,
+}
+
+/// Like [`observe`], but reads at most `budget` bytes of content: a file that must be hashed
+/// and is larger is left unread ([`Within::MustHash`]). The engine observes small files on
+/// its own thread this way, and hands only large ones to a hashing worker.
+pub fn observe_within(
+    path: &[u8],
+    hashing: Hashing<'_>,
+    limits: &Limits,
+    scratch: &mut Scratch,
+    budget: u64,
+) -> Result<Within, ObserveError> {
+    observe_once(path, None, hashing, limits, scratch, budget, 2)
 }
 
 /// Like [`observe`], for a path just listed from its directory with type `listed` (the
@@ -272,7 +302,10 @@ pub fn observe_listed(
     limits: &Limits,
     scratch: &mut Scratch,
 ) -> Result<Option<Snapshot>, ObserveError> {
-    observe_once(path, listed, hashing, limits, scratch, 2)
+    match observe_once(path, listed, hashing, limits, scratch, u64::MAX, 2)? {
+        Within::Observed(s) => Ok(s),
+        Within::MustHash => unreachable!("no file is larger than u64::MAX bytes"),
+    }
 }
 
 fn open_for_reading(path: &CString, file_type: FileType) -> io::Result<OwnedFd> {
@@ -295,8 +328,9 @@ fn observe_once(
     hashing: Hashing<'_>,
     limits: &Limits,
     scratch: &mut Scratch,
+    budget: u64,
     retries: u32,
-) -> Result<Option<Snapshot>, ObserveError> {
+) -> Result<Within, ObserveError> {
     let cpath = CString::new(path).map_err(|_| ObserveError::Nul(render(path)))?;
     if let Some(t @ (FileType::File | FileType::Dir)) = listed {
         match open_for_reading(&cpath, t) {
@@ -316,17 +350,18 @@ fn observe_once(
                         hashing,
                         limits,
                         scratch,
+                        budget,
                     );
                 }
             }
-            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) if is_absent(&e) => return Ok(Within::Observed(None)),
             // Changed type since it was listed: take the careful path.
             Err(_) => {}
         }
     }
     let handle = match open(&cpath, libc::O_PATH | libc::O_NOFOLLOW) {
         Ok(fd) => fd,
-        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) if is_absent(&e) => return Ok(Within::Observed(None)),
         Err(e) => return Err(io_err("opening", path, e)),
     };
     let st = match fstat(&handle) {
@@ -345,16 +380,17 @@ fn observe_once(
             hashing,
             limits,
             scratch,
+            budget,
         );
     }
     let fd = match open_for_reading(&cpath, attrs.file_type) {
         Ok(fd) => fd,
         Err(e) if is_absent(&e) => {
-            return Ok(Some(Snapshot {
+            return Ok(Within::Observed(Some(Snapshot {
                 content: (attrs.file_type == FileType::File)
                     .then_some(Content::NotHashed(NotHashed::Vanished)),
                 attrs,
-            }));
+            })));
         }
         // Replaced by a symlink, a FIFO or a directory since the first open.
         Err(e)
@@ -364,7 +400,7 @@ fn observe_once(
                     Some(libc::ELOOP | libc::ENXIO | libc::ENOTDIR)
                 ) =>
         {
-            return observe_once(path, None, hashing, limits, scratch, retries - 1);
+            return observe_once(path, None, hashing, limits, scratch, budget, retries - 1);
         }
         Err(e) => return Err(io_err("opening for reading", path, e)),
     };
@@ -380,6 +416,7 @@ fn observe_once(
         hashing,
         limits,
         scratch,
+        budget,
     )
 }
 
@@ -399,7 +436,8 @@ fn describe(
     hashing: Hashing<'_>,
     limits: &Limits,
     scratch: &mut Scratch,
-) -> Result<Option<Snapshot>, ObserveError> {
+    budget: u64,
+) -> Result<Within, ObserveError> {
     if let Some(fd) = &reader {
         read_xattrs(&XattrSource::Fd(fd), &mut attrs)
             .map_err(|e| io_err("reading extended attributes of", path, e))?;
@@ -432,6 +470,7 @@ fn describe(
                         limit: limits.max_hash_bytes,
                     })
                 }
+                _ if attrs.size > budget => return Ok(Within::MustHash),
                 _ => match hash_file(fd, attrs.size, scratch) {
                     Ok(d) => Content::Sha256(d),
                     Err(e) => Content::NotHashed(NotHashed::Unreadable(e.to_string())),
@@ -440,7 +479,7 @@ fn describe(
         }),
         _ => None,
     };
-    Ok(Some(Snapshot { attrs, content }))
+    Ok(Within::Observed(Some(Snapshot { attrs, content })))
 }
 
 #[cfg(test)]
@@ -502,6 +541,43 @@ mod tests {
         );
         let s = obs(&f, Hashing::Defer).expect("present");
         assert_eq!(s.content, Some(Content::NotHashed(NotHashed::Deferred)));
+    }
+
+    #[test]
+    fn within_a_budget_only_files_that_must_be_hashed_and_are_larger_are_left_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (small, big) = (dir.path().join("small"), dir.path().join("big"));
+        std::fs::write(&small, b"abc").expect("write");
+        std::fs::write(&big, vec![1u8; 100]).expect("write");
+        let within = |p: &std::path::Path, hashing| {
+            observe_within(
+                p.as_os_str().as_encoded_bytes(),
+                hashing,
+                &Limits::default(),
+                &mut Scratch::default(),
+                10,
+            )
+            .expect("observing")
+        };
+        let Within::Observed(Some(s)) = within(&small, Hashing::Always) else {
+            panic!("a small file is observed and hashed");
+        };
+        assert!(s.sha256().is_some());
+        assert!(matches!(within(&big, Hashing::Always), Within::MustHash));
+        // Metadata only, or a digest reused: nothing to read, whatever the size.
+        let Within::Observed(Some(meta)) = within(&big, Hashing::Defer) else {
+            panic!("metadata is observed");
+        };
+        assert_eq!(meta.attrs.size, 100);
+        let hashed = obs(&big, Hashing::Always).expect("present");
+        let Within::Observed(Some(reused)) = within(&big, Hashing::Reuse(Some(&hashed))) else {
+            panic!("an unchanged file reuses its digest");
+        };
+        assert_eq!(reused.sha256(), hashed.sha256());
+        assert!(matches!(
+            within(&dir.path().join("absent"), Hashing::Always),
+            Within::Observed(None)
+        ));
     }
 
     #[test]

@@ -10,25 +10,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{event::FileEvent, sinks::ecs::to_ecs};
 
-/// Writes events to stdout until the channel closes. Returns how many were written.
+/// Writes batches of events to stdout until the channel closes. Returns how many events
+/// were written.
 pub async fn run(
-    mut rx: mpsc::Receiver<FileEvent>,
+    mut rx: mpsc::Receiver<Vec<FileEvent>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<u64> {
     let mut sequence = 0u64;
-    let mut batch = Vec::with_capacity(64);
+    let mut batches = Vec::with_capacity(16);
     let mut text = Vec::with_capacity(64 * 1024);
     loop {
         // Drain what the sensor already sent even after shutdown: the sensor closes the
         // channel when it stops, which ends this loop.
-        let n = rx.recv_many(&mut batch, 256).await;
+        let n = rx.recv_many(&mut batches, 16).await;
         if n == 0 {
             break;
         }
         // One write for what is waiting (stdout is line-buffered: written line by line, each
         // event would cost a syscall).
         text.clear();
-        for ev in batch.drain(..) {
+        for ev in batches.drain(..).flatten() {
             sequence += 1;
             serde_json::to_writer(&mut text, &to_ecs(&ev, sequence))?;
             text.push(b'\n');
