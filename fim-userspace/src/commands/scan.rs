@@ -25,7 +25,7 @@ use crate::{
         observe::Limits,
         scan::{ScanItem, ScanOptions, scan},
     },
-    sinks::ecs::{render_bytes, to_ecs},
+    sinks::ecs::{render_bytes, write_ecs},
     watch::WatchSet,
 };
 
@@ -177,7 +177,7 @@ impl Report {
         self.sequence += 1;
         if self.json {
             let ev = found_event(action, path, before, after, changed, Origin::Check);
-            serde_json::to_writer(&mut self.out, &to_ecs(&ev, self.sequence))?;
+            write_ecs(&mut self.out, &ev, self.sequence)?;
             writeln!(self.out)
         } else {
             let what: Vec<&str> = changed.iter().map(|a| a.as_str()).collect();

@@ -5,6 +5,9 @@
 //! UTF-8 are rendered with each invalid byte as `\xNN`, so the text is lossless and the
 //! original bytes can be recovered.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -48,227 +51,385 @@ fn source_name(s: PathSource) -> &'static str {
     }
 }
 
-fn insert(map: &mut Map<String, Value>, key: &str, value: Value) {
-    map.insert(key.to_owned(), value);
+/// `fim.path` and `fim.source_path`: where a path came from, and whether it was cut short.
+#[derive(Serialize)]
+struct PathInfo {
+    source: &'static str,
+    truncated: bool,
 }
 
-fn path_info(p: &ReportedPath) -> Value {
-    json!({ "source": source_name(p.source), "truncated": p.truncated })
+fn path_info(p: &ReportedPath) -> PathInfo {
+    PathInfo {
+        source: source_name(p.source),
+        truncated: p.truncated,
+    }
 }
 
-/// The ECS document for one event. `sequence` numbers events in output order.
-pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
-    if let Some(gap) = &ev.gap {
-        return gap_doc(ev, gap, sequence);
-    }
-    let timestamp = time_ns(ev.time_unix_ns);
-    let path = render_bytes(&ev.path.bytes);
-    let mut file = Map::new();
-    insert(&mut file, "path", json!(path));
-    let slash = ev.path.bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
-    insert(
-        &mut file,
-        "name",
-        json!(render_bytes(&ev.path.bytes[slash + 1..])),
-    );
-    insert(
-        &mut file,
-        "directory",
-        json!(render_bytes(if slash == 0 {
-            b"/"
-        } else {
-            &ev.path.bytes[..slash]
-        })),
-    );
-    // What the caller asked for (chmod/chown/mkdir/create arguments); the file's actual
-    // values after the event are in `file.*` and `fim.after`.
-    let mut requested = Map::new();
-    if let Some(mode) = ev.mode {
-        insert(
-            &mut requested,
-            "mode",
-            json!(format!("{:04o}", mode & 0o7777)),
-        );
-    }
-    if let Some(uid) = ev.owner_uid {
-        insert(&mut requested, "uid", json!(uid.to_string()));
-    }
-    if let Some(gid) = ev.owner_gid {
-        insert(&mut requested, "gid", json!(gid.to_string()));
-    }
-    if let Some(p) = &ev.requested_path {
-        insert(&mut requested, "path", json!(render_bytes(&p.bytes)));
-    }
-    if let Some(inode) = ev.inode {
-        insert(&mut file, "inode", json!(inode.ino.to_string()));
-        insert(
-            &mut file,
-            "device",
-            json!(format!("{}:{}", inode.major, inode.minor)),
-        );
-        insert(&mut file, "type", json!(file_type(inode.mode)));
-    }
-    match (ev.action, &ev.source) {
-        (Action::Rename, Some(old)) => {
-            insert(
-                &mut file,
-                "original",
-                json!({ "path": render_bytes(&old.bytes) }),
-            );
-        }
-        (Action::Link | Action::Symlink, Some(target)) => {
-            insert(&mut file, "target_path", json!(render_bytes(&target.bytes)));
-        }
-        _ => {}
-    }
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 
-    if let Some(after) = ev.integrity.as_ref().and_then(|i| i.after.as_ref()) {
-        // Values read from the file after the event take precedence over syscall arguments.
-        let a = &after.attrs;
-        insert(&mut file, "type", json!(a.file_type.as_str()));
-        insert(&mut file, "size", json!(a.size));
-        insert(&mut file, "mode", json!(format!("{:04o}", a.mode)));
-        insert(&mut file, "uid", json!(a.uid.to_string()));
-        insert(&mut file, "gid", json!(a.gid.to_string()));
-        insert(&mut file, "inode", json!(a.ino.to_string()));
-        insert(
-            &mut file,
-            "device",
-            json!(format!("{}:{}", a.dev_major, a.dev_minor)),
-        );
-        insert(&mut file, "mtime", json!(time_ns(i128::from(a.mtime_ns))));
-        insert(&mut file, "ctime", json!(time_ns(i128::from(a.ctime_ns))));
-        if let Some(d) = after.sha256() {
-            insert(&mut file, "hash", json!({ "sha256": hex(d) }));
-        }
-    }
-    let mut fim = Map::new();
-    insert(&mut fim, "sensor", json!(ev.sensor));
-    insert(&mut fim, "path", path_info(&ev.path));
-    if let Some(source) = &ev.source {
-        insert(&mut fim, "source_path", path_info(source));
-    }
-    if let Some(nr) = ev.syscall_nr {
-        insert(&mut fim, "syscall_nr", json!(nr));
-    }
-    if let Some(p) = &ev.process {
-        insert(&mut fim, "cgroup_id", json!(p.cgroup_id));
-    }
-    if !requested.is_empty() {
-        insert(&mut fim, "requested", Value::Object(requested));
-    }
-    if ev.merged {
-        insert(&mut fim, "merged", json!(true));
-    }
-    if let Some(i) = &ev.integrity {
-        insert(&mut fim, "origin", json!(i.origin.as_str()));
-        insert(
-            &mut fim,
-            "changed",
-            json!(i.changed.iter().map(|a| a.as_str()).collect::<Vec<_>>()),
-        );
-        insert(
-            &mut fim,
-            "before",
-            i.before.as_ref().map_or(Value::Null, snapshot),
-        );
-        insert(
-            &mut fim,
-            "after",
-            i.after.as_ref().map_or(Value::Null, snapshot),
-        );
-        if i.replaced_target {
-            insert(&mut fim, "replaced_target", json!(true));
-        }
-        if let Some(note) = &i.note {
-            insert(&mut fim, "note", json!(note));
-        }
-    }
-    if let Some(name) = &ev.xattr_name {
-        insert(&mut fim, "xattr", json!({ "name": render_bytes(name) }));
-    }
-    if let Some(n) = ev.bytes_written {
-        insert(&mut fim, "bytes_written", json!(n));
-    }
-    if let Some((mode, length)) = ev.fallocate {
-        const MODES: [(u32, &str); 6] = [
-            (0x01, "keep_size"),
-            (0x02, "punch_hole"),
-            (0x08, "collapse_range"),
-            (0x10, "zero_range"),
-            (0x20, "insert_range"),
-            (0x40, "unshare_range"),
-        ];
-        let names: Vec<&str> = MODES
-            .iter()
-            .filter(|(bit, _)| mode & bit != 0)
-            .map(|(_, n)| *n)
-            .collect();
-        insert(
-            &mut fim,
-            "fallocate",
-            json!({ "mode": names, "length": length }),
-        );
-    }
-    if let Some(n) = ev.truncate_length {
-        insert(&mut fim, "truncate_length", json!(n));
-    }
-    if ev.action == Action::Rename {
-        let mut flags = Vec::new();
-        for (bit, name) in [(1u32, "noreplace"), (2, "exchange"), (4, "whiteout")] {
-            if ev.rename_flags & bit != 0 {
-                flags.push(name);
-            }
-        }
-        insert(&mut fim, "rename_flags", json!(flags));
-    }
-    if ev.open_truncated {
-        insert(&mut fim, "open_truncated", json!(true));
-    }
-    if ev.no_follow {
-        insert(&mut fim, "no_follow", json!(true));
-    }
+/// One path, as an object (`file.original`, `fim.xattr`'s name).
+#[derive(Serialize)]
+struct Named {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+}
 
-    let mut doc = json!({
-        "@timestamp": timestamp,
-        "event": event_object(ev, sequence),
-        "file": file,
-        "fim": fim,
-    });
-    if let Some(p) = ev.process.as_ref().filter(|p| p.exited) {
-        // Gone before it could be looked up: say so, invent nothing.
-        doc["process"] = json!({ "pid": p.pid, "thread": { "id": p.tid } });
-        doc["fim"]["process_exited"] = json!(true);
-    } else if let Some(p) = &ev.process {
-        let mut process = json!({
-            "pid": p.pid,
-            "thread": { "id": p.tid },
-            "name": p.name,
-            "parent": { "pid": p.ppid },
-            "entity_id": entity_id(p.pid, p.start_boot_ns),
-        });
-        if let Some(exe) = &p.executable {
-            process["executable"] = json!(render_bytes(exe));
-        }
-        doc["process"] = process;
-        doc["user"] = json!({ "id": p.uid.to_string(), "effective": { "id": p.euid.to_string() } });
-        doc["group"] =
-            json!({ "id": p.gid.to_string(), "effective": { "id": p.egid.to_string() } });
+#[derive(Serialize)]
+struct Sha256 {
+    sha256: String,
+}
+
+/// ECS `file`: the object as it is after the event (values read from the file take
+/// precedence over what the sensor reported).
+#[derive(Serialize)]
+struct FileObject {
+    path: String,
+    name: String,
+    directory: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    file_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original: Option<Named>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<Sha256>,
+}
+
+/// `fim.requested`: what the caller asked for (chmod/chown/mkdir/create arguments).
+#[derive(Serialize, Default)]
+struct Requested {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+}
+
+impl Requested {
+    fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.uid.is_none() && self.gid.is_none() && self.path.is_none()
     }
-    doc
+}
+
+#[derive(Serialize)]
+struct Fallocate {
+    mode: Vec<&'static str>,
+    length: u64,
+}
+
+/// `fim.*`: everything ECS has no field for.
+#[derive(Serialize)]
+struct FimObject<'a> {
+    sensor: &'static str,
+    path: PathInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_path: Option<PathInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    syscall_nr: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Requested::is_empty")]
+    requested: Requested,
+    #[serde(skip_serializing_if = "is_false")]
+    merged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<Vec<&'static str>>,
+    /// Present (maybe `null`) whenever the engine enriched the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before: Option<Option<SnapshotDoc<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<Option<SnapshotDoc<'a>>>,
+    #[serde(skip_serializing_if = "is_false")]
+    replaced_target: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xattr: Option<Named>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_written: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallocate: Option<Fallocate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncate_length: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rename_flags: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "is_false")]
+    open_truncated: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    no_follow: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    process_exited: bool,
+}
+
+#[derive(Serialize)]
+struct Id {
+    id: u32,
+}
+
+#[derive(Serialize)]
+struct Pid {
+    pid: u32,
+}
+
+/// ECS `process`: only the ids when the process was gone before it could be looked up.
+#[derive(Serialize)]
+struct ProcessObject<'a> {
+    pid: u32,
+    thread: Id,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<Pid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable: Option<String>,
+}
+
+/// ECS `user` and `group`: real and effective ids.
+#[derive(Serialize)]
+struct Ids {
+    id: String,
+    effective: IdText,
+}
+
+#[derive(Serialize)]
+struct IdText {
+    id: String,
+}
+
+fn ids(real: u32, effective: u32) -> Ids {
+    Ids {
+        id: real.to_string(),
+        effective: IdText {
+            id: effective.to_string(),
+        },
+    }
 }
 
 /// ECS `event`: what happened, and its place in the output.
-fn event_object(ev: &FileEvent, sequence: u64) -> Value {
-    json!({
-        "kind": "event",
-        "category": ["file"],
-        "type": [ev.action.ecs_type()],
-        "action": ev.action.as_str(),
-        "module": "fim",
-        "dataset": "fim.file",
-        "sequence": sequence,
-    })
+#[derive(Serialize)]
+struct EventObject {
+    kind: &'static str,
+    category: [&'static str; 1],
+    #[serde(rename = "type")]
+    event_type: [&'static str; 1],
+    action: &'static str,
+    module: &'static str,
+    dataset: &'static str,
+    sequence: u64,
+}
+
+fn event_object(ev: &FileEvent, sequence: u64) -> EventObject {
+    EventObject {
+        kind: "event",
+        category: ["file"],
+        event_type: [ev.action.ecs_type()],
+        action: ev.action.as_str(),
+        module: "fim",
+        dataset: "fim.file",
+        sequence,
+    }
+}
+
+/// The ECS document of a file event.
+#[derive(Serialize)]
+struct FileDoc<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: String,
+    event: EventObject,
+    file: FileObject,
+    fim: FimObject<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<ProcessObject<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<Ids>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<Ids>,
+}
+
+/// Writes the ECS document for one event as one line of JSON (without the newline).
+/// `sequence` numbers events in output order.
+pub fn write_ecs(
+    out: impl std::io::Write,
+    ev: &FileEvent,
+    sequence: u64,
+) -> serde_json::Result<()> {
+    match &ev.gap {
+        Some(gap) => serde_json::to_writer(out, &gap_doc(ev, gap, sequence)),
+        None => serde_json::to_writer(out, &file_doc(ev, sequence)),
+    }
+}
+
+/// The ECS document for one event, as a JSON value. `sequence` numbers events in output
+/// order.
+pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
+    match &ev.gap {
+        Some(gap) => gap_doc(ev, gap, sequence),
+        None => serde_json::to_value(file_doc(ev, sequence)).unwrap_or(Value::Null),
+    }
+}
+
+fn file_doc(ev: &FileEvent, sequence: u64) -> FileDoc<'_> {
+    let slash = ev.path.bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    let mut file = FileObject {
+        path: render_bytes(&ev.path.bytes),
+        name: render_bytes(&ev.path.bytes[slash + 1..]),
+        directory: render_bytes(if slash == 0 {
+            b"/"
+        } else {
+            &ev.path.bytes[..slash]
+        }),
+        inode: ev.inode.map(|i| i.ino.to_string()),
+        device: ev.inode.map(|i| format!("{}:{}", i.major, i.minor)),
+        file_type: ev.inode.map(|i| file_type(i.mode)),
+        original: None,
+        target_path: None,
+        size: None,
+        mode: None,
+        uid: None,
+        gid: None,
+        mtime: None,
+        ctime: None,
+        hash: None,
+    };
+    match (ev.action, &ev.source) {
+        (Action::Rename, Some(old)) => {
+            file.original = Some(Named {
+                path: Some(render_bytes(&old.bytes)),
+                name: None,
+            });
+        }
+        (Action::Link | Action::Symlink, Some(target)) => {
+            file.target_path = Some(render_bytes(&target.bytes));
+        }
+        _ => {}
+    }
+    if let Some(after) = ev.integrity.as_ref().and_then(|i| i.after.as_ref()) {
+        // Values read from the file after the event take precedence over syscall arguments.
+        let a = &after.attrs;
+        file.file_type = Some(a.file_type.as_str());
+        file.size = Some(a.size);
+        file.mode = Some(format!("{:04o}", a.mode));
+        file.uid = Some(a.uid.to_string());
+        file.gid = Some(a.gid.to_string());
+        file.inode = Some(a.ino.to_string());
+        file.device = Some(format!("{}:{}", a.dev_major, a.dev_minor));
+        file.mtime = Some(time_ns(i128::from(a.mtime_ns)));
+        file.ctime = Some(time_ns(i128::from(a.ctime_ns)));
+        file.hash = after.sha256().map(|d| Sha256 { sha256: hex(d) });
+    }
+    // What the caller asked for; the file's actual values after the event are in `file.*`
+    // and `fim.after`.
+    let requested = Requested {
+        mode: ev.mode.map(|m| format!("{:04o}", m & 0o7777)),
+        uid: ev.owner_uid.map(|u| u.to_string()),
+        gid: ev.owner_gid.map(|g| g.to_string()),
+        path: ev.requested_path.as_ref().map(|p| render_bytes(&p.bytes)),
+    };
+    let integrity = ev.integrity.as_ref();
+    let exited = ev.process.as_ref().is_some_and(|p| p.exited);
+    let fim = FimObject {
+        sensor: ev.sensor,
+        path: path_info(&ev.path),
+        source_path: ev.source.as_ref().map(path_info),
+        syscall_nr: ev.syscall_nr,
+        cgroup_id: ev.process.as_ref().map(|p| p.cgroup_id),
+        requested,
+        merged: ev.merged,
+        origin: integrity.map(|i| i.origin.as_str()),
+        changed: integrity.map(|i| i.changed.iter().map(|a| a.as_str()).collect()),
+        before: integrity.map(|i| i.before.as_ref().map(snapshot_doc)),
+        after: integrity.map(|i| i.after.as_ref().map(snapshot_doc)),
+        replaced_target: integrity.is_some_and(|i| i.replaced_target),
+        note: integrity.and_then(|i| i.note.as_deref()),
+        xattr: ev.xattr_name.as_ref().map(|n| Named {
+            path: None,
+            name: Some(render_bytes(n)),
+        }),
+        bytes_written: ev.bytes_written,
+        fallocate: ev.fallocate.map(|(mode, length)| {
+            const MODES: [(u32, &str); 6] = [
+                (0x01, "keep_size"),
+                (0x02, "punch_hole"),
+                (0x08, "collapse_range"),
+                (0x10, "zero_range"),
+                (0x20, "insert_range"),
+                (0x40, "unshare_range"),
+            ];
+            Fallocate {
+                mode: MODES
+                    .iter()
+                    .filter(|(bit, _)| mode & bit != 0)
+                    .map(|(_, n)| *n)
+                    .collect(),
+                length,
+            }
+        }),
+        truncate_length: ev.truncate_length,
+        rename_flags: (ev.action == Action::Rename).then(|| {
+            [(1u32, "noreplace"), (2, "exchange"), (4, "whiteout")]
+                .into_iter()
+                .filter(|(bit, _)| ev.rename_flags & bit != 0)
+                .map(|(_, name)| name)
+                .collect()
+        }),
+        open_truncated: ev.open_truncated,
+        no_follow: ev.no_follow,
+        // Gone before it could be looked up: say so, invent nothing.
+        process_exited: exited,
+    };
+    let process = ev.process.as_ref().map(|p| {
+        let known = !p.exited;
+        ProcessObject {
+            pid: p.pid,
+            thread: Id { id: p.tid },
+            name: known.then_some(p.name.as_str()),
+            parent: known.then_some(Pid { pid: p.ppid }),
+            entity_id: known.then(|| entity_id(p.pid, p.start_boot_ns)),
+            executable: p
+                .executable
+                .as_ref()
+                .filter(|_| known)
+                .map(|e| render_bytes(e)),
+        }
+    });
+    let known = ev.process.as_ref().filter(|p| !p.exited);
+    FileDoc {
+        timestamp: time_ns(ev.time_unix_ns),
+        event: event_object(ev, sequence),
+        file,
+        fim,
+        process,
+        user: known.map(|p| ids(p.uid, p.euid)),
+        group: known.map(|p| ids(p.gid, p.egid)),
+    }
 }
 
 /// A gap: operations lost before they were reported, when, where, and why. No `file`: it
@@ -324,49 +485,71 @@ fn time_ns(ns: i128) -> String {
 }
 
 /// Every attribute of one observation, for `fim.before` / `fim.after`.
-pub fn snapshot(s: &Snapshot) -> Value {
+#[derive(Serialize)]
+struct SnapshotDoc<'a> {
+    #[serde(rename = "type")]
+    file_type: &'static str,
+    size: u64,
+    mode: String,
+    uid: u32,
+    gid: u32,
+    inode: u64,
+    device: String,
+    nlink: u64,
+    mtime: String,
+    ctime: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symlink_target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acl_access: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acl_default: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capability: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    xattrs: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_status: Option<String>,
+}
+
+fn snapshot_doc(s: &Snapshot) -> SnapshotDoc<'_> {
     let a = &s.attrs;
-    let mut m = Map::new();
-    insert(&mut m, "type", json!(a.file_type.as_str()));
-    insert(&mut m, "size", json!(a.size));
-    insert(&mut m, "mode", json!(format!("{:04o}", a.mode)));
-    insert(&mut m, "uid", json!(a.uid));
-    insert(&mut m, "gid", json!(a.gid));
-    insert(&mut m, "inode", json!(a.ino));
-    insert(
-        &mut m,
-        "device",
-        json!(format!("{}:{}", a.dev_major, a.dev_minor)),
-    );
-    insert(&mut m, "nlink", json!(a.nlink));
-    insert(&mut m, "mtime", json!(time_ns(i128::from(a.mtime_ns))));
-    insert(&mut m, "ctime", json!(time_ns(i128::from(a.ctime_ns))));
-    if let Some(t) = &a.symlink_target {
-        insert(&mut m, "symlink_target", json!(render_bytes(t)));
-    }
-    if let Some(acl) = &a.acl_access {
-        insert(&mut m, "acl_access", json!(acl));
-    }
-    if let Some(acl) = &a.acl_default {
-        insert(&mut m, "acl_default", json!(acl));
-    }
-    if let Some(cap) = &a.capability {
-        insert(&mut m, "capability", json!(cap));
-    }
-    if !a.xattrs.is_empty() {
-        let x: Map<String, Value> = a
+    SnapshotDoc {
+        file_type: a.file_type.as_str(),
+        size: a.size,
+        mode: format!("{:04o}", a.mode),
+        uid: a.uid,
+        gid: a.gid,
+        inode: a.ino,
+        device: format!("{}:{}", a.dev_major, a.dev_minor),
+        nlink: a.nlink,
+        mtime: time_ns(i128::from(a.mtime_ns)),
+        ctime: time_ns(i128::from(a.ctime_ns)),
+        symlink_target: a.symlink_target.as_ref().map(|t| render_bytes(t)),
+        acl_access: a.acl_access.as_deref(),
+        acl_default: a.acl_default.as_deref(),
+        capability: a.capability.as_deref(),
+        xattrs: a
             .xattrs
             .iter()
-            .map(|(k, v)| (render_bytes(k), json!(hex(v))))
-            .collect();
-        insert(&mut m, "xattrs", Value::Object(x));
+            .map(|(k, v)| (render_bytes(k), hex(v)))
+            .collect(),
+        sha256: match &s.content {
+            Some(Content::Sha256(d)) => Some(hex(d)),
+            _ => None,
+        },
+        hash_status: match &s.content {
+            Some(Content::NotHashed(why)) => Some(why.reason()),
+            _ => None,
+        },
     }
-    match &s.content {
-        Some(Content::Sha256(d)) => insert(&mut m, "sha256", json!(hex(d))),
-        Some(Content::NotHashed(why)) => insert(&mut m, "hash_status", json!(why.reason())),
-        None => {}
-    }
-    Value::Object(m)
+}
+
+/// Every attribute of one observation, as a JSON value.
+pub fn snapshot(s: &Snapshot) -> Value {
+    serde_json::to_value(snapshot_doc(s)).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -383,6 +566,69 @@ mod tests {
             entity_id(5, 12_345 * tick),
             entity_id(5, 12_345 * tick + tick - 1)
         );
+    }
+
+    #[test]
+    fn a_document_names_both_paths_the_values_after_and_the_process() {
+        use crate::event::{Integrity, Origin, Process};
+        let mut ev = FileEvent::new(
+            Action::Rename,
+            ReportedPath::new(b"/etc/b\xe9".to_vec(), PathSource::KernelObject),
+            "ebpf-lsm",
+        );
+        ev.source = Some(ReportedPath::new(
+            b"/etc/a".to_vec(),
+            PathSource::KernelObject,
+        ));
+        ev.rename_flags = 1;
+        ev.integrity = Some(Integrity {
+            before: None,
+            after: None,
+            changed: Vec::new(),
+            origin: Origin::Realtime,
+            replaced_target: false,
+            note: None,
+        });
+        let mut p = Process {
+            pid: 10,
+            tid: 11,
+            ppid: 1,
+            uid: 1000,
+            euid: 0,
+            gid: 100,
+            egid: 0,
+            name: "mv".into(),
+            executable: Some(b"/usr/bin/mv".to_vec()),
+            cgroup_id: 7,
+            start_boot_ns: 0,
+            exited: false,
+        };
+        ev.process = Some(p.clone());
+        let mut text = Vec::new();
+        write_ecs(&mut text, &ev, 3).expect("written");
+        let v: Value = serde_json::from_slice(&text).expect("JSON");
+        assert_eq!(v["event"]["action"], "rename");
+        assert_eq!(v["event"]["sequence"], 3);
+        assert_eq!(v["file"]["path"], "/etc/b\\xe9");
+        assert_eq!(v["file"]["name"], "b\\xe9");
+        assert_eq!(v["file"]["directory"], "/etc");
+        assert_eq!(v["file"]["original"]["path"], "/etc/a");
+        assert_eq!(v["fim"]["rename_flags"], json!(["noreplace"]));
+        assert_eq!(v["fim"]["before"], Value::Null);
+        assert!(v["fim"].as_object().expect("fim").contains_key("after"));
+        assert_eq!(v["fim"]["changed"], json!([]));
+        assert_eq!(v["process"]["executable"], "/usr/bin/mv");
+        assert_eq!(v["user"]["effective"]["id"], "0");
+        assert_eq!(v["fim"]["cgroup_id"], 7);
+        assert!(v["fim"].get("merged").is_none() && v["fim"].get("requested").is_none());
+        assert_eq!(v, to_ecs(&ev, 3));
+        // Gone before it could be looked up: only the ids, and saying so.
+        p.exited = true;
+        ev.process = Some(p);
+        let v = to_ecs(&ev, 4);
+        assert_eq!(v["process"], json!({ "pid": 10, "thread": { "id": 11 } }));
+        assert_eq!(v["fim"]["process_exited"], true);
+        assert!(v.get("user").is_none());
     }
 
     #[test]

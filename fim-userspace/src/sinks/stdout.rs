@@ -8,7 +8,7 @@ use std::io::Write as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{event::FileEvent, sinks::ecs::to_ecs};
+use crate::{event::FileEvent, sinks::ecs::write_ecs};
 
 /// Writes batches of events to stdout until the channel closes. Returns how many events
 /// were written.
@@ -31,7 +31,7 @@ pub async fn run(
         text.clear();
         for ev in batches.drain(..).flatten() {
             sequence += 1;
-            serde_json::to_writer(&mut text, &to_ecs(&ev, sequence))?;
+            write_ecs(&mut text, &ev, sequence)?;
             text.push(b'\n');
         }
         let mut out = std::io::stdout().lock();
