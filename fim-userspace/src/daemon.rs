@@ -1,7 +1,7 @@
 //! `fim run`: one sensor, the watch-set check, the integrity engine, one sink, and shutdown
 //! by construction.
 //!
-//! sensor task -> filter task -> integrity engine (own thread) -> sink task, over bounded
+//! sensor task -> filter task -> integrity engine (own thread) -> sink (own thread), over bounded
 //! channels. One [`CancellationToken`] stops the sensor; the sensor drains and closes its
 //! channel, which ends the filter, then the engine (after settling open bursts and
 //! committing the baseline), then the sink, so every event read from the kernel is written.
@@ -110,7 +110,7 @@ pub async fn run(
         }
     });
     let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, losses));
-    let sink_task = tracker.spawn(sinks::stdout::run(sink_rx, shutdown.clone()));
+    let sink_task = tracker.spawn_blocking(move || sinks::stdout::run(sink_rx));
     tracker.close();
     info!("ready: watching {watched_paths} paths");
 

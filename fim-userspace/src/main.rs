@@ -179,8 +179,8 @@ fn watch_set(watch: &[String]) -> Option<WatchSet> {
 }
 
 fn run(set: WatchSet, kind: SensorKind, cfg: EngineConfig) -> ExitCode {
-    // One thread for the sensor, the filter and the sink: they hand events to each other
-    // in batches without waking another thread; the engine has its own.
+    // One thread for the sensor and the filter, which hand events to each other in batches
+    // without waking another thread; the engine and the sink have their own.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

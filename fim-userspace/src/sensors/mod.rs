@@ -278,7 +278,7 @@ async fn run_witnessed(
                 r?;
                 false
             }
-            // A verdict due, or the pause after a large batch (see `ebpf::BATCH_PAUSE`).
+            // A verdict due, or the pause after a drain that found records (`ebpf::BATCH_PAUSE`).
             () = tokio::time::sleep(if batched { ebpf::BATCH_PAUSE } else { WITNESSED_JUDGE }),
                 if waiting || batched => false,
             _ = housekeeping.tick() => {
@@ -289,9 +289,9 @@ async fn run_witnessed(
         };
         let records = drain_round(&mut events, &mut merger, &mut drained);
         let queue_empty = files.read_some(&mut reader, &mut read)?;
-        // After a large batch, or a fanotify flood that outlasted one wakeup's reads (its
+        // After ring records, or a fanotify flood that outlasted one wakeup's reads (its
         // readiness is consumed), come back after a pause rather than wait for a wakeup.
-        batched = !stopping && (records >= ebpf::BATCH_RECORDS || !queue_empty);
+        batched = !stopping && (records > 0 || !queue_empty);
         if stopping {
             files.stop(&mut reader, &mut read)?;
         }

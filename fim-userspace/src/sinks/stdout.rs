@@ -1,46 +1,43 @@
 //! The stdout sink: one ECS JSON document per line.
 //!
-//! When full: blocks. Back-pressure travels up the channel to the sensor, whose kernel ring
-//! buffer then fills and counts its losses, so nothing is dropped silently.
+//! It runs on its own thread: a write to a slow reader blocks only this thread, never the
+//! sensor's. When full: blocks. Back-pressure travels up the channels to the sensor, whose
+//! kernel ring buffer then fills and counts its losses, so nothing is dropped silently.
 
 use std::io::Write as _;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::{event::FileEvent, sinks::ecs::write_ecs};
 
-/// Writes batches of events to stdout until the channel closes. Returns how many events
-/// were written.
-pub async fn run(
-    mut rx: mpsc::Receiver<Vec<FileEvent>>,
-    shutdown: CancellationToken,
-) -> std::io::Result<u64> {
+/// Batches taken off the channel for one write, at most.
+const BATCHES_PER_WRITE: usize = 16;
+
+/// Writes batches of events to stdout until the channel closes (the engine closes it when
+/// it stops, after its last event). Returns how many events were written.
+pub fn run(mut rx: mpsc::Receiver<Vec<FileEvent>>) -> std::io::Result<u64> {
     let mut sequence = 0u64;
-    let mut batches = Vec::with_capacity(16);
     let mut text = Vec::with_capacity(64 * 1024);
-    loop {
-        // Drain what the sensor already sent even after shutdown: the sensor closes the
-        // channel when it stops, which ends this loop.
-        let n = rx.recv_many(&mut batches, 16).await;
-        if n == 0 {
-            break;
-        }
+    while let Some(first) = rx.blocking_recv() {
         // One write for what is waiting (stdout is line-buffered: written line by line, each
         // event would cost a syscall).
         text.clear();
-        for ev in batches.drain(..).flatten() {
-            sequence += 1;
-            write_ecs(&mut text, &ev, sequence)?;
-            text.push(b'\n');
+        let mut batch = Some(first);
+        let mut taken = 1;
+        while let Some(events) = batch {
+            for ev in &events {
+                sequence += 1;
+                write_ecs(&mut text, ev, sequence)?;
+                text.push(b'\n');
+            }
+            batch = (taken < BATCHES_PER_WRITE)
+                .then(|| rx.try_recv().ok())
+                .flatten();
+            taken += 1;
         }
         let mut out = std::io::stdout().lock();
         out.write_all(&text)?;
         out.flush()?;
-        drop(out);
-        if shutdown.is_cancelled() && rx.is_empty() && rx.is_closed() {
-            break;
-        }
     }
     Ok(sequence)
 }

@@ -85,13 +85,12 @@ impl Tier {
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fim-ebpf"));
 
-/// After a drain that found at least [`BATCH_RECORDS`] records, wait this long before the
-/// next: records arriving meanwhile do not wake us (see `fim-ebpf/src/emit.rs`), so a high
-/// rate is read in batches, at most one wakeup per pause. A drain that found fewer goes
-/// back to waiting at once (low rates: each event is read as it comes).
+/// After a drain that found records, wait this long before the next drain instead of
+/// waiting for a wakeup: records arriving meanwhile do not wake us (see
+/// `fim-ebpf/src/emit.rs`), so a high rate is read in batches, one wakeup per pause rather
+/// than one per record or two. A drain that finds nothing goes back to waiting for a wakeup:
+/// idle, nothing runs, and the first event after a quiet spell is read as it comes.
 pub const BATCH_PAUSE: Duration = Duration::from_millis(1);
-/// See [`BATCH_PAUSE`].
-pub const BATCH_RECORDS: usize = 64;
 /// How often the kernel's drop counters are read (and, idle, how often the sensor wakes:
 /// it and the integrity engine, each every two seconds, make one wakeup a second).
 pub const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -884,20 +883,19 @@ impl EbpfSensor {
         let mut drop_check = tokio::time::interval(DROP_CHECK_INTERVAL);
         drop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ready = Vec::new();
+        let mut batched = false;
         loop {
             let stopping = tokio::select! {
                 () = shutdown.cancelled() => true,
-                () = self.readable() => false,
+                () = self.readable(), if !batched => false,
+                () = tokio::time::sleep(BATCH_PAUSE), if batched => false,
                 _ = drop_check.tick() => {
                     self.housekeeping();
                     false
                 }
             };
             let records = self.take_ready(&mut ready);
-            if records >= BATCH_RECORDS && !stopping {
-                tokio::time::sleep(BATCH_PAUSE).await;
-                self.take_ready(&mut ready);
-            }
+            batched = records > 0;
             for ev in ready.drain(..) {
                 if tx.send(ev).await.is_err() {
                     return Ok(self.finish());
