@@ -464,6 +464,42 @@ fn a_file_left_open_is_hashed_after_the_quiet_period() {
 }
 
 #[test]
+fn a_large_file_is_hashed_by_a_worker_and_the_small_ones_after_it_keep_their_order() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let mut d = start_built(&dir, &[]);
+    // Large enough to be hashed on a worker thread, not on the engine's.
+    let (big, small) = (dir.join("big"), dir.join("small"));
+    let content: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(&big, &content).expect("big");
+    fs::write(&small, b"small").expect("small");
+    fs::set_permissions(&small, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let end = dir.join("end");
+    fs::create_dir(&end).expect("end");
+    d.wait_for("end marker", |v| is(v, "mkdir", &end));
+    let closes: Vec<&Value> = d
+        .seen
+        .iter()
+        .filter(|v| {
+            v["fim"]["origin"] == "realtime"
+                && (is(v, "close_write", &big)
+                    || is(v, "close_write", &small)
+                    || is(v, "chmod", &small))
+        })
+        .collect();
+    assert_eq!(closes.len(), 3, "{closes:?}");
+    assert!(is(closes[0], "close_write", &big), "{}", closes[0]);
+    assert_eq!(closes[0]["fim"]["after"]["sha256"], sha256_hex(&content));
+    assert_eq!(closes[0]["file"]["size"], 4 << 20);
+    assert!(is(closes[1], "close_write", &small), "{}", closes[1]);
+    assert_eq!(closes[1]["fim"]["after"]["sha256"], sha256_hex(b"small"));
+    assert!(is(closes[2], "chmod", &small), "{}", closes[2]);
+    assert_eq!(closes[2]["fim"]["after"]["sha256"], sha256_hex(b"small"));
+}
+
+#[test]
 fn a_scheduled_rescan_catches_what_real_time_missed() {
     if !require_privileges() {
         return;
