@@ -81,6 +81,9 @@ pub struct WalkState {
     /// The watched object found: its id (0: none yet) and the path bytes below it.
     pub found: u64,
     pub below: u64,
+    /// Non-zero: copy each name into the path; zero: only look for a watched object (and
+    /// stop at the first one found).
+    pub names: u64,
 }
 
 const WALK_DONE: u64 = 1;
@@ -102,6 +105,10 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     };
     if unsafe { (*st).identify != 0 && (*st).found == 0 } {
         identify(st, dentry);
+    }
+    let names = unsafe { (*st).names } != 0;
+    if !names && unsafe { (*st).found } != 0 {
+        return stop(WALK_DONE);
     }
     // No mount known (a walk from an inode's dentry): the path is the file system's own.
     let mnt_root = if vfsmnt == 0 {
@@ -136,6 +143,13 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     if parent == dentry {
         // Root of a filesystem that is not a mount root here (a detached tree).
         return stop(WALK_DONE);
+    }
+    if !names {
+        unsafe {
+            (*st).dentry = parent;
+            (*st).depth += 1;
+        }
+        return 0;
     }
     let name = read::<u64>(dentry, off!(dentry_name_ptr)).unwrap_or(0);
     let len = read::<u32>(dentry, off!(dentry_name_len)).unwrap_or(0);
@@ -207,6 +221,7 @@ pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath, identify: bool) 
             depth: 0,
             found: 0,
             below: 0,
+            names: 1,
         };
         let mut unused: u64 = 0;
         bpf_loop(
@@ -255,6 +270,56 @@ pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath, identify: bool) 
     }
 }
 
+/// Whether a watched object applies to `path` by identity (itself, a recursive root above
+/// it, a glob's directory right above it), without building the path: the cheap first
+/// question for callers that report nothing else. A walk cut short answers yes (the caller
+/// then builds the path and decides).
+#[inline(always)]
+pub fn is_watched_object(path: KPath) -> bool {
+    let Some(scratch) = PATHBUF.get_ptr_mut(0) else {
+        return true;
+    };
+    let st = unsafe { &raw mut (*scratch).walk };
+    unsafe {
+        *st = WalkState {
+            dentry: path.dentry,
+            vfsmnt: path.mnt,
+            start: PATH_MAX as u64,
+            status: 0,
+            identify: 1,
+            depth: 0,
+            found: 0,
+            below: 0,
+            names: 0,
+        };
+        let mut unused: u64 = 0;
+        bpf_loop(
+            (MAX_PATH_DEPTH + MAX_MOUNT_CROSSINGS) as u32,
+            walk_step as *mut core::ffi::c_void,
+            (&raw mut unused).cast(),
+            0,
+        );
+    }
+    let (status, found) = unsafe {
+        (
+            core::ptr::read_volatile(&(*st).status),
+            core::ptr::read_volatile(&(*st).found),
+        )
+    };
+    found != 0 || status != WALK_DONE
+}
+
+/// The first cached dentry of `inode`, with no mount known: the object as its file system
+/// names it.
+#[inline(always)]
+pub fn inode_kpath(inode: u64) -> Option<KPath> {
+    let first = read_ptr(inode, off!(inode_dentry))?;
+    Some(KPath {
+        mnt: 0,
+        dentry: first - off!(dentry_alias),
+    })
+}
+
 /// Writes the path of an open file at `pos`, finding its watched object by identity.
 #[inline(always)]
 pub fn write_file_path(buf: *mut EventBuf, pos: usize, file: u64) -> Option<Written> {
@@ -265,9 +330,7 @@ pub fn write_file_path(buf: *mut EventBuf, pos: usize, file: u64) -> Option<Writ
 /// system's root: no mount is known), finding its watched object by identity.
 #[inline(always)]
 pub fn write_inode_path(buf: *mut EventBuf, pos: usize, inode: u64) -> Option<Written> {
-    let first = read_ptr(inode, off!(inode_dentry))?;
-    let dentry = first - off!(dentry_alias);
-    Some(write_kpath(buf, pos, KPath { mnt: 0, dentry }, true))
+    Some(write_kpath(buf, pos, inode_kpath(inode)?, true))
 }
 
 /// Writes the path of the acting process's executable at `pos` (no identity lookup).

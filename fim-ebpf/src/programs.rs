@@ -20,7 +20,10 @@ use crate::{
     filter::{is_watched, is_watched_path},
     kernel::{fd_to_file, off, read, read_ptr, read_user, self_tgid, tp_field},
     maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes},
-    path::{put_byte, write_file_path, write_inode_path, write_user_path, write_user_str},
+    path::{
+        inode_kpath, is_watched_object, put_byte, write_file_path, write_inode_path,
+        write_user_path, write_user_str,
+    },
 };
 
 /// Offsets in the syscall tracepoint record (`trace_event_raw_sys_enter/exit`).
@@ -228,6 +231,11 @@ fn ctime_changed(inode: u64) -> Option<()> {
         || kind == EventKind::SetXattr as u8
         || kind == EventKind::RemoveXattr as u8;
     if !attribute {
+        return None;
+    }
+    // Most attribute calls are about unwatched objects: ask by identity first, without
+    // building a path.
+    if !is_watched_object(inode_kpath(inode)?) {
         return None;
     }
     let buf = new_event(kind, p.nr)?;
