@@ -203,7 +203,7 @@ pub struct FileEvent {
     /// Rename flags (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, `RENAME_WHITEOUT`).
     pub rename_flags: u32,
     /// A gap: what was lost, when, where.
-    pub gap: Option<Gap>,
+    pub gap: Option<Box<Gap>>,
     /// The open truncated the file.
     pub open_truncated: bool,
     /// The operation did not follow a final symlink.
@@ -220,7 +220,7 @@ pub struct FileEvent {
     /// Syscall number, when the sensor is syscall-based.
     pub syscall_nr: Option<u32>,
     /// What the integrity engine found: attributes and digest before and after.
-    pub integrity: Option<Integrity>,
+    pub integrity: Option<Box<Integrity>>,
 }
 
 /// Now, as ns since the Unix epoch (the event clock).

@@ -475,7 +475,7 @@ impl Engine {
             ReportedPath::new(root, PathSource::Scan),
             "fim",
         );
-        ev.gap = Some(gap);
+        ev.gap = Some(Box::new(gap));
         self.emit_in_order(ev);
         *lost_seen = lost;
         true
@@ -708,32 +708,39 @@ impl Engine {
             );
         }
         self.repair_wanted = true;
-        ev.integrity = Some(Integrity {
-            before: None,
-            after: None,
-            changed: Vec::new(),
-            origin: Origin::Realtime,
-            replaced_target: false,
-            note: Some("not enriched: integrity backlog full, repaired by rescan".into()),
-        });
+        ev.integrity = Some(
+            Integrity {
+                before: None,
+                after: None,
+                changed: Vec::new(),
+                origin: Origin::Realtime,
+                replaced_target: false,
+                note: Some("not enriched: integrity backlog full, repaired by rescan".into()),
+            }
+            .into(),
+        );
         self.order.fill(ticket, Finished::Emit(Box::new(ev)));
     }
 
     /// Unlink/rmdir: no observation needed.
     fn forget(&mut self, mut ev: FileEvent, key: &[u8]) -> Result<(), EngineError> {
-        let before = self.last_known(key)?;
-        self.baseline.remove(key)?;
+        // The last known state: the burst's last observation, or the entry just removed.
+        let removed = self.baseline.remove(key)?;
+        let before = self.dirty.get(key).and_then(|d| d.seen.clone()).or(removed);
         if ev.action == Action::Rmdir {
             self.baseline.remove_below(key)?;
         }
-        ev.integrity = Some(Integrity {
-            before,
-            after: None,
-            changed: Vec::new(),
-            origin: origin_of(&ev),
-            replaced_target: false,
-            note: None,
-        });
+        ev.integrity = Some(
+            Integrity {
+                before,
+                after: None,
+                changed: Vec::new(),
+                origin: origin_of(&ev),
+                replaced_target: false,
+                note: None,
+            }
+            .into(),
+        );
         self.emit(ev)
     }
 
@@ -915,29 +922,35 @@ impl Engine {
         }
         let origin = origin_of(&event);
         let inode = event.inode;
-        event.integrity = Some(Integrity {
-            before,
-            after: after.clone(),
-            changed,
-            origin,
-            replaced_target,
-            note,
-        });
+        event.integrity = Some(
+            Integrity {
+                before,
+                after: after.clone(),
+                changed,
+                origin,
+                replaced_target,
+                note,
+            }
+            .into(),
+        );
         self.emit(event)?;
         let n = followers.len();
         for (ticket, mut f) in followers {
             f.inode = f.inode.or(inode);
-            f.integrity = Some(Integrity {
-                before: after.clone(),
-                after: after.clone(),
-                changed: Vec::new(),
-                origin,
-                replaced_target: false,
-                note: Some(format!(
-                    "observed once for {} events on this path; values are after the last",
-                    n + 1
-                )),
-            });
+            f.integrity = Some(
+                Integrity {
+                    before: after.clone(),
+                    after: after.clone(),
+                    changed: Vec::new(),
+                    origin,
+                    replaced_target: false,
+                    note: Some(format!(
+                        "observed once for {} events on this path; values are after the last",
+                        n + 1
+                    )),
+                }
+                .into(),
+            );
             self.order.fill(ticket, Finished::Emit(Box::new(f)));
         }
         Ok(())
@@ -1225,14 +1238,17 @@ pub fn found_event(
     });
     let mut ev = FileEvent::new(action, ReportedPath::new(path, PathSource::Scan), "scan");
     ev.inode = inode;
-    ev.integrity = Some(Integrity {
-        before,
-        after,
-        changed,
-        origin,
-        replaced_target: false,
-        note: None,
-    });
+    ev.integrity = Some(
+        Integrity {
+            before,
+            after,
+            changed,
+            origin,
+            replaced_target: false,
+            note: None,
+        }
+        .into(),
+    );
     ev
 }
 

@@ -581,14 +581,17 @@ mod tests {
             PathSource::KernelObject,
         ));
         ev.rename_flags = 1;
-        ev.integrity = Some(Integrity {
-            before: None,
-            after: None,
-            changed: Vec::new(),
-            origin: Origin::Realtime,
-            replaced_target: false,
-            note: None,
-        });
+        ev.integrity = Some(
+            Integrity {
+                before: None,
+                after: None,
+                changed: Vec::new(),
+                origin: Origin::Realtime,
+                replaced_target: false,
+                note: None,
+            }
+            .into(),
+        );
         let mut p = Process {
             pid: 10,
             tid: 11,
