@@ -18,7 +18,7 @@ pub mod record;
 pub mod sys;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     os::fd::OwnedFd,
     sync::{
         Arc, Mutex,
@@ -129,6 +129,8 @@ pub struct FanotifySensor {
     started_ns: i128,
     writing: HashSet<Vec<u8>>,
     self_pid: u32,
+    /// Recent answers of [`Self::is_self`], by thread id, with when they were found.
+    self_threads: std::cell::RefCell<HashMap<u32, (bool, std::time::Instant)>>,
     procs: Option<Arc<Mutex<ProcTable>>>,
     feed: Option<Box<dyn ProcessFeed>>,
     /// The baseline, read to find the watched names of an object by its inode.
@@ -161,6 +163,10 @@ fn existing_dir(path: &[u8]) -> Vec<u8> {
         }
     }
 }
+
+/// How long an answer of `is_self` stands, and how many are kept.
+const SELF_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+const SELF_CHECK_MAX: usize = 4096;
 
 impl FanotifySensor {
     /// Creates the group and marks every file system holding a watched root (or, for a
@@ -218,6 +224,7 @@ impl FanotifySensor {
             started_ns: crate::event::unix_now_ns(),
             writing: HashSet::new(),
             self_pid: std::process::id(),
+            self_threads: std::cell::RefCell::new(HashMap::new()),
             procs: None,
             feed: None,
             baseline: None,
@@ -921,9 +928,27 @@ impl FanotifySensor {
         );
     }
 
-    /// Whether `tid` is one of this daemon's threads (its own baseline writes).
+    /// Whether `tid` is one of this daemon's threads (its own baseline writes). Asked of
+    /// `/proc` once a second per thread at most: a burst comes from few threads. (A thread
+    /// id freed by another process and reused by a new thread of this daemon within that
+    /// second would be taken for the other's: this daemon's own write reported, not a
+    /// change hidden.)
     fn is_self(&self, tid: u32) -> bool {
-        tid == self.self_pid
-            || std::fs::metadata(format!("/proc/{}/task/{tid}", self.self_pid)).is_ok()
+        if tid == self.self_pid {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        let mut known = self.self_threads.borrow_mut();
+        if let Some(&(answer, at)) = known.get(&tid)
+            && now.duration_since(at) < SELF_CHECK_TTL
+        {
+            return answer;
+        }
+        if known.len() >= SELF_CHECK_MAX {
+            known.clear();
+        }
+        let answer = std::fs::metadata(format!("/proc/{}/task/{tid}", self.self_pid)).is_ok();
+        known.insert(tid, (answer, now));
+        answer
     }
 }
