@@ -481,16 +481,23 @@ pub struct EventBuf {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// The ring buffer had no room for the event.
+    /// The ring buffer had no room for an operation's record (a whole operation, or the
+    /// announcement of one, whose outcome is then not sent): one operation lost.
     RingFull = 0,
     /// The table of in-flight syscalls was full: the syscall was not followed.
     PendingFull = 1,
     /// The table of files being written was full: writes to that file will not be seen.
     WritersFull = 2,
+    /// The ring buffer had no room for the outcome of an announced operation: that
+    /// operation is lost (its announcement alone is never reported).
+    RingFullOutcome = 3,
+    /// The ring buffer had no room for a process-table record: no operation lost, but the
+    /// processes named afterwards may be less complete (a later `/proc` read fills in).
+    RingFullProcess = 4,
 }
 
 /// Number of [`DropReason`] values (size of the `DROPS` map).
-pub const DROP_REASONS: u32 = 3;
+pub const DROP_REASONS: u32 = 5;
 
 /// Bits of [`WatchRoot::flags`].
 pub mod root_flags {

@@ -8,7 +8,8 @@ use aya_ebpf::{
     },
 };
 use fim_common::{
-    DropReason, EventBuf, EventHeader, HEADER_LEN, MAX_RECORD, PATH_MAX, XATTR_NAME_MAX, flags,
+    DropReason, EventBuf, EventHeader, EventKind, HEADER_LEN, MAX_RECORD, PATH_MAX, XATTR_NAME_MAX,
+    flags,
 };
 
 use crate::{
@@ -82,9 +83,9 @@ fn fill_process(buf: *mut EventBuf, pos: usize) -> usize {
 /// `name` strings, if any, must be appended by the caller *after* this returns `pos`; use
 /// [`finish_with`] for that.
 #[inline(always)]
-pub fn finish(buf: *mut EventBuf, end: usize) {
+pub fn finish(buf: *mut EventBuf, end: usize) -> bool {
     let end = fill_process(buf, end);
-    send(buf, end);
+    send(buf, end)
 }
 
 /// Like [`finish`], but lets `append` add the trailing `name` string after the exe path.
@@ -93,21 +94,21 @@ pub fn finish_with(
     buf: *mut EventBuf,
     end: usize,
     append: impl FnOnce(*mut EventBuf, usize) -> usize,
-) {
+) -> bool {
     let end = fill_process(buf, end);
     let end = append(buf, end);
-    send(buf, end);
+    send(buf, end)
 }
 
 /// Sends a record that names only the acting thread (an outcome record).
 #[inline(always)]
-pub fn finish_bare(buf: *mut EventBuf) {
+pub fn finish_bare(buf: *mut EventBuf) -> bool {
     let h = unsafe { &mut (*buf).header };
     let pid_tgid = bpf_get_current_pid_tgid();
     h.tid = pid_tgid as u32;
     h.tgid = (pid_tgid >> 32) as u32;
     h.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
-    send(buf, 0);
+    send(buf, 0)
 }
 
 #[inline(always)]
@@ -172,7 +173,7 @@ pub fn finish_named(
     end: usize,
     name: Option<u64>,
     copy: impl FnOnce(*mut EventBuf, usize, u64, u32) -> Written,
-) {
+) -> bool {
     match name {
         Some(name) => finish_with(buf, end, |buf, pos| {
             let w = copy(buf, pos, name, XATTR_NAME_MAX as u32 + 1);
@@ -183,11 +184,13 @@ pub fn finish_named(
     }
 }
 
+/// Sends the record; whether it went out. A record the ring has no room for is counted by
+/// what it was: an operation (or an announcement), an outcome, a process-table record.
 #[inline(always)]
-fn send(buf: *mut EventBuf, data_len: usize) {
+fn send(buf: *mut EventBuf, data_len: usize) -> bool {
     let size = HEADER_LEN + data_len;
     if size > MAX_RECORD || data_len > 3 * PATH_MAX + 256 {
-        return;
+        return false;
     }
     let record = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), size) };
     let wake = if EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA.into()) > WAKEUP_THRESHOLD {
@@ -195,7 +198,21 @@ fn send(buf: *mut EventBuf, data_len: usize) {
     } else {
         0
     };
-    if EVENTS.output::<[u8]>(record, wake.into()).is_err() {
-        count_drop(DropReason::RingFull);
+    if EVENTS.output::<[u8]>(record, wake.into()).is_ok() {
+        return true;
     }
+    let kind = unsafe { (*buf).header.kind };
+    count_drop(if kind == EventKind::Outcome as u8 {
+        DropReason::RingFullOutcome
+    } else if kind == EventKind::ProcExec as u8
+        || kind == EventKind::ProcFork as u8
+        || kind == EventKind::ProcExit as u8
+        || kind == EventKind::ProcRename as u8
+        || kind == EventKind::ProcCgroup as u8
+    {
+        DropReason::RingFullProcess
+    } else {
+        DropReason::RingFull
+    });
+    false
 }

@@ -73,8 +73,13 @@ fn announce(buf: *mut EventBuf, end: usize, outcome: Outcome, name: Option<u64>)
 #[inline(always)]
 fn announce_noting(buf: *mut EventBuf, end: usize, intent: u32, name: Option<u64>) {
     unsafe { (*buf).header.flags |= flags::AWAITS_OUTCOME };
-    let _ = INTENT.insert(&bpf_get_current_pid_tgid(), &intent, 0);
-    finish_named(buf, end, name, write_kernel_str);
+    let id = bpf_get_current_pid_tgid();
+    let _ = INTENT.insert(&id, &intent, 0);
+    if !finish_named(buf, end, name, write_kernel_str) {
+        // Lost (and counted as one operation): no outcome follows, so nothing is counted
+        // twice.
+        let _ = INTENT.remove(&id);
+    }
 }
 
 /// `INTENT` bit: the announced open will truncate an existing file (the kernel clears

@@ -87,6 +87,15 @@ pub fn follow_writes(file: u64) {
     }
 }
 
+/// Takes back one drop counted by this program on this CPU (what was lost is sent again).
+#[inline(always)]
+pub fn uncount_drop(reason: DropReason) {
+    if let Some(counter) = DROPS.get_ptr_mut(reason as u32) {
+        // Per-CPU value, and the program that counted it is still running on this CPU.
+        unsafe { *counter = (*counter).saturating_sub(1) };
+    }
+}
+
 /// Counts one drop.
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {

@@ -19,7 +19,7 @@ use crate::{
     },
     filter::{is_watched, is_watched_path},
     kernel::{fd_to_file, off, read, read_ptr, read_user, self_tgid, tp_field},
-    maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes},
+    maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes, uncount_drop},
     path::{
         inode_kpath, is_watched_object, put_byte, write_file_path, write_inode_path,
         write_user_path, write_user_str,
@@ -141,8 +141,8 @@ fn set_op_fields(buf: *mut EventBuf, p: &Pending, spec: &SyscallSpec) {
 
 /// Sends the record, with the xattr name at the end when the syscall has one.
 #[inline(always)]
-fn finish_op(buf: *mut EventBuf, end: usize, p: &Pending, spec: &SyscallSpec) {
-    finish_named(buf, end, arg(p, spec.name), write_user_str);
+fn finish_op(buf: *mut EventBuf, end: usize, p: &Pending, spec: &SyscallSpec) -> bool {
+    finish_named(buf, end, arg(p, spec.name), write_user_str)
 }
 
 #[inline(always)]
@@ -258,11 +258,14 @@ fn ctime_changed(inode: u64) -> Option<()> {
         None => crate::path::Written::plain(0, false),
     };
     set_path2(buf, w2, true);
-    unsafe {
-        (*buf).header.flags |= flags::AWAITS_OUTCOME | flags::PATH2_AS_CALLED;
-        (*pending).flags |= pending_flags::ANNOUNCED;
+    unsafe { (*buf).header.flags |= flags::AWAITS_OUTCOME | flags::PATH2_AS_CALLED };
+    // Announced only if it went out. A lost announcement is not a lost operation here: the
+    // call's exit reports it whole, from its string (and only that record's loss counts).
+    if finish_op(buf, pos2 + w2.len, &p, &spec) {
+        unsafe { (*pending).flags |= pending_flags::ANNOUNCED };
+    } else {
+        uncount_drop(DropReason::RingFull);
     }
-    finish_op(buf, pos2 + w2.len, &p, &spec);
     Some(())
 }
 

@@ -345,26 +345,38 @@ impl Daemon {
     /// Waits until an event satisfies `pred` and returns it; panics at the deadline with
     /// everything seen so far.
     pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_within(scaled(DEADLINE), &pred)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no event {what} within {:?}; saw:\n{}",
+                    scaled(DEADLINE),
+                    self.dump()
+                )
+            })
+    }
+
+    /// Waits up to `timeout` until an event satisfies `pred`.
+    pub fn wait_for_within(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
+            return Some(v.clone());
         }
-        let end = Instant::now() + scaled(DEADLINE);
+        let end = Instant::now() + timeout;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(v) => {
                     self.seen.push(v.clone());
                     if pred(&v) {
-                        return v;
+                        return Some(v);
                     }
                 }
                 Err(_) => break,
             }
         }
-        panic!(
-            "no event {what} within {:?}; saw:\n{}",
-            scaled(DEADLINE),
-            self.dump()
-        );
+        None
     }
 
     /// Everything seen so far, one line each.

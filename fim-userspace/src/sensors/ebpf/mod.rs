@@ -168,8 +168,10 @@ pub enum EbpfError {
 /// Kernel-side drop counters, summed over CPUs, by `fim_common::DropReason`.
 #[derive(Debug, Default)]
 pub struct DropCounters {
-    /// Ring buffer full.
+    /// Ring buffer full: operations lost (their record, or their outcome's).
     pub ring_full: AtomicU64,
+    /// Ring buffer full: process-table records lost (no operation lost).
+    pub ring_full_process: AtomicU64,
     /// In-flight syscall table full.
     pub pending_full: AtomicU64,
     /// Open-file table full.
@@ -831,22 +833,41 @@ impl EbpfSensor {
 
     /// Reads the kernel's per-CPU drop counters into `counters`, logging any increase.
     fn check_drops(&self) {
+        let mut totals = [0u64; DROP_REASONS as usize];
+        for (index, total) in (0..DROP_REASONS).zip(totals.iter_mut()) {
+            if let Ok(values) = self.drops.get(&index, 0) {
+                *total = values.iter().sum();
+            }
+        }
+        let [ring, pending, writers, outcomes, process] = totals;
+        let c = &self.counters;
+        // An operation's record and an announced operation's outcome: one operation each.
         let slots = [
-            (&self.counters.ring_full, "ring buffer full"),
-            (&self.counters.pending_full, "in-flight syscall table full"),
-            (&self.counters.writers_full, "open-file table full"),
+            (
+                &c.ring_full,
+                ring + outcomes,
+                "operations lost: ring buffer full",
+            ),
+            (
+                &c.pending_full,
+                pending,
+                "syscalls not followed: in-flight syscall table full",
+            ),
+            (
+                &c.writers_full,
+                writers,
+                "open files not followed: open-file table full",
+            ),
+            (
+                &c.ring_full_process,
+                process,
+                "process-table records lost: ring buffer full",
+            ),
         ];
-        for (index, (counter, reason)) in (0..DROP_REASONS).zip(slots) {
-            let Ok(values) = self.drops.get(&index, 0) else {
-                continue;
-            };
-            let total: u64 = values.iter().sum();
+        for (counter, total, what) in slots {
             let before = counter.swap(total, Ordering::Relaxed);
             if total > before {
-                warn!(
-                    "lost {} events in the kernel ({reason}); {total} so far",
-                    total - before
-                );
+                warn!("{what}: {} more, {total} so far", total - before);
             }
         }
     }
