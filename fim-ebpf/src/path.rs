@@ -200,6 +200,32 @@ fn identify(st: *mut WalkState, dentry: u64) {
     }
 }
 
+/// Walks from `path` up to the global root (or, without `names`, to the first watched
+/// object), with the cursor in `st`; the outcome is left in `st`.
+#[inline(always)]
+fn walk(st: *mut WalkState, path: KPath, identify: bool, names: bool) {
+    unsafe {
+        *st = WalkState {
+            dentry: path.dentry,
+            vfsmnt: path.mnt,
+            start: PATH_MAX as u64,
+            status: 0,
+            identify: u64::from(identify),
+            depth: 0,
+            found: 0,
+            below: 0,
+            names: u64::from(names),
+        };
+        let mut unused: u64 = 0;
+        bpf_loop(
+            (MAX_PATH_DEPTH + MAX_MOUNT_CROSSINGS) as u32,
+            walk_step as *mut core::ffi::c_void,
+            (&raw mut unused).cast(),
+            0,
+        );
+    }
+}
+
 /// Writes the absolute path of `path` at `pos`; `/` for the root. With `identify`, also
 /// finds the watched object on the way up by identity ([`Written::watch`]).
 ///
@@ -211,26 +237,7 @@ pub fn write_kpath(buf: *mut EventBuf, pos: usize, path: KPath, identify: bool) 
         return Written::plain(0, true);
     };
     let st = unsafe { &raw mut (*scratch).walk };
-    unsafe {
-        *st = WalkState {
-            dentry: path.dentry,
-            vfsmnt: path.mnt,
-            start: PATH_MAX as u64,
-            status: 0,
-            identify: u64::from(identify),
-            depth: 0,
-            found: 0,
-            below: 0,
-            names: 1,
-        };
-        let mut unused: u64 = 0;
-        bpf_loop(
-            (MAX_PATH_DEPTH + MAX_MOUNT_CROSSINGS) as u32,
-            walk_step as *mut core::ffi::c_void,
-            (&raw mut unused).cast(),
-            0,
-        );
-    }
+    walk(st, path, identify, true);
     let (status, start, found, below) = unsafe {
         (
             core::ptr::read_volatile(&(*st).status),
@@ -280,26 +287,7 @@ pub fn is_watched_object(path: KPath) -> bool {
         return true;
     };
     let st = unsafe { &raw mut (*scratch).walk };
-    unsafe {
-        *st = WalkState {
-            dentry: path.dentry,
-            vfsmnt: path.mnt,
-            start: PATH_MAX as u64,
-            status: 0,
-            identify: 1,
-            depth: 0,
-            found: 0,
-            below: 0,
-            names: 0,
-        };
-        let mut unused: u64 = 0;
-        bpf_loop(
-            (MAX_PATH_DEPTH + MAX_MOUNT_CROSSINGS) as u32,
-            walk_step as *mut core::ffi::c_void,
-            (&raw mut unused).cast(),
-            0,
-        );
-    }
+    walk(st, path, true, false);
     let (status, found) = unsafe {
         (
             core::ptr::read_volatile(&(*st).status),

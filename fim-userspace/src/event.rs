@@ -399,6 +399,20 @@ pub struct Integrity {
     pub note: Option<String>,
 }
 
+impl Integrity {
+    /// Integrity data with no observation behind it (`note` says why, if it is not obvious).
+    pub fn unobserved(origin: Origin, note: Option<String>) -> Self {
+        Self {
+            before: None,
+            after: None,
+            changed: Vec::new(),
+            origin,
+            replaced_target: false,
+            note,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Losses;

@@ -709,14 +709,10 @@ impl Engine {
         }
         self.repair_wanted = true;
         ev.integrity = Some(
-            Integrity {
-                before: None,
-                after: None,
-                changed: Vec::new(),
-                origin: Origin::Realtime,
-                replaced_target: false,
-                note: Some("not enriched: integrity backlog full, repaired by rescan".into()),
-            }
+            Integrity::unobserved(
+                Origin::Realtime,
+                Some("not enriched: integrity backlog full, repaired by rescan".into()),
+            )
             .into(),
         );
         self.order.fill(ticket, Finished::Emit(Box::new(ev)));

@@ -581,17 +581,7 @@ mod tests {
             PathSource::KernelObject,
         ));
         ev.rename_flags = 1;
-        ev.integrity = Some(
-            Integrity {
-                before: None,
-                after: None,
-                changed: Vec::new(),
-                origin: Origin::Realtime,
-                replaced_target: false,
-                note: None,
-            }
-            .into(),
-        );
+        ev.integrity = Some(Integrity::unobserved(Origin::Realtime, None).into());
         let mut p = Process {
             pid: 10,
             tid: 11,
