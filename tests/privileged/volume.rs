@@ -38,9 +38,19 @@ fn a_burst_beyond_the_ring_is_reported_or_counted_lost_exactly() {
         fs::set_permissions(&f, fs::Permissions::from_mode(mode)).expect("chmod");
     }
     d.resume();
+    let mut d = d;
+    // The loss is reported while running, as a gap event, within the loss check's period.
+    d.wait_log("reporting a gap", Duration::from_secs(60));
+    assert!(
+        d.wait_for_within(fim_tests::scaled(Duration::from_secs(60)), |v| {
+            v["event"]["action"] == "gap"
+        })
+        .is_some(),
+        "the daemon logged a gap but reported no gap event:\n{}",
+        d.dump()
+    );
     // An end marker made while the ring is still full would be lost too: one more each
     // second until one is reported (after every chmod before it).
-    let mut d = d;
     let mut markers = 0u64;
     let seen_end = (0..120).any(|i| {
         markers += 1;
