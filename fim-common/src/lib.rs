@@ -496,6 +496,25 @@ pub enum DropReason {
     RingFullProcess = 4,
 }
 
+impl DropReason {
+    /// Why a record of kind `kind` (an [`EventKind`] byte) that the ring buffer had no room
+    /// for is counted: what losing it costs.
+    pub const fn ring_full(kind: u8) -> Self {
+        if kind == EventKind::Outcome as u8 {
+            Self::RingFullOutcome
+        } else if kind == EventKind::ProcExec as u8
+            || kind == EventKind::ProcFork as u8
+            || kind == EventKind::ProcExit as u8
+            || kind == EventKind::ProcRename as u8
+            || kind == EventKind::ProcCgroup as u8
+        {
+            Self::RingFullProcess
+        } else {
+            Self::RingFull
+        }
+    }
+}
+
 /// Number of [`DropReason`] values (size of the `DROPS` map).
 pub const DROP_REASONS: u32 = 5;
 
@@ -753,3 +772,24 @@ const _: () = assert!(core::mem::size_of::<ObjectKey>() == 16);
 const _: () = assert!(core::mem::size_of::<WatchedObject>() == 8);
 const _: () = assert!(core::mem::size_of::<Pending>() == 64);
 const _: () = assert!(MAX_RECORD <= DATA_CAP);
+
+#[cfg(test)]
+mod tests {
+    use super::{DropReason, EventKind};
+
+    #[test]
+    fn a_lost_record_is_counted_by_what_it_costs() {
+        for (kind, reason) in [
+            (EventKind::Chmod, DropReason::RingFull),
+            (EventKind::Create, DropReason::RingFull),
+            (EventKind::Outcome, DropReason::RingFullOutcome),
+            (EventKind::ProcExec, DropReason::RingFullProcess),
+            (EventKind::ProcFork, DropReason::RingFullProcess),
+            (EventKind::ProcExit, DropReason::RingFullProcess),
+            (EventKind::ProcRename, DropReason::RingFullProcess),
+            (EventKind::ProcCgroup, DropReason::RingFullProcess),
+        ] {
+            assert_eq!(DropReason::ring_full(kind as u8), reason, "{kind:?}");
+        }
+    }
+}

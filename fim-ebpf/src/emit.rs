@@ -8,8 +8,7 @@ use aya_ebpf::{
     },
 };
 use fim_common::{
-    DropReason, EventBuf, EventHeader, EventKind, HEADER_LEN, MAX_RECORD, PATH_MAX, XATTR_NAME_MAX,
-    flags,
+    DropReason, EventBuf, EventHeader, HEADER_LEN, MAX_RECORD, PATH_MAX, XATTR_NAME_MAX, flags,
 };
 
 use crate::{
@@ -201,18 +200,6 @@ fn send(buf: *mut EventBuf, data_len: usize) -> bool {
     if EVENTS.output::<[u8]>(record, wake.into()).is_ok() {
         return true;
     }
-    let kind = unsafe { (*buf).header.kind };
-    count_drop(if kind == EventKind::Outcome as u8 {
-        DropReason::RingFullOutcome
-    } else if kind == EventKind::ProcExec as u8
-        || kind == EventKind::ProcFork as u8
-        || kind == EventKind::ProcExit as u8
-        || kind == EventKind::ProcRename as u8
-        || kind == EventKind::ProcCgroup as u8
-    {
-        DropReason::RingFullProcess
-    } else {
-        DropReason::RingFull
-    });
+    count_drop(DropReason::ring_full(unsafe { (*buf).header.kind }));
     false
 }

@@ -1,9 +1,9 @@
 //! `fim run`: one sensor, the watch-set check, the integrity engine, one sink, and shutdown
 //! by construction.
 //!
-//! sensor task -> filter task -> integrity engine (own thread) -> sink (own thread), over bounded
-//! channels. One [`CancellationToken`] stops the sensor; the sensor drains and closes its
-//! channel, which ends the filter, then the engine (after settling open bursts and
+//! sensor task -> filter task -> integrity engine (own thread) -> sink (own thread), over
+//! bounded channels. One [`CancellationToken`] stops the sensor; the sensor drains and closes
+//! its channel, which ends the filter, then the engine (after settling open bursts and
 //! committing the baseline), then the sink, so every event read from the kernel is written.
 
 use std::sync::{Arc, atomic::Ordering};
@@ -21,9 +21,9 @@ use crate::{
 
 /// Events buffered between stages.
 const CHANNEL_CAPACITY: usize = 4096;
-/// Events the filter passes to the engine as one batch, at most, and batches buffered
-/// between them.
+/// Events the filter passes to the engine as one batch, at most.
 const FILTER_BATCH: usize = 256;
+/// Batches buffered between the filter and the engine.
 const ENGINE_BATCHES: usize = 16;
 /// Batches buffered between the engine and the sink (the engine sends what one turn of its
 /// loop reported, up to a few hundred events, as one batch).

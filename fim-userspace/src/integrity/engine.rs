@@ -214,7 +214,7 @@ pub struct Engine {
     workers: Vec<std::thread::JoinHandle<()>>,
     /// Jobs waiting for a free worker.
     ready: VecDeque<Job>,
-    /// Buffers for the observations made on this thread (metadata only).
+    /// Buffers for the observations made on this thread (all but large files to hash).
     scratch: Scratch,
     in_flight: usize,
     /// Keys with a job in flight, and the events waiting behind it.
@@ -512,9 +512,9 @@ impl Engine {
         self.accept(ev)
     }
 
-    fn emit(&mut self, ev: FileEvent) -> Result<(), EngineError> {
+    /// Reports `ev` now (it goes out with the next batch).
+    fn emit(&mut self, ev: FileEvent) {
         self.outbox.push(ev);
-        Ok(())
     }
 
     /// Sends what was reported since the last send, as one batch (blocking while the sink
@@ -543,7 +543,7 @@ impl Engine {
                     self.apply(job, result)?;
                 }
                 Finished::Forget(ev, key) => self.forget(*ev, &key)?,
-                Finished::Emit(ev) => self.emit(*ev)?,
+                Finished::Emit(ev) => self.emit(*ev),
             }
         }
         Ok(())
@@ -737,7 +737,8 @@ impl Engine {
             }
             .into(),
         );
-        self.emit(ev)
+        self.emit(ev);
+        Ok(())
     }
 
     /// An observation finished: its keys are free for what waited behind them (observed
@@ -929,7 +930,7 @@ impl Engine {
             }
             .into(),
         );
-        self.emit(event)?;
+        self.emit(event);
         let n = followers.len();
         for (ticket, mut f) in followers {
             f.inode = f.inode.or(inode);

@@ -258,10 +258,7 @@ pub fn observe(
     limits: &Limits,
     scratch: &mut Scratch,
 ) -> Result<Option<Snapshot>, ObserveError> {
-    match observe_once(path, None, hashing, limits, scratch, u64::MAX, 2)? {
-        Within::Observed(s) => Ok(s),
-        Within::MustHash => unreachable!("no file is larger than u64::MAX bytes"),
-    }
+    observe_whole(path, None, hashing, limits, scratch)
 }
 
 /// What [`observe_within`] found.
@@ -296,6 +293,17 @@ pub fn observe_within(
 /// directly, saving the `O_PATH` round trip on large scans; the descriptor's own type is
 /// checked before anything is read.
 pub fn observe_listed(
+    path: &[u8],
+    listed: Option<FileType>,
+    hashing: Hashing<'_>,
+    limits: &Limits,
+    scratch: &mut Scratch,
+) -> Result<Option<Snapshot>, ObserveError> {
+    observe_whole(path, listed, hashing, limits, scratch)
+}
+
+/// [`observe_once`] with no budget: whatever must be hashed is.
+fn observe_whole(
     path: &[u8],
     listed: Option<FileType>,
     hashing: Hashing<'_>,
@@ -420,6 +428,31 @@ fn observe_once(
     )
 }
 
+/// A regular file's content when it need not be read (deferred, reused, replaced, too
+/// large); `None` when it must be hashed.
+fn known_content(
+    attrs: &Attrs,
+    replaced: bool,
+    hashing: Hashing<'_>,
+    limits: &Limits,
+) -> Option<Content> {
+    if replaced {
+        return Some(Content::NotHashed(NotHashed::Replaced));
+    }
+    match hashing {
+        Hashing::Defer => Some(Content::NotHashed(NotHashed::Deferred)),
+        Hashing::Reuse(Some(prev)) if prev.sha256().is_some() && prev.same_version(attrs) => Some(
+            prev.content
+                .clone()
+                .unwrap_or(Content::NotHashed(NotHashed::Deferred)),
+        ),
+        _ if attrs.size > limits.max_hash_bytes => Some(Content::NotHashed(NotHashed::TooLarge {
+            limit: limits.max_hash_bytes,
+        })),
+        _ => None,
+    }
+}
+
 /// Completes an observation: xattrs, symlink target, digest. `reader` is an open-for-read
 /// descriptor of a regular file or directory; `handle` an `O_PATH` one for anything else.
 #[expect(
@@ -438,6 +471,15 @@ fn describe(
     scratch: &mut Scratch,
     budget: u64,
 ) -> Result<Within, ObserveError> {
+    // What the content will be is decided from the metadata alone: a file that must be
+    // hashed beyond the budget is left before anything else is read.
+    let known = match (attrs.file_type, &reader) {
+        (FileType::File, Some(_)) => Some(known_content(&attrs, replaced, hashing, limits)),
+        _ => None,
+    };
+    if matches!(known, Some(None)) && attrs.size > budget {
+        return Ok(Within::MustHash);
+    }
     if let Some(fd) = &reader {
         read_xattrs(&XattrSource::Fd(fd), &mut attrs)
             .map_err(|e| io_err("reading extended attributes of", path, e))?;
@@ -452,30 +494,11 @@ fn describe(
             Err(e) => return Err(io_err("reading extended attributes of", path, e)),
         }
     }
-    let content = match (attrs.file_type, reader) {
-        (FileType::File, Some(fd)) => Some(if replaced {
-            Content::NotHashed(NotHashed::Replaced)
-        } else {
-            match hashing {
-                Hashing::Defer => Content::NotHashed(NotHashed::Deferred),
-                Hashing::Reuse(Some(prev))
-                    if prev.sha256().is_some() && prev.same_version(&attrs) =>
-                {
-                    prev.content
-                        .clone()
-                        .unwrap_or(Content::NotHashed(NotHashed::Deferred))
-                }
-                _ if attrs.size > limits.max_hash_bytes => {
-                    Content::NotHashed(NotHashed::TooLarge {
-                        limit: limits.max_hash_bytes,
-                    })
-                }
-                _ if attrs.size > budget => return Ok(Within::MustHash),
-                _ => match hash_file(fd, attrs.size, scratch) {
-                    Ok(d) => Content::Sha256(d),
-                    Err(e) => Content::NotHashed(NotHashed::Unreadable(e.to_string())),
-                },
-            }
+    let content = match (known, reader) {
+        (Some(Some(content)), _) => Some(content),
+        (Some(None), Some(fd)) => Some(match hash_file(fd, attrs.size, scratch) {
+            Ok(d) => Content::Sha256(d),
+            Err(e) => Content::NotHashed(NotHashed::Unreadable(e.to_string())),
         }),
         _ => None,
     };

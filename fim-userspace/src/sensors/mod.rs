@@ -306,11 +306,14 @@ async fn run_witnessed(
             drain_round(&mut events, &mut merger, &mut drained);
         }
         let released = merger.release(crate::event::unix_now_ns(), stopping);
-        let (held, waiting) = merger.held();
-        log::debug!(
-            "witnessed round: {records} ring records, {read_count} fanotify events read, {} released, {held} held, {waiting} waiting",
-            released.len()
-        );
+        if log::log_enabled!(log::Level::Debug) {
+            // Counting what is held walks every thread: only when it is logged.
+            let (held, waiting) = merger.held();
+            log::debug!(
+                "witnessed round: {records} ring records, {read_count} fanotify events read, {} released, {held} held, {waiting} waiting",
+                released.len()
+            );
+        }
         for (mut ev, from) in released {
             if from == Reporter::Fanotify {
                 let tid = ev.process.as_ref().map_or(0, |p| p.tid);

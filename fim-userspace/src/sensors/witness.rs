@@ -37,7 +37,7 @@ pub const JUDGE_AFTER_NS: i128 = 2_000_000;
 
 /// What kind of change an event is, as far as both sensors can tell it apart (fanotify
 /// merges, and says "attributes" for chmod, chown, xattrs and times alike).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Class {
     /// The content (writes, truncation, allocation).
     Modify,
@@ -88,7 +88,7 @@ fn tid_of(ev: &FileEvent) -> u32 {
 /// What explains what: a thread, a class of change, a name (the name by a keyed 64-bit
 /// hash: no allocation or byte comparison per event, and a collision an attacker cannot aim
 /// at, the key being random per run).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Key {
     tid: u32,
     class: Class,
@@ -120,12 +120,20 @@ fn keys_on(ev: &FileEvent, names: &[&[u8]]) -> Vec<Key> {
 }
 
 /// The keys a tracepoint event is known by: per class, its name (and for a link or a
-/// rename, the other name too, whose link count or directory changed).
+/// rename, the other name too, whose link count or directory changed), each once.
 fn keys(ev: &FileEvent) -> Vec<Key> {
-    match &ev.source {
+    let mut keys = match &ev.source {
         Some(s) => keys_on(ev, &[&ev.path.bytes, &s.bytes]),
         None => keys_on(ev, &[&ev.path.bytes]),
-    }
+    };
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Whether held tracepoint event `h` explains a fanotify event that `needs` these keys.
+fn explains(needs: &[Key], h: &Held) -> bool {
+    needs.iter().all(|k| h.keys.contains(k))
 }
 
 /// The keys a fanotify event needs explained: one per class of its action, on its name.
@@ -212,9 +220,7 @@ impl Thread {
                 .tracepoint
                 .binary_search_by_key(&arrival, |h| h.arrival)
                 .ok()?;
-            keys.iter()
-                .all(|k| self.tracepoint[at].keys.contains(k))
-                .then_some(at)
+            explains(keys, &self.tracepoint[at]).then_some(at)
         })
     }
 
@@ -265,9 +271,7 @@ impl Merger {
 
     /// An event the tracepoint tier reported.
     pub fn tracepoint(&mut self, ev: FileEvent) {
-        let mut keys = keys(&ev);
-        keys.sort_unstable_by_key(|k| (k.class as u8, k.name));
-        keys.dedup();
+        let keys = keys(&ev);
         self.seen.add(keys.clone());
         self.arrivals += 1;
         let arrival = self.arrivals;
@@ -322,7 +326,6 @@ impl Merger {
         for thread in self.threads.values_mut() {
             let mut blocked = None;
             while let Some(w) = thread.fanotify.front() {
-                let explains = |h: &Held| w.keys.iter().all(|k| h.keys.contains(k));
                 if let Some(first) = thread.first_explaining(&w.keys) {
                     // Explained: what the tracepoint tier reported up to its explainer goes
                     // first. One fanotify record may stand for several operations in a row
@@ -333,7 +336,7 @@ impl Merger {
                             .tracepoint
                             .iter()
                             .skip(first + 1)
-                            .take_while(|h| explains(h))
+                            .take_while(|h| explains(&w.keys, h))
                             .count();
                     if end > thread.eligible {
                         thread.eligible = end;

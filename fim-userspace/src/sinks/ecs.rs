@@ -69,13 +69,16 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// One path, as an object (`file.original`, `fim.xattr`'s name).
+/// `file.original`: a renamed file's former path.
 #[derive(Serialize)]
-struct Named {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
+struct Original {
+    path: String,
+}
+
+/// `fim.xattr`: the extended attribute set or removed.
+#[derive(Serialize)]
+struct Xattr {
+    name: String,
 }
 
 #[derive(Serialize)]
@@ -97,7 +100,7 @@ struct FileObject {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     file_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    original: Option<Named>,
+    original: Option<Original>,
     #[serde(skip_serializing_if = "Option::is_none")]
     target_path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,7 +173,7 @@ struct FimObject<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    xattr: Option<Named>,
+    xattr: Option<Xattr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes_written: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,8 +290,9 @@ pub fn write_ecs(
     }
 }
 
-/// The ECS document for one event, as a JSON value. `sequence` numbers events in output
-/// order.
+/// The ECS document for one event, as a JSON value (the tests compare it with what
+/// [`write_ecs`] writes). `sequence` numbers events in output order.
+#[cfg(test)]
 pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
     match &ev.gap {
         Some(gap) => gap_doc(ev, gap, sequence),
@@ -321,9 +325,8 @@ fn file_doc(ev: &FileEvent, sequence: u64) -> FileDoc<'_> {
     };
     match (ev.action, &ev.source) {
         (Action::Rename, Some(old)) => {
-            file.original = Some(Named {
-                path: Some(render_bytes(&old.bytes)),
-                name: None,
+            file.original = Some(Original {
+                path: render_bytes(&old.bytes),
             });
         }
         (Action::Link | Action::Symlink, Some(target)) => {
@@ -369,9 +372,8 @@ fn file_doc(ev: &FileEvent, sequence: u64) -> FileDoc<'_> {
         after: integrity.map(|i| i.after.as_ref().map(snapshot_doc)),
         replaced_target: integrity.is_some_and(|i| i.replaced_target),
         note: integrity.and_then(|i| i.note.as_deref()),
-        xattr: ev.xattr_name.as_ref().map(|n| Named {
-            path: None,
-            name: Some(render_bytes(n)),
+        xattr: ev.xattr_name.as_ref().map(|n| Xattr {
+            name: render_bytes(n),
         }),
         bytes_written: ev.bytes_written,
         fallocate: ev.fallocate.map(|(mode, length)| {
@@ -545,11 +547,6 @@ fn snapshot_doc(s: &Snapshot) -> SnapshotDoc<'_> {
             _ => None,
         },
     }
-}
-
-/// Every attribute of one observation, as a JSON value.
-pub fn snapshot(s: &Snapshot) -> Value {
-    serde_json::to_value(snapshot_doc(s)).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

@@ -21,19 +21,17 @@ pub fn run(mut rx: mpsc::Receiver<Vec<FileEvent>>) -> std::io::Result<u64> {
     while let Some(first) = rx.blocking_recv() {
         // One write for what is waiting (stdout is line-buffered: written line by line, each
         // event would cost a syscall).
+        let mut batches = vec![first];
+        while batches.len() < BATCHES_PER_WRITE
+            && let Ok(more) = rx.try_recv()
+        {
+            batches.push(more);
+        }
         text.clear();
-        let mut batch = Some(first);
-        let mut taken = 1;
-        while let Some(events) = batch {
-            for ev in &events {
-                sequence += 1;
-                write_ecs(&mut text, ev, sequence)?;
-                text.push(b'\n');
-            }
-            batch = (taken < BATCHES_PER_WRITE)
-                .then(|| rx.try_recv().ok())
-                .flatten();
-            taken += 1;
+        for ev in batches.iter().flatten() {
+            sequence += 1;
+            write_ecs(&mut text, ev, sequence)?;
+            text.push(b'\n');
         }
         let mut out = std::io::stdout().lock();
         out.write_all(&text)?;

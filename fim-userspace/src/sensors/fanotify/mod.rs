@@ -105,9 +105,10 @@ pub enum MarkScope {
     Filesystem,
     /// Each directory that matters (in a watched tree, or on the way to a watched root, with
     /// its direct children) and each watched file (up to [`FILE_MARKS_MAX`]; past it, those
-    /// with other names), marked one by one: unrelated activity costs nothing. A directory made later is marked when its event is read; what happens in
-    /// it before is not seen by fanotify (the witness of the tracepoint tier in `auto`,
-    /// which reports those operations itself).
+    /// with other names), marked one by one: unrelated activity costs nothing. A directory
+    /// made later is marked when its event is read; what happens in it before is not seen
+    /// by fanotify (the witness of the tracepoint tier in `auto`, which reports those
+    /// operations itself).
     Directories,
 }
 
@@ -297,12 +298,9 @@ impl FanotifySensor {
         let key = identity::key(fsid, handle_type, &handle);
         if dir {
             self.mark(path, true);
-        } else {
-            self.mark_file(path, meta.nlink() > 1);
-        }
-        if dir {
             self.known.dirs.insert(key, path.to_vec());
         } else {
+            self.mark_file(path, meta.nlink() > 1);
             self.known.objects.seed(key, path.to_vec());
         }
     }
