@@ -41,12 +41,24 @@ pub static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 /// gap and rescan, but a test that asserts every event of its own sequence would fail.
 /// A test may run two daemons at once, so a flood waits for none to run rather than
 /// holding new ones back while it waits (which could deadlock such a test).
-static QUIET: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+static QUIET: std::sync::Mutex<QuietState> = std::sync::Mutex::new(QuietState {
+    running: 0,
+    flooding: false,
+});
 static QUIET_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
 
+/// See [`QUIET`].
+struct QuietState {
+    /// Test daemons running (each holds a [`Quiet`]).
+    running: usize,
+    /// A test holds a [`Flood`].
+    flooding: bool,
+}
+
+/// Waits while `wait_while` holds, then applies `f` and wakes the other waiters.
 fn quiet_update<T>(
-    wait_while: impl Fn(&(usize, bool)) -> bool,
-    f: impl FnOnce(&mut (usize, bool)) -> T,
+    wait_while: impl Fn(&QuietState) -> bool,
+    f: impl FnOnce(&mut QuietState) -> T,
 ) -> T {
     let guard = QUIET.lock().unwrap_or_else(|e| e.into_inner());
     let mut state = QUIET_CHANGED
@@ -62,14 +74,14 @@ struct Quiet;
 
 impl Quiet {
     fn begin() -> Self {
-        quiet_update(|&(_, flooding)| flooding, |s| s.0 += 1);
+        quiet_update(|s| s.flooding, |s| s.running += 1);
         Self
     }
 }
 
 impl Drop for Quiet {
     fn drop(&mut self) {
-        quiet_update(|_| false, |s| s.0 -= 1);
+        quiet_update(|_| false, |s| s.running -= 1);
     }
 }
 
@@ -80,10 +92,7 @@ impl Flood {
     /// Waits until no other test's daemon runs, and keeps new ones from starting until
     /// dropped.
     pub fn begin() -> Self {
-        quiet_update(
-            |&(running, flooding)| running > 0 || flooding,
-            |s| s.1 = true,
-        );
+        quiet_update(|s| s.running > 0 || s.flooding, |s| s.flooding = true);
         Self(())
     }
 
@@ -95,7 +104,7 @@ impl Flood {
 
 impl Drop for Flood {
     fn drop(&mut self) {
-        quiet_update(|_| false, |s| s.1 = false);
+        quiet_update(|_| false, |s| s.flooding = false);
     }
 }
 

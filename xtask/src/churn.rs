@@ -399,6 +399,31 @@ struct Measured {
     latency: Option<(Duration, Duration)>,
 }
 
+impl Measured {
+    /// The table row of monitor `monitor`, inside the watched tree: `kinds` are the
+    /// operations it is built to report, `lost` says what it lost (from whether it caught up,
+    /// and what it saw).
+    fn row(
+        self,
+        monitor: &str,
+        files: usize,
+        kinds: &[&str],
+        lost: impl FnOnce(bool, &Seen) -> String,
+    ) -> Row {
+        Row {
+            monitor: monitor.into(),
+            detail: detail(&self.seen),
+            place: "inside",
+            took: self.done.took,
+            reported: Some(reported(&self.seen, files as u64, kinds)),
+            lost: lost(self.caught, &self.seen),
+            cpu: self.cpu,
+            ops: self.done.ops,
+            latency: self.latency,
+        }
+    }
+}
+
 impl Running {
     /// Latency samples, then the workload in `dir` until the monitor catches up (at most
     /// `limit`), then stops it.
@@ -706,62 +731,33 @@ fn others_rows(inside: &Path, files: usize, rows: &mut Vec<Row>) -> Result<()> {
     let inside = inside.to_path_buf();
     step("auditd -w DIR -p wa");
     match start_auditd(&inside) {
-        Ok(m) => {
-            let Measured {
-                done: d,
-                seen,
-                cpu,
-                caught,
-                latency: lat,
-            } = m.measure(&inside, files, Duration::from_secs(60))?;
-            rows.push(Row {
-                monitor: "auditd `-w DIR -p wa`".into(),
-                detail: detail(&seen),
-                place: "inside",
-                took: d.took,
-                reported: Some(reported(
-                    &seen,
-                    files as u64,
-                    &["create", "rename", "chmod", "unlink"],
-                )),
-                lost: match (caught, seen.lost) {
-                    (_, n) if n > 0 => format!("{n} records (kernel `lost`)"),
-                    (true, _) => "0".into(),
-                    _ => "did not catch up in 60 s".into(),
-                },
-                cpu,
-                ops: d.ops,
-                latency: lat,
-            });
-        }
+        Ok(m) => rows.push(m.measure(&inside, files, Duration::from_secs(60))?.row(
+            "auditd `-w DIR -p wa`",
+            files,
+            &["create", "rename", "chmod", "unlink"],
+            |caught, seen| match (caught, seen.lost) {
+                (_, n) if n > 0 => format!("{n} records (kernel `lost`)"),
+                (true, _) => "0".into(),
+                _ => "did not catch up in 60 s".into(),
+            },
+        )),
         Err(e) => eprintln!("==> xtask: auditd not measured: {e:#}"),
     }
 
     step("inotifywait -m -r");
-    let Measured {
-        done: d,
-        seen,
-        cpu,
-        caught,
-        latency: lat,
-    } = start_inotifywait(&inside)?.measure(&inside, files, Duration::from_secs(600))?;
-    rows.push(Row {
-        monitor: "inotifywait `-m -r`".into(),
-        detail: detail(&seen),
-        place: "inside",
-        took: d.took,
-        reported: Some(reported(&seen, files as u64, &OPS)),
-        lost: if seen.lost > 0 {
-            format!("{} overflows", seen.lost)
-        } else if caught {
-            "0".into()
-        } else {
-            "did not catch up".into()
-        },
-        cpu,
-        ops: d.ops,
-        latency: lat,
-    });
+    rows.push(
+        start_inotifywait(&inside)?
+            .measure(&inside, files, Duration::from_secs(600))?
+            .row("inotifywait `-m -r`", files, &OPS, |caught, seen| {
+                if seen.lost > 0 {
+                    format!("{} overflows", seen.lost)
+                } else if caught {
+                    "0".into()
+                } else {
+                    "did not catch up".into()
+                }
+            }),
+    );
 
     Ok(())
 }
