@@ -348,11 +348,8 @@ struct BindMount(PathBuf);
 impl BindMount {
     fn new(from: &Path, at: &Path) -> Self {
         fs::create_dir_all(at).expect("mount point");
-        let ok = Command::new("mount")
-            .args(["-o", "bind"])
-            .arg(from)
-            .arg(at)
-            .status()
+        let ok = fim_tests::spawn(Command::new("mount").args(["-o", "bind"]).arg(from).arg(at))
+            .and_then(|mut c| c.wait())
             .expect("mount")
             .success();
         assert!(ok, "mount --bind {} {}", from.display(), at.display());
@@ -362,7 +359,7 @@ impl BindMount {
 
 impl Drop for BindMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = fim_tests::spawn(Command::new("umount").arg(&self.0)).and_then(|mut c| c.wait());
     }
 }
 
@@ -745,12 +742,14 @@ fn cgroup2_root() -> (PathBuf, Option<tempfile::TempDir>) {
         return (PathBuf::from(point), None);
     }
     let dir = tempfile::tempdir().expect("mount point");
-    let ok = Command::new("mount")
-        .args(["-t", "cgroup2", "none"])
-        .arg(dir.path())
-        .status()
-        .expect("mount")
-        .success();
+    let ok = fim_tests::spawn(
+        Command::new("mount")
+            .args(["-t", "cgroup2", "none"])
+            .arg(dir.path()),
+    )
+    .and_then(|mut c| c.wait())
+    .expect("mount")
+    .success();
     assert!(ok, "mounting cgroup2");
     (dir.path().to_owned(), Some(dir))
 }
@@ -776,10 +775,7 @@ fn the_cgroup_is_the_one_the_process_is_in_when_it_acts(sensor: &str) {
         moved = moved.display(),
         forked = forked.display(),
     );
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .spawn()
-        .expect("sh");
+    let mut child = fim_tests::spawn(Command::new("sh").args(["-c", &script])).expect("sh");
     for p in [&moved, &forked] {
         let v = d.wait_for("the write", |v| {
             v["file"]["path"] == p.to_str().unwrap_or("")
@@ -792,6 +788,6 @@ fn the_cgroup_is_the_one_the_process_is_in_when_it_acts(sensor: &str) {
     drop(d);
     let _ = fs::remove_dir(&cg);
     if let Some(m) = mounted {
-        let _ = Command::new("umount").arg(m.path()).status();
+        let _ = fim_tests::spawn(Command::new("umount").arg(m.path())).and_then(|mut c| c.wait());
     }
 }

@@ -230,12 +230,14 @@ fn nothing_from_outside_and_short_lived_processes(sensor: &str) {
     let f = dir.join("by-a-short-lived-process");
     d.pause();
     fs::write(sibling.join("noise"), b"outside").expect("outside");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("echo hi > '{}'", f.display()))
-        .output()
-        .expect("sh");
-    assert!(out.status.success());
+    let status = fim_tests::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo hi > '{}'", f.display())),
+    )
+    .and_then(|mut c| c.wait())
+    .expect("sh");
+    assert!(status.success());
     d.resume();
     let v = d.wait_for("close_write by an exited process", |v| {
         is(v, "close_write", &f)

@@ -481,10 +481,14 @@ fn bad_watch_path_is_a_clear_error() {
     if !require_privileges() {
         return;
     }
-    let out = std::process::Command::new(fim_tests::fim_bin())
-        .args(["run", "--watch", "/nonexistent/fim-test-path"])
-        .output()
-        .expect("run fim");
+    let out = fim_tests::spawn(
+        std::process::Command::new(fim_tests::fim_bin())
+            .args(["run", "--watch", "/nonexistent/fim-test-path"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .and_then(std::process::Child::wait_with_output)
+    .expect("run fim");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -626,11 +630,13 @@ fn a_file_left_open_at_exit_is_closed_by_the_kernel_object_tiers() {
     let mut d = Daemon::start(&[&dir]);
     let f = dir.join("left-open");
     // The shell opens fd 3, writes through it and exits without closing it.
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("exec 3>'{}'; echo left >&3; exit 0", f.display()))
-        .status()
-        .expect("sh");
+    let status = fim_tests::spawn(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec 3>'{}'; echo left >&3; exit 0", f.display())),
+    )
+    .and_then(|mut c| c.wait())
+    .expect("sh");
     assert!(status.success());
     let v = d.wait_for("close at exit", |v| is(v, "close_write", &f));
     assert_eq!(v["fim"]["bytes_written"], 5, "{v}");

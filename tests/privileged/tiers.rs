@@ -88,13 +88,17 @@ fn each_tier_is_forced_or_refused_with_a_clear_error() {
             continue;
         }
         let (_state_guard, state) = tempdir();
-        let out = Command::new(fim_bin())
-            .args(["run", "--sensor", tier, "--watch"])
-            .arg(&dir)
-            .arg("--state-dir")
-            .arg(&state)
-            .output()
-            .expect("run fim");
+        let out = fim_tests::spawn(
+            Command::new(fim_bin())
+                .args(["run", "--sensor", tier, "--watch"])
+                .arg(&dir)
+                .arg("--state-dir")
+                .arg(&state)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped()),
+        )
+        .and_then(std::process::Child::wait_with_output)
+        .expect("run fim");
         assert_eq!(
             out.status.code(),
             Some(1),

@@ -28,11 +28,19 @@ pub fn scaled(d: Duration) -> Duration {
     d * factor
 }
 
-/// Held for reading by a test while it has files open for writing, and for writing while a
-/// daemon is spawned: a child forked meanwhile would hold those files until its exec, and
-/// their last close (fanotify's `close_write`) would then be the child's, after whatever
-/// the test did next.
+/// Held for reading by a test while it has files open for writing, and for writing while
+/// any child process is spawned ([`spawn`]): a child forked meanwhile would hold those files
+/// until its exec, so the test's own close would not be the last one, and the last release
+/// (fanotify's `close_write`; for the eBPF tracepoint tier, none, as exec closes no file by
+/// a syscall) would be the child's, after whatever the test did next.
 pub static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Spawns `cmd` while no test has files open for writing (see [`FORKS`]); `spawn` returns
+/// once the child has exec'd, its copies of those files closed.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let _no_open_files = FORKS.write().unwrap_or_else(|e| e.into_inner());
+    cmd.spawn()
+}
 
 /// How many test daemons run, and whether a test floods the file system ([`Flood`]): no
 /// daemon runs while a test floods. A `--sensor fanotify` daemon marks the whole file
@@ -232,13 +240,8 @@ impl Daemon {
         for w in watch {
             cmd.arg("--watch").arg(w);
         }
-        let mut child = {
-            let _no_open_files = FORKS.write().unwrap_or_else(|e| e.into_inner());
-            cmd.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", fim_bin().display()))
-        };
+        let mut child = spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))
+            .unwrap_or_else(|e| panic!("starting {}: {e}", fim_bin().display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -504,11 +507,12 @@ pub fn assert_acted_by_this_thread_via(v: &Value, sensor: &str) {
 /// of the implementation under test).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use std::io::Write as _;
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("running sha256sum");
+    let mut child = spawn(
+        Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    )
+    .expect("running sha256sum");
     child
         .stdin
         .take()
@@ -537,10 +541,14 @@ pub fn changed(v: &Value) -> Vec<String> {
 
 /// Runs `fim <args>` to completion: (exit code, stdout, stderr).
 pub fn fim(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
-    let out = Command::new(fim_bin())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", fim_bin().display()));
+    let out = spawn(
+        Command::new(fim_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .and_then(std::process::Child::wait_with_output)
+    .unwrap_or_else(|e| panic!("running {}: {e}", fim_bin().display()));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
