@@ -4,16 +4,17 @@ use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_boot_ns,
+        bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel,
     },
 };
 use fim_common::{
-    DropReason, EventBuf, EventHeader, HEADER_LEN, MAX_RECORD, PATH_MAX, XATTR_NAME_MAX, flags,
+    DATA_MASK, DropReason, EventBuf, EventHeader, HEADER_LEN, MAX_RECORD, PATH_MAX, XATTR_NAME_MAX,
+    flags,
 };
 
 use crate::{
     kernel::{current_task, dentry_inode, file_inode, off, read, read_ptr},
-    maps::{EVENTS, SCRATCH, count_drop},
+    maps::{EVENTS, EXE_CACHE, SCRATCH, count_drop},
     path::{Written, write_exe_path},
 };
 
@@ -64,18 +65,63 @@ fn fill_process(buf: *mut EventBuf, pos: usize) -> usize {
         h.euid = read(cred, off!(cred_euid)).unwrap_or(u32::MAX);
         h.egid = read(cred, off!(cred_egid)).unwrap_or(u32::MAX);
     }
-    let exe = read_ptr(task, off!(task_mm)).and_then(|mm| read_ptr(mm, off!(mm_exe_file)));
-    if let Some(exe) = exe {
-        if let Some(w) = write_exe_path(buf, pos, exe) {
-            let h = unsafe { &mut (*buf).header };
-            h.exe_len = w.len as u16;
-            if w.truncated {
-                h.flags |= flags::EXE_TRUNCATED;
-            }
-            return pos + w.len;
+    let start_time = h.start_time_ns;
+    let Some(mm) = read_ptr(task, off!(task_mm)) else {
+        return pos;
+    };
+    let Some(exe) = read_ptr(mm, off!(mm_exe_file)) else {
+        return pos;
+    };
+    let (len, truncated) = match exe_path(buf, pos, mm, exe, start_time) {
+        Some(w) => w,
+        None => return pos,
+    };
+    let h = unsafe { &mut (*buf).header };
+    h.exe_len = len as u16;
+    if truncated {
+        h.flags |= flags::EXE_TRUNCATED;
+    }
+    pos + len
+}
+
+/// Writes the path of executable `exe` at `pos`: from this CPU's [`EXE_CACHE`] when it is
+/// the same process's same executable as last time, else walked (and remembered). Returns
+/// its length and whether it was cut short.
+#[inline(always)]
+fn exe_path(
+    buf: *mut EventBuf,
+    pos: usize,
+    mm: u64,
+    exe: u64,
+    start: u64,
+) -> Option<(usize, bool)> {
+    let cache = EXE_CACHE.get_ptr_mut(0)?;
+    unsafe {
+        if (*cache).mm == mm && (*cache).exe_file == exe && (*cache).start_time == start {
+            let len = ((*cache).len as usize) & (PATH_MAX - 1);
+            bpf_probe_read_kernel(
+                (*buf).data.as_mut_ptr().add(pos & DATA_MASK).cast(),
+                len as u32,
+                (*cache).bytes.as_ptr().cast(),
+            );
+            return Some((len, (*cache).truncated != 0));
         }
     }
-    pos
+    let w = write_exe_path(buf, pos, exe)?;
+    let len = w.len & (PATH_MAX - 1);
+    unsafe {
+        (*cache).mm = mm;
+        (*cache).exe_file = exe;
+        (*cache).start_time = start;
+        (*cache).len = len as u64;
+        (*cache).truncated = u64::from(w.truncated);
+        bpf_probe_read_kernel(
+            (*cache).bytes.as_mut_ptr().cast(),
+            len as u32,
+            (*buf).data.as_ptr().add(pos & DATA_MASK).cast(),
+        );
+    }
+    Some((w.len, w.truncated))
 }
 
 /// Completes the record whose strings end at `end` (after `path`, `path2`) and sends it.

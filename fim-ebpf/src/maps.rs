@@ -57,6 +57,27 @@ pub static OPEN_TRUNCATES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4
 #[map]
 pub static SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
 
+/// The executable path last written on this CPU, and whose it was (see
+/// `emit::fill_process`).
+#[repr(C)]
+pub struct ExeCache {
+    /// The process's `mm`, its `exe_file`, and its group leader's start time: the same
+    /// three mean the same executable of the same process (an exec replaces the `mm`; a
+    /// freed `mm` or file reused by a later process comes with another start time).
+    pub mm: u64,
+    pub exe_file: u64,
+    pub start_time: u64,
+    /// Length of the path in `bytes`; whether it was cut short.
+    pub len: u64,
+    pub truncated: u64,
+    pub bytes: [u8; PATH_MAX],
+}
+
+/// One [`ExeCache`] per CPU: a process doing many operations in a row walks its
+/// executable's path once, not once per event.
+#[map]
+pub static EXE_CACHE: PerCpuArray<ExeCache> = PerCpuArray::with_max_entries(1, 0);
+
 /// Scratch for the dentry walk: the path is assembled backwards in the lower half of
 /// `bytes` (the upper half is slack so masked writes stay in bounds).
 #[repr(C)]

@@ -14,9 +14,7 @@ use fim_common::{
 };
 
 use crate::{
-    kernel::{
-        KPath, cwd_kpath, dentry_inode, fd_to_file, file_kpath, off, read, read_ptr, read_user,
-    },
+    kernel::{KPath, cwd_kpath, fd_to_file, file_kpath, off, read, read_ptr, read_user},
     maps::{PATHBUF, WATCHED_OBJECTS},
 };
 
@@ -84,6 +82,139 @@ pub struct WalkState {
     /// Non-zero: copy each name into the path; zero: only look for a watched object (and
     /// stop at the first one found).
     pub names: u64,
+    /// The root dentry of `vfsmnt`, read once per mount rather than once per step.
+    pub mnt_root: u64,
+    /// The last super block seen and its device: every dentry of one mount shares them.
+    pub sb: u64,
+    pub dev: u64,
+    /// Where the dentry's parent, name and inode are, relative to its `d_parent`
+    /// ([`Layout`]); `u64::MAX`: not within one [`BLOCK`]-byte read on this kernel.
+    pub layout: Layout,
+    /// One read of a dentry's (or an inode's) neighbouring fields.
+    pub block: [u8; BLOCK + 8],
+}
+
+/// Bytes read at once from a dentry (from `d_parent`) or an inode (from `i_sb`): a step
+/// costs one read per structure instead of one per field, and every read of kernel memory
+/// goes through the fault-tolerant copy, which costs more than the copy itself.
+pub const BLOCK: usize = 32;
+
+/// Offsets of fields inside the [`BLOCK`]s, from the kernel's BTF offsets.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Layout {
+    /// From `d_parent`: the name's length, the name's pointer, the inode.
+    pub name_len: u64,
+    pub name_ptr: u64,
+    pub inode: u64,
+    /// From `i_sb`: the inode number.
+    pub ino: u64,
+}
+
+impl Layout {
+    /// The layout of this kernel, or `None` when a field is outside its block.
+    #[inline(always)]
+    fn of_kernel() -> Option<Self> {
+        let within = |base: u64, field: u64, size: u64| {
+            let d = field.wrapping_sub(base);
+            (d + size <= BLOCK as u64).then_some(d)
+        };
+        let parent = off!(dentry_parent);
+        let sb = off!(inode_sb);
+        Some(Self {
+            name_len: within(parent, off!(dentry_name_len), 4)?,
+            name_ptr: within(parent, off!(dentry_name_ptr), 8)?,
+            inode: within(parent, off!(dentry_inode), 8)?,
+            ino: within(sb, off!(inode_ino), 8)?,
+        })
+    }
+}
+
+/// Reads a `T` at `at` of the walk's block (bounded for the verifier).
+#[inline(always)]
+fn block_field<T: Copy>(st: *mut WalkState, at: u64) -> T {
+    unsafe {
+        let p = (*st).block.as_ptr().add((at as usize) & (BLOCK - 1));
+        core::ptr::read_unaligned(p.cast::<T>())
+    }
+}
+
+/// Fills the walk's block with [`BLOCK`] bytes at kernel address `addr`.
+#[inline(always)]
+fn read_block(st: *mut WalkState, addr: u64) -> bool {
+    unsafe {
+        bpf_probe_read_kernel(
+            (*st).block.as_mut_ptr().cast(),
+            BLOCK as u32,
+            addr as *const core::ffi::c_void,
+        ) == 0
+    }
+}
+
+/// A dentry's parent, name (pointer, length) and inode.
+struct DentryFields {
+    parent: u64,
+    name: u64,
+    len: u32,
+    inode: u64,
+}
+
+/// Reads `dentry`'s [`DentryFields`]: one read where the layout allows, else one per field.
+#[inline(always)]
+fn dentry_fields(st: *mut WalkState, dentry: u64) -> Option<DentryFields> {
+    let layout = unsafe { (*st).layout };
+    if layout.name_len != u64::MAX {
+        if !read_block(st, dentry + off!(dentry_parent)) {
+            return None;
+        }
+        return Some(DentryFields {
+            parent: block_field(st, 0),
+            name: block_field(st, layout.name_ptr),
+            len: block_field(st, layout.name_len),
+            inode: block_field(st, layout.inode),
+        });
+    }
+    Some(DentryFields {
+        parent: read::<u64>(dentry, off!(dentry_parent))?,
+        name: read::<u64>(dentry, off!(dentry_name_ptr)).unwrap_or(0),
+        len: read::<u32>(dentry, off!(dentry_name_len)).unwrap_or(0),
+        inode: read::<u64>(dentry, off!(dentry_inode)).unwrap_or(0),
+    })
+}
+
+/// An inode's identity `(ino, dev)`, with its super block's device remembered for the
+/// next step.
+#[inline(always)]
+fn inode_key(st: *mut WalkState, inode: u64) -> Option<(u64, u32)> {
+    let layout = unsafe { (*st).layout };
+    let (sb, ino) = if layout.name_len != u64::MAX {
+        if !read_block(st, inode + off!(inode_sb)) {
+            return None;
+        }
+        (
+            block_field::<u64>(st, 0),
+            block_field::<u64>(st, layout.ino),
+        )
+    } else {
+        (
+            read::<u64>(inode, off!(inode_sb))?,
+            read::<u64>(inode, off!(inode_ino))?,
+        )
+    };
+    if sb == 0 {
+        return None;
+    }
+    let dev = if unsafe { (*st).sb } == sb {
+        unsafe { (*st).dev as u32 }
+    } else {
+        let dev: u32 = read(sb, off!(sb_dev))?;
+        unsafe {
+            (*st).sb = sb;
+            (*st).dev = u64::from(dev);
+        }
+        dev
+    };
+    Some((ino, dev))
 }
 
 const WALK_DONE: u64 = 1;
@@ -98,27 +229,23 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     };
     let st = unsafe { &raw mut (*scratch).walk };
-    let (dentry, vfsmnt) = unsafe { ((*st).dentry, (*st).vfsmnt) };
+    let (dentry, vfsmnt, mnt_root) = unsafe { ((*st).dentry, (*st).vfsmnt, (*st).mnt_root) };
     let stop = |status| {
         unsafe { (*st).status = status };
         1
     };
+    // Every dentry on the way is identified, mount roots included (a bind mount's root is
+    // the watched directory itself).
+    let Some(f) = dentry_fields(st, dentry) else {
+        return stop(WALK_CUT);
+    };
     if unsafe { (*st).identify != 0 && (*st).found == 0 } {
-        identify(st, dentry);
+        identify(st, f.inode);
     }
     let names = unsafe { (*st).names } != 0;
     if !names && unsafe { (*st).found } != 0 {
         return stop(WALK_DONE);
     }
-    // No mount known (a walk from an inode's dentry): the path is the file system's own.
-    let mnt_root = if vfsmnt == 0 {
-        0
-    } else {
-        match read_ptr(vfsmnt, off!(vfsmount_root)) {
-            Some(root) => root,
-            None => return stop(WALK_CUT),
-        }
-    };
     if vfsmnt != 0 && dentry == mnt_root {
         // At the root of this mount: continue from where it is mounted in its parent.
         let mount = vfsmnt - off!(mount_mnt);
@@ -131,15 +258,21 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         let Some(mountpoint) = read_ptr(mount, off!(mount_mountpoint)) else {
             return stop(WALK_CUT);
         };
+        let parent_mnt = parent + off!(mount_mnt);
+        let Some(root) = read_ptr(parent_mnt, off!(vfsmount_root)) else {
+            return stop(WALK_CUT);
+        };
         unsafe {
             (*st).dentry = mountpoint;
-            (*st).vfsmnt = parent + off!(mount_mnt);
+            (*st).vfsmnt = parent_mnt;
+            (*st).mnt_root = root;
         }
         return 0;
     }
-    let Some(parent) = read_ptr(dentry, off!(dentry_parent)) else {
+    let parent = f.parent;
+    if parent == 0 {
         return stop(WALK_CUT);
-    };
+    }
     if parent == dentry {
         // Root of a filesystem that is not a mount root here (a detached tree).
         return stop(WALK_DONE);
@@ -151,9 +284,7 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         }
         return 0;
     }
-    let name = read::<u64>(dentry, off!(dentry_name_ptr)).unwrap_or(0);
-    let len = read::<u32>(dentry, off!(dentry_name_len)).unwrap_or(0);
-    let len = (if len > NAME_MAX { NAME_MAX } else { len }) as usize;
+    let len = (if f.len > NAME_MAX { NAME_MAX } else { f.len }) as usize;
     let start = unsafe { (*st).start } as usize;
     if start > PATH_MAX || len + 1 >= start {
         return stop(WALK_CUT);
@@ -165,7 +296,7 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     unsafe {
         let bytes = (*scratch).bytes.as_mut_ptr();
         *bytes.add(start) = b'/';
-        bpf_probe_read_kernel(bytes.add(start + 1).cast(), size as u32, name as *const _);
+        bpf_probe_read_kernel(bytes.add(start + 1).cast(), size as u32, f.name as *const _);
         (*st).start = start as u64;
         (*st).dentry = parent;
         (*st).depth += 1;
@@ -173,12 +304,16 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     0
 }
 
-/// Is `dentry`'s inode a watched object that applies at this depth (itself at depth 0,
-/// a recursive root above it, a glob's directory right above it)? Records the first one.
+/// Is `inode` (the current dentry's) a watched object that applies at this depth (itself
+/// at depth 0, a recursive root above it, a glob's directory right above it)? Records the
+/// first one.
 #[inline(always)]
-fn identify(st: *mut WalkState, dentry: u64) {
-    let Some((ino, dev, _)) = dentry_inode(dentry) else {
+fn identify(st: *mut WalkState, inode: u64) {
+    if inode == 0 {
         // A negative dentry: the name of an object about to be created.
+        return;
+    }
+    let Some((ino, dev)) = inode_key(st, inode) else {
         return;
     };
     let key = ObjectKey { ino, dev, _pad: 0 };
@@ -205,17 +340,29 @@ fn identify(st: *mut WalkState, dentry: u64) {
 #[inline(always)]
 fn walk(st: *mut WalkState, path: KPath, identify: bool, names: bool) {
     unsafe {
-        *st = WalkState {
-            dentry: path.dentry,
-            vfsmnt: path.mnt,
-            start: PATH_MAX as u64,
-            status: 0,
-            identify: u64::from(identify),
-            depth: 0,
-            found: 0,
-            below: 0,
-            names: u64::from(names),
+        let mnt_root = if path.mnt == 0 {
+            0
+        } else {
+            read_ptr(path.mnt, off!(vfsmount_root)).unwrap_or(0)
         };
+        (*st).dentry = path.dentry;
+        (*st).vfsmnt = path.mnt;
+        (*st).start = PATH_MAX as u64;
+        (*st).status = 0;
+        (*st).identify = u64::from(identify);
+        (*st).depth = 0;
+        (*st).found = 0;
+        (*st).below = 0;
+        (*st).names = u64::from(names);
+        (*st).mnt_root = mnt_root;
+        (*st).sb = 0;
+        (*st).dev = 0;
+        (*st).layout = Layout::of_kernel().unwrap_or(Layout {
+            name_len: u64::MAX,
+            name_ptr: 0,
+            inode: 0,
+            ino: 0,
+        });
         let mut unused: u64 = 0;
         bpf_loop(
             (MAX_PATH_DEPTH + MAX_MOUNT_CROSSINGS) as u32,

@@ -144,6 +144,9 @@ struct Job {
     /// Later events of the same kind on the same path that queued behind another job: one
     /// observation serves them all (a burst of 10,000 chmods is observed once per batch).
     followers: Vec<(Ticket, FileEvent)>,
+    /// A later event of its batch removed or rebound the name: not observed (see
+    /// [`super::supersede`]).
+    superseded: bool,
 }
 
 impl Job {
@@ -352,8 +355,15 @@ impl Engine {
                 // A batch is taken whole (its results leave together): the back-pressure
                 // above holds at most one batch more.
                 Msg::Events(Some(batch)) => {
-                    for ev in batch {
-                        self.accept(ev)?;
+                    let keys: Vec<Vec<Vec<u8>>> = batch.iter().map(|ev| self.keys(ev)).collect();
+                    let pairs: Vec<(Action, &[Vec<u8>])> = batch
+                        .iter()
+                        .zip(&keys)
+                        .map(|(ev, k)| (ev.action, k.as_slice()))
+                        .collect();
+                    let superseded = super::supersede::superseded(&pairs);
+                    for (ev, superseded) in batch.into_iter().zip(superseded) {
+                        self.accept(ev, superseded)?;
                     }
                 }
                 Msg::Events(None) => {
@@ -509,7 +519,7 @@ impl Engine {
         ev.time_unix_ns = unix_now_ns();
         ev.bytes_written = None;
         ev.syscall_nr = None;
-        self.accept(ev)
+        self.accept(ev, false)
     }
 
     /// Reports `ev` now (it goes out with the next batch).
@@ -569,9 +579,9 @@ impl Engine {
 
     /// Takes one event in: it gets its place in the output order, then runs now or queues
     /// behind the job holding its path.
-    fn accept(&mut self, ev: FileEvent) -> Result<(), EngineError> {
+    fn accept(&mut self, ev: FileEvent, superseded: bool) -> Result<(), EngineError> {
         let ticket = self.order.ticket();
-        self.accept_group(ticket, ev, Vec::new())
+        self.accept_group(ticket, ev, Vec::new(), superseded)
     }
 
     /// Like [`Self::accept`] for an event that already has its ticket, with followers that
@@ -581,6 +591,7 @@ impl Engine {
         ticket: Ticket,
         ev: FileEvent,
         followers: Vec<(Ticket, FileEvent)>,
+        superseded: bool,
     ) -> Result<(), EngineError> {
         let keys = self.keys(&ev);
         if self.scan.is_some() {
@@ -634,13 +645,14 @@ impl Engine {
             self.order
                 .fill(ticket, Finished::Forget(Box::new(ev), key.clone()));
             for (t, f) in followers {
-                self.accept_group(t, f, Vec::new())?;
+                self.accept_group(t, f, Vec::new(), false)?;
             }
             return Ok(());
         }
         // Only to decide whether a digest can be reused; "before" is read when the result
         // is applied, in order.
         let prev = match step {
+            _ if superseded => None,
             Step::Move => match keys.get(1) {
                 Some(old) => self.baseline.get(old)?,
                 None => None,
@@ -664,11 +676,18 @@ impl Engine {
             step,
             prev,
             followers,
+            superseded,
         })
     }
 
     fn submit(&mut self, job: Job) -> Result<(), EngineError> {
         self.in_flight += 1;
+        if job.superseded {
+            return self.complete(Done {
+                job,
+                result: Ok(None),
+            });
+        }
         // Metadata, a reused digest or a small file: observed here, without handing the job
         // to a worker and its result back (two thread wakeups, more than the work itself).
         // Only a file that must be hashed and is larger goes to a worker.
@@ -777,7 +796,7 @@ impl Engine {
                     followers.push(next);
                 }
             }
-            self.accept_group(t, ev, followers)?;
+            self.accept_group(t, ev, followers, false)?;
         }
         Ok(())
     }
@@ -804,6 +823,7 @@ impl Engine {
             mut event,
             step,
             followers,
+            superseded,
             ..
         } = job;
         let key = &keys[0];
@@ -830,7 +850,13 @@ impl Engine {
             ));
         }
         if after.is_none() && note.is_none() && step != Step::Forget {
-            note = Some("vanished before it could be observed".into());
+            note = Some(if superseded {
+                "vanished or replaced before it could be observed: a later operation in the \
+                 same batch removed or rebound this name"
+                    .into()
+            } else {
+                "vanished before it could be observed".into()
+            });
         }
         if let Some(Some(super::attrs::Content::Sha256(_))) = after.as_ref().map(|a| &a.content)
             && matches!(step, Step::Settle)

@@ -3,7 +3,8 @@
 //! [`attrs`] is the pure model (attributes, digests, diffs); [`hash`] is the one place a
 //! digest is computed; [`observe`] reads one file from the disk; [`baseline`] stores the
 //! last known state; [`scan`] walks the watched roots in parallel; [`engine`] is the daemon
-//! stage that enriches sensor events and keeps the baseline current.
+//! stage that enriches sensor events and keeps the baseline current; [`supersede`] tells
+//! which events of a batch a later one has made pointless to observe.
 
 pub mod attrs;
 pub mod baseline;
@@ -12,3 +13,4 @@ pub mod hash;
 pub mod observe;
 pub mod order;
 pub mod scan;
+pub mod supersede;
