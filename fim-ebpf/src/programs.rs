@@ -2,6 +2,7 @@
 //! syscall of its shape (see `fim_userspace::sensors::ebpf::syscalls`).
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
@@ -31,11 +32,39 @@ const NR_OFFSET: usize = 8;
 const ARGS_OFFSET: usize = 16;
 const RET_OFFSET: usize = 16;
 
+/// Reads a field of a syscall tracepoint's record at a constant offset with a plain load,
+/// which the verifier allows for tracepoint contexts: `read_at` is a helper call and a
+/// fault-tolerant copy, several times the cost, and these run on every followed syscall
+/// of every process.
+#[inline(always)]
+fn ctx_field<T: Copy, const OFF: usize>(ctx: &TracePointContext) -> T {
+    const { assert!(OFF >= 8 && OFF % core::mem::align_of::<T>() == 0) };
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(OFF).cast::<T>()) }
+}
+
 #[inline(always)]
 fn syscall_nr(ctx: &TracePointContext) -> Option<u32> {
-    unsafe { ctx.read_at::<i32>(NR_OFFSET) }
-        .ok()
-        .map(|nr| nr as u32)
+    Some(ctx_field::<i32, NR_OFFSET>(ctx) as u32)
+}
+
+/// The return value, in a syscall exit's record.
+#[inline(always)]
+fn syscall_ret(ctx: &TracePointContext) -> i64 {
+    ctx_field::<i64, RET_OFFSET>(ctx)
+}
+
+/// Argument `N`, in a syscall entry's record: only for a program attached to syscalls that
+/// all have argument `N` (see `save_args`).
+#[inline(always)]
+fn syscall_arg<const N: usize>(ctx: &TracePointContext) -> u64 {
+    match N {
+        0 => ctx_field::<u64, ARGS_OFFSET>(ctx),
+        1 => ctx_field::<u64, { ARGS_OFFSET + 8 }>(ctx),
+        2 => ctx_field::<u64, { ARGS_OFFSET + 16 }>(ctx),
+        3 => ctx_field::<u64, { ARGS_OFFSET + 24 }>(ctx),
+        4 => ctx_field::<u64, { ARGS_OFFSET + 32 }>(ctx),
+        _ => ctx_field::<u64, { ARGS_OFFSET + 40 }>(ctx),
+    }
 }
 
 #[inline(always)]
@@ -67,7 +96,7 @@ fn take_pending(ctx: &TracePointContext) -> Option<(Pending, SyscallSpec, i64)> 
     if Some(pending.nr) != syscall_nr(ctx) {
         return None;
     }
-    let ret = unsafe { ctx.read_at::<i64>(RET_OFFSET) }.ok()?;
+    let ret = syscall_ret(ctx);
     if ret < 0 {
         return None;
     }
@@ -99,9 +128,10 @@ fn save_args(ctx: &TracePointContext) -> Option<()> {
         args: [0; 6],
         extra: 0,
     };
-    for i in 0..6 {
-        pending.args[i] = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * i) }.ok()?;
-    }
+    // One copy of all six: plain loads past the last argument of a syscall with fewer would
+    // make the kernel refuse to attach the program to that syscall's tracepoint (it checks
+    // the largest context offset a program reads against the record's size).
+    pending.args = unsafe { ctx.read_at::<[u64; 6]>(ARGS_OFFSET) }.ok()?;
     if spec.shape == Shape::Open as u8 {
         let raw = arg(&pending, spec.flags).unwrap_or(0);
         let open_flags = if spec.flags_indirect != 0 {
@@ -166,7 +196,7 @@ fn exit_path(ctx: &TracePointContext) -> Option<()> {
         // Announced while it ran, from the object itself: only the outcome is left.
         let p = *p;
         let _ = PENDING.remove(&id);
-        let ret = unsafe { ctx.read_at::<i64>(RET_OFFSET) }.ok()?;
+        let ret = syscall_ret(ctx);
         let spec = *SYSCALLS.get(p.nr)?;
         let buf = new_event(EventKind::Outcome as u8, 0)?;
         unsafe {
@@ -372,20 +402,20 @@ fn exit_open(ctx: &TracePointContext) -> Option<()> {
 /// Entry of the write family: remembers the file if it is followed.
 #[tracepoint]
 pub fn fim_enter_write(ctx: TracePointContext) -> u32 {
-    let _ = enter_write(&ctx, 0);
+    let _ = enter_write::<0>(&ctx);
     0
 }
 
 /// Entry of `copy_file_range` and `splice`, whose destination is argument 2.
 #[tracepoint]
 pub fn fim_enter_write_arg2(ctx: TracePointContext) -> u32 {
-    let _ = enter_write(&ctx, 2);
+    let _ = enter_write::<2>(&ctx);
     0
 }
 
 #[inline(always)]
-fn enter_write(ctx: &TracePointContext, fd_arg: usize) -> Option<()> {
-    let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * fd_arg) }.ok()?;
+fn enter_write<const FD_ARG: usize>(ctx: &TracePointContext) -> Option<()> {
+    let fd = syscall_arg::<FD_ARG>(ctx);
     let file = fd_to_file(i64::from(fd as i32))?;
     WRITERS.get_ptr(&file)?;
     if is_self() {
@@ -421,7 +451,7 @@ fn exit_write(ctx: &TracePointContext) -> Option<()> {
     if Some(pending.nr) != syscall_nr(ctx) {
         return None;
     }
-    let written = unsafe { ctx.read_at::<i64>(RET_OFFSET) }.ok()?;
+    let written = syscall_ret(ctx);
     if written <= 0 {
         return None;
     }
@@ -450,14 +480,14 @@ fn exit_write(ctx: &TracePointContext) -> Option<()> {
 /// the fd no longer exists at exit, and Linux releases the fd even when close fails.
 #[tracepoint]
 pub fn fim_enter_close(ctx: TracePointContext) -> u32 {
-    let _ = release_fd(&ctx, 0);
+    let _ = release_fd::<0>(&ctx);
     0
 }
 
 /// Entry of dup2/dup3: the target fd is closed if open.
 #[tracepoint]
 pub fn fim_enter_dup(ctx: TracePointContext) -> u32 {
-    let _ = release_fd(&ctx, 1);
+    let _ = release_fd::<1>(&ctx);
     0
 }
 
@@ -465,8 +495,8 @@ pub fn fim_enter_dup(ctx: TracePointContext) -> u32 {
 /// followed file, report close-after-write; while other fds (dup, fork) still share the
 /// open file, writes through them keep being followed.
 #[inline(always)]
-fn release_fd(ctx: &TracePointContext, arg: usize) -> Option<()> {
-    let fd = unsafe { ctx.read_at::<u64>(ARGS_OFFSET + 8 * arg) }.ok()?;
+fn release_fd<const ARG: usize>(ctx: &TracePointContext) -> Option<()> {
+    let fd = syscall_arg::<ARG>(ctx);
     let file = fd_to_file(i64::from(fd as i32))?;
     release_file(file, syscall_nr(ctx)?)
 }
