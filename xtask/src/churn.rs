@@ -5,8 +5,9 @@
 //! each: create, write 4 KiB, close, rename, chmod, unlink: six operations, counted by the
 //! workload itself as they succeed (the true count). Each monitor runs while the workload
 //! runs in a watched directory ("inside") and, for fim, in an unwatched directory on the
-//! same file system with the built-in watch set ("outside"). Reported: the workload's time
-//! and slowdown against an unmonitored run, the operations the monitor reported against
+//! same file system with the built-in watch set ("outside"). Before each run, the file
+//! system rests ([`cool`]). Reported: the workload's time and slowdown against the
+//! unmonitored run, the operations the monitor reported against
 //! the true count (fim: one event per operation; auditd: the four its watch records:
 //! create, rename, chmod, unlink; inotifywait: its events folded to operations), the loss
 //! the monitor itself reported, its CPU per operation, and write-to-event latency (p50,
@@ -42,6 +43,23 @@ const OPS: [&str; 6] = [
 /// Single writes timed for latency, and the pause between them.
 const LATENCY_SAMPLES: usize = 200;
 const LATENCY_GAP: Duration = Duration::from_millis(10);
+
+/// How long the file system rests before each run, unless `FIM_BENCH_COOL` (seconds) says
+/// otherwise. ext4 without a journal, as on this machine kind, skips inodes freed in the
+/// last minute when it allocates one: back to back, each run of 100,000 deletions made the
+/// next unmonitored run slower (2.94, 2.93, 3.09, 3.31, 3.46, 3.77 s), and 65 s later it
+/// was back to 2.87 s. Without the rest, every row would pay for the rows before it.
+const COOL: Duration = Duration::from_secs(65);
+
+/// Lets the file system rest (see [`COOL`]) after writing back what is dirty.
+fn cool() {
+    let rest = std::env::var("FIM_BENCH_COOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(COOL, Duration::from_secs);
+    let _ = Command::new("sync").status();
+    std::thread::sleep(rest);
+}
 
 /// What the workload did: its duration and the operations that succeeded.
 struct Done {
@@ -450,6 +468,7 @@ impl Running {
     /// `limit`), then stops it.
     fn measure(self, dir: &Path, files: usize, limit: Duration) -> Result<Measured> {
         let latency = latency(dir, &self)?;
+        cool();
         let cpu0 = cpu_seconds(self.pid);
         let done = workload(dir, files)?;
         let caught = self.catch_up(dir, limit)?;
@@ -623,6 +642,7 @@ pub fn churn() -> Result<()> {
     workload(&inside, files / 10)?;
     let mut none = Duration::MAX;
     for _ in 0..3 {
+        cool();
         let d = workload(&inside, files)?;
         if d.ops != 6 * files as u64 {
             bail!("the workload did {} operations, not {}", d.ops, 6 * files);
@@ -673,6 +693,7 @@ pub fn churn() -> Result<()> {
                         .context("perf record")?,
                 )
             };
+            cool();
             let cpu0 = cpu_seconds(m.pid);
             let d = workload(dir, files)?;
             let caught = if place == "inside" {
