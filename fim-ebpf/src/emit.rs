@@ -60,10 +60,7 @@ fn fill_process(buf: *mut EventBuf, pos: usize) -> usize {
         h.ppid = read(parent, off!(task_tgid)).unwrap_or(0);
     }
     if let Some(cred) = read_ptr(task, off!(task_cred)) {
-        h.uid = read(cred, off!(cred_uid)).unwrap_or(u32::MAX);
-        h.gid = read(cred, off!(cred_gid)).unwrap_or(u32::MAX);
-        h.euid = read(cred, off!(cred_euid)).unwrap_or(u32::MAX);
-        h.egid = read(cred, off!(cred_egid)).unwrap_or(u32::MAX);
+        (h.uid, h.gid, h.euid, h.egid) = ids(cred);
     }
     let start_time = h.start_time_ns;
     let Some(mm) = read_ptr(task, off!(task_mm)) else {
@@ -82,6 +79,48 @@ fn fill_process(buf: *mut EventBuf, pos: usize) -> usize {
         h.flags |= flags::EXE_TRUNCATED;
     }
     pos + len
+}
+
+/// The real and effective user and group ids of `cred`: the ids are neighbours
+/// (`uid, gid, suid, sgid, euid, egid`), read in one copy where this kernel lays them out
+/// so, else one by one. `u32::MAX` for an id that could not be read.
+#[inline(always)]
+fn ids(cred: u64) -> (u32, u32, u32, u32) {
+    let base = off!(cred_uid);
+    // Constant indices: the 6.1 verifier refuses variable-offset reads from the stack.
+    let slot = |field: u64| match field.wrapping_sub(base) {
+        0 => Some(0),
+        4 => Some(1),
+        8 => Some(2),
+        12 => Some(3),
+        16 => Some(4),
+        20 => Some(5),
+        _ => None,
+    };
+    let slots = (
+        slot(off!(cred_gid)),
+        slot(off!(cred_euid)),
+        slot(off!(cred_egid)),
+    );
+    if let (Some(g), Some(eu), Some(eg)) = slots
+        && let Some(block) = read::<[u32; 6]>(cred, base)
+    {
+        let pick = |i: usize| match i {
+            0 => block[0],
+            1 => block[1],
+            2 => block[2],
+            3 => block[3],
+            4 => block[4],
+            _ => block[5],
+        };
+        return (block[0], pick(g), pick(eu), pick(eg));
+    }
+    (
+        read(cred, off!(cred_uid)).unwrap_or(u32::MAX),
+        read(cred, off!(cred_gid)).unwrap_or(u32::MAX),
+        read(cred, off!(cred_euid)).unwrap_or(u32::MAX),
+        read(cred, off!(cred_egid)).unwrap_or(u32::MAX),
+    )
 }
 
 /// Writes the path of executable `exe` at `pos`: from this CPU's [`EXE_CACHE`] when it is

@@ -104,6 +104,44 @@ fn name_hash(name: &[u8]) -> u64 {
         .hash_one(name)
 }
 
+/// The hasher of the witness's maps. Their keys are thread ids and [`Key`]s, whose name
+/// part is already a keyed SipHash ([`name_hash`]): mixing the fields with a multiply is
+/// enough, where a second SipHash per lookup cost more than the rest of the bookkeeping.
+#[derive(Default, Clone, Copy)]
+struct Mix(u64);
+
+impl Mix {
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for Mix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+/// A map of the witness (see [`Mix`]).
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Mix>>;
+
 /// One key per class of `ev`'s action and per name in `names`.
 fn keys_on(ev: &FileEvent, names: &[&[u8]]) -> Vec<Key> {
     let tid = tid_of(ev);
@@ -144,7 +182,7 @@ fn needs(ev: &FileEvent) -> Vec<Key> {
 /// Tracepoint events' keys, remembered in a bounded window.
 #[derive(Default)]
 struct Remembered {
-    counts: HashMap<Key, u32>,
+    counts: FastMap<Key, u32>,
     order: VecDeque<Key>,
 }
 
@@ -195,7 +233,7 @@ struct Thread {
     tracepoint: VecDeque<Held>,
     /// The arrivals of `tracepoint`'s events by key, in order: finding the first event that
     /// explains a fanotify event is a lookup, not a scan of every event held.
-    by_key: HashMap<Key, VecDeque<u64>>,
+    by_key: FastMap<Key, VecDeque<u64>>,
     /// How many of `tracepoint`, from the front, may go out (their place is known).
     eligible: usize,
     fanotify: VecDeque<Waiting>,
@@ -254,7 +292,7 @@ pub enum Reporter {
 #[derive(Default)]
 pub struct Merger {
     seen: Remembered,
-    threads: HashMap<u32, Thread>,
+    threads: FastMap<u32, Thread>,
     arrivals: u64,
     round: u64,
     /// fanotify events a tracepoint event explained (dropped).
