@@ -399,11 +399,11 @@ impl Engine {
     }
 
     /// When the loop must wake without input: a quiet period ending, a commit due, a
-    /// scheduled rescan, and every two seconds for the sensor's loss counters (the sensor
-    /// reads them as often). Idle, that is one wakeup every two seconds.
+    /// scheduled rescan, and for the sensor's loss counters as often as the sensor reads
+    /// them ([`crate::sensors::HOUSEKEEPING_INTERVAL`]), which is how often it wakes idle.
     fn next_deadline(&self) -> Instant {
         let now = Instant::now();
-        let mut d = now + Duration::from_secs(2);
+        let mut d = now + crate::sensors::HOUSEKEEPING_INTERVAL;
         for dirty in self.dirty.values() {
             d = d.min(dirty.deadline);
         }

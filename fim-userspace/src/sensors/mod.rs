@@ -5,6 +5,7 @@ pub mod fanotify;
 pub mod procfs;
 pub mod proctable;
 pub mod seed;
+pub mod ticker;
 pub mod witness;
 
 use std::sync::{Arc, Mutex, atomic::Ordering};
@@ -19,6 +20,13 @@ use crate::{
     event::{FileEvent, Losses},
     watch::WatchSet,
 };
+
+/// How often an idle daemon wakes: each sensor reads its loss counters (and expires what
+/// it waits for), and the integrity engine looks at them, this often when nothing else is
+/// due. Under load both look at every turn. Idle, that is one wakeup of each per period
+/// (the sensors' timer is a `timerfd`, see [`ticker`]). A loss found while idle is reported
+/// within this time.
+pub const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What keeps the process table current (the eBPF process-table programs): the fanotify
 /// sensor brings it up to date before it attributes a batch of events.
@@ -265,8 +273,8 @@ async fn run_witnessed(
     use witness::{Merger, Reporter};
     let mut reader = files.reader()?;
     let mut merger = Merger::default();
-    let mut housekeeping = tokio::time::interval(ebpf::DROP_CHECK_INTERVAL);
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let housekeeping = ticker::Ticker::new(ebpf::DROP_CHECK_INTERVAL)
+        .map_err(|e| SensorError::Ebpf(ebpf::EbpfError::Ticker(e)))?;
     let (mut drained, mut read) = (Vec::new(), Vec::new());
     let mut batched = false;
     loop {
@@ -281,7 +289,7 @@ async fn run_witnessed(
             // A verdict due, or the pause after a drain that found records (`ebpf::BATCH_PAUSE`).
             () = tokio::time::sleep(if batched { ebpf::BATCH_PAUSE } else { WITNESSED_JUDGE }),
                 if waiting || batched => false,
-            _ = housekeeping.tick() => {
+            () = housekeeping.tick() => {
                 events.housekeeping();
                 files.tick();
                 false

@@ -91,9 +91,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fi
 /// than one per record or two. A drain that finds nothing goes back to waiting for a wakeup:
 /// idle, nothing runs, and the first event after a quiet spell is read as it comes.
 pub const BATCH_PAUSE: Duration = Duration::from_millis(1);
-/// How often the kernel's drop counters are read (and, idle, how often the sensor wakes:
-/// it and the integrity engine, each every two seconds, make one wakeup a second).
-pub const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the kernel's drop counters are read (and, idle, how often the sensor wakes).
+pub const DROP_CHECK_INTERVAL: Duration = crate::sensors::HOUSEKEEPING_INTERVAL;
 
 /// Why the sensor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +143,9 @@ pub enum EbpfError {
     /// Setting up the ring buffer poller.
     #[error("polling the ring buffer: {0}")]
     Poll(std::io::Error),
+    /// Setting up the housekeeping timer.
+    #[error("creating the sensor's housekeeping timer (timerfd): {0}")]
+    Ticker(std::io::Error),
     /// BPF LSM is not in the kernel's active LSM list.
     #[error(
         "BPF LSM is not active on this kernel (active LSMs: {0}); it needs `bpf` in the `lsm=` boot parameter"
@@ -901,8 +903,8 @@ impl EbpfSensor {
         tx: mpsc::Sender<FileEvent>,
         shutdown: CancellationToken,
     ) -> Result<Arc<DropCounters>, EbpfError> {
-        let mut drop_check = tokio::time::interval(DROP_CHECK_INTERVAL);
-        drop_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let drop_check =
+            crate::sensors::ticker::Ticker::new(DROP_CHECK_INTERVAL).map_err(EbpfError::Ticker)?;
         let mut ready = Vec::new();
         let mut batched = false;
         loop {
@@ -910,7 +912,7 @@ impl EbpfSensor {
                 () = shutdown.cancelled() => true,
                 () = self.readable(), if !batched => false,
                 () = tokio::time::sleep(BATCH_PAUSE), if batched => false,
-                _ = drop_check.tick() => {
+                () = drop_check.tick() => {
                     self.housekeeping();
                     false
                 }

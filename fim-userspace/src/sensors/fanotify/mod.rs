@@ -77,6 +77,9 @@ pub enum FanotifyError {
     /// Reading the group failed.
     #[error("reading fanotify events: {0}")]
     Read(std::io::Error),
+    /// Setting up the housekeeping timer.
+    #[error("creating the sensor's housekeeping timer (timerfd): {0}")]
+    Ticker(std::io::Error),
 }
 
 /// Counters the daemon reports and the engine watches.
@@ -433,8 +436,8 @@ impl FanotifySensor {
         let mut reader = self.reader()?;
         // Keeps the process table current (and its kernel ring drained) when no file
         // events come.
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = crate::sensors::ticker::Ticker::new(crate::sensors::HOUSEKEEPING_INTERVAL)
+            .map_err(FanotifyError::Ticker)?;
         let mut events = Vec::new();
         let mut more = false;
         loop {
@@ -446,7 +449,7 @@ impl FanotifySensor {
                 }
                 // A flood outlasted one wakeup's reads, and their readiness is consumed.
                 () = tokio::task::yield_now(), if more => false,
-                _ = tick.tick() => {
+                () = tick.tick() => {
                     self.tick();
                     false
                 }
