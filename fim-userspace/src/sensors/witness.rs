@@ -18,7 +18,8 @@
 //! record at the syscall's exit. The sensor loop drains the ring, then reads fanotify until
 //! its queue is empty, then calls [`Merger::release`]: every fanotify event of an operation
 //! whose tracepoint record was drained is in hand by then. A fanotify event nothing explains
-//! is judged a round later (and at least [`JUDGE_AFTER_NS`] after it was read), once the
+//! is judged a round later (and at least [`JUDGE_AFTER_NS`] after it was read, or
+//! [`JUDGE_LATE_NS`] if its thread has shown no tracepoint record since), once the
 //! syscall it came from has surely exited. This module is the bookkeeping only: no
 //! syscalls, no tasks.
 
@@ -31,9 +32,16 @@ use crate::event::{Action, FileEvent};
 /// (reported twice rather than lost).
 const REMEMBERED_MAX: usize = 131_072;
 
-/// How long after it was read a fanotify event nothing explains is judged (the syscall it
-/// came from has exited by then, and its tracepoint record is drained).
+/// How long after it was read a fanotify event nothing explains is judged, at the soonest:
+/// once its thread has shown a later tracepoint record (a thread's records come in order,
+/// so the syscall it came from has exited, and its own record would be drained).
 pub const JUDGE_AFTER_NS: i128 = 2_000_000;
+
+/// How long a fanotify event nothing explains waits for that proof, at most: a thread the
+/// tracepoint tier never sees (an io_uring worker, writeback of an `mmap`) gives none, and
+/// a syscall preempted between queueing its fanotify event and writing its record may take
+/// longer than [`JUDGE_AFTER_NS`] (judged then, it was reported twice under load).
+pub const JUDGE_LATE_NS: i128 = 20_000_000;
 
 /// What kind of change an event is, as far as both sensors can tell it apart (fanotify
 /// merges, and says "attributes" for chmod, chown, xattrs and times alike).
@@ -387,7 +395,12 @@ impl Merger {
                 }
                 // Its own tracepoint record may not be drained yet: wait for it rather than
                 // take an older event of the same kind for it.
-                let judged = all || (round > w.round && now_ns - w.read_ns >= JUDGE_AFTER_NS);
+                let age = now_ns - w.read_ns;
+                let moved_on = thread.tracepoint.back().is_some_and(|h| h.arrival > w.mark);
+                let judged = all
+                    || (round > w.round
+                        && age >= JUDGE_AFTER_NS
+                        && (moved_on || age >= JUDGE_LATE_NS));
                 if !judged {
                     blocked = Some(w.mark);
                     break;
@@ -478,6 +491,8 @@ mod tests {
     }
 
     const MS: i128 = 1_000_000;
+    /// Past the longest wait for a verdict.
+    const LATE: i128 = JUDGE_LATE_NS + MS;
 
     #[test]
     fn each_fanotify_event_is_explained_by_the_first_matching_event_in_a_long_round() {
@@ -497,7 +512,7 @@ mod tests {
         let out = m.release(0, false);
         assert!(out.is_empty() || out.iter().all(|(_, r)| *r == Reporter::Tracepoint));
         m.begin_round();
-        let rest = m.release(3 * MS, false);
+        let rest = m.release(LATE, false);
         let out: Vec<_> = out.into_iter().chain(rest).collect();
         assert_eq!(out.len(), 4_001);
         assert_eq!((m.explained, m.unexplained), (4, 1));
@@ -538,7 +553,7 @@ mod tests {
         assert!(m.release(0, false).is_empty());
         assert!(m.waiting());
         m.begin_round();
-        assert!(m.release(3 * MS, false).is_empty());
+        assert!(m.release(LATE, false).is_empty());
         assert_eq!((m.explained, m.unexplained), (4, 0));
         assert!(!m.waiting());
     }
@@ -567,7 +582,7 @@ mod tests {
             "too soon after it was read"
         );
         assert_eq!(
-            names(&m.release(3 * MS, false)),
+            names(&m.release(LATE, false)),
             ["rename /w/g Fanotify", "chmod /w/g Tracepoint"]
         );
         assert_eq!((m.explained, m.unexplained), (2, 1));
@@ -596,7 +611,7 @@ mod tests {
             ]
         );
         m.begin_round();
-        assert_eq!(names(&m.release(3 * MS, false)), ["rename /w/h Fanotify"]);
+        assert_eq!(names(&m.release(LATE, false)), ["rename /w/h Fanotify"]);
     }
 
     #[test]
@@ -615,7 +630,7 @@ mod tests {
         m.begin_round();
         m.tracepoint(ev(Action::CloseWrite, "/w/g", 7));
         assert_eq!(
-            names(&m.release(3 * MS, false)),
+            names(&m.release(LATE, false)),
             ["close_write /w/g Tracepoint", "rename /w/h Fanotify"]
         );
     }
@@ -635,7 +650,7 @@ mod tests {
         assert_eq!(names(&m.release(0, false)), ["chmod /w/g Tracepoint"]);
         m.begin_round();
         assert_eq!(
-            names(&m.release(3 * MS, false)),
+            names(&m.release(LATE, false)),
             ["rename /w/h Fanotify", "mkdir /w/end Tracepoint"]
         );
     }
@@ -654,7 +669,7 @@ mod tests {
         assert_eq!(names(&m.release(0, false)), ["chmod /w/a Tracepoint"]);
         m.begin_round();
         assert_eq!(
-            names(&m.release(3 * MS, false)),
+            names(&m.release(LATE, false)),
             ["write /w/u Fanotify", "chmod /w/b Tracepoint"]
         );
     }
@@ -669,6 +684,48 @@ mod tests {
         m.tracepoint(ev(Action::Unlink, "/w/a", 7));
         assert_eq!(names(&m.release(5 * MS, false)), ["unlink /w/a Tracepoint"]);
         assert_eq!((m.explained, m.unexplained), (1, 0));
+    }
+
+    #[test]
+    fn an_explainer_drained_after_the_short_wait_still_explains_when_the_thread_showed_nothing_since()
+     {
+        // The syscall was preempted between queueing its fanotify event and writing its
+        // tracepoint record: no record of the thread since, so no verdict yet.
+        let mut m = Merger::default();
+        m.begin_round();
+        m.fanotify(ev(Action::Unlink, "/w/a", 7), 0);
+        m.begin_round();
+        assert!(m.release(5 * MS, false).is_empty());
+        m.begin_round();
+        m.tracepoint(ev(Action::Unlink, "/w/a", 7));
+        assert_eq!(
+            names(&m.release(15 * MS, false)),
+            ["unlink /w/a Tracepoint"]
+        );
+        assert_eq!((m.explained, m.unexplained), (1, 0));
+    }
+
+    #[test]
+    fn a_later_record_of_the_same_thread_lets_the_verdict_come_after_the_short_wait() {
+        // A rename through `sl/..` only fanotify names right; the thread's next call (a
+        // chmod) shows the rename has exited: judged after the short wait, not the long one.
+        let mut m = Merger::default();
+        m.begin_round();
+        let mut r = ev(Action::Rename, "/w/g", 7);
+        r.source = Some(ReportedPath::new(b"/w/f".to_vec(), PathSource::FileHandle));
+        m.fanotify(r, 0);
+        assert!(m.release(0, false).is_empty());
+        m.begin_round();
+        m.tracepoint(ev(Action::Chmod, "/w/g", 7));
+        assert!(
+            m.release(MS, false).is_empty(),
+            "too soon after it was read"
+        );
+        assert_eq!(
+            names(&m.release(3 * MS, false)),
+            ["rename /w/g Fanotify", "chmod /w/g Tracepoint"]
+        );
+        assert_eq!((m.explained, m.unexplained), (0, 1));
     }
 
     #[test]
