@@ -561,6 +561,9 @@ pub mod pending_flags {
     /// The object the call acts on was found by the kernel while the call ran (a ctime
     /// update on a watched object) and announced: the exit sends only the outcome.
     pub const ANNOUNCED: u32 = 1 << 0;
+    /// The call changes a path-named object's attributes and is counted in the kernel's
+    /// count of such calls in flight (the ctime hooks do nothing while it is zero).
+    pub const ATTRIBUTE_CALL: u32 = 1 << 1;
 }
 
 /// State of a file opened for writing under a watched root.

@@ -9,6 +9,10 @@
 //! fd lookup and one hash miss.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Atomic add on a map value: the BPF target has no compare-and-swap, so `AtomicU64` has no
+// `fetch_add`; the intrinsic lowers to the BPF atomic add every kernel accepts.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod emit;

@@ -36,6 +36,37 @@ pub static SYSCALLS: Array<SyscallSpec> = Array::with_max_entries(MAX_SYSCALL_NR
 #[map]
 pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
 
+/// How many threads are inside a followed path-named attribute call (chmod, chown,
+/// truncate, utimes, xattrs) right now: counted up when its arguments are saved, down when
+/// they are taken. The ctime hooks run at every ctime update on the host; while this is
+/// zero no thread can be in such a call, and they stop at once instead of looking the
+/// thread up. A count left too high (an entry overwritten before its exit) only keeps
+/// them looking, as they did before the count existed.
+#[map]
+pub static ATTRIBUTE_CALLS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Adds `delta` (wrapping) to the count of attribute calls in flight.
+#[inline(always)]
+pub fn count_attribute_calls(delta: u64) {
+    if let Some(count) = ATTRIBUTE_CALLS.get_ptr_mut(0) {
+        // Shared by every CPU: an atomic add (the result unused, so no fetch is needed,
+        // which every kernel's BPF accepts).
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                count, delta,
+            )
+        };
+    }
+}
+
+/// Whether any thread is inside a followed attribute call.
+#[inline(always)]
+pub fn attribute_calls_in_flight() -> bool {
+    ATTRIBUTE_CALLS
+        .get_ptr(0)
+        .is_none_or(|count| unsafe { core::ptr::read_volatile(count) } != 0)
+}
+
 /// Files opened for writing under a watched root, by `struct file` address. LRU: a file
 /// released without a `close` syscall (process exit, dup2 over it) ages out.
 #[map]

@@ -20,7 +20,10 @@ use crate::{
     },
     filter::{is_watched, is_watched_path},
     kernel::{fd_to_file, off, read, read_ptr, read_user, self_tgid, tp_field},
-    maps::{PENDING, SYSCALLS, WRITERS, count_drop, follow_writes, uncount_drop},
+    maps::{
+        PENDING, SYSCALLS, WRITERS, attribute_calls_in_flight, count_attribute_calls, count_drop,
+        follow_writes, uncount_drop,
+    },
     path::{
         inode_kpath, is_watched_object, put_byte, write_file_path, write_inode_path,
         write_user_path, write_user_str,
@@ -92,7 +95,7 @@ pub fn is_self() -> bool {
 fn take_pending(ctx: &TracePointContext) -> Option<(Pending, SyscallSpec, i64)> {
     let id = bpf_get_current_pid_tgid();
     let pending = *unsafe { PENDING.get(&id) }?;
-    let _ = PENDING.remove(&id);
+    remove_pending(id, &pending);
     if Some(pending.nr) != syscall_nr(ctx) {
         return None;
     }
@@ -102,6 +105,29 @@ fn take_pending(ctx: &TracePointContext) -> Option<(Pending, SyscallSpec, i64)> 
     }
     let spec = *SYSCALLS.get(pending.nr)?;
     Some((pending, spec, ret))
+}
+
+/// Removes the thread's saved arguments `p`, counting an attribute call out.
+#[inline(always)]
+fn remove_pending(id: u64, p: &Pending) {
+    let _ = PENDING.remove(&id);
+    if p.flags & pending_flags::ATTRIBUTE_CALL != 0 {
+        count_attribute_calls(u64::MAX);
+    }
+}
+
+/// Whether a syscall of `spec` changes the attributes of an object it names by path: the
+/// calls whose object the ctime hooks find by identity.
+#[inline(always)]
+fn is_attribute_call(spec: &SyscallSpec) -> bool {
+    let kind = spec.kind;
+    spec.shape == Shape::Path as u8
+        && (kind == EventKind::Chmod as u8
+            || kind == EventKind::Chown as u8
+            || kind == EventKind::Truncate as u8
+            || kind == EventKind::Utimes as u8
+            || kind == EventKind::SetXattr as u8
+            || kind == EventKind::RemoveXattr as u8)
 }
 
 /// Saves the arguments of a followed syscall. Opens that neither write, create nor
@@ -145,11 +171,17 @@ fn save_args(ctx: &TracePointContext) -> Option<()> {
         }
         pending.extra = open_flags;
     }
+    let attribute = is_attribute_call(&spec);
+    if attribute {
+        pending.flags |= pending_flags::ATTRIBUTE_CALL;
+    }
     if PENDING
         .insert(&bpf_get_current_pid_tgid(), &pending, 0)
         .is_err()
     {
         count_drop(DropReason::PendingFull);
+    } else if attribute {
+        count_attribute_calls(1);
     }
     Some(())
 }
@@ -195,7 +227,7 @@ fn exit_path(ctx: &TracePointContext) -> Option<()> {
     {
         // Announced while it ran, from the object itself: only the outcome is left.
         let p = *p;
-        let _ = PENDING.remove(&id);
+        remove_pending(id, &p);
         let ret = syscall_ret(ctx);
         let spec = *SYSCALLS.get(p.nr)?;
         let buf = new_event(EventKind::Outcome as u8, 0)?;
@@ -246,23 +278,19 @@ fn has_other_names(inode: u64) -> bool {
 
 #[inline(always)]
 fn ctime_changed(inode: u64) -> Option<()> {
+    // Most ctime updates are writes, creates and renames: no thread is in an attribute
+    // call, and nothing needs looking up.
+    if !attribute_calls_in_flight() {
+        return None;
+    }
     let id = bpf_get_current_pid_tgid();
     let pending = PENDING.get_ptr_mut(&id)?;
     let p = unsafe { *pending };
+    if p.flags & pending_flags::ATTRIBUTE_CALL == 0 {
+        return None;
+    }
     let spec = *SYSCALLS.get(p.nr)?;
-    if spec.shape != Shape::Path as u8 {
-        return None;
-    }
     let kind = spec.kind;
-    let attribute = kind == EventKind::Chmod as u8
-        || kind == EventKind::Chown as u8
-        || kind == EventKind::Truncate as u8
-        || kind == EventKind::Utimes as u8
-        || kind == EventKind::SetXattr as u8
-        || kind == EventKind::RemoveXattr as u8;
-    if !attribute {
-        return None;
-    }
     // Most attribute calls are about unwatched objects: ask by identity first, without
     // building a path.
     if !is_watched_object(inode_kpath(inode)?) {
@@ -447,7 +475,7 @@ pub fn fim_exit_write(ctx: TracePointContext) -> u32 {
 fn exit_write(ctx: &TracePointContext) -> Option<()> {
     let id = bpf_get_current_pid_tgid();
     let pending = *unsafe { PENDING.get(&id) }?;
-    let _ = PENDING.remove(&id);
+    remove_pending(id, &pending);
     if Some(pending.nr) != syscall_nr(ctx) {
         return None;
     }

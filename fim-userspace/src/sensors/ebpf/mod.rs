@@ -485,8 +485,10 @@ fn attach_syscall_tier(ebpf: &mut Ebpf, kernel: &KernelBtf) -> Result<(), EbpfEr
             debug!("kernel has no syscalls:{enter}; skipping {}", f.name);
             continue;
         }
-        attach(ebpf, programs::SAVE_ARGS, &enter)?;
+        // The exit first: arguments saved at an entry are always taken at its exit (an
+        // attribute call counted in at entry is counted out there).
         attach(ebpf, f.exit_program(), &exit)?;
+        attach(ebpf, programs::SAVE_ARGS, &enter)?;
         attached += 1;
     }
     attach_write_family(ebpf)?;
