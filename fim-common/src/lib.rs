@@ -748,12 +748,27 @@ pub const AT_REMOVEDIR: u64 = 0x200;
 pub const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 /// `MAY_WRITE` in a `file_permission` mask.
 pub const MAY_WRITE: u64 = 0x2;
-/// `S_IFMT` and the file types the kernel-object tiers tell apart.
-pub const S_IFMT: u32 = 0o170_000;
-/// `S_IFREG`.
-pub const S_IFREG: u32 = 0o100_000;
-/// `S_IFLNK`.
-pub const S_IFLNK: u32 = 0o120_000;
+/// The file-type bits of a mode (`st_mode`, `i_mode`): Linux's values, which the event model
+/// and the baseline keep on every platform.
+pub mod mode {
+    /// The type bits.
+    pub const S_IFMT: u32 = 0o170_000;
+    /// A socket.
+    pub const S_IFSOCK: u32 = 0o140_000;
+    /// A symbolic link.
+    pub const S_IFLNK: u32 = 0o120_000;
+    /// A regular file.
+    pub const S_IFREG: u32 = 0o100_000;
+    /// A block device.
+    pub const S_IFBLK: u32 = 0o060_000;
+    /// A directory.
+    pub const S_IFDIR: u32 = 0o040_000;
+    /// A character device.
+    pub const S_IFCHR: u32 = 0o020_000;
+    /// A FIFO.
+    pub const S_IFIFO: u32 = 0o010_000;
+}
+pub use mode::{S_IFLNK, S_IFMT, S_IFREG};
 
 #[cfg(feature = "user")]
 mod pod {

@@ -12,11 +12,12 @@ use log::{error, info};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use fim_core::watch::WatchSet;
+
 use crate::{
     integrity::engine::{Engine, EngineConfig, EngineError, EngineStats},
     sensors::{Sensor, SensorError, SensorKind},
     sinks,
-    watch::WatchSet,
 };
 
 /// Events buffered between stages.
@@ -49,18 +50,18 @@ pub enum DaemonError {
 /// Names a path given under a symlinked root (`/bin/cat` where `/bin` is `/usr/bin`) by its
 /// real location, as every sensor does for paths it resolves from objects, keeping the
 /// spelling used in `requested_path`.
-fn canonical_spelling(watch: &WatchSet, ev: &mut crate::event::FileEvent) {
+fn canonical_spelling(watch: &WatchSet, ev: &mut fim_core::event::FileEvent) {
     let canonical = watch.canonical(&ev.path.bytes);
     if canonical != ev.path.bytes {
         let given = std::mem::replace(&mut ev.path.bytes, canonical);
         if ev.requested_path.is_none() {
-            ev.requested_path = Some(crate::event::ReportedPath {
+            ev.requested_path = Some(fim_core::event::ReportedPath {
                 bytes: given,
                 ..ev.path.clone()
             });
         }
     }
-    if ev.action != crate::event::Action::Symlink
+    if ev.action != fim_core::event::Action::Symlink
         && let Some(source) = ev.source.as_mut()
     {
         source.bytes = watch.canonical(&source.bytes);
@@ -98,7 +99,8 @@ pub async fn run(
                 canonical_spelling(&filter_watch, &mut ev);
                 if filter_watch.matches(&ev.path.bytes)
                     || ev.source.as_ref().is_some_and(|s| {
-                        ev.action != crate::event::Action::Symlink && filter_watch.matches(&s.bytes)
+                        ev.action != fim_core::event::Action::Symlink
+                            && filter_watch.matches(&s.bytes)
                     })
                 {
                     watched.push(ev);
@@ -149,7 +151,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::{
+    use fim_core::{
         event::{Action, FileEvent, PathSource, ReportedPath},
         watch::Found,
     };

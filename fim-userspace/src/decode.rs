@@ -4,11 +4,12 @@
 
 use fim_common::{EventHeader, EventKind, HEADER_LEN, flags};
 
-use crate::{
+use fim_core::{
     event::{Action, FileEvent, InodeRef, PathSource, Process, ReportedPath},
     paths::clean,
-    sensors::ebpf::identities::Identities,
 };
+
+use crate::sensors::ebpf::identities::Identities;
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use fim_core::watch::{DEFAULT_WATCH, WatchSet, probe_disk};
 use fim_userspace::{
     commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
     daemon,
     integrity::{engine::EngineConfig, observe::Limits, scan::default_threads},
     sensors::{SensorKind, ebpf::Tier},
-    watch::{DEFAULT_WATCH, WatchSet, probe_disk},
 };
 use log::error;
 use tokio_util::sync::CancellationToken;

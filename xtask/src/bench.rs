@@ -58,7 +58,7 @@ pub fn hash() -> Result<()> {
         "build",
         "--release",
         "-p",
-        "fim-userspace",
+        "fim-core",
         "--example",
         "hash_speed",
     ])?;

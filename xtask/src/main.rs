@@ -25,6 +25,11 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 /// Debian packages the daemon links against (OpenSSL's libcrypto, found by pkg-config).
 const BUILD_PACKAGES: &[&str] = &["libssl-dev", "pkg-config"];
+/// The Windows target the platform-free crates must build for, and the crates that must.
+const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
+const WINDOWS_CRATES: &[&str] = &["fim-common", "fim-core"];
+/// Debian packages for checking them: a MinGW C compiler (SQLite is compiled from C).
+const WINDOWS_PACKAGES: &[&str] = &["gcc-mingw-w64-x86-64"];
 /// Debian packages needed to build bpf-linker against LLVM 22.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -217,10 +222,49 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
+/// Installs what checking the Windows build needs: the Rust target and a MinGW compiler.
+fn windows_setup() -> Result<()> {
+    apt_install(WINDOWS_PACKAGES)?;
+    let targets = output(Command::new("rustup").args([
+        "target",
+        "list",
+        "--installed",
+        "--toolchain",
+        TOOLCHAIN,
+    ]))
+    .unwrap_or_default();
+    if !targets.lines().any(|l| l.trim() == WINDOWS_TARGET) {
+        step(&format!("installing the Rust target {WINDOWS_TARGET}"));
+        run(Command::new("rustup").args([
+            "target",
+            "add",
+            WINDOWS_TARGET,
+            "--toolchain",
+            TOOLCHAIN,
+        ]))?;
+    }
+    Ok(())
+}
+
+/// `cargo check` of every crate that must run on Windows, for Windows.
+fn check_windows() -> Result<()> {
+    windows_setup()?;
+    step(&format!(
+        "checking {} for {WINDOWS_TARGET}",
+        WINDOWS_CRATES.join(", ")
+    ));
+    let mut args = vec!["check", "--target", WINDOWS_TARGET, "--all-targets"];
+    for krate in WINDOWS_CRATES {
+        args.extend(["-p", krate]);
+    }
+    cargo(&args)
+}
+
 fn test(host_only: bool) -> Result<()> {
     setup()?;
     step("checking formatting");
     cargo(&["fmt", "--all", "--", "--check"])?;
+    check_windows()?;
     step("building fim (debug) for the privileged tests");
     cargo(&["build", "-p", "fim-userspace"])?;
     let privileged = is_root();

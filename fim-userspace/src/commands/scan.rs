@@ -16,17 +16,19 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{
+use fim_core::{
+    attrs::{Snapshot, diff},
+    baseline::{Access, Baseline, BaselineError},
+    ecs::write_ecs,
     event::{Action, Origin, unix_now_ns},
-    integrity::{
-        attrs::{Snapshot, diff},
-        baseline::{Access, Baseline, BaselineError},
-        engine::found_event,
-        observe::Limits,
-        scan::{ScanItem, ScanOptions, scan},
-    },
-    sinks::ecs::{render_bytes, write_ecs},
+    paths::render_bytes,
     watch::WatchSet,
+};
+
+use crate::integrity::{
+    engine::found_event,
+    observe::Limits,
+    scan::{ScanItem, ScanOptions, scan},
 };
 
 /// Exit status for a bad watch list.

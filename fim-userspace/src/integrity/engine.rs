@@ -25,14 +25,17 @@ use std::{
 use log::{info, warn};
 use tokio::sync::mpsc;
 
-use super::{
+use fim_core::{
     attrs::{Attr, Snapshot, diff},
     baseline::{Access, Baseline, BaselineError},
+};
+
+use super::{
     observe::{Hashing, Limits, ObserveError, Scratch, Within, observe, observe_within},
     order::{Reorder, Ticket},
     scan::{ScanItem, ScanOptions, scan},
 };
-use crate::{
+use fim_core::{
     event::{
         Action, FileEvent, InodeRef, Integrity, Losses, Origin, PathSource, ReportedPath,
         unix_now_ns,
@@ -845,8 +848,8 @@ impl Engine {
             && a.attrs.ino != inode.ino
             && a.content.is_some()
         {
-            a.content = Some(super::attrs::Content::NotHashed(
-                super::attrs::NotHashed::Replaced,
+            a.content = Some(fim_core::attrs::Content::NotHashed(
+                fim_core::attrs::NotHashed::Replaced,
             ));
         }
         if after.is_none() && note.is_none() && step != Step::Forget {
@@ -858,7 +861,7 @@ impl Engine {
                 "vanished before it could be observed".into()
             });
         }
-        if let Some(Some(super::attrs::Content::Sha256(_))) = after.as_ref().map(|a| &a.content)
+        if let Some(Some(fim_core::attrs::Content::Sha256(_))) = after.as_ref().map(|a| &a.content)
             && matches!(step, Step::Settle)
         {
             self.stats.hashed.fetch_add(1, Ordering::Relaxed);
@@ -911,7 +914,7 @@ impl Engine {
                 ino: a.attrs.ino,
                 major: a.attrs.dev_major,
                 minor: a.attrs.dev_minor,
-                mode: a.attrs.mode | file_type_bits(a),
+                mode: a.attrs.mode | a.attrs.file_type.mode_bits(),
             });
         }
         if event.action == Action::Attrib {
@@ -923,7 +926,7 @@ impl Engine {
             && event.path.source == PathSource::FileHandle
             && let Some(a) = &after
         {
-            use super::attrs::FileType as T;
+            use fim_core::attrs::FileType as T;
             match a.attrs.file_type {
                 T::Symlink => {
                     event.action = Action::Symlink;
@@ -1045,7 +1048,7 @@ impl Engine {
         let ScanItem::Observed { path, snapshot } = item else {
             if let ScanItem::Failed { path, error } = item {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                warn!("scan: {}: {error}", crate::sinks::ecs::render_bytes(&path));
+                warn!("scan: {}: {error}", fim_core::paths::render_bytes(&path));
                 // Keep what the baseline knows rather than reporting a removal.
                 self.baseline.seen(&path)?;
             }
@@ -1223,20 +1226,6 @@ fn name_attrib(changed: &[Attr], before: Option<&Snapshot>, after: Option<&Snaps
     }
 }
 
-fn file_type_bits(s: &Snapshot) -> u32 {
-    use super::attrs::FileType as T;
-    match s.attrs.file_type {
-        T::File => libc::S_IFREG,
-        T::Dir => libc::S_IFDIR,
-        T::Symlink => libc::S_IFLNK,
-        T::Fifo => libc::S_IFIFO,
-        T::Socket => libc::S_IFSOCK,
-        T::CharDevice => libc::S_IFCHR,
-        T::BlockDevice => libc::S_IFBLK,
-        T::Unknown => 0,
-    }
-}
-
 fn origin_of(ev: &FileEvent) -> Origin {
     match ev.integrity.as_ref() {
         Some(i) => i.origin,
@@ -1250,14 +1239,14 @@ pub fn found_event(
     path: Vec<u8>,
     before: Option<Snapshot>,
     after: Option<Snapshot>,
-    changed: Vec<super::attrs::Attr>,
+    changed: Vec<fim_core::attrs::Attr>,
     origin: Origin,
 ) -> FileEvent {
     let inode = after.as_ref().or(before.as_ref()).map(|s| InodeRef {
         ino: s.attrs.ino,
         major: s.attrs.dev_major,
         minor: s.attrs.dev_minor,
-        mode: s.attrs.mode | file_type_bits(s),
+        mode: s.attrs.mode | s.attrs.file_type.mode_bits(),
     });
     let mut ev = FileEvent::new(action, ReportedPath::new(path, PathSource::Scan), "scan");
     ev.inode = inode;
@@ -1281,7 +1270,7 @@ mod tests {
 
     #[test]
     fn attribute_changes_are_named_from_their_values() {
-        use crate::integrity::attrs::{Attrs, FileType};
+        use fim_core::attrs::{Attrs, FileType};
         let snap = |xattrs: usize| Snapshot {
             attrs: Attrs {
                 file_type: FileType::File,

@@ -15,7 +15,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-use super::{
+use fim_core::{
     attrs::{
         Attrs, Content, FileType, NotHashed, Snapshot, XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT,
         XATTR_CAPABILITY, decode_acl, decode_capability,
@@ -84,7 +84,7 @@ impl Default for Scratch {
 }
 
 fn render(path: &[u8]) -> String {
-    crate::sinks::ecs::render_bytes(path)
+    fim_core::paths::render_bytes(path)
 }
 
 fn io_err(what: &'static str, path: &[u8], source: io::Error) -> ObserveError {

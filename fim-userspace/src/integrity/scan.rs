@@ -13,12 +13,13 @@ use std::{
 
 use flume::bounded;
 
-use super::{
+use fim_core::{
     attrs::{FileType, Snapshot},
     baseline::{Access, Baseline},
-    observe::{Hashing, Limits, Scratch, observe_listed},
 };
-use crate::watch::ScanRoot;
+
+use super::observe::{Hashing, Limits, Scratch, observe_listed};
+use fim_core::watch::ScanRoot;
 
 /// How to scan.
 #[derive(Clone, Debug)]

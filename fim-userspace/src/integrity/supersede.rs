@@ -8,7 +8,7 @@
 //! (create, write, rename, chmod, unlink in a row) are not opened five times to find them
 //! gone. At low rates each event arrives alone and is observed as before.
 
-use crate::event::Action;
+use fim_core::event::Action;
 
 /// Whether `action` changes what its name (and, for a rename, its old name) refers to.
 fn rebinds(action: Action) -> bool {

@@ -1,4 +1,4 @@
-//! Event sources. Each sensor turns kernel activity into [`crate::event::FileEvent`]s.
+//! Event sources. Each sensor turns kernel activity into [`fim_core::event::FileEvent`]s.
 
 pub mod ebpf;
 pub mod fanotify;
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::fanotify::MarkScope;
-use crate::{
+use fim_core::{
     event::{FileEvent, Losses},
     watch::WatchSet,
 };
@@ -41,7 +41,7 @@ fn fanotify_sensor(
     state_dir: &std::path::Path,
     scope: MarkScope,
 ) -> Result<fanotify::FanotifySensor, fanotify::FanotifyError> {
-    use crate::integrity::baseline::{Access, Baseline};
+    use fim_core::baseline::{Access, Baseline};
     let sensor = fanotify::FanotifySensor::start_scoped(watch.clone(), scope)?;
     Ok(match Baseline::open(state_dir, Access::Read) {
         Ok(b) => sensor.with_baseline(b),
@@ -303,7 +303,7 @@ async fn run_witnessed(
         if stopping {
             files.stop(&mut reader, &mut read)?;
         }
-        let now = crate::event::unix_now_ns();
+        let now = fim_core::event::unix_now_ns();
         let read_count = read.len();
         for ev in read.drain(..) {
             merger.fanotify(ev, now);
@@ -313,7 +313,7 @@ async fn run_witnessed(
             tokio::time::sleep(WITNESSED_JUDGE).await;
             drain_round(&mut events, &mut merger, &mut drained);
         }
-        let released = merger.release(crate::event::unix_now_ns(), stopping);
+        let released = merger.release(fim_core::event::unix_now_ns(), stopping);
         if log::log_enabled!(log::Level::Debug) {
             // Counting what is held walks every thread: only when it is logged.
             let (held, waiting) = merger.held();

@@ -8,7 +8,7 @@ use std::{
     sync::OnceLock,
 };
 
-use crate::event::Process;
+use fim_core::event::Process;
 
 /// Ticks per second of `/proc/<pid>/stat` times.
 fn clock_ticks() -> u64 {
@@ -146,6 +146,17 @@ pub fn lookup(tid: u32) -> Process {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_s_proc_tick_is_this_kernel_s() {
+        // `process.entity_id` divides the kernel's start time by this tick so that kernel
+        // and /proc attributions name a process alike.
+        assert_eq!(
+            1_000_000_000 / clock_ticks(),
+            fim_core::ecs::PROC_TICK_NS,
+            "sysconf(_SC_CLK_TCK)"
+        );
+    }
 
     #[test]
     fn status_and_stat_parse() {

@@ -10,10 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    decode::{ProcChange, ProcRecord},
-    event::Process,
-};
+use fim_core::event::Process;
+
+use crate::decode::{ProcChange, ProcRecord};
 
 /// How long an exited task stays known (events queued in fanotify are read well within).
 pub const KEEP_EXITED: Duration = Duration::from_secs(60);

@@ -5,7 +5,7 @@
 
 use std::{fs::Metadata, os::unix::ffi::OsStrExt};
 
-use crate::watch::{ScanRoot, WatchSet};
+use fim_core::watch::{ScanRoot, WatchSet};
 
 /// Where a visited path stands relative to the rule being walked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +118,7 @@ mod tests {
         std::fs::create_dir(root.join("d")).expect("mkdir");
         std::fs::write(root.join("d/f"), b"x").expect("write");
         let patterns = vec![root.to_string_lossy().into_owned()];
-        let set = WatchSet::new(&patterns, true, crate::watch::probe_disk).expect("set");
+        let set = WatchSet::new(&patterns, true, fim_core::watch::probe_disk).expect("set");
         let mut seen = Vec::new();
         walk(&set, |p, _, place, _| seen.push((p.to_vec(), place)));
         let root_bytes = root.as_os_str().as_bytes().to_vec();

@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::event::{Action, FileEvent};
+use fim_core::event::{Action, FileEvent};
 
 /// Tracepoint events remembered for explaining fanotify events, at most: a fanotify event
 /// read later than this many tracepoint events after its operation is judged unexplained
@@ -463,7 +463,7 @@ impl Merger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{PathSource, Process, ReportedPath};
+    use fim_core::event::{PathSource, Process, ReportedPath};
 
     fn ev(action: Action, path: &str, tid: u32) -> FileEvent {
         let mut e = FileEvent::new(

@@ -1,4 +1,3 @@
 //! Where events go. Each sink is a module with its running task.
 
-pub mod ecs;
 pub mod stdout;

@@ -8,7 +8,7 @@ use std::io::Write as _;
 
 use tokio::sync::mpsc;
 
-use crate::{event::FileEvent, sinks::ecs::write_ecs};
+use fim_core::{ecs::write_ecs, event::FileEvent};
 
 /// Batches taken off the channel for one write, at most.
 const BATCHES_PER_WRITE: usize = 16;

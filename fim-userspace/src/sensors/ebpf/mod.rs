@@ -36,14 +36,17 @@ use log::{debug, info, warn};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
+use fim_core::{
+    event::FileEvent,
+    watch::{ScanRoot, WatchSet},
+};
+
 use crate::{
     decode::{Decoded, decode_record},
-    event::FileEvent,
     sensors::{
         proctable::ProcTable,
         seed::{self, Place},
     },
-    watch::{ScanRoot, WatchSet},
 };
 
 use self::identities::Identities;
@@ -944,7 +947,7 @@ impl EbpfSensor {
     /// up on announced operations whose outcome never came.
     pub fn housekeeping(&mut self) {
         self.check_drops();
-        self.pairing.expire(crate::event::unix_now_ns());
+        self.pairing.expire(fim_core::event::unix_now_ns());
     }
 
     /// The last loss check and a summary of what was announced but not reported.
@@ -966,7 +969,7 @@ impl EbpfSensor {
     /// new link to a watched file (the kernel already watches it by identity), its rename,
     /// and the removal of its watched name (then it is no longer watched by identity).
     fn track_identity(&mut self, ev: &FileEvent) {
-        use crate::event::Action;
+        use fim_core::event::Action;
         let Some(inode) = ev.inode else {
             return;
         };

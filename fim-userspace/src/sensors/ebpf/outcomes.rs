@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::event::{Action, FileEvent};
+use fim_core::event::{Action, FileEvent};
 
 /// How long an announcement waits for its outcome. An operation refused before its `vfs_*`
 /// function ran (by another LSM, say) never gets one.
@@ -64,7 +64,7 @@ impl Pairing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{PathSource, ReportedPath};
+    use fim_core::event::{PathSource, ReportedPath};
 
     fn event(action: Action, at: i128) -> FileEvent {
         let mut e = FileEvent::new(

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::paths::is_under;
+use fim_core::paths::is_under;
 
 /// An object's identity: file system id, handle type and handle bytes, concatenated.
 pub type Key = Vec<u8>;

@@ -34,12 +34,13 @@ use self::{
     identity::{DirMap, Key, Objects},
     record::{Fid, Record, info as kind},
 };
-use crate::{
+use fim_core::{
+    baseline::Baseline,
     event::{Action, FileEvent, PathSource, ReportedPath},
-    integrity::baseline::Baseline,
-    sensors::{ProcessFeed, procfs, proctable::ProcTable, seed},
     watch::{ScanRoot, WatchSet},
 };
+
+use crate::sensors::{ProcessFeed, procfs, proctable::ProcTable, seed};
 
 /// The sensor's name in events.
 pub const SENSOR_NAME: &str = "fanotify";
@@ -189,7 +190,7 @@ impl FanotifySensor {
                 ScanRoot::Children { dir, .. } => dir.clone(),
             };
             let dir = existing_dir(&path);
-            let render = || crate::sinks::ecs::render_bytes(&dir);
+            let render = || fim_core::paths::render_bytes(&dir);
             let (fd, fsid) = sys::mount_ref(&dir).map_err(|source| FanotifyError::Mark {
                 path: render(),
                 source,
@@ -225,7 +226,7 @@ impl FanotifySensor {
                 objects: Objects::new(OBJECTS_MAX),
                 stale: false,
             },
-            started_ns: crate::event::unix_now_ns(),
+            started_ns: fim_core::event::unix_now_ns(),
             writing: HashSet::new(),
             self_pid: std::process::id(),
             self_threads: std::cell::RefCell::new(HashMap::new()),
@@ -336,7 +337,7 @@ impl FanotifySensor {
             if self.marks_failed.is_power_of_two() {
                 warn!(
                     "fanotify: marking `{}`: {e} ({} marks failed so far)",
-                    crate::sinks::ecs::render_bytes(path),
+                    fim_core::paths::render_bytes(path),
                     self.marks_failed
                 );
             }
@@ -404,13 +405,13 @@ impl FanotifySensor {
         self
     }
 
-    fn table_get(&self, tid: u32) -> Option<(crate::event::Process, bool)> {
+    fn table_get(&self, tid: u32) -> Option<(fim_core::event::Process, bool)> {
         self.procs.as_ref()?.lock().ok()?.get(tid)
     }
 
     /// The acting task: an exact process-table entry, else `/proc`, else an inexact entry
     /// (a forked child's copy of its parent), else "exited".
-    pub fn process_for(&self, tid: u32) -> crate::event::Process {
+    pub fn process_for(&self, tid: u32) -> fim_core::event::Process {
         let known = self.table_get(tid);
         if let Some((p, true)) = &known {
             return p.clone();
@@ -909,7 +910,7 @@ impl FanotifySensor {
         ev.source = source.map(|s| ReportedPath::new(s, PathSource::FileHandle));
         ev.requested_path = requested.map(|r| ReportedPath::new(r, PathSource::FileHandle));
         ev.process = Some(if self.defer_processes {
-            crate::event::Process {
+            fim_core::event::Process {
                 tid,
                 ..Default::default()
             }

@@ -11,13 +11,12 @@ use std::{
     collections::BTreeMap,
     fs::{File, OpenOptions},
     io::Write as _,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use super::attrs::{Attrs, Content, FileType, NotHashed, Snapshot};
+use crate::attrs::{Attrs, Content, FileType, NotHashed, Snapshot};
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "baseline.sqlite";
@@ -190,8 +189,8 @@ fn take_lock(dir: &Path) -> Result<File, BaselineError> {
             path: path.clone(),
             source,
         })?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // An exclusive lock the operating system drops with the process (flock on Linux).
+    if file.try_lock().is_err() {
         let holder = std::fs::read_to_string(&path)
             .ok()
             .map(|s| s.trim().to_owned())
@@ -517,7 +516,7 @@ impl Drop for Baseline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrity::attrs::Attrs;
+    use crate::attrs::Attrs;
 
     fn snap(size: u64) -> Snapshot {
         Snapshot {

@@ -3,7 +3,7 @@
 //! Sensor-neutral: the eBPF tiers and (later) fanotify fill the same struct. Paths are bytes,
 //! because Linux file names are; sinks decide how to render them.
 
-use crate::integrity::attrs::{Attr, Snapshot};
+use crate::attrs::{Attr, Snapshot};
 
 /// What happened. `as_str` gives the `event.action` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,4 +1,39 @@
-//! Lexical path helpers on raw bytes (Linux paths need not be UTF-8).
+//! Lexical path helpers on raw bytes (Linux paths need not be UTF-8), and their rendering
+//! as text.
+
+use std::{borrow::Cow, path::Path};
+
+/// A model path's bytes as a [`Path`]. On Unix every byte string is a path, as is; elsewhere
+/// the bytes are taken as UTF-8, an invalid sequence replaced.
+pub fn bytes_to_path(bytes: &[u8]) -> Cow<'_, Path> {
+    #[cfg(unix)]
+    {
+        // SAFETY: on Unix an `OsStr` is any byte string; its encoded bytes are the bytes.
+        Cow::Borrowed(Path::new(unsafe {
+            std::ffi::OsStr::from_encoded_bytes_unchecked(bytes)
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        match String::from_utf8_lossy(bytes) {
+            Cow::Borrowed(s) => Cow::Borrowed(Path::new(s)),
+            Cow::Owned(s) => Cow::Owned(s.into()),
+        }
+    }
+}
+
+/// Renders bytes as text, escaping bytes that are not valid UTF-8 as `\xNN`
+/// (and a literal backslash as `\\`, so the rendering is reversible).
+pub fn render_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
 
 /// Cleans an absolute path lexically: collapses `//`, drops `.`, and applies `..` to the
 /// preceding component. Used on paths built from syscall strings; a `..` after a symlink

@@ -5,15 +5,23 @@
 //! the CPU at run time (SHA-NI, AVX2, AVX, SSSE3). The pure-Rust `sha2` crate measured about
 //! half its speed without SHA-NI, and `ring` about 10% slower (it lacks the AVX2 path).
 //! `cargo xtask bench hash` compares this seam with `openssl speed`, with and without SHA-NI.
+//! On Windows, where no system libcrypto can be assumed, RustCrypto's `sha2` backs it.
 
 use std::io::Read;
 
+#[cfg(unix)]
+type Backend = openssl::sha::Sha256;
+#[cfg(not(unix))]
+type Backend = sha2::Sha256;
+
 /// A SHA-256 computation in progress.
-pub struct Sha256(openssl::sha::Sha256);
+pub struct Sha256(Backend);
 
 impl Default for Sha256 {
     fn default() -> Self {
-        Self(openssl::sha::Sha256::new())
+        #[cfg(not(unix))]
+        use sha2::Digest as _;
+        Self(Backend::new())
     }
 }
 
@@ -25,12 +33,20 @@ impl Sha256 {
 
     /// Feeds bytes.
     pub fn update(&mut self, bytes: &[u8]) {
+        #[cfg(not(unix))]
+        use sha2::Digest as _;
         self.0.update(bytes);
     }
 
     /// Finishes and returns the 32-byte digest.
     pub fn finish(self) -> [u8; 32] {
-        self.0.finish()
+        #[cfg(unix)]
+        return self.0.finish();
+        #[cfg(not(unix))]
+        {
+            use sha2::Digest as _;
+            self.0.finalize().into()
+        }
     }
 }
 
@@ -74,7 +90,7 @@ pub fn sha256_reader(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrity::attrs::hex;
+    use crate::attrs::hex;
 
     #[test]
     fn known_answers() {

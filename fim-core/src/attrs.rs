@@ -30,15 +30,31 @@ pub enum FileType {
 impl FileType {
     /// From a `st_mode` value.
     pub fn from_mode(mode: u32) -> Self {
-        match mode & libc::S_IFMT {
-            libc::S_IFREG => Self::File,
-            libc::S_IFDIR => Self::Dir,
-            libc::S_IFLNK => Self::Symlink,
-            libc::S_IFIFO => Self::Fifo,
-            libc::S_IFSOCK => Self::Socket,
-            libc::S_IFCHR => Self::CharDevice,
-            libc::S_IFBLK => Self::BlockDevice,
+        use fim_common::mode::*;
+        match mode & S_IFMT {
+            S_IFREG => Self::File,
+            S_IFDIR => Self::Dir,
+            S_IFLNK => Self::Symlink,
+            S_IFIFO => Self::Fifo,
+            S_IFSOCK => Self::Socket,
+            S_IFCHR => Self::CharDevice,
+            S_IFBLK => Self::BlockDevice,
             _ => Self::Unknown,
+        }
+    }
+
+    /// The type bits of a `st_mode` value ([`Self::from_mode`] backwards; 0 when unknown).
+    pub fn mode_bits(self) -> u32 {
+        use fim_common::mode::*;
+        match self {
+            Self::File => S_IFREG,
+            Self::Dir => S_IFDIR,
+            Self::Symlink => S_IFLNK,
+            Self::Fifo => S_IFIFO,
+            Self::Socket => S_IFSOCK,
+            Self::CharDevice => S_IFCHR,
+            Self::BlockDevice => S_IFBLK,
+            Self::Unknown => 0,
         }
     }
 
@@ -402,6 +418,22 @@ mod tests {
             },
             content: Some(Content::Sha256([1; 32])),
         }
+    }
+
+    #[test]
+    fn a_file_type_goes_to_mode_bits_and_back() {
+        for t in [
+            FileType::File,
+            FileType::Dir,
+            FileType::Symlink,
+            FileType::Fifo,
+            FileType::Socket,
+            FileType::CharDevice,
+            FileType::BlockDevice,
+        ] {
+            assert_eq!(FileType::from_mode(t.mode_bits() | 0o644), t);
+        }
+        assert_eq!(FileType::Unknown.mode_bits(), 0);
     }
 
     #[test]

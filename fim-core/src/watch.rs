@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use fim_common::{ROOT_KEY_LEN, SUFFIX_MAX, WatchRoot, root_flags};
 use globset::{Glob, GlobMatcher};
 
-use crate::paths::{clean, is_under};
+use crate::paths::{bytes_to_path, clean, is_under};
 
 /// The Linux recommended items of Microsoft Defender for Cloud's FIM: the default watch set.
 pub const DEFAULT_WATCH: &[&str] = &[
@@ -119,7 +119,7 @@ impl ScanRoot {
 
     /// A stable text naming the root (kept in the baseline to notice newly watched roots).
     pub fn describe(&self) -> String {
-        use crate::sinks::ecs::render_bytes;
+        use crate::paths::render_bytes;
         match self {
             Self::Tree(p) => format!("tree:{}", render_bytes(p)),
             Self::Exact(p) => format!("exact:{}", render_bytes(p)),
@@ -137,11 +137,7 @@ fn is_matching_child(path: &[u8], dir: &[u8], glob: &GlobMatcher) -> bool {
     };
     let parent: &[u8] = if slash == 0 { b"/" } else { &path[..slash] };
     let name = &path[slash + 1..];
-    parent == dir
-        && !name.is_empty()
-        && glob.is_match(Path::new(
-            std::ffi::OsStr::from_encoded_bytes_unchecked_safe(name),
-        ))
+    parent == dir && !name.is_empty() && glob.is_match(bytes_to_path(name))
 }
 
 /// The set of watched paths.
@@ -222,14 +218,14 @@ impl WatchSet {
                 suffix,
             });
         }
-        let path = Path::new(std::ffi::OsStr::from_encoded_bytes_unchecked_safe(&given));
-        let matcher = match probe(path) {
+        let path = bytes_to_path(&given);
+        let matcher = match probe(&path) {
             Found::Missing if must_exist => return Err(WatchError::Missing(pattern.to_owned())),
             Found::File(_) => Matcher::Exact,
             Found::Dir(_) | Found::Missing => Matcher::Tree,
         };
         Ok(Rule {
-            roots: spellings(path),
+            roots: spellings(&path),
             matcher,
             suffix: None,
         })
@@ -396,17 +392,6 @@ pub fn probe_disk(path: &Path) -> Found {
         Ok(c) if c.is_dir() => Found::Dir(c),
         Ok(c) => Found::File(c),
         Err(_) => Found::Missing,
-    }
-}
-
-/// `OsStr::from_encoded_bytes_unchecked` without `unsafe`: on Unix every byte string is valid.
-trait FromBytes {
-    fn from_encoded_bytes_unchecked_safe(b: &[u8]) -> &std::ffi::OsStr;
-}
-
-impl FromBytes for std::ffi::OsStr {
-    fn from_encoded_bytes_unchecked_safe(b: &[u8]) -> &std::ffi::OsStr {
-        std::os::unix::ffi::OsStrExt::from_bytes(b)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use fim_userspace::integrity::hash::Sha256;
+use fim_core::hash::Sha256;
 
 fn main() {
     let seconds: f64 = std::env::args()

@@ -12,32 +12,21 @@ use serde_json::{Map, Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
+    attrs::{Content, Snapshot, hex},
     event::{Action, FileEvent, PathSource, ReportedPath},
-    integrity::attrs::{Content, Snapshot, hex},
+    paths::render_bytes,
 };
 
-/// Renders bytes as text, escaping bytes that are not valid UTF-8 as `\xNN`
-/// (and a literal backslash as `\\`, so the rendering is reversible).
-pub fn render_bytes(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(&chunk.valid().replace('\\', "\\\\"));
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
 fn file_type(mode: u32) -> &'static str {
-    match mode & libc::S_IFMT {
-        libc::S_IFREG => "file",
-        libc::S_IFDIR => "dir",
-        libc::S_IFLNK => "symlink",
-        libc::S_IFIFO => "fifo",
-        libc::S_IFSOCK => "socket",
-        libc::S_IFCHR => "char_device",
-        libc::S_IFBLK => "block_device",
+    use fim_common::mode::*;
+    match mode & S_IFMT {
+        S_IFREG => "file",
+        S_IFDIR => "dir",
+        S_IFLNK => "symlink",
+        S_IFIFO => "fifo",
+        S_IFSOCK => "socket",
+        S_IFCHR => "char_device",
+        S_IFBLK => "block_device",
         _ => "unknown",
     }
 }
@@ -470,14 +459,12 @@ fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, sequence: u64) -> Value {
 /// `/proc` offers, so an event attributed from the kernel and one attributed from `/proc`
 /// name the same process the same way (and pid reuse gives a new id).
 pub fn entity_id(pid: u32, start_boot_ns: u64) -> String {
-    static TICK_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let tick = *TICK_NS.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        1_000_000_000 / if hz > 0 { hz as u64 } else { 100 }
-    });
-    format!("{pid}-{}", start_boot_ns / tick)
+    format!("{pid}-{}", start_boot_ns / PROC_TICK_NS)
 }
+
+/// One clock tick of `/proc` (Linux's `USER_HZ`, 100 on every architecture fim builds for;
+/// the Linux daemon's tests check it against `sysconf(_SC_CLK_TCK)`).
+pub const PROC_TICK_NS: u64 = 10_000_000;
 
 fn time_ns(ns: i128) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(ns)
@@ -555,8 +542,7 @@ mod tests {
 
     #[test]
     fn entity_id_has_proc_precision() {
-        // SAFETY: sysconf has no preconditions.
-        let tick = 1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let tick = PROC_TICK_NS;
         // The kernel's nanoseconds and /proc's ticks name the same start.
         assert_eq!(entity_id(5, 12_345 * tick + 7), "5-12345");
         assert_eq!(
