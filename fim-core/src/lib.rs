@@ -1,12 +1,13 @@
 //! What every platform of fim shares, with no operating-system call of its own: the event
 //! model ([`event`]) and the attributes it carries with their diff ([`attrs`]), the watched
 //! set and its matching ([`watch`], on byte paths: [`paths`]), the Elastic Common Schema
-//! rendering ([`ecs`]), the baseline store ([`baseline`], SQLite) and the one place a digest
-//! is computed ([`hash`]). It builds for Linux and for Windows; the Linux sensors and the
+//! rendering ([`ecs`]), the baseline store ([`baseline`], SQLite), the one place a digest
+//! is computed ([`hash`]) and every setting's default ([`defaults`]). It builds for Linux and for Windows; the Linux sensors and the
 //! daemon live in `fim-userspace`.
 
 pub mod attrs;
 pub mod baseline;
+pub mod defaults;
 pub mod ecs;
 pub mod event;
 pub mod hash;

@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
-use fim_core::watch::{DEFAULT_WATCH, WatchSet, probe_disk};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fim_core::{
+    defaults,
+    watch::{DEFAULT_WATCH, WatchSet, probe_disk},
+};
 use fim_userspace::{
     commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
     daemon,
@@ -37,12 +40,12 @@ struct Common {
     #[arg(
         long,
         value_name = "DIR",
-        default_value = "/var/lib/fim",
+        default_value = defaults::STATE_DIR,
         global = true
     )]
     state_dir: PathBuf,
     /// Files larger than this many bytes are reported as "not hashed: too large".
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30, global = true)]
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::HASH_MAX_SIZE, global = true)]
     hash_max_size: u64,
     /// Threads that stat and hash files (default: one per CPU).
     #[arg(long, value_name = "N", global = true)]
@@ -55,26 +58,53 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Which sensor to use: `auto` (the best combination this kernel allows, logged at
-        /// start), `ebpf` (the best eBPF tier: LSM, then fentry, then tracepoints), one eBPF
-        /// tier exactly (`lsm`, `fentry`, `tracepoint`; an error if the kernel refuses it), or
-        /// `fanotify` (no eBPF needed; process details read from /proc).
-        #[arg(long, default_value = "auto", value_parser = ["auto", "ebpf", "lsm", "fentry", "tracepoint", "fanotify"])]
-        sensor: String,
-        /// A file still open for writing is hashed after this many milliseconds without
-        /// a close.
-        #[arg(long, value_name = "MS", default_value_t = 2000)]
-        hash_quiet_ms: u64,
-        /// Rescan the watched paths every this many seconds to catch what real time missed
-        /// (0: never).
-        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
-        rescan_interval: u64,
+        /// Which sensor to use.
+        #[arg(long, value_enum, default_value_t = SensorArg::Auto)]
+        sensor: SensorArg,
+        /// A file still open for writing is hashed after this long without a close (a
+        /// duration with its unit: `500ms`, `2s`).
+        #[arg(long, value_name = "DURATION", default_value_t = defaults::HASH_QUIET.into())]
+        hash_quiet: humantime::Duration,
+        /// Rescan the watched paths this often to catch what real time missed (`30m`, `1h`;
+        /// `0`: never).
+        #[arg(long, value_name = "DURATION", default_value_t = defaults::RESCAN_INTERVAL.into())]
+        rescan_interval: humantime::Duration,
     },
     /// Build or check the baseline without the daemon.
     Scan {
         #[command(subcommand)]
         what: ScanCommand,
     },
+}
+
+/// The sensors `--sensor` names.
+#[derive(Clone, Copy, ValueEnum)]
+enum SensorArg {
+    /// The best combination this kernel allows, logged at start.
+    Auto,
+    /// The best eBPF tier: LSM, then fentry, then tracepoints.
+    Ebpf,
+    /// The LSM tier exactly (an error if the kernel refuses it).
+    Lsm,
+    /// The fentry tier exactly (an error if the kernel refuses it).
+    Fentry,
+    /// The tracepoint tier exactly (an error if the kernel refuses it).
+    Tracepoint,
+    /// fanotify: no eBPF needed; process details read from /proc.
+    Fanotify,
+}
+
+impl From<SensorArg> for SensorKind {
+    fn from(arg: SensorArg) -> Self {
+        match arg {
+            SensorArg::Auto => Self::Auto,
+            SensorArg::Ebpf => Self::Ebpf,
+            SensorArg::Lsm => Self::Tier(Tier::Lsm),
+            SensorArg::Fentry => Self::Tier(Tier::Fentry),
+            SensorArg::Tracepoint => Self::Tier(Tier::Tracepoint),
+            SensorArg::Fanotify => Self::Fanotify,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -107,7 +137,7 @@ fn main() -> ExitCode {
         Command::Run {
             common,
             sensor,
-            hash_quiet_ms,
+            hash_quiet,
             rescan_interval,
         } => {
             let Some(set) = watch_set(&common.watch) else {
@@ -118,21 +148,13 @@ fn main() -> ExitCode {
                 limits: Limits {
                     max_hash_bytes: common.hash_max_size,
                 },
-                quiet: Duration::from_millis(hash_quiet_ms),
-                rescan_interval: (rescan_interval > 0)
-                    .then(|| Duration::from_secs(rescan_interval)),
+                quiet: hash_quiet.into(),
+                rescan_interval: Some(Duration::from(rescan_interval))
+                    .filter(|interval| !interval.is_zero()),
                 workers: common.threads.unwrap_or_else(default_threads),
-                max_backlog: 8_192,
+                max_backlog: defaults::MAX_BACKLOG,
             };
-            let kind = match sensor.as_str() {
-                "fanotify" => SensorKind::Fanotify,
-                "ebpf" => SensorKind::Ebpf,
-                "lsm" => SensorKind::Tier(Tier::Lsm),
-                "fentry" => SensorKind::Tier(Tier::Fentry),
-                "tracepoint" => SensorKind::Tier(Tier::Tracepoint),
-                _ => SensorKind::Auto,
-            };
-            run(set, kind, cfg)
+            run(set, sensor.into(), cfg)
         }
         Command::Scan { what } => {
             let (common, init) = match what {
@@ -223,5 +245,60 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_run(args: &[&str]) -> Result<Command, clap::Error> {
+        let argv = ["fim", "run"].iter().chain(args).copied();
+        Cli::try_parse_from(argv).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn durations_take_units_and_default_from_one_place() {
+        let Ok(Command::Run {
+            hash_quiet,
+            rescan_interval,
+            ..
+        }) = parse_run(&[])
+        else {
+            panic!("no arguments must parse");
+        };
+        assert_eq!(Duration::from(hash_quiet), defaults::HASH_QUIET);
+        assert_eq!(Duration::from(rescan_interval), defaults::RESCAN_INTERVAL);
+        let Ok(Command::Run {
+            hash_quiet,
+            rescan_interval,
+            ..
+        }) = parse_run(&["--hash-quiet", "300ms", "--rescan-interval", "0"])
+        else {
+            panic!("units must parse");
+        };
+        assert_eq!(Duration::from(hash_quiet), Duration::from_millis(300));
+        assert!(Duration::from(rescan_interval).is_zero());
+    }
+
+    #[test]
+    fn a_duration_without_its_unit_is_refused_with_a_reason() {
+        let Err(e) = parse_run(&["--rescan-interval", "3600"]) else {
+            panic!("a bare number must be refused");
+        };
+        let text = e.to_string();
+        assert!(text.contains("--rescan-interval"), "{text}");
+        assert!(text.contains("unit"), "{text}");
+    }
+
+    #[test]
+    fn every_sensor_is_named_and_nothing_else() {
+        for name in ["auto", "ebpf", "lsm", "fentry", "tracepoint", "fanotify"] {
+            assert!(parse_run(&["--sensor", name]).is_ok(), "{name}");
+        }
+        let Err(e) = parse_run(&["--sensor", "kprobe"]) else {
+            panic!("an unknown sensor must be refused");
+        };
+        assert!(e.to_string().contains("possible values"), "{e}");
     }
 }

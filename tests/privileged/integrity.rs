@@ -501,7 +501,7 @@ fn a_file_left_open_is_hashed_after_the_quiet_period() {
         return;
     }
     let (_guard, dir) = tempdir();
-    let mut d = start_built(&dir, &["--hash-quiet-ms", "300"]);
+    let mut d = start_built(&dir, &["--hash-quiet", "300ms"]);
     let f = dir.join("log");
     let mut file = fs::File::create(&f).expect("create");
     file.write_all(b"still open").expect("write");
@@ -563,7 +563,7 @@ fn a_scheduled_rescan_catches_what_real_time_missed() {
         .write(true)
         .open(&f)
         .expect("opened before the daemon");
-    let mut d = start_built(&dir, &["--rescan-interval", "1", "--sensor", "tracepoint"]);
+    let mut d = start_built(&dir, &["--rescan-interval", "1s", "--sensor", "tracepoint"]);
     std::os::unix::fs::FileExt::write_at(&early, b"y", 0).expect("write");
     drop(early);
     let v = d.wait_for("rescan finding", |v| {

@@ -33,13 +33,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
+            max_hash_bytes: fim_core::defaults::HASH_MAX_SIZE,
         }
     }
 }
-
-/// Default hashing size limit: 1 GiB.
-pub const DEFAULT_MAX_HASH_BYTES: u64 = 1 << 30;
 
 /// Whether to read the content.
 #[derive(Clone, Copy, Debug)]

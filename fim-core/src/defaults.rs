@@ -1,0 +1,20 @@
+//! Every setting's default, defined once: the command line shows these, and whatever else
+//! sets the same things falls back to them.
+
+use std::time::Duration;
+
+/// A file still open for writing is hashed after this long without a close.
+pub const HASH_QUIET: Duration = Duration::from_secs(2);
+/// The watched paths are rescanned this often, to catch what real time missed.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(3600);
+/// Files larger than this many bytes are reported as "not hashed: too large".
+pub const HASH_MAX_SIZE: u64 = 1 << 30;
+/// Events waiting in the integrity engine past which new ones pass without before/after
+/// values (counted, and repaired by a rescan): a bound on memory.
+pub const MAX_BACKLOG: usize = 8_192;
+/// Where the baseline is kept.
+#[cfg(unix)]
+pub const STATE_DIR: &str = "/var/lib/fim";
+/// Where the baseline is kept.
+#[cfg(not(unix))]
+pub const STATE_DIR: &str = r"C:\ProgramData\fim";
