@@ -58,6 +58,67 @@ pub mod maps {
     pub const WRITERS: &str = "WRITERS";
     /// Watched objects by identity: [`super::ObjectKey`] -> [`super::WatchedObject`].
     pub const WATCHED_OBJECTS: &str = "WATCHED_OBJECTS";
+
+    /// Every map userspace opens by name (the object has more, private to the kernel side).
+    pub const ALL: [&str; 7] = [
+        EVENTS,
+        DROPS,
+        WATCH_ROOTS,
+        SYSCALLS,
+        PENDING,
+        WRITERS,
+        WATCHED_OBJECTS,
+    ];
+}
+
+/// Capacity of the watched-roots table ([`maps::WATCH_ROOTS`]): path prefixes, each root
+/// counted once per spelling.
+pub const MAX_WATCH_ROOTS: u32 = 4096;
+
+/// Device numbers as the kernel keeps them (`s_dev`, `MKDEV`): a 12-bit major above a 20-bit
+/// minor. Records carry this encoding; userspace converts from and to `st_dev`.
+pub mod dev {
+    /// Bits of the minor number.
+    pub const MINOR_BITS: u32 = 20;
+    /// The minor number's mask.
+    pub const MINOR_MASK: u32 = (1 << MINOR_BITS) - 1;
+
+    /// The kernel's encoding of (`major`, `minor`).
+    pub const fn encode(major: u32, minor: u32) -> u32 {
+        major << MINOR_BITS | (minor & MINOR_MASK)
+    }
+
+    /// The major number of an encoded device.
+    pub const fn major(dev: u32) -> u32 {
+        dev >> MINOR_BITS
+    }
+
+    /// The minor number of an encoded device.
+    pub const fn minor(dev: u32) -> u32 {
+        dev & MINOR_MASK
+    }
+}
+
+/// A `ProcFork` record's `size`: the new task's id, and above it whether the task is a
+/// thread of its parent's process.
+pub mod proc_fork {
+    /// The bit saying "a thread" (`CLONE_THREAD`).
+    const THREAD: u64 = 1 << 32;
+
+    /// Packs the new task's id and whether it is a thread.
+    pub const fn pack(child: u32, thread: bool) -> u64 {
+        child as u64 | if thread { THREAD } else { 0 }
+    }
+
+    /// The new task's id.
+    pub const fn child(size: u64) -> u32 {
+        size as u32
+    }
+
+    /// Whether the new task is a thread of its parent's process.
+    pub const fn is_thread(size: u64) -> bool {
+        size & THREAD != 0
+    }
 }
 
 /// Names of global variables userspace sets at load time.
@@ -71,6 +132,9 @@ pub mod globals {
     /// Bit `i` set: outcome function `i` (an [`super::Outcome`]) returns a pointer
     /// (`ERR_PTR` on failure) rather than an `int` on this kernel (`vfs_mkdir` since 6.15).
     pub const OUTCOME_RETURNS_PTR: &str = "OUTCOME_RETURNS_PTR";
+
+    /// Every global userspace sets.
+    pub const ALL: [&str; 4] = [OFFSETS, SELF_TGID, TRACEPOINT_FIELDS, OUTCOME_RETURNS_PTR];
 }
 
 /// Names of the eBPF programs, as exported by `fim-ebpf`.
@@ -121,6 +185,46 @@ pub mod programs {
     /// Kernel-object tiers: fentry on `notify_change`, announcing a change of times only
     /// (`utimensat`, `futimens`; no LSM hook covers them). Its outcome is `notify_change`'s.
     pub const SET_TIMES: &str = "fim_fentry_notify_change";
+
+    /// The tracepoint programs and the tracepoint each is attached to, where that is one
+    /// tracepoint (`category`, `name`); the syscall and write/close programs attach to many.
+    pub const PROCESS_TRACEPOINTS: [(&str, &str, &str); 5] = [
+        (PROC_EXEC, "sched", "sched_process_exec"),
+        (PROC_FORK, "task", "task_newtask"),
+        (PROC_EXIT, "sched", "sched_process_exit"),
+        (PROC_RENAME, "task", "task_rename"),
+        (PROC_CGROUP, "cgroup", "cgroup_attach_task"),
+    ];
+
+    /// The `tp_btf` programs on the `timestamp` tracepoints (6.13+).
+    pub const CTIME_HOOKS: [(&str, &str); 2] = [
+        (CTIME_UPDATE, "ctime_ns_xchg"),
+        (CTIME_SKIP, "ctime_xchg_skip"),
+    ];
+
+    /// Kernel-object tiers: fentry programs on kernel functions other than the `security_*`
+    /// ones: (program, function, optional). Every release of a descriptor, io_uring closes
+    /// and process exit included; `close(2)` calls `filp_flush` directly where it exists
+    /// (6.8+); changes of times.
+    pub const FUNCTION_HOOKS: [(&str, &str, bool); 3] = [
+        (CLOSE_FILE, "filp_close", false),
+        (FLUSH_FILE, "filp_flush", true),
+        (SET_TIMES, "notify_change", false),
+    ];
+
+    /// The syscall and write/close tracepoint programs (attached to many tracepoints each).
+    pub const SYSCALL_PROGRAMS: [&str; 10] = [
+        SAVE_ARGS,
+        EXIT_PATH,
+        EXIT_FD,
+        EXIT_TWO_PATHS,
+        EXIT_OPEN,
+        ENTER_WRITE,
+        ENTER_WRITE_ARG2,
+        EXIT_WRITE,
+        ENTER_CLOSE,
+        ENTER_DUP,
+    ];
 
     /// Kernel-object tiers: one pre-operation hook. `lsm` is the BPF LSM program's name and
     /// hook; `fentry` the fentry program's name and the `security_*` function it attaches to

@@ -10,6 +10,10 @@
 //! outcome says it succeeded. Writes and closes through syscalls keep the tracepoint tier's
 //! programs (they count bytes at the syscall's exit); a write that reaches a followed file
 //! without a write syscall (io_uring) is reported at `file_permission`.
+//!
+//! Where each program attaches is named once, in `fim_common::programs` (`PRE_HOOKS`,
+//! `OUTCOMES`, `FUNCTION_HOOKS`); the attributes here give only the program type, and
+//! userspace names the hook or function when it loads the program.
 
 use core::ffi::c_void;
 
@@ -135,10 +139,10 @@ fn on_path(ctx: *mut c_void, kind: EventKind) -> Option<(*mut EventBuf, Written)
 }
 
 macro_rules! pre_hook {
-    ($lsm:ident, $fentry:ident, $hook:literal, $function:literal, |$ctx:ident| $body:expr) => {
+    ($lsm:ident, $fentry:ident, |$ctx:ident| $body:expr) => {
         // inline(always) reaches the body the macro wraps: each program stays one function,
         // with no BPF-to-BPF call passing the context.
-        #[lsm(hook = $hook)]
+        #[lsm]
         #[inline(always)]
         pub fn $lsm(ctx: LsmContext) -> i32 {
             let $ctx = ctx.as_ptr();
@@ -146,7 +150,7 @@ macro_rules! pre_hook {
             0
         }
 
-        #[fentry(function = $function)]
+        #[fentry]
         #[inline(always)]
         pub fn $fentry(ctx: FEntryContext) -> u32 {
             let $ctx = ctx.as_ptr();
@@ -156,34 +160,27 @@ macro_rules! pre_hook {
     };
 }
 
-pre_hook!(
-    fim_lsm_path_unlink,
-    fim_fentry_path_unlink,
-    "path_unlink",
-    "security_path_unlink",
-    |ctx| on_child(ctx, EventKind::Unlink, Outcome::Unlink, None)
-);
-pre_hook!(
-    fim_lsm_path_rmdir,
-    fim_fentry_path_rmdir,
-    "path_rmdir",
-    "security_path_rmdir",
-    |ctx| on_child(ctx, EventKind::Rmdir, Outcome::Rmdir, None)
-);
-pre_hook!(
-    fim_lsm_path_mkdir,
-    fim_fentry_path_mkdir,
-    "path_mkdir",
-    "security_path_mkdir",
-    |ctx| on_child(ctx, EventKind::Mkdir, Outcome::Mkdir, Some(2))
-);
-pre_hook!(
-    fim_lsm_path_mknod,
-    fim_fentry_path_mknod,
-    "path_mknod",
-    "security_path_mknod",
-    |ctx| path_mknod(ctx)
-);
+pre_hook!(fim_lsm_path_unlink, fim_fentry_path_unlink, |ctx| on_child(
+    ctx,
+    EventKind::Unlink,
+    Outcome::Unlink,
+    None
+));
+pre_hook!(fim_lsm_path_rmdir, fim_fentry_path_rmdir, |ctx| on_child(
+    ctx,
+    EventKind::Rmdir,
+    Outcome::Rmdir,
+    None
+));
+pre_hook!(fim_lsm_path_mkdir, fim_fentry_path_mkdir, |ctx| on_child(
+    ctx,
+    EventKind::Mkdir,
+    Outcome::Mkdir,
+    Some(2)
+));
+pre_hook!(fim_lsm_path_mknod, fim_fentry_path_mknod, |ctx| path_mknod(
+    ctx
+));
 
 /// mknod: a regular file goes through `vfs_create`, anything else through `vfs_mknod`. An
 /// `O_CREAT` open also passes here; it never reaches `vfs_create`, and its `file_open`
@@ -199,13 +196,9 @@ fn path_mknod(ctx: *mut c_void) -> Option<()> {
     on_child(ctx, EventKind::Mknod, outcome, Some(2))
 }
 
-pre_hook!(
-    fim_lsm_path_symlink,
-    fim_fentry_path_symlink,
-    "path_symlink",
-    "security_path_symlink",
-    |ctx| path_symlink(ctx)
-);
+pre_hook!(fim_lsm_path_symlink, fim_fentry_path_symlink, |ctx| {
+    path_symlink(ctx)
+});
 
 /// symlink: `path` is the target text, verbatim; `path2` the new name.
 #[inline(always)]
@@ -232,18 +225,18 @@ fn path_symlink(ctx: *mut c_void) -> Option<()> {
     Some(())
 }
 
-pre_hook!(
-    fim_lsm_path_link,
-    fim_fentry_path_link,
-    "path_link",
-    "security_path_link",
-    |ctx| two_names(ctx, EventKind::Link, Outcome::Link, 1, 0, 1, 2)
-);
+pre_hook!(fim_lsm_path_link, fim_fentry_path_link, |ctx| two_names(
+    ctx,
+    EventKind::Link,
+    Outcome::Link,
+    1,
+    0,
+    1,
+    2
+));
 pre_hook!(
     fim_lsm_path_rename,
     fim_fentry_path_rename,
-    "path_rename",
-    "security_path_rename",
     |ctx| two_names(ctx, EventKind::Rename, Outcome::Rename, 0, 1, 2, 3)
 );
 
@@ -317,13 +310,9 @@ fn watch_object(dentry: u64) {
     }
 }
 
-pre_hook!(
-    fim_lsm_path_chmod,
-    fim_fentry_path_chmod,
-    "path_chmod",
-    "security_path_chmod",
-    |ctx| path_chmod(ctx)
-);
+pre_hook!(fim_lsm_path_chmod, fim_fentry_path_chmod, |ctx| path_chmod(
+    ctx
+));
 
 #[inline(always)]
 fn path_chmod(ctx: *mut c_void) -> Option<()> {
@@ -333,13 +322,9 @@ fn path_chmod(ctx: *mut c_void) -> Option<()> {
     Some(())
 }
 
-pre_hook!(
-    fim_lsm_path_chown,
-    fim_fentry_path_chown,
-    "path_chown",
-    "security_path_chown",
-    |ctx| path_chown(ctx)
-);
+pre_hook!(fim_lsm_path_chown, fim_fentry_path_chown, |ctx| path_chown(
+    ctx
+));
 
 /// chown: `kuid_t`/`kgid_t` are passed by value; -1 (unchanged) stays `u32::MAX`. The path
 /// names the object changed, so a symlink here was not followed (`lchown`).
@@ -356,20 +341,12 @@ fn path_chown(ctx: *mut c_void) -> Option<()> {
     Some(())
 }
 
-pre_hook!(
-    fim_lsm_path_truncate,
-    fim_fentry_path_truncate,
-    "path_truncate",
-    "security_path_truncate",
-    |ctx| truncate(path_arg(ctx, 0))
-);
-pre_hook!(
-    fim_lsm_file_truncate,
-    fim_fentry_file_truncate,
-    "file_truncate",
-    "security_file_truncate",
-    |ctx| truncate(file_kpath(arg(ctx, 0)))
-);
+pre_hook!(fim_lsm_path_truncate, fim_fentry_path_truncate, |ctx| {
+    truncate(path_arg(ctx, 0))
+});
+pre_hook!(fim_lsm_file_truncate, fim_fentry_file_truncate, |ctx| {
+    truncate(file_kpath(arg(ctx, 0)))
+});
 
 /// truncate, ftruncate: the new length comes with the outcome (`notify_change`'s iattr).
 /// The truncate an `O_TRUNC` open performs is part of that open's event.
@@ -389,13 +366,9 @@ fn truncate(path: Option<KPath>) -> Option<()> {
     Some(())
 }
 
-pre_hook!(
-    fim_lsm_file_open,
-    fim_fentry_file_open,
-    "file_open",
-    "security_file_open",
-    |ctx| file_open(ctx)
-);
+pre_hook!(fim_lsm_file_open, fim_fentry_file_open, |ctx| file_open(
+    ctx
+));
 
 /// An open that writes, creates or truncates.
 #[inline(always)]
@@ -429,13 +402,9 @@ fn file_open(ctx: *mut c_void) -> Option<()> {
     Some(())
 }
 
-pre_hook!(
-    fim_lsm_file_permission,
-    fim_fentry_file_permission,
-    "file_permission",
-    "security_file_permission",
-    |ctx| file_permission(ctx)
-);
+pre_hook!(fim_lsm_file_permission, fim_fentry_file_permission, |ctx| {
+    file_permission(ctx)
+});
 
 /// A write about to reach a followed file. Write syscalls are reported at their exit with
 /// the bytes written (tracepoint programs); this reports the first write that comes any
@@ -472,32 +441,22 @@ fn file_permission(ctx: *mut c_void) -> Option<()> {
     Some(())
 }
 
-pre_hook!(
-    fim_lsm_inode_setxattr,
-    fim_fentry_inode_setxattr,
-    "inode_setxattr",
-    "security_inode_setxattr",
-    |ctx| xattr(ctx, EventKind::SetXattr, Outcome::SetXattr, Some(5))
-);
+pre_hook!(fim_lsm_inode_setxattr, fim_fentry_inode_setxattr, |ctx| {
+    xattr(ctx, EventKind::SetXattr, Outcome::SetXattr, Some(5))
+});
 pre_hook!(
     fim_lsm_inode_removexattr,
     fim_fentry_inode_removexattr,
-    "inode_removexattr",
-    "security_inode_removexattr",
     |ctx| xattr(ctx, EventKind::RemoveXattr, Outcome::RemoveXattr, None)
 );
 pre_hook!(
     fim_lsm_inode_set_acl,
     fim_fentry_inode_set_acl,
-    "inode_set_acl",
-    "security_inode_set_acl",
     |ctx| xattr(ctx, EventKind::SetXattr, Outcome::SetAcl, None)
 );
 pre_hook!(
     fim_lsm_inode_remove_acl,
     fim_fentry_inode_remove_acl,
-    "inode_remove_acl",
-    "security_inode_remove_acl",
     |ctx| xattr(ctx, EventKind::RemoveXattr, Outcome::RemoveAcl, None)
 );
 
@@ -558,8 +517,8 @@ fn outcome(
 }
 
 macro_rules! outcome_of {
-    ($name:ident, $function:literal, $which:expr) => {
-        #[fexit(function = $function)]
+    ($name:ident, $which:expr) => {
+        #[fexit]
         #[inline(always)]
         pub fn $name(ctx: FExitContext) -> u32 {
             let _ = outcome(ctx.as_ptr(), $which, |_, _| 0);
@@ -568,30 +527,22 @@ macro_rules! outcome_of {
     };
 }
 
-outcome_of!(fim_fexit_vfs_unlink, "vfs_unlink", Outcome::Unlink);
-outcome_of!(fim_fexit_vfs_rmdir, "vfs_rmdir", Outcome::Rmdir);
-outcome_of!(fim_fexit_vfs_mkdir, "vfs_mkdir", Outcome::Mkdir);
-outcome_of!(fim_fexit_vfs_mknod, "vfs_mknod", Outcome::Mknod);
-outcome_of!(fim_fexit_vfs_create, "vfs_create", Outcome::Create);
-outcome_of!(fim_fexit_vfs_symlink, "vfs_symlink", Outcome::Symlink);
-outcome_of!(fim_fexit_vfs_link, "vfs_link", Outcome::Link);
-outcome_of!(fim_fexit_vfs_rename, "vfs_rename", Outcome::Rename);
-outcome_of!(fim_fexit_vfs_setxattr, "vfs_setxattr", Outcome::SetXattr);
-outcome_of!(
-    fim_fexit_vfs_removexattr,
-    "vfs_removexattr",
-    Outcome::RemoveXattr
-);
-outcome_of!(fim_fexit_vfs_set_acl, "vfs_set_acl", Outcome::SetAcl);
-outcome_of!(
-    fim_fexit_vfs_remove_acl,
-    "vfs_remove_acl",
-    Outcome::RemoveAcl
-);
+outcome_of!(fim_fexit_vfs_unlink, Outcome::Unlink);
+outcome_of!(fim_fexit_vfs_rmdir, Outcome::Rmdir);
+outcome_of!(fim_fexit_vfs_mkdir, Outcome::Mkdir);
+outcome_of!(fim_fexit_vfs_mknod, Outcome::Mknod);
+outcome_of!(fim_fexit_vfs_create, Outcome::Create);
+outcome_of!(fim_fexit_vfs_symlink, Outcome::Symlink);
+outcome_of!(fim_fexit_vfs_link, Outcome::Link);
+outcome_of!(fim_fexit_vfs_rename, Outcome::Rename);
+outcome_of!(fim_fexit_vfs_setxattr, Outcome::SetXattr);
+outcome_of!(fim_fexit_vfs_removexattr, Outcome::RemoveXattr);
+outcome_of!(fim_fexit_vfs_set_acl, Outcome::SetAcl);
+outcome_of!(fim_fexit_vfs_remove_acl, Outcome::RemoveAcl);
 
 /// chmod, chown, truncate: `notify_change(idmap, dentry, iattr, ...)`; the new length of a
 /// truncate is the iattr's `ia_size`.
-#[fexit(function = "notify_change")]
+#[fexit]
 #[inline(always)]
 pub fn fim_fexit_notify_change(ctx: FExitContext) -> u32 {
     let _ = outcome(ctx.as_ptr(), Outcome::NotifyChange, |ctx, _| {
@@ -604,7 +555,7 @@ pub fn fim_fexit_notify_change(ctx: FExitContext) -> u32 {
 /// `futimens`, `utimes`): no LSM hook covers it, so it is announced here, before the
 /// change, like the other hooks; the `notify_change` fexit sends its outcome. Changes of
 /// mode, owner or size are announced by their own hooks.
-#[fentry(function = "notify_change")]
+#[fentry]
 #[inline(always)]
 pub fn fim_fentry_notify_change(ctx: FEntryContext) -> u32 {
     let _ = set_times(ctx.as_ptr());
@@ -636,7 +587,7 @@ fn set_times(ctx: *mut c_void) -> Option<()> {
 /// `filp_close(file, owner)`: every release of a descriptor, whether by `close`, `dup2`,
 /// an io_uring close or the exit of the process; the last one of a followed file reports
 /// close-after-write.
-#[fentry(function = "filp_close")]
+#[fentry]
 #[inline(always)]
 pub fn fim_fentry_filp_close(ctx: FEntryContext) -> u32 {
     let _ = crate::programs::release_file(arg(ctx.as_ptr(), 0), 0);
@@ -646,7 +597,7 @@ pub fn fim_fentry_filp_close(ctx: FEntryContext) -> u32 {
 /// `filp_flush(file, owner)` (6.8+): `close(2)` calls it directly instead of `filp_close`.
 /// Where `filp_close` calls it too, the first of the two to see the last reference reports
 /// and forgets the file, so a close is reported once.
-#[fentry(function = "filp_flush")]
+#[fentry]
 #[inline(always)]
 pub fn fim_fentry_filp_flush(ctx: FEntryContext) -> u32 {
     let _ = crate::programs::release_file(arg(ctx.as_ptr(), 0), 0);
@@ -655,7 +606,7 @@ pub fn fim_fentry_filp_flush(ctx: FEntryContext) -> u32 {
 
 /// `vfs_open(path, file)`: a successful open for write starts following the file's writes;
 /// an `O_TRUNC` open of an existing file notes the truncate it is about to do.
-#[fexit(function = "vfs_open")]
+#[fexit]
 #[inline(always)]
 pub fn fim_fexit_vfs_open(ctx: FExitContext) -> u32 {
     let _ = outcome(ctx.as_ptr(), Outcome::Open, |ctx, intent| {

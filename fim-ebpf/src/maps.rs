@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use fim_common::{
-    DROP_REASONS, DropReason, EventBuf, MAX_SYSCALL_NR, MAX_WATCHED_OBJECTS, ObjectKey, PATH_MAX,
-    Pending, ROOT_KEY_LEN, SyscallSpec, WatchRoot, WatchedObject, WriterState,
+    DROP_REASONS, DropReason, EventBuf, MAX_SYSCALL_NR, MAX_WATCH_ROOTS, MAX_WATCHED_OBJECTS,
+    ObjectKey, PATH_MAX, Pending, ROOT_KEY_LEN, SyscallSpec, WatchRoot, WatchedObject, WriterState,
 };
 
 /// Event records for userspace.
@@ -19,7 +19,8 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS,
 
 /// Watched roots as path prefixes.
 #[map]
-pub static WATCH_ROOTS: LpmTrie<[u8; ROOT_KEY_LEN], WatchRoot> = LpmTrie::with_max_entries(4096, 0);
+pub static WATCH_ROOTS: LpmTrie<[u8; ROOT_KEY_LEN], WatchRoot> =
+    LpmTrie::with_max_entries(MAX_WATCH_ROOTS, 0);
 
 /// Watched objects by identity (device and inode): the watched roots, and watched files
 /// with other hard links. Filled by userspace at load; the kernel-object tiers add a file

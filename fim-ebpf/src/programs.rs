@@ -257,14 +257,14 @@ fn exit_path(ctx: &TracePointContext) -> Option<()> {
 /// object the kernel resolved, whatever the string said (`dir-symlink/..`, a bind mount,
 /// another hard link). Found watched by identity, the operation is announced under that
 /// name, with the caller's string as the name used; the call's exit sends the outcome.
-#[btf_tracepoint(function = "ctime_ns_xchg")]
+#[btf_tracepoint]
 pub fn fim_tp_ctime_ns_xchg(ctx: BtfTracePointContext) -> u32 {
     let _ = ctime_changed(ctx.arg::<u64>(0));
     0
 }
 
 /// Same, when the ctime already had a fresh enough value (`timestamp:ctime_xchg_skip`).
-#[btf_tracepoint(function = "ctime_xchg_skip")]
+#[btf_tracepoint]
 pub fn fim_tp_ctime_xchg_skip(ctx: BtfTracePointContext) -> u32 {
     let _ = ctime_changed(ctx.arg::<u64>(0));
     0
@@ -570,10 +570,10 @@ pub fn fim_proc_fork(ctx: TracePointContext) -> u32 {
     const CLONE_THREAD: u64 = 0x0001_0000;
     let (at_pid, at_flags) = (tp_field!(newtask_pid), tp_field!(newtask_flags));
     // SAFETY: the offsets come from the tracepoint's own format description.
-    let child = unsafe { ctx.read_at::<i32>(at_pid) }.unwrap_or(0).max(0) as u64;
+    let child = unsafe { ctx.read_at::<i32>(at_pid) }.unwrap_or(0).max(0) as u32;
     let flags = unsafe { ctx.read_at::<u64>(at_flags) }.unwrap_or(0);
-    let thread = u64::from(flags & CLONE_THREAD != 0);
-    let _ = proc_record(EventKind::ProcFork, child | (thread << 32));
+    let size = fim_common::proc_fork::pack(child, flags & CLONE_THREAD != 0);
+    let _ = proc_record(EventKind::ProcFork, size);
     0
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Pure: takes bytes and a clock offset, returns an event or a typed error.
 
-use fim_common::{EventHeader, EventKind, HEADER_LEN, flags};
+use fim_common::{EventHeader, EventKind, HEADER_LEN, flags, proc_fork};
 
 use fim_core::{
     event::{Action, FileEvent, InodeRef, PathSource, Process, ReportedPath},
@@ -156,8 +156,8 @@ pub fn decode_record(
         let change = match EventKind::from_u8(h.kind) {
             Some(EventKind::ProcExec) => Some(ProcChange::Exec),
             Some(EventKind::ProcFork) => Some(ProcChange::Fork {
-                child: h.size as u32,
-                thread: h.size >> 32 & 1 == 1,
+                child: proc_fork::child(h.size),
+                thread: proc_fork::is_thread(h.size),
             }),
             Some(EventKind::ProcExit) => Some(ProcChange::Exit),
             Some(EventKind::ProcRename) => {
@@ -334,8 +334,8 @@ pub fn decode(
     let inode = (f & flags::HAS_INODE != 0).then_some(InodeRef {
         ino: h.ino,
         // Kernel-internal dev_t: 12-bit major, 20-bit minor.
-        major: h.dev >> 20,
-        minor: h.dev & 0xf_ffff,
+        major: fim_common::dev::major(h.dev),
+        minor: fim_common::dev::minor(h.dev),
         mode: h.imode,
     });
     Ok(FileEvent {

@@ -8,6 +8,7 @@
 
 pub mod btf;
 pub mod identities;
+pub mod object;
 pub mod outcomes;
 pub mod syscalls;
 
@@ -85,9 +86,6 @@ impl Tier {
     }
 }
 
-/// The eBPF object built by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fim-ebpf"));
-
 /// After a drain that found records, wait this long before the next drain instead of
 /// waiting for a wakeup: records arriving meanwhile do not wake us (see
 /// `fim-ebpf/src/emit.rs`), so a high rate is read in batches, one wakeup per pause rather
@@ -157,6 +155,16 @@ pub enum EbpfError {
     /// The kernel's function for a hook is missing.
     #[error("this kernel has no function `{0}` to attach to")]
     NoFunction(String),
+    /// More watched roots (counted once per spelling) than the kernel's table holds.
+    #[error(
+        "{count} watched root spellings do not fit the kernel's table of {max}; watch fewer paths"
+    )]
+    TooManyRoots {
+        /// How many the watch set has.
+        count: usize,
+        /// The table's capacity.
+        max: u32,
+    },
     /// Loading the kernel's BTF for attaching.
     #[error("reading kernel BTF for attaching: {0}")]
     AttachBtf(#[from] aya::BtfError),
@@ -221,9 +229,9 @@ pub fn tracepoint_field_offset(format: &str, field: &str) -> Option<u32> {
     })
 }
 
-/// The kernel's encoding of a device number (`s_dev`): 12-bit major, 20-bit minor.
+/// The kernel's encoding of a `st_dev` device number.
 fn kernel_dev(dev: u64) -> u32 {
-    libc::major(dev) << 20 | libc::minor(dev)
+    fim_common::dev::encode(libc::major(dev), libc::minor(dev))
 }
 
 /// Fills `WATCHED_OBJECTS` with the watched roots as they are on disk and the watched files
@@ -286,24 +294,15 @@ fn fill_watched_objects(ebpf: &mut Ebpf, watch: &WatchSet) -> Result<Identities,
     Ok(ids)
 }
 
-/// The process table's programs and where they attach: (program, category, tracepoint).
-const PROCESS_TRACEPOINTS: [(&str, &str, &str); 5] = [
-    (programs::PROC_EXEC, "sched", "sched_process_exec"),
-    (programs::PROC_FORK, "task", "task_newtask"),
-    (programs::PROC_EXIT, "sched", "sched_process_exit"),
-    (programs::PROC_RENAME, "task", "task_rename"),
-    (programs::PROC_CGROUP, "cgroup", "cgroup_attach_task"),
-];
-
 /// Loads and attaches the process table's programs.
 fn attach_process_programs(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
-    for (name, category, tracepoint) in PROCESS_TRACEPOINTS {
+    for (name, category, tracepoint) in programs::PROCESS_TRACEPOINTS {
         load_program(ebpf, name)?;
         attach_in(ebpf, name, category, tracepoint)?;
     }
     info!(
         "eBPF process table attached to {}",
-        PROCESS_TRACEPOINTS.map(|(_, _, t)| t).join(", ")
+        programs::PROCESS_TRACEPOINTS.map(|(_, _, t)| t).join(", ")
     );
     Ok(())
 }
@@ -507,10 +506,7 @@ fn attach_syscall_tier(ebpf: &mut Ebpf, kernel: &KernelBtf) -> Result<(), EbpfEr
 fn attach_ctime_updates(ebpf: &mut Ebpf, kernel: &KernelBtf) -> Result<(), EbpfError> {
     use aya::programs::BtfTracePoint;
     let mut attached = Vec::new();
-    for (name, tracepoint) in [
-        (programs::CTIME_UPDATE, "ctime_ns_xchg"),
-        (programs::CTIME_SKIP, "ctime_xchg_skip"),
-    ] {
+    for (name, tracepoint) in programs::CTIME_HOOKS {
         if !tracepoint_exists_in("timestamp", tracepoint) {
             continue;
         }
@@ -621,13 +617,9 @@ fn attach_kernel_object_tier(
     }
     // Every release of a descriptor, including io_uring closes and process exit; close(2)
     // calls filp_flush directly where it exists (6.8+).
-    for (name, function) in [
-        (programs::CLOSE_FILE, "filp_close"),
-        (programs::FLUSH_FILE, "filp_flush"),
-        (programs::SET_TIMES, "notify_change"),
-    ] {
+    for (name, function, optional) in programs::FUNCTION_HOOKS {
         if kbtf.function_returns_pointer(function).is_none() {
-            if function != "filp_flush" {
+            if !optional {
                 return Err(EbpfError::NoFunction(function.into()));
             }
             skipped.push(function);
@@ -705,7 +697,7 @@ impl EbpfSensor {
             .override_global(globals::SELF_TGID, &self_tgid, true)
             .override_global(globals::TRACEPOINT_FIELDS, &fields, true)
             .override_global(globals::OUTCOME_RETURNS_PTR, &returns_ptr, true)
-            .load(OBJECT)?;
+            .load(object::OBJECT)?;
         {
             let map = ebpf.map_mut(maps::WATCH_ROOTS).ok_or(EbpfError::Map {
                 name: maps::WATCH_ROOTS,
@@ -718,7 +710,14 @@ impl EbpfSensor {
                     name: maps::WATCH_ROOTS,
                     source,
                 })?;
-            for (prefix, root) in watch.kernel_roots() {
+            let roots = watch.kernel_roots();
+            if roots.len() > fim_common::MAX_WATCH_ROOTS as usize {
+                return Err(EbpfError::TooManyRoots {
+                    count: roots.len(),
+                    max: fim_common::MAX_WATCH_ROOTS,
+                });
+            }
+            for (prefix, root) in roots {
                 let mut data = [0u8; ROOT_KEY_LEN];
                 data[..prefix.len()].copy_from_slice(&prefix);
                 let key = Key::new((prefix.len() * 8) as u32, data);
@@ -973,7 +972,7 @@ impl EbpfSensor {
         let Some(inode) = ev.inode else {
             return;
         };
-        let key = (inode.major << 20 | inode.minor, inode.ino);
+        let key = (fim_common::dev::encode(inode.major, inode.minor), inode.ino);
         match (ev.action, &ev.source) {
             (Action::Link, Some(existing)) => {
                 self.identities.learn(key, existing.bytes.clone());
