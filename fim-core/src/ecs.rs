@@ -13,7 +13,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     attrs::{Content, Snapshot, hex},
-    event::{Action, FileEvent, PathSource, ReportedPath},
+    event::{Action, FileEvent, PathSource, ReportedPath, Stamp, Stamped},
     paths::render_bytes,
 };
 
@@ -236,9 +236,10 @@ struct EventObject {
     module: &'static str,
     dataset: &'static str,
     sequence: u64,
+    id: uuid::fmt::Hyphenated,
 }
 
-fn event_object(ev: &FileEvent, sequence: u64) -> EventObject {
+fn event_object(ev: &FileEvent, stamp: &Stamp) -> EventObject {
     EventObject {
         kind: "event",
         category: ["file"],
@@ -246,7 +247,8 @@ fn event_object(ev: &FileEvent, sequence: u64) -> EventObject {
         action: ev.action.as_str(),
         module: "fim",
         dataset: "fim.file",
-        sequence,
+        sequence: stamp.sequence,
+        id: stamp.id.hyphenated(),
     }
 }
 
@@ -267,29 +269,26 @@ struct FileDoc<'a> {
 }
 
 /// Writes the ECS document for one event as one line of JSON (without the newline).
-/// `sequence` numbers events in output order.
-pub fn write_ecs(
-    out: impl std::io::Write,
-    ev: &FileEvent,
-    sequence: u64,
-) -> serde_json::Result<()> {
-    match &ev.gap {
-        Some(gap) => serde_json::to_writer(out, &gap_doc(ev, gap, sequence)),
-        None => serde_json::to_writer(out, &file_doc(ev, sequence)),
+pub fn write_ecs(out: impl std::io::Write, ev: &Stamped) -> serde_json::Result<()> {
+    let Stamped { stamp, event } = ev;
+    match &event.gap {
+        Some(gap) => serde_json::to_writer(out, &gap_doc(event, gap, stamp)),
+        None => serde_json::to_writer(out, &file_doc(event, stamp)),
     }
 }
 
 /// The ECS document for one event, as a JSON value (the tests compare it with what
-/// [`write_ecs`] writes). `sequence` numbers events in output order.
+/// [`write_ecs`] writes).
 #[cfg(test)]
-pub fn to_ecs(ev: &FileEvent, sequence: u64) -> Value {
-    match &ev.gap {
-        Some(gap) => gap_doc(ev, gap, sequence),
-        None => serde_json::to_value(file_doc(ev, sequence)).unwrap_or(Value::Null),
+pub fn to_ecs(ev: &Stamped) -> Value {
+    let Stamped { stamp, event } = ev;
+    match &event.gap {
+        Some(gap) => gap_doc(event, gap, stamp),
+        None => serde_json::to_value(file_doc(event, stamp)).unwrap_or(Value::Null),
     }
 }
 
-fn file_doc(ev: &FileEvent, sequence: u64) -> FileDoc<'_> {
+fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp) -> FileDoc<'a> {
     let slash = ev.path.bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
     let mut file = FileObject {
         path: render_bytes(&ev.path.bytes),
@@ -414,7 +413,7 @@ fn file_doc(ev: &FileEvent, sequence: u64) -> FileDoc<'_> {
     let known = ev.process.as_ref().filter(|p| !p.exited);
     FileDoc {
         timestamp: time_ns(ev.time_unix_ns),
-        event: event_object(ev, sequence),
+        event: event_object(ev, stamp),
         file,
         fim,
         process,
@@ -425,7 +424,7 @@ fn file_doc(ev: &FileEvent, sequence: u64) -> FileDoc<'_> {
 
 /// A gap: operations lost before they were reported, when, where, and why. No `file`: it
 /// is about the watched roots, which the repair rescan that follows goes through.
-fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, sequence: u64) -> Value {
+fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, stamp: &Stamp) -> Value {
     let count = if gap.unknown_more {
         format!("at least {}", gap.operations)
     } else {
@@ -438,7 +437,7 @@ fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, sequence: u64) -> Value {
         .collect();
     json!({
         "@timestamp": time_ns(ev.time_unix_ns),
-        "event": event_object(ev, sequence),
+        "event": event_object(ev, stamp),
         "message": format!(
             "{count} file operations were lost before they were reported; the watched paths are rescanned to report what they changed"
         ),
@@ -580,11 +579,17 @@ mod tests {
             exited: false,
         };
         ev.process = Some(p.clone());
+        let id = uuid::Uuid::from_u128(0x0192_7e1a_b2c3_7d4e_8f90_1234_5678_9abc);
+        let stamped = |event: &FileEvent, sequence| Stamped {
+            stamp: Stamp { sequence, id },
+            event: event.clone(),
+        };
         let mut text = Vec::new();
-        write_ecs(&mut text, &ev, 3).expect("written");
+        write_ecs(&mut text, &stamped(&ev, 3)).expect("written");
         let v: Value = serde_json::from_slice(&text).expect("JSON");
         assert_eq!(v["event"]["action"], "rename");
         assert_eq!(v["event"]["sequence"], 3);
+        assert_eq!(v["event"]["id"], "01927e1a-b2c3-7d4e-8f90-123456789abc");
         assert_eq!(v["file"]["path"], "/etc/b\\xe9");
         assert_eq!(v["file"]["name"], "b\\xe9");
         assert_eq!(v["file"]["directory"], "/etc");
@@ -597,11 +602,11 @@ mod tests {
         assert_eq!(v["user"]["effective"]["id"], "0");
         assert_eq!(v["fim"]["cgroup_id"], 7);
         assert!(v["fim"].get("merged").is_none() && v["fim"].get("requested").is_none());
-        assert_eq!(v, to_ecs(&ev, 3));
+        assert_eq!(v, to_ecs(&stamped(&ev, 3)));
         // Gone before it could be looked up: only the ids, and saying so.
         p.exited = true;
         ev.process = Some(p);
-        let v = to_ecs(&ev, 4);
+        let v = to_ecs(&stamped(&ev, 4));
         assert_eq!(v["process"], json!({ "pid": 10, "thread": { "id": 11 } }));
         assert_eq!(v["fim"]["process_exited"], true);
         assert!(v.get("user").is_none());

@@ -172,6 +172,56 @@ pub struct InodeRef {
     pub mode: u32,
 }
 
+/// An event's place in the output, given once, upstream of every sink, so that every sink
+/// names an event alike: its number in output order (`event.sequence`, from 1 in each run)
+/// and an identifier unique across runs and hosts (`event.id`, a UUIDv7: time-ordered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// The event's number in output order.
+    pub sequence: u64,
+    /// The event's identifier.
+    pub id: uuid::Uuid,
+}
+
+/// An event as the sinks receive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamped {
+    /// Its place in the output.
+    pub stamp: Stamp,
+    /// The event.
+    pub event: FileEvent,
+}
+
+/// Gives events their [`Stamp`], in output order.
+#[derive(Debug, Default)]
+pub struct Stamper {
+    last: u64,
+}
+
+impl Stamper {
+    /// The next stamp.
+    pub fn next_stamp(&mut self) -> Stamp {
+        self.last += 1;
+        Stamp {
+            sequence: self.last,
+            id: uuid::Uuid::now_v7(),
+        }
+    }
+
+    /// `event` with the next stamp.
+    pub fn stamp(&mut self, event: FileEvent) -> Stamped {
+        Stamped {
+            stamp: self.next_stamp(),
+            event,
+        }
+    }
+
+    /// How many stamps were given.
+    pub fn given(&self) -> u64 {
+        self.last
+    }
+}
+
 /// One change to the watched file system.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEvent {
@@ -415,6 +465,18 @@ impl Integrity {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stamps_number_events_from_one_with_ids_unique_and_in_time_order() {
+        let mut stamper = super::Stamper::default();
+        let stamps: Vec<super::Stamp> = (0..1000).map(|_| stamper.next_stamp()).collect();
+        assert_eq!(stamper.given(), 1000);
+        for (i, pair) in stamps.windows(2).enumerate() {
+            assert_eq!(pair[0].sequence, i as u64 + 1);
+            assert!(pair[0].id < pair[1].id, "UUIDv7s of one run increase");
+        }
+        assert_eq!(stamps[0].id.get_version_num(), 7);
+    }
+
     use super::Losses;
 
     #[test]

@@ -1,10 +1,12 @@
-//! `fim run`: one sensor, the watch-set check, the integrity engine, one sink, and shutdown
-//! by construction.
+//! `fim run`: a pipeline built from its description ([`Pipeline`]): a source, the watch-set
+//! check, the integrity engine, the fan-out and its sinks, and shutdown by construction.
 //!
-//! sensor task -> filter task -> integrity engine (own thread) -> sink (own thread), over
-//! bounded channels. One [`CancellationToken`] stops the sensor; the sensor drains and closes
-//! its channel, which ends the filter, then the engine (after settling open bursts and
-//! committing the baseline), then the sink, so every event read from the kernel is written.
+//! source task -> filter task -> integrity engine (own thread) -> fan-out (own thread) ->
+//! each sink (own thread, own bounded queue), over bounded channels. One
+//! [`CancellationToken`] stops the source; it drains and closes its channel, which ends the
+//! filter, then the engine (after settling open bursts and committing the baseline), then
+//! the fan-out, then each sink after what it holds, so every event read from the kernel is
+//! delivered.
 
 use std::sync::{Arc, atomic::Ordering};
 
@@ -16,9 +18,19 @@ use fim_core::watch::WatchSet;
 
 use crate::{
     integrity::engine::{Engine, EngineConfig, EngineError, EngineStats},
-    sensors::{Sensor, SensorError, SensorKind},
-    sinks,
+    sensors::SensorError,
+    sinks::{SinkError, SinkSpec, fanout},
+    sources::SourceSpec,
 };
+
+/// What `fim run` runs: where events come from and where they go.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// The source.
+    pub source: SourceSpec,
+    /// The sinks; every event goes to each.
+    pub sinks: Vec<SinkSpec>,
+}
 
 /// Events buffered between stages.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -26,8 +38,8 @@ const CHANNEL_CAPACITY: usize = 4096;
 const FILTER_BATCH: usize = 256;
 /// Batches buffered between the filter and the engine.
 const ENGINE_BATCHES: usize = 16;
-/// Batches buffered between the engine and the sink (the engine sends what one turn of its
-/// loop reported, up to a few hundred events, as one batch).
+/// Batches buffered between the engine and the fan-out, and in each sink's queue (the engine
+/// sends what one turn of its loop reported, up to a few hundred events, as one batch).
 const SINK_BATCHES: usize = 64;
 
 /// Why the daemon stopped with an error.
@@ -39,9 +51,9 @@ pub enum DaemonError {
     /// The integrity engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// Writing output failed.
-    #[error("writing events to stdout: {0}")]
-    Sink(std::io::Error),
+    /// A sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
     /// A task panicked.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -71,22 +83,22 @@ fn canonical_spelling(watch: &WatchSet, ev: &mut fim_core::event::FileEvent) {
 /// Runs until `shutdown` is cancelled. Prints "ready" to the log once the sensor is attached.
 pub async fn run(
     watch: WatchSet,
-    kind: SensorKind,
+    pipeline: Pipeline,
     integrity: EngineConfig,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let watch = Arc::new(watch);
     let stats = Arc::new(EngineStats::default());
-    let (sink_tx, sink_rx) = mpsc::channel(SINK_BATCHES);
+    let (fanout_tx, fanout_rx) = mpsc::channel(SINK_BATCHES);
     let state_dir = integrity.state_dir.clone();
-    let engine = Engine::start(integrity, watch.clone(), sink_tx, stats.clone())?;
-    let sensor = Sensor::start(kind, &watch, &state_dir)?;
-    let losses = sensor.losses();
-    let final_losses = sensor.losses();
-    let (sensor_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let engine = Engine::start(integrity, watch.clone(), fanout_tx, stats.clone())?;
+    let source = pipeline.source.build(&watch, &state_dir)?;
+    let losses = source.losses();
+    let final_losses = losses.clone();
+    let (source_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (engine_tx, engine_rx) = flume::bounded(ENGINE_BATCHES);
     let tracker = TaskTracker::new();
-    let sensor_task = tracker.spawn(sensor.run(sensor_tx, shutdown.clone()));
+    let sensor_task = tracker.spawn(source.run(source_tx, shutdown.clone()));
     let watched_paths = watch.len();
     let filter_watch = watch.clone();
     let filter_task = tracker.spawn(async move {
@@ -111,8 +123,16 @@ pub async fn run(
             }
         }
     });
-    let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, losses));
-    let sink_task = tracker.spawn_blocking(move || sinks::stdout::run(sink_rx));
+    let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, || losses()));
+    let mut outlets = Vec::new();
+    let mut sink_tasks = Vec::new();
+    for spec in &pipeline.sinks {
+        let sink = spec.build();
+        let (queue_tx, queue_rx) = flume::bounded(SINK_BATCHES);
+        outlets.push(fanout::Outlet::new(sink.as_ref(), queue_tx));
+        sink_tasks.push(tracker.spawn_blocking(move || sink.run(queue_rx)));
+    }
+    let fanout_task = tracker.spawn_blocking(move || fanout::run(fanout_rx, outlets));
     tracker.close();
     info!("ready: watching {watched_paths} paths");
 
@@ -125,11 +145,21 @@ pub async fn run(
     let engine_result = engine_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;
-    let written = sink_task
+    let report = fanout_task
         .await
-        .map_err(|e| DaemonError::Task(e.to_string()))?
-        .map_err(DaemonError::Sink)?;
+        .map_err(|e| DaemonError::Task(e.to_string()))?;
+    let mut sink_error = None;
+    for task in sink_tasks {
+        if let Err(e) = task.await.map_err(|e| DaemonError::Task(e.to_string()))? {
+            error!("{e}");
+            sink_error.get_or_insert(e);
+        }
+    }
     tracker.wait().await;
+    let written = report.numbered;
+    for (sink, dropped) in &report.dropped {
+        error!("sink {sink}: {dropped} events dropped because its queue was full");
+    }
     let lost = final_losses();
     info!(
         "stopped: {written} events written, {} operations lost before they were reported ({} queue overflows of unknown size), {} passed without integrity data, {} files hashed",
@@ -143,6 +173,9 @@ pub async fn run(
         return Err(e.into());
     }
     engine_result?;
+    if let Some(e) = sink_error {
+        return Err(e.into());
+    }
     Ok(())
 }
 

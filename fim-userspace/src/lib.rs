@@ -1,15 +1,16 @@
 //! fim: a file integrity monitor for Linux.
 //!
-//! The modules follow one event's path: a sensor ([`sensors`]) sees a change in the kernel,
-//! [`decode`] turns the raw record into the sensor-neutral [`fim_core::event`] model, the
-//! [`fim_core::watch`] set re-checks it, the [`integrity`] engine adds what changed, and a
-//! sink ([`sinks`]) writes it out. [`daemon`] wires them together with bounded channels and
-//! one shutdown token. What does not depend on Linux (the model, watch matching, the ECS
+//! The modules follow one event's path: a sensor ([`sensors`]) sees a change in the kernel
+//! and turns what it read into the sensor-neutral [`fim_core::event`] model; as a source
+//! ([`sources`]) it feeds the pipeline, where the [`fim_core::watch`] set re-checks each
+//! event, the [`integrity`] engine adds what changed, and the sinks ([`sinks`]) write it
+//! out. [`daemon`] builds the pipeline from its description and wires it with bounded
+//! channels and one shutdown token. What does not depend on Linux (the model, watch matching, the ECS
 //! rendering, the baseline store, hashing) is in `fim-core`.
 
 pub mod commands;
 pub mod daemon;
-pub mod decode;
 pub mod integrity;
 pub mod sensors;
 pub mod sinks;
+pub mod sources;

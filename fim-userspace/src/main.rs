@@ -11,9 +11,11 @@ use fim_core::{
 };
 use fim_userspace::{
     commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
-    daemon,
+    daemon::{self, Pipeline},
     integrity::{engine::EngineConfig, observe::Limits, scan::default_threads},
     sensors::{SensorKind, ebpf::Tier},
+    sinks::SinkSpec,
+    sources::SourceSpec,
 };
 use log::error;
 use tokio_util::sync::CancellationToken;
@@ -154,7 +156,12 @@ fn main() -> ExitCode {
                 workers: common.threads.unwrap_or_else(default_threads),
                 max_backlog: defaults::MAX_BACKLOG,
             };
-            run(set, sensor.into(), cfg)
+            // Today's pipeline: the sensor `--sensor` names, to standard output.
+            let pipeline = Pipeline {
+                source: SourceSpec::Sensor(sensor.into()),
+                sinks: vec![SinkSpec::Stdout],
+            };
+            run(set, pipeline, cfg)
         }
         Command::Scan { what } => {
             let (common, init) = match what {
@@ -200,7 +207,7 @@ fn watch_set(watch: &[String]) -> Option<WatchSet> {
     }
 }
 
-fn run(set: WatchSet, kind: SensorKind, cfg: EngineConfig) -> ExitCode {
+fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig) -> ExitCode {
     // One thread for the sensor and the filter, which hand events to each other in batches
     // without waking another thread; the engine and the sink have their own.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -220,7 +227,7 @@ fn run(set: WatchSet, kind: SensorKind, cfg: EngineConfig) -> ExitCode {
             wait_for_signal().await;
             signals.cancel();
         });
-        daemon::run(set, kind, cfg, shutdown).await
+        daemon::run(set, pipeline, cfg, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

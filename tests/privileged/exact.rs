@@ -129,10 +129,16 @@ fn assert_exactly(seen: &[Value], dir: &Path, expected: &[Expected<'_>], tid: u3
         i = end;
     }
     let mut last_seq = 0;
+    let mut ids = std::collections::BTreeSet::new();
     for v in &got {
         let seq = v["event"]["sequence"].as_u64().expect("sequence");
         assert!(seq > last_seq, "sequence increases: {v}");
         last_seq = seq;
+        // A UUID (8-4-4-4-12 hex digits), one per event.
+        let id = v["event"]["id"].as_str().expect("event.id");
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "event.id of {v}");
+        assert!(ids.insert(id.to_owned()), "event.id is unique: {v}");
         let p = &v["process"];
         assert_eq!(p["thread"]["id"], tid, "process.thread.id of {v}");
         if v["fim"]["process_exited"] == true {

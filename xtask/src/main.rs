@@ -175,17 +175,18 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// What rustup has installed of `what` (`component`, `target`) for the pinned toolchain.
+fn rustup_installed(what: &str) -> String {
+    output(Command::new("rustup").args([what, "list", "--installed", "--toolchain", TOOLCHAIN]))
+        .unwrap_or_default()
+}
+
 fn setup() -> Result<()> {
     apt_install(BUILD_PACKAGES)?;
-    let components = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        TOOLCHAIN,
-    ]))
-    .unwrap_or_default();
-    if !components.lines().any(|l| l.starts_with("rust-src")) {
+    if !rustup_installed("component")
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         step(&format!(
             "installing rust-src for {TOOLCHAIN} (the eBPF build compiles core)"
         ));
@@ -225,15 +226,10 @@ fn setup() -> Result<()> {
 /// Installs what checking the Windows build needs: the Rust target and a MinGW compiler.
 fn windows_setup() -> Result<()> {
     apt_install(WINDOWS_PACKAGES)?;
-    let targets = output(Command::new("rustup").args([
-        "target",
-        "list",
-        "--installed",
-        "--toolchain",
-        TOOLCHAIN,
-    ]))
-    .unwrap_or_default();
-    if !targets.lines().any(|l| l.trim() == WINDOWS_TARGET) {
+    if !rustup_installed("target")
+        .lines()
+        .any(|l| l.trim() == WINDOWS_TARGET)
+    {
         step(&format!("installing the Rust target {WINDOWS_TARGET}"));
         run(Command::new("rustup").args([
             "target",

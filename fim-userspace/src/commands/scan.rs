@@ -20,7 +20,7 @@ use fim_core::{
     attrs::{Snapshot, diff},
     baseline::{Access, Baseline, BaselineError},
     ecs::write_ecs,
-    event::{Action, Origin, unix_now_ns},
+    event::{Action, Origin, Stamped, Stamper, unix_now_ns},
     paths::render_bytes,
     watch::WatchSet,
 };
@@ -155,7 +155,7 @@ fn report_failure(bar: &Option<ProgressBar>, path: &[u8], error: &str) {
 struct Report {
     json: bool,
     out: std::io::BufWriter<std::io::Stdout>,
-    sequence: u64,
+    stamper: Stamper,
     counts: [u64; 3],
 }
 
@@ -176,10 +176,10 @@ impl Report {
             Action::Removed => 1,
             _ => 2,
         }] += 1;
-        self.sequence += 1;
+        let stamp = self.stamper.next_stamp();
         if self.json {
-            let ev = found_event(action, path, before, after, changed, Origin::Check);
-            write_ecs(&mut self.out, &ev, self.sequence)?;
+            let event = found_event(action, path, before, after, changed, Origin::Check);
+            write_ecs(&mut self.out, &Stamped { stamp, event })?;
             writeln!(self.out)
         } else {
             let what: Vec<&str> = changed.iter().map(|a| a.as_str()).collect();
@@ -211,7 +211,7 @@ pub fn check(args: &ScanArgs<'_>) -> ExitCode {
     let mut report = Report {
         json: !std::io::stdout().is_terminal(),
         out: std::io::BufWriter::new(std::io::stdout()),
-        sequence: 0,
+        stamper: Stamper::default(),
         counts: [0; 3],
     };
     let bar = progress();

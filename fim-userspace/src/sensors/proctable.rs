@@ -12,7 +12,7 @@ use std::{
 
 use fim_core::event::Process;
 
-use crate::decode::{ProcChange, ProcRecord};
+use crate::sensors::ebpf::decode::{ProcChange, ProcRecord};
 
 /// How long an exited task stays known (events queued in fanotify are read well within).
 pub const KEEP_EXITED: Duration = Duration::from_secs(60);

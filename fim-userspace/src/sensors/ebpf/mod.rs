@@ -7,6 +7,7 @@
 //! One object holds them all; which ones load is decided at run time.
 
 pub mod btf;
+pub mod decode;
 pub mod identities;
 pub mod object;
 pub mod outcomes;
@@ -42,15 +43,15 @@ use fim_core::{
     watch::{ScanRoot, WatchSet},
 };
 
-use crate::{
-    decode::{Decoded, decode_record},
-    sensors::{
-        proctable::ProcTable,
-        seed::{self, Place},
-    },
+use crate::sensors::{
+    proctable::ProcTable,
+    seed::{self, Place},
 };
 
-use self::identities::Identities;
+use self::{
+    decode::{Decoded, decode_record},
+    identities::Identities,
+};
 
 /// An eBPF tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -879,7 +880,7 @@ impl EbpfSensor {
     }
 
     /// Applies a process record to the process table, if this sensor feeds one.
-    fn apply_process(&self, p: crate::decode::ProcRecord) {
+    fn apply_process(&self, p: decode::ProcRecord) {
         if let Some(table) = &self.procs
             && let Ok(mut t) = table.lock()
         {
@@ -888,7 +889,7 @@ impl EbpfSensor {
     }
 
     /// Counts and logs a record userspace could not decode.
-    fn undecodable(&self, e: &crate::decode::DecodeError) {
+    fn undecodable(&self, e: &decode::DecodeError) {
         self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
         warn!("dropping an undecodable kernel record: {e}");
     }

@@ -9,7 +9,7 @@ use fim_core::{
     paths::clean,
 };
 
-use crate::sensors::ebpf::identities::Identities;
+use super::identities::Identities;
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,0 +1,269 @@
+//! Numbering and fan-out: the one place events get their [`Stamp`], and from where every
+//! sink gets the same batches.
+//!
+//! It runs on a thread of its own between the integrity engine and the sinks. Each sink has
+//! a bounded queue; a batch goes to every queue, by the sink's [`WhenFull`] policy: a
+//! `Block` sink that is full holds the fan-out (and so the engine) back, a `DropNewest`
+//! sink loses that batch alone, counted. A sink that stopped is left out; when none is
+//! left, the fan-out stops, which closes the engine's output as a stopped sink did before.
+
+use log::{error, warn};
+use tokio::sync::mpsc;
+
+#[cfg(doc)]
+use fim_core::event::Stamp;
+use fim_core::event::{FileEvent, Stamper};
+
+use super::{Batch, Sink, WhenFull};
+
+/// One sink's end of the fan-out.
+pub struct Outlet {
+    name: &'static str,
+    when_full: WhenFull,
+    queue: flume::Sender<Batch>,
+    dropped: u64,
+    open: bool,
+}
+
+impl Outlet {
+    /// The outlet feeding `sink` through `queue`.
+    pub fn new(sink: &dyn Sink, queue: flume::Sender<Batch>) -> Self {
+        Self {
+            name: sink.name(),
+            when_full: sink.when_full(),
+            queue,
+            dropped: 0,
+            open: true,
+        }
+    }
+
+    /// Hands `batch` to the sink by its policy.
+    fn offer(&mut self, batch: &Batch) {
+        if !self.open {
+            return;
+        }
+        let sent = match self.when_full {
+            WhenFull::Block => self.queue.send(batch.clone()).map_err(|_| true),
+            WhenFull::DropNewest => self.queue.try_send(batch.clone()).map_err(|e| match e {
+                flume::TrySendError::Full(_) => false,
+                flume::TrySendError::Disconnected(_) => true,
+            }),
+        };
+        match sent {
+            Ok(()) => {}
+            Err(true) => {
+                error!(
+                    "sink {}: stopped; the other sinks go on without it",
+                    self.name
+                );
+                self.open = false;
+            }
+            Err(false) => {
+                if self.dropped == 0 {
+                    warn!(
+                        "sink {}: its queue is full; events are dropped for it (counted)",
+                        self.name
+                    );
+                }
+                self.dropped += batch.len() as u64;
+            }
+        }
+    }
+}
+
+/// What the fan-out did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Events numbered (each went to every sink still running, unless dropped for it).
+    pub numbered: u64,
+    /// Events dropped, per sink, because its queue was full.
+    pub dropped: Vec<(&'static str, u64)>,
+}
+
+/// The numbering and the outlets.
+pub struct Fanout {
+    stamper: Stamper,
+    outlets: Vec<Outlet>,
+}
+
+impl Fanout {
+    /// A fan-out to `outlets`.
+    pub fn new(outlets: Vec<Outlet>) -> Self {
+        Self {
+            stamper: Stamper::default(),
+            outlets,
+        }
+    }
+
+    /// Numbers `events` and hands them to every sink. Returns whether any sink is left.
+    pub fn deliver(&mut self, events: Vec<FileEvent>) -> bool {
+        let batch: Batch = std::sync::Arc::new(
+            events
+                .into_iter()
+                .map(|ev| self.stamper.stamp(ev))
+                .collect(),
+        );
+        for outlet in &mut self.outlets {
+            outlet.offer(&batch);
+        }
+        self.outlets.iter().any(|o| o.open)
+    }
+
+    /// What it did.
+    pub fn report(&self) -> Report {
+        Report {
+            numbered: self.stamper.given(),
+            dropped: self
+                .outlets
+                .iter()
+                .filter(|o| o.dropped > 0)
+                .map(|o| (o.name, o.dropped))
+                .collect(),
+        }
+    }
+}
+
+/// Numbers what the engine reports and feeds the sinks until the engine closes its output
+/// or no sink is left; then closes every queue, so each sink finishes what it holds.
+pub fn run(mut input: mpsc::Receiver<Vec<FileEvent>>, outlets: Vec<Outlet>) -> Report {
+    let mut fanout = Fanout::new(outlets);
+    while let Some(events) = input.blocking_recv() {
+        if !fanout.deliver(events) {
+            break;
+        }
+    }
+    fanout.report()
+}
+
+#[cfg(test)]
+mod tests {
+    use fim_core::event::{Action, PathSource, ReportedPath};
+
+    use super::*;
+    use crate::sinks::{SinkError, stdout::Stdout};
+
+    /// A sink that keeps what it is given (its policy chosen by the test).
+    struct Keep(WhenFull);
+
+    impl Sink for Keep {
+        fn name(&self) -> &'static str {
+            "keep"
+        }
+        fn when_full(&self) -> WhenFull {
+            self.0
+        }
+        fn run(self: Box<Self>, queue: flume::Receiver<Batch>) -> Result<u64, SinkError> {
+            Ok(queue.iter().map(|b| b.len() as u64).sum())
+        }
+    }
+
+    fn events(n: usize) -> Vec<FileEvent> {
+        (0..n)
+            .map(|i| {
+                FileEvent::new(
+                    Action::Create,
+                    ReportedPath::new(format!("/w/f{i}").into_bytes(), PathSource::KernelObject),
+                    "test",
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sink_gets_every_event_with_the_same_number_and_id() {
+        let (tx_a, rx_a) = flume::bounded(8);
+        let (tx_b, rx_b) = flume::bounded(8);
+        let sink = Keep(WhenFull::Block);
+        let mut fanout = Fanout::new(vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)]);
+        assert!(fanout.deliver(events(3)));
+        assert!(fanout.deliver(events(2)));
+        let a: Vec<_> = rx_a.try_iter().flat_map(|b| b.to_vec()).collect();
+        let b: Vec<_> = rx_b.try_iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(a, b, "both sinks see the same stamped events");
+        let numbers: Vec<u64> = a.iter().map(|s| s.stamp.sequence).collect();
+        assert_eq!(numbers, [1, 2, 3, 4, 5]);
+        let ids: std::collections::BTreeSet<_> = a.iter().map(|s| s.stamp.id).collect();
+        assert_eq!(ids.len(), 5, "ids are unique");
+        assert_eq!(
+            fanout.report(),
+            Report {
+                numbered: 5,
+                dropped: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_full_dropping_sink_loses_only_its_own_copy_counted() {
+        let (tx_drop, rx_drop) = flume::bounded(1);
+        let (tx_block, rx_block) = flume::bounded(8);
+        let dropping = Keep(WhenFull::DropNewest);
+        let blocking = Keep(WhenFull::Block);
+        let mut fanout = Fanout::new(vec![
+            Outlet::new(&dropping, tx_drop),
+            Outlet::new(&blocking, tx_block),
+        ]);
+        fanout.deliver(events(2));
+        fanout.deliver(events(3));
+        fanout.deliver(events(4));
+        assert_eq!(rx_drop.try_iter().map(|b| b.len()).sum::<usize>(), 2);
+        assert_eq!(rx_block.try_iter().map(|b| b.len()).sum::<usize>(), 9);
+        assert_eq!(fanout.report().dropped, vec![("keep", 7)]);
+    }
+
+    #[test]
+    fn a_stopped_sink_is_left_out_and_the_last_one_stops_the_fanout() {
+        let (tx_a, rx_a) = flume::bounded(8);
+        let (tx_b, rx_b) = flume::bounded(8);
+        let sink = Keep(WhenFull::Block);
+        let mut fanout = Fanout::new(vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)]);
+        drop(rx_a);
+        assert!(fanout.deliver(events(1)), "one sink is left");
+        assert_eq!(rx_b.try_iter().count(), 1);
+        drop(rx_b);
+        assert!(!fanout.deliver(events(1)), "no sink is left");
+    }
+
+    #[test]
+    fn a_blocking_sink_holds_the_fanout_until_it_has_room() {
+        let (input_tx, input_rx) = mpsc::channel(4);
+        let (tx, rx) = flume::bounded(1);
+        let text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink: Box<dyn Sink> = Box::new(Stdout::new(Shared(text.clone())));
+        let outlet = Outlet::new(sink.as_ref(), tx);
+        let fan = std::thread::spawn(move || run(input_rx, vec![outlet]));
+        let writer = std::thread::spawn(move || sink.run(rx));
+        for _ in 0..50 {
+            input_tx.blocking_send(events(20)).expect("fan-out running");
+        }
+        drop(input_tx);
+        let report = fan.join().expect("fan-out");
+        assert_eq!(writer.join().expect("sink").expect("written"), 1000);
+        assert_eq!(report.numbered, 1000);
+        assert!(report.dropped.is_empty());
+        let text = text.lock().expect("lock");
+        let sequences: Vec<u64> = text
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_slice(l).expect("JSON line");
+                v["event"]["sequence"].as_u64().expect("sequence")
+            })
+            .collect();
+        assert_eq!(
+            sequences,
+            (1..=1000).collect::<Vec<_>>(),
+            "nothing lost, in order"
+        );
+    }
+}
