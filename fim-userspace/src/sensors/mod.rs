@@ -102,6 +102,18 @@ pub enum Sensor {
     },
 }
 
+/// Gives the allocator's free memory back to the system. Starting a sensor parses the
+/// kernel's BTF twice (about 6 MiB of it, tens of MiB once parsed) and walks the watched
+/// trees; all of it is freed once the programs are attached, but glibc keeps freed heap
+/// pages mapped unless asked.
+fn release_start_memory() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free pages.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl Sensor {
     /// Starts the sensor of `kind` for `watch`; `state_dir` holds the baseline, which the
     /// fanotify sensor reads to know watched files by inode.
@@ -111,7 +123,7 @@ impl Sensor {
         state_dir: &std::path::Path,
     ) -> Result<Self, SensorError> {
         use ebpf::{EbpfSensor, Tier};
-        Ok(match kind {
+        let sensor = match kind {
             SensorKind::Ebpf => {
                 Self::Ebpf(Box::new(EbpfSensor::start_best(watch, &Tier::BEST_FIRST)?))
             }
@@ -120,7 +132,9 @@ impl Sensor {
                 Self::Fanotify(fanotify_sensor(watch, state_dir, MarkScope::Filesystem)?)
             }
             SensorKind::Auto => Self::auto(watch, state_dir)?,
-        })
+        };
+        release_start_memory();
+        Ok(sensor)
     }
 
     /// Where the kernel allows the LSM or fentry tier, eBPF alone: kernel objects, io_uring,
