@@ -559,12 +559,50 @@ fn attach_close_family(ebpf: &mut Ebpf) -> Result<(), EbpfError> {
     Ok(())
 }
 
-/// The running kernel's BTF, read once per load: our parser's view (field offsets, which
-/// functions exist) and aya's (loading and attaching).
+/// The running kernel's BTF, read once per load: what our parser found (field offsets,
+/// which of the functions the programs attach to exist and whether they return a pointer)
+/// and aya's view (loading and attaching). Our parser's tables are dropped before aya
+/// parses, so the two never take memory at once.
 struct KernelBtf {
-    layout: btf::Btf,
+    functions: Functions,
     attach: aya::Btf,
     offsets: fim_common::Offsets,
+}
+
+/// The kernel functions the programs may attach to, by name: whether each returns a
+/// pointer; absent: this kernel has no such function.
+#[derive(Debug, Default)]
+struct Functions(std::collections::HashMap<String, bool>);
+
+impl Functions {
+    /// Looks up every function any tier attaches to.
+    fn of(kbtf: &btf::Btf) -> Self {
+        let names = programs::PRE_HOOKS
+            .iter()
+            .flat_map(|h| {
+                [
+                    format!("bpf_lsm_{}", h.hook),
+                    format!("security_{}", h.hook),
+                ]
+            })
+            .chain(programs::OUTCOMES.iter().map(|(_, f, _)| (*f).to_owned()))
+            .chain(
+                programs::FUNCTION_HOOKS
+                    .iter()
+                    .map(|(_, f, _)| (*f).to_owned()),
+            );
+        Self(
+            names
+                .filter_map(|name| Some((kbtf.function_returns_pointer(&name)?, name)))
+                .map(|(returns_pointer, name)| (name, returns_pointer))
+                .collect(),
+        )
+    }
+
+    /// Whether `name` returns a pointer; `None` if this kernel has no such function.
+    fn function_returns_pointer(&self, name: &str) -> Option<bool> {
+        self.0.get(name).copied()
+    }
 }
 
 /// The LSM or fentry tier: every pre-operation hook and every outcome function. Hooks the
@@ -574,7 +612,7 @@ fn attach_kernel_object_tier(
     kernel: &KernelBtf,
     tier: Tier,
 ) -> Result<(), EbpfError> {
-    let (kbtf, attach_btf) = (&kernel.layout, &kernel.attach);
+    let (kbtf, attach_btf) = (&kernel.functions, &kernel.attach);
     let mut skipped = Vec::new();
     for hook in programs::PRE_HOOKS {
         let (name, target) = match tier {
@@ -679,9 +717,12 @@ impl EbpfSensor {
             path: btf_path.into(),
             source,
         })?;
-        let kbtf = btf::Btf::parse(&blob)?;
-        let offsets = btf::resolve_offsets(&kbtf)?;
+        let (offsets, functions) = {
+            let kbtf = btf::Btf::parse(&blob)?;
+            (btf::resolve_offsets(&kbtf)?, Functions::of(&kbtf))
+        };
         let attach_btf = aya::Btf::parse(&blob, aya::Endianness::default())?;
+        drop(blob);
         debug!("kernel offsets: {offsets:?}");
         mount_tracefs_if_needed()?;
 
@@ -690,7 +731,9 @@ impl EbpfSensor {
         let returns_ptr: u32 = programs::OUTCOMES
             .iter()
             .enumerate()
-            .filter(|(_, (_, function, _))| kbtf.function_returns_pointer(function) == Some(true))
+            .filter(|(_, (_, function, _))| {
+                functions.function_returns_pointer(function) == Some(true)
+            })
             .fold(0, |bits, (i, _)| bits | 1 << i);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&attach_btf))
@@ -732,7 +775,7 @@ impl EbpfSensor {
         Ok((
             ebpf,
             KernelBtf {
-                layout: kbtf,
+                functions,
                 attach: attach_btf,
                 offsets,
             },
