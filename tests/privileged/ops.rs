@@ -499,6 +499,36 @@ fn bad_watch_path_is_a_clear_error() {
 }
 
 #[test]
+fn more_watched_roots_than_the_kernel_table_holds_is_a_clear_error() {
+    if !require_privileges() {
+        return;
+    }
+    // One more root than the kernel's table holds (fim_common::MAX_WATCH_ROOTS).
+    let (_guard, dir) = tempdir();
+    let mut cmd = std::process::Command::new(fim_tests::fim_bin());
+    cmd.args(["run", "--sensor", &fim_tests::tier()]);
+    for i in 0..4097 {
+        let root = dir.join(format!("r{i}"));
+        fs::create_dir(&root).expect("mkdir");
+        cmd.arg("--watch").arg(root);
+    }
+    cmd.arg("--state-dir").arg(dir.join("state"));
+    let out = fim_tests::spawn(
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .and_then(std::process::Child::wait_with_output)
+    .expect("run fim");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("4097 watched root spellings do not fit the kernel's table of 4096"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn failed_operations_are_not_reported() {
     if !require_privileges() {
         return;

@@ -680,7 +680,9 @@ impl EbpfSensor {
     /// Loads and attaches exactly `tier`; an error says why the kernel refused it.
     pub fn start(watch: &WatchSet, tier: Tier) -> Result<Self, EbpfError> {
         Self::start_tier(watch, tier).map_err(|e| match e {
-            e @ (EbpfError::NotRoot | EbpfError::NoBtf { .. }) => e,
+            e @ (EbpfError::NotRoot | EbpfError::NoBtf { .. } | EbpfError::TooManyRoots { .. }) => {
+                e
+            }
             e => EbpfError::Refused {
                 tier: tier.describe(),
                 source: Box::new(e),
@@ -695,7 +697,11 @@ impl EbpfSensor {
         for &tier in tiers {
             match Self::start(watch, tier) {
                 Ok(s) => return Ok(s),
-                Err(e @ (EbpfError::NotRoot | EbpfError::NoBtf { .. })) => return Err(e),
+                Err(
+                    e @ (EbpfError::NotRoot
+                    | EbpfError::NoBtf { .. }
+                    | EbpfError::TooManyRoots { .. }),
+                ) => return Err(e),
                 Err(e) => {
                     info!("{e}; trying the next tier");
                     last = Some(e);
