@@ -148,15 +148,19 @@ pub async fn run(
     let report = fanout_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;
+    // What every sink wrote (the fewest, where one stopped or dropped).
+    let mut written = report.numbered;
     let mut sink_error = None;
     for task in sink_tasks {
-        if let Err(e) = task.await.map_err(|e| DaemonError::Task(e.to_string()))? {
-            error!("{e}");
-            sink_error.get_or_insert(e);
+        match task.await.map_err(|e| DaemonError::Task(e.to_string()))? {
+            Ok(delivered) => written = written.min(delivered),
+            Err(e) => {
+                error!("{e}");
+                sink_error.get_or_insert(e);
+            }
         }
     }
     tracker.wait().await;
-    let written = report.numbered;
     for (sink, dropped) in &report.dropped {
         error!("sink {sink}: {dropped} events dropped because its queue was full");
     }

@@ -26,8 +26,6 @@ pub type Running = Pin<Box<dyn Future<Output = Result<(), SensorError>> + Send>>
 
 /// One origin of events.
 pub trait Source: Send {
-    /// Its name in logs.
-    fn name(&self) -> &'static str;
     /// A reader of its losses.
     fn losses(&self) -> LossReader;
     /// Runs until `shutdown`, then delivers what it holds and closes `tx`.
@@ -55,10 +53,6 @@ impl SourceSpec {
 }
 
 impl Source for Sensor {
-    fn name(&self) -> &'static str {
-        "sensor"
-    }
-
     fn losses(&self) -> LossReader {
         Arc::new(Sensor::losses(self))
     }

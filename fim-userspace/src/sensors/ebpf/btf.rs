@@ -201,6 +201,28 @@ impl Btf {
             .types
             .iter()
             .find(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name.as_bytes())?;
+        self.returns_pointer(func)
+    }
+
+    /// [`Self::function_returns_pointer`] for every function in `names`, in one pass over
+    /// the types; a function the kernel lacks is absent from the result.
+    pub fn functions_returning_pointers(
+        &self,
+        names: &std::collections::HashSet<String>,
+    ) -> std::collections::HashMap<String, bool> {
+        self.types
+            .iter()
+            .filter(|t| t.kind == KIND_FUNC)
+            .filter_map(|t| {
+                let name = std::str::from_utf8(self.name(t.name_off)).ok()?;
+                let name = names.get(name)?;
+                Some((name.clone(), self.returns_pointer(t)?))
+            })
+            .collect()
+    }
+
+    /// Whether the `FUNC` type `func` returns a pointer.
+    fn returns_pointer(&self, func: &Type) -> Option<bool> {
         let proto = self.types.get(func.type_ref as usize)?;
         if proto.kind != KIND_FUNC_PROTO {
             return None;

@@ -591,12 +591,7 @@ impl Functions {
                     .iter()
                     .map(|(_, f, _)| (*f).to_owned()),
             );
-        Self(
-            names
-                .filter_map(|name| Some((kbtf.function_returns_pointer(&name)?, name)))
-                .map(|(returns_pointer, name)| (name, returns_pointer))
-                .collect(),
-        )
+        Self(kbtf.functions_returning_pointers(&names.collect()))
     }
 
     /// Whether `name` returns a pointer; `None` if this kernel has no such function.
