@@ -250,7 +250,11 @@ fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, out: &Path) -> Result<()
     } else {
         fs::copy(&loop_ko, dir.join("loop.ko"))?;
     }
+    // FIM_MATRIX_FILTER and FIM_MATRIX_REPEAT: for chasing a rare failure in one guest.
+    let filter_override = std::env::var("FIM_MATRIX_FILTER").ok();
+    let repeat = repeats()?;
     let runs: String = selected_runs()
+        .flat_map(|r| std::iter::repeat_n(r, repeat))
         .map(|r| {
             format!(
                 "echo MATRIX-RUN: {label}\n\
@@ -259,7 +263,7 @@ fn initramfs(unpacked: &Path, fim: &Path, tests: &Path, out: &Path) -> Result<()
                  echo \"MATRIX-EXIT: {label} $?\"\n",
                 label = r.label,
                 tier = r.tier,
-                filter = r.filter
+                filter = filter_override.as_deref().unwrap_or(r.filter)
             )
         })
         .collect();
@@ -339,6 +343,56 @@ pub struct RunResult {
     pub passed: u64,
     /// Tests failed.
     pub failed: u64,
+}
+
+/// How many times each run goes in one guest (`FIM_MATRIX_REPEAT`, 1 by default).
+fn repeats() -> Result<usize> {
+    match std::env::var("FIM_MATRIX_REPEAT") {
+        Ok(n) => match n.parse() {
+            Ok(k) if k > 0 => Ok(k),
+            _ => bail!("FIM_MATRIX_REPEAT={n}: not a positive count"),
+        },
+        Err(_) => Ok(1),
+    }
+}
+
+/// The `repeat` results labelled `label`, added up; nothing when fewer reported. Pure.
+fn combined(got: &[(String, RunResult)], label: &str, repeat: usize) -> Option<RunResult> {
+    let mine: Vec<&RunResult> = got
+        .iter()
+        .filter(|(l, _)| l == label)
+        .map(|(_, r)| r)
+        .collect();
+    (mine.len() >= repeat).then(|| RunResult {
+        ok: mine.iter().all(|r| r.ok),
+        passed: mine.iter().map(|r| r.passed).sum(),
+        failed: mine.iter().map(|r| r.failed).sum(),
+    })
+}
+
+/// What libtest printed for each failed test (its `---- name stdout ----` section), so the
+/// matrix's own output says why, not only which. Long lines are cut. Pure.
+fn failure_reports(log: &str) -> Vec<String> {
+    const WIDTH: usize = 1500;
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in log.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("---- ") && line.ends_with(" ----") {
+            inside = true;
+        } else if inside && (line.starts_with("failures:") || line.starts_with("test result: ")) {
+            inside = false;
+            continue;
+        }
+        if inside && !line.trim().is_empty() && !line.trim_start().starts_with("at /rustc/") {
+            let cut = line
+                .char_indices()
+                .nth(WIDTH)
+                .map_or(line.len(), |(i, _)| i);
+            out.push(line[..cut].to_owned());
+        }
+    }
+    out
 }
 
 /// Splits a guest's serial log into the result of each run in [`RUNS`] order. Pure.
@@ -445,9 +499,13 @@ pub fn matrix() -> Result<(u64, u64)> {
                 l.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
             );
         }
+        for report in failure_reports(&text) {
+            println!("  [{line}] {report}");
+        }
         let got = results(&text);
         for run in selected_runs() {
-            let r = got.iter().find(|(l, _)| l == run.label).map(|(_, r)| r);
+            let r = combined(&got, run.label, repeats()?);
+            let r = r.as_ref();
             passed += r.map_or(0, |r| r.passed);
             failed_tests += r.map_or(1, |r| r.failed.max(u64::from(!r.ok)));
             let verdict = match r {
@@ -502,5 +560,36 @@ mod tests {
         assert!(!r[1].1.ok);
         assert_eq!(r[1].1.failed, 1);
         assert!(!r[2].1.ok, "a run that never finished is not ok");
+    }
+
+    #[test]
+    fn repeated_runs_add_up_and_a_missing_one_fails() {
+        let log = "MATRIX-RUN: fentry\n\
+                   test result: ok. 2 passed; 0 failed\n\
+                   MATRIX-EXIT: fentry 0\n\
+                   MATRIX-RUN: fentry\n\
+                   test result: FAILED. 1 passed; 1 failed\n\
+                   MATRIX-EXIT: fentry 101\n";
+        let got = results(log);
+        let r = combined(&got, "fentry", 2).expect("both reported");
+        assert_eq!((r.ok, r.passed, r.failed), (false, 3, 1));
+        assert_eq!(combined(&got, "fentry", 3), None);
+        assert_eq!(combined(&got, "lsm", 1), None);
+    }
+
+    #[test]
+    fn a_failed_tests_message_is_kept_without_its_backtrace_paths() {
+        let log = "test x ... FAILED\n\nfailures:\n\n---- exact::x stdout ----\n\
+                   thread 'x' panicked at tests/a.rs:9:5:\n2 events, expected 3\n\
+                   \x20            at /rustc/abc/library/std/src/rt.rs:1:1\n\n\
+                   failures:\n    exact::x\n\ntest result: FAILED. 0 passed; 1 failed\n";
+        assert_eq!(
+            failure_reports(log),
+            [
+                "---- exact::x stdout ----",
+                "thread 'x' panicked at tests/a.rs:9:5:",
+                "2 events, expected 3"
+            ]
+        );
     }
 }
