@@ -1,4 +1,4 @@
-//! The `fim` command line.
+//! The `fim` command line on Linux: `run` (the daemon) and `scan`.
 
 use std::process::ExitCode;
 
@@ -124,7 +124,7 @@ enum ScanCommand {
     },
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     // glibc gives each thread that allocates its own arena; a dozen mostly idle threads
     // would keep tens of MiB resident. Two arenas are plenty for this workload.
     // SAFETY: called before any other thread exists.

@@ -18,9 +18,8 @@ use fim_core::watch::WatchSet;
 
 use crate::{
     integrity::engine::{Engine, EngineConfig, EngineError, EngineStats},
-    sensors::SensorError,
     sinks::{SinkError, SinkSpec, fanout},
-    sources::SourceSpec,
+    sources::{SourceError, SourceSpec},
 };
 
 /// What `fim run` runs: where events come from and where they go.
@@ -45,9 +44,9 @@ const SINK_BATCHES: usize = 64;
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The sensor failed to start or run.
+    /// The source failed to start or run.
     #[error(transparent)]
-    Sensor(#[from] SensorError),
+    Source(#[from] SourceError),
     /// The integrity engine failed.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -1,4 +1,4 @@
-//! fim: a file integrity monitor for Linux.
+//! fim: a file integrity monitor.
 //!
 //! The modules follow one event's path: a sensor ([`sensors`]) sees a change in the kernel
 //! and turns what it read into the sensor-neutral [`fim_core::event`] model; as a source
@@ -8,9 +8,16 @@
 //! channels and one shutdown token. What does not depend on Linux (the model, watch matching, the ECS
 //! rendering, the baseline store, hashing) is in `fim-core`.
 
+// Linux: the sensors, the integrity engine (its disk reads are Linux calls), the daemon
+// that wires them and the `scan` command. Elsewhere only the platform-free pipeline parts
+// build, for the sources other platforms will add.
+#[cfg(target_os = "linux")]
 pub mod commands;
+#[cfg(target_os = "linux")]
 pub mod daemon;
+#[cfg(target_os = "linux")]
 pub mod integrity;
+#[cfg(target_os = "linux")]
 pub mod sensors;
 pub mod sinks;
 pub mod sources;

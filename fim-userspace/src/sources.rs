@@ -15,14 +15,24 @@ use fim_core::{
     watch::WatchSet,
 };
 
+#[cfg(target_os = "linux")]
 use crate::sensors::{Sensor, SensorError, SensorKind};
+
+/// Why a source could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A Linux sensor's.
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Sensor(#[from] SensorError),
+}
 
 /// A reader of a source's losses by cause: what it saw but could not deliver. The
 /// integrity engine turns them into gap events and repair rescans.
 pub type LossReader = Arc<dyn Fn() -> Losses + Send + Sync>;
 
 /// A source's running task.
-pub type Running = Pin<Box<dyn Future<Output = Result<(), SensorError>> + Send>>;
+pub type Running = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
 
 /// One origin of events.
 pub trait Source: Send {
@@ -36,6 +46,7 @@ pub trait Source: Send {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
     /// A kernel sensor (`--sensor`).
+    #[cfg(target_os = "linux")]
     Sensor(SensorKind),
 }
 
@@ -45,19 +56,23 @@ impl SourceSpec {
         self,
         watch: &Arc<WatchSet>,
         state_dir: &Path,
-    ) -> Result<Box<dyn Source>, SensorError> {
+    ) -> Result<Box<dyn Source>, SourceError> {
+        #[cfg(not(target_os = "linux"))]
+        let _ = (watch, state_dir);
         match self {
+            #[cfg(target_os = "linux")]
             Self::Sensor(kind) => Ok(Box::new(Sensor::start(kind, watch, state_dir)?)),
         }
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Source for Sensor {
     fn losses(&self) -> LossReader {
         Arc::new(Sensor::losses(self))
     }
 
     fn run(self: Box<Self>, tx: mpsc::Sender<FileEvent>, shutdown: CancellationToken) -> Running {
-        Box::pin(Sensor::run(*self, tx, shutdown))
+        Box::pin(async move { Ok(Sensor::run(*self, tx, shutdown).await?) })
     }
 }

@@ -25,9 +25,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_MAJOR: &str = "22";
 /// Debian packages the daemon links against (OpenSSL's libcrypto, found by pkg-config).
 const BUILD_PACKAGES: &[&str] = &["libssl-dev", "pkg-config"];
-/// The Windows target the platform-free crates must build for, and the crates that must.
+/// The Windows target, and the crates that must build for it (fim-userspace without its
+/// Linux sensors and engine).
 const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
-const WINDOWS_CRATES: &[&str] = &["fim-common", "fim-core"];
+const WINDOWS_CRATES: &[&str] = &["fim-common", "fim-core", "fim-userspace"];
 /// Debian packages for checking them: a MinGW C compiler (SQLite is compiled from C).
 const WINDOWS_PACKAGES: &[&str] = &["gcc-mingw-w64-x86-64"];
 /// Debian packages needed to build bpf-linker against LLVM 22.
