@@ -90,7 +90,13 @@ pub async fn run(
     let stats = Arc::new(EngineStats::default());
     let (fanout_tx, fanout_rx) = mpsc::channel(SINK_BATCHES);
     let state_dir = integrity.state_dir.clone();
-    let engine = Engine::start(integrity, watch.clone(), fanout_tx, stats.clone())?;
+    let engine = Engine::start(
+        integrity,
+        watch.clone(),
+        fanout_tx,
+        stats.clone(),
+        pipeline.source.namer(),
+    )?;
     let source = pipeline.source.build(&watch, &state_dir)?;
     let losses = source.losses();
     let final_losses = losses.clone();

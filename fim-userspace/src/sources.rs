@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use fim_core::{
+    attrs::{Attr, Snapshot},
     event::{FileEvent, Losses},
     watch::WatchSet,
 };
@@ -30,6 +31,11 @@ pub enum SourceError {
 /// A reader of a source's losses by cause: what it saw but could not deliver. The
 /// integrity engine turns them into gap events and repair rescans.
 pub type LossReader = Arc<dyn Fn() -> Losses + Send + Sync>;
+
+/// Names what a source reported without a name, from the values the integrity engine read
+/// before and after the event and what changed (`fim.changed`). Returns false when the
+/// event turned out not to start a write to a regular file (its write burst ends).
+pub type Namer = fn(&mut FileEvent, Option<&Snapshot>, Option<&Snapshot>, &[Attr]) -> bool;
 
 /// A source's running task.
 pub type Running = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
@@ -51,6 +57,16 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
+    /// How the engine names this source's unnamed events, if it has any.
+    pub fn namer(self) -> Option<Namer> {
+        match self {
+            // Every sensor may report through fanotify: `auto` and `fanotify` do, and the
+            // tracepoint tier has fanotify as its witness.
+            #[cfg(target_os = "linux")]
+            Self::Sensor(_) => Some(crate::sensors::fanotify::naming::name_from_values),
+        }
+    }
+
     /// Starts the source for `watch`; `state_dir` holds the baseline.
     pub fn build(
         self,

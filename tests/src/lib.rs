@@ -17,6 +17,10 @@ use serde_json::Value;
 /// How long a test waits for an expected event (before [`scaled`]).
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// The daemon's default `--hash-quiet` (`fim_core::defaults::HASH_QUIET`; fim-core is not
+/// a dependency here: the guests' static test binary would have to link OpenSSL).
+pub const HASH_QUIET: Duration = Duration::from_secs(2);
+
 /// `d` stretched by `FIM_TEST_TIME_SCALE` (default 1): guests under QEMU's TCG run several
 /// times slower than the host, and the kernel matrix sets it.
 pub fn scaled(d: Duration) -> Duration {
@@ -236,6 +240,13 @@ impl Daemon {
         // tier the kernel refuses fails the test instead of falling back.
         if !args.contains(&"--sensor") {
             cmd.args(["--sensor", &tier()]);
+        }
+        // The quiet period after which a file still open for writing is hashed ("modified")
+        // is a deadline like the tests' own: stretched in slow guests, where a thread can
+        // stall longer than the default 2 s between its open and its close.
+        if !args.contains(&"--hash-quiet") && scaled(HASH_QUIET) != HASH_QUIET {
+            cmd.arg("--hash-quiet")
+                .arg(format!("{}ms", scaled(HASH_QUIET).as_millis()));
         }
         for w in watch {
             cmd.arg("--watch").arg(w);

@@ -17,7 +17,7 @@ use std::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 use fim_core::{
-    attrs::{Snapshot, diff},
+    attrs::{Attr, Snapshot},
     baseline::{Access, Baseline, BaselineError},
     ecs::write_ecs,
     event::{Action, Origin, Stamped, Stamper, unix_now_ns},
@@ -26,8 +26,8 @@ use fim_core::{
 };
 
 use crate::integrity::{
-    engine::found_event,
     observe::Limits,
+    reconcile::{Unseen, difference, found_event},
     scan::{ScanItem, ScanOptions, scan},
 };
 
@@ -166,11 +166,8 @@ impl Report {
         path: Vec<u8>,
         before: Option<Snapshot>,
         after: Option<Snapshot>,
+        changed: Vec<Attr>,
     ) -> std::io::Result<()> {
-        let changed = match (&before, &after) {
-            (Some(b), Some(a)) => diff(b, a),
-            _ => Vec::new(),
-        };
         self.counts[match action {
             Action::Added => 0,
             Action::Removed => 1,
@@ -278,28 +275,25 @@ fn compare(
 ) -> Result<(), String> {
     baseline.seen(&path).map_err(|e| e.to_string())?;
     let before = baseline.get(&path).map_err(|e| e.to_string())?;
-    let action = match &before {
-        None => Action::Added,
-        Some(b) if !diff(b, &after).is_empty() => Action::Changed,
-        Some(_) => return Ok(()),
+    let Some((action, changed)) = difference(before.as_ref(), &after) else {
+        return Ok(());
     };
     report
-        .difference(action, path, before, Some(after))
+        .difference(action, path, before, Some(after), changed)
         .map_err(|e| format!("writing the report: {e}"))
 }
 
 fn removed(baseline: &Baseline, report: &mut Report, watch: &WatchSet) -> Result<(), String> {
-    let mut after = Vec::new();
+    let mut unseen = Unseen::default();
     loop {
-        let batch = baseline.unseen(&after, 512).map_err(|e| e.to_string())?;
-        let Some((last, _)) = batch.last() else {
+        let batch = unseen.next_batch(baseline).map_err(|e| e.to_string())?;
+        if batch.is_empty() {
             return Ok(());
-        };
-        after = last.clone();
+        }
         for (path, before) in batch {
             if watch.matches(&path) {
                 report
-                    .difference(Action::Removed, path, Some(before), None)
+                    .difference(Action::Removed, path, Some(before), None, Vec::new())
                     .map_err(|e| format!("writing the report: {e}"))?;
             }
         }

@@ -1,45 +1,49 @@
 //! The daemon's integrity stage: takes sensor events, observes the files they touched
 //! (attributes, digest) in a worker pool, reports before/after values, and keeps the
-//! baseline current. It also reconciles the baseline with the disk at start, rescans on a
-//! schedule and after lost events, and reports what those scans find.
+//! baseline current. It also runs the reconcile scans (at start, on a schedule and after
+//! lost events) and reports what they find.
 //!
 //! It runs on its own thread because it owns the SQLite connection. Event intake never
 //! waits for hashing: observations run in the pool, events for a path whose observation is
-//! in flight queue behind it (so per-path order holds), and a burst of writes is hashed once,
-//! on close-after-write or after the quiet period. When the backlog reaches its limit, events
-//! pass through unenriched with a note, are counted, and a rescan repairs the baseline.
+//! in flight wait behind it ([`super::schedule`]), and a burst of writes is hashed once
+//! ([`super::burst`]). When the backlog reaches its limit, events pass through unenriched
+//! with a note, are counted, and a rescan repairs the baseline. The values each event
+//! carries are decided in [`super::enrich`], what scans find in [`super::reconcile`]; this
+//! module is the loop that wires them, in input order ([`super::order`]).
 //!
-//! Input: [`FileEvent`]s from the sensor; output: the same events with
+//! Input: [`FileEvent`]s from the source; output: the same events with
 //! [`FileEvent::integrity`] filled, plus events found by scans.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashSet, VecDeque},
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use log::{info, warn};
+use log::warn;
 use tokio::sync::mpsc;
 
+use crate::sources::Namer;
 use fim_core::{
-    attrs::{Attr, Snapshot, diff},
+    attrs::{Snapshot, diff},
     baseline::{Access, Baseline, BaselineError},
 };
 
 use super::{
+    burst::Bursts,
+    enrich,
     observe::{Hashing, Limits, ObserveError, Scratch, Within, observe, observe_within},
     order::{Reorder, Ticket},
-    scan::{ScanItem, ScanOptions, scan},
+    reconcile::{self, ScanRun, Unseen, found_event},
+    scan::ScanItem,
+    schedule::{PathQueues, Step, step_for},
 };
 use fim_core::{
-    event::{
-        Action, FileEvent, InodeRef, Integrity, Losses, Origin, PathSource, ReportedPath,
-        unix_now_ns,
-    },
+    event::{Action, FileEvent, Integrity, Losses, Origin, PathSource, ReportedPath, unix_now_ns},
     watch::{ScanRoot, WatchSet},
 };
 
@@ -84,56 +88,12 @@ pub enum EngineError {
     OutputClosed,
 }
 
-/// What to do for one event (pure: depends only on the action and the burst state).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    /// Part of a write burst: report metadata now, hash later.
-    Defer,
-    /// Observe with a fresh digest and store the result.
-    Settle,
-    /// Observe, reusing the digest when the file's version is unchanged, and store.
-    Metadata,
-    /// The name is gone: report and forget it.
-    Forget,
-    /// Move the baseline entry (and subtree), then observe the new name.
-    Move,
-}
-
-fn step_for(action: Action, in_burst: bool) -> Step {
-    match action {
-        Action::Create | Action::OpenWrite | Action::Write => Step::Defer,
-        Action::Truncate if in_burst => Step::Defer,
-        Action::CloseWrite | Action::Truncate | Action::Modified | Action::Fallocate => {
-            Step::Settle
-        }
-        Action::Unlink | Action::Rmdir | Action::Removed => Step::Forget,
-        Action::Rename => Step::Move,
-        Action::Chmod
-        | Action::Utimes
-        | Action::Attrib
-        | Action::Chown
-        | Action::SetXattr
-        | Action::RemoveXattr
-        | Action::Link
-        | Action::Symlink
-        | Action::Mknod
-        | Action::Mkdir
-        | Action::Added
-        | Action::Changed => Step::Metadata,
-        // Never accepted: the engine makes gap events itself and emits them in their turn.
-        Action::Gap => Step::Metadata,
-    }
-}
-
 /// Largest file the engine hashes on its own thread (about 30 µs of SHA-256); larger ones go
 /// to a hashing worker, so one large file does not hold up the events behind it.
 const INLINE_HASH_BYTES: u64 = 64 * 1024;
 
 /// How often the baseline's changes are committed, at most.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
-
-/// `RENAME_EXCHANGE`.
-const RENAME_EXCHANGE: u32 = 2;
 
 struct Job {
     /// The event's place in the engine's input order.
@@ -182,33 +142,12 @@ enum Finished {
     Emit(Box<FileEvent>),
 }
 
-struct Dirty {
-    deadline: Instant,
-    last: FileEvent,
-    /// The last observation during the burst, with the baseline's digest (the burst's
-    /// content is hashed when it settles): the "before" of the burst's next event, so a
-    /// chmod right after a create says what it changed.
-    seen: Option<Snapshot>,
-}
-
-/// A scan in progress, feeding the engine.
-struct ScanRun {
-    origin: Origin,
-    started: Instant,
-    /// Empty baseline: record silently instead of reporting.
-    initial: bool,
-    /// Roots watched for the first time: their paths are recorded silently too (adding a
-    /// watch path must not flood the SIEM with "added" for everything already there).
-    quiet: Vec<ScanRoot>,
-    cancel: Arc<AtomicBool>,
-    items: flume::Receiver<ScanItem>,
-    counts: [u64; 4],
-}
-
 /// The integrity stage, started (baseline open, first scan running) but not yet consuming.
 pub struct Engine {
     cfg: EngineConfig,
     watch: Arc<WatchSet>,
+    /// Names the source's unnamed events from their values.
+    namer: Option<Namer>,
     baseline: Baseline,
     output: mpsc::Sender<Vec<FileEvent>>,
     /// Events reported since the last send: sent as one batch per turn of the loop, so the
@@ -224,11 +163,10 @@ pub struct Engine {
     scratch: Scratch,
     in_flight: usize,
     /// Keys with a job in flight, and the events waiting behind it.
-    busy: HashMap<Vec<u8>, VecDeque<(Ticket, FileEvent)>>,
+    busy: PathQueues,
     /// Results leave in input order (observations finish in any order).
     order: Reorder<Finished>,
-    queued: usize,
-    dirty: HashMap<Vec<u8>, Dirty>,
+    bursts: Bursts,
     scan: Option<ScanRun>,
     /// Keys touched by events since the current scan started: the scan must not override.
     touched: HashSet<Vec<u8>>,
@@ -247,6 +185,7 @@ impl Engine {
         watch: Arc<WatchSet>,
         output: mpsc::Sender<Vec<FileEvent>>,
         stats: Arc<EngineStats>,
+        namer: Option<Namer>,
     ) -> Result<Self, EngineError> {
         let baseline = Baseline::open(&cfg.state_dir, Access::Write)?;
         let workers_n = cfg.workers.max(1);
@@ -276,9 +215,11 @@ impl Engine {
             }
         }
         let next_rescan = cfg.rescan_interval.map(|d| Instant::now() + d);
+        let bursts = Bursts::new(cfg.quiet);
         let mut engine = Self {
             cfg,
             watch,
+            namer,
             baseline,
             output,
             outbox: Vec::new(),
@@ -289,10 +230,9 @@ impl Engine {
             ready: VecDeque::new(),
             scratch: Scratch::default(),
             in_flight: 0,
-            busy: HashMap::new(),
+            busy: PathQueues::default(),
             order: Reorder::default(),
-            queued: 0,
-            dirty: HashMap::new(),
+            bursts,
             scan: None,
             touched: HashSet::new(),
             next_rescan,
@@ -376,11 +316,10 @@ impl Engine {
                     // stop; the next start compares the disk with the baseline).
                     self.report_losses(&mut lost_seen, &lost_in_kernel);
                     if let Some(s) = &self.scan {
-                        s.cancel.store(true, Ordering::Relaxed);
+                        s.cancel();
                     }
                     // Settle every burst still open, so nothing is left unhashed.
-                    let keys: Vec<Vec<u8>> = self.dirty.keys().cloned().collect();
-                    for key in keys {
+                    for key in self.bursts.keys() {
                         self.settle_quiet(&key)?;
                     }
                 }
@@ -393,7 +332,7 @@ impl Engine {
             if !input_open {
                 // Drain a cancelled scan without applying it.
                 if let Some(s) = self.scan.take() {
-                    while s.items.recv().is_ok() {}
+                    s.drain();
                 }
                 continue;
             }
@@ -407,8 +346,8 @@ impl Engine {
     fn next_deadline(&self) -> Instant {
         let now = Instant::now();
         let mut d = now + crate::sensors::HOUSEKEEPING_INTERVAL;
-        for dirty in self.dirty.values() {
-            d = d.min(dirty.deadline);
+        if let Some(burst) = self.bursts.next_deadline() {
+            d = d.min(burst);
         }
         if self.baseline.uncommitted() {
             d = d.min(self.last_commit + COMMIT_EVERY);
@@ -425,13 +364,7 @@ impl Engine {
         lost_in_kernel: &impl Fn() -> Losses,
     ) -> Result<(), EngineError> {
         let now = Instant::now();
-        let due: Vec<Vec<u8>> = self
-            .dirty
-            .iter()
-            .filter(|(_, d)| d.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
+        for key in self.bursts.due(now) {
             self.settle_quiet(&key)?;
         }
         if self.report_losses(lost_seen, lost_in_kernel) {
@@ -508,21 +441,14 @@ impl Engine {
 
     /// Hashes a burst that saw no close within the quiet period.
     fn settle_quiet(&mut self, key: &[u8]) -> Result<(), EngineError> {
-        if self.busy.contains_key(key) {
-            if let Some(d) = self.dirty.get_mut(key) {
-                d.deadline = Instant::now() + self.cfg.quiet;
-            }
+        if self.busy.is_busy(key) {
+            self.bursts.postpone(key);
             return Ok(());
         }
-        let Some(d) = self.dirty.remove(key) else {
-            return Ok(());
-        };
-        let mut ev = d.last;
-        ev.action = Action::Modified;
-        ev.time_unix_ns = unix_now_ns();
-        ev.bytes_written = None;
-        ev.syscall_nr = None;
-        self.accept(ev, false)
+        match self.bursts.settle(key) {
+            Some(ev) => self.accept(ev, false),
+            None => Ok(()),
+        }
     }
 
     /// Reports `ev` now (it goes out with the next batch).
@@ -574,10 +500,7 @@ impl Engine {
 
     /// The last known state of `key`: the burst's last observation, or the baseline's.
     fn last_known(&self, key: &[u8]) -> Result<Option<Snapshot>, EngineError> {
-        if let Some(seen) = self.dirty.get(key).and_then(|d| d.seen.clone()) {
-            return Ok(Some(seen));
-        }
-        Ok(self.baseline.get(key)?)
+        Ok(enrich::last_known(&self.bursts, &self.baseline, key)?)
     }
 
     /// Takes one event in: it gets its place in the output order, then runs now or queues
@@ -600,45 +523,26 @@ impl Engine {
         if self.scan.is_some() {
             self.touched.extend(keys.iter().cloned());
         }
-        if let Some(k) = keys.iter().find(|k| self.busy.contains_key(*k)) {
-            if self.queued >= self.cfg.max_backlog {
+        if let Some(k) = self.busy.holder(&keys) {
+            if self.busy.queued() >= self.cfg.max_backlog {
                 self.pass_unenriched(ticket, ev);
                 for (t, f) in followers {
                     self.pass_unenriched(t, f);
                 }
                 return Ok(());
             }
-            if let Some(q) = self.busy.get_mut(k) {
-                self.queued += 1 + followers.len();
-                q.push_back((ticket, ev));
-                q.extend(followers);
-            }
+            let k = k.clone();
+            self.busy.wait_behind(&k, ticket, ev, followers);
             return Ok(());
         }
-        let in_burst = self.dirty.contains_key(&keys[0]);
+        let in_burst = self.bursts.contains(&keys[0]);
         let step = step_for(ev.action, in_burst);
         match step {
-            Step::Defer => {
-                // The quiet period runs from the burst's first event; the last one is kept
-                // for attribution.
-                let deadline = Instant::now() + self.cfg.quiet;
-                self.dirty
-                    .entry(keys[0].clone())
-                    .and_modify(|d| d.last = ev.clone())
-                    .or_insert_with(|| Dirty {
-                        deadline,
-                        last: ev.clone(),
-                        seen: None,
-                    });
-            }
-            Step::Settle | Step::Forget => {
-                self.dirty.remove(&keys[0]);
-            }
+            Step::Defer => self.bursts.extend(&keys[0], &ev),
+            Step::Settle | Step::Forget => self.bursts.end(&keys[0]),
             Step::Move => {
-                if let Some(old) = keys.get(1)
-                    && let Some(d) = self.dirty.remove(old)
-                {
-                    self.dirty.insert(keys[0].clone(), d);
+                if let Some(old) = keys.get(1) {
+                    self.bursts.moved(old, &keys[0]);
                 }
             }
             Step::Metadata => {}
@@ -669,9 +573,7 @@ impl Engine {
             }
             return Ok(());
         }
-        for k in &keys {
-            self.busy.insert(k.clone(), VecDeque::new());
-        }
+        self.busy.hold(&keys);
         self.submit(Job {
             ticket,
             keys,
@@ -744,7 +646,7 @@ impl Engine {
     fn forget(&mut self, mut ev: FileEvent, key: &[u8]) -> Result<(), EngineError> {
         // The last known state: the burst's last observation, or the entry just removed.
         let removed = self.baseline.remove(key)?;
-        let before = self.dirty.get(key).and_then(|d| d.seen.clone()).or(removed);
+        let before = self.bursts.seen(key).or(removed);
         if ev.action == Action::Rmdir {
             self.baseline.remove_below(key)?;
         }
@@ -780,15 +682,7 @@ impl Engine {
         let keys = done.job.keys.clone();
         let ticket = done.job.ticket;
         self.order.fill(ticket, Finished::Observed(Box::new(done)));
-        let mut waiting = Vec::new();
-        for k in &keys {
-            if let Some(q) = self.busy.remove(k) {
-                self.queued -= q.len();
-                waiting.extend(q);
-            }
-        }
-        waiting.sort_by_key(|(t, _)| *t);
-        let mut rest = waiting.into_iter().peekable();
+        let mut rest = self.busy.release(&keys).into_iter().peekable();
         while let Some((t, ev)) = rest.next() {
             let mut followers = Vec::new();
             if let Some(step) = self.shareable(&ev) {
@@ -807,9 +701,7 @@ impl Engine {
     /// The step of an event that may share an observation with its neighbours on the same
     /// path: metadata changes and burst events, never renames, settles or removals.
     fn shareable(&self, ev: &FileEvent) -> Option<Step> {
-        let in_burst = self
-            .dirty
-            .contains_key(&self.watch.canonical(&ev.path.bytes));
+        let in_burst = self.bursts.contains(&self.watch.canonical(&ev.path.bytes));
         match step_for(ev.action, in_burst) {
             s @ (Step::Metadata | Step::Defer) => Some(s),
             _ => None,
@@ -840,26 +732,13 @@ impl Engine {
             }
         };
         let mut after = after;
-        // The kernel named the inode it acted on; another file under the name now means
-        // the file was replaced before it could be hashed.
-        if let (Some(a), Some(inode)) = (after.as_mut(), event.inode)
+        if let Some(a) = after.as_mut()
             && step == Step::Settle
-            && event.path.source == PathSource::KernelObject
-            && a.attrs.ino != inode.ino
-            && a.content.is_some()
         {
-            a.content = Some(fim_core::attrs::Content::NotHashed(
-                fim_core::attrs::NotHashed::Replaced,
-            ));
+            enrich::mark_replaced(a, &event);
         }
         if after.is_none() && note.is_none() && step != Step::Forget {
-            note = Some(if superseded {
-                "vanished or replaced before it could be observed: a later operation in the \
-                 same batch removed or rebound this name"
-                    .into()
-            } else {
-                "vanished before it could be observed".into()
-            });
+            note = Some(enrich::vanished_note(superseded));
         }
         if let Some(Some(fim_core::attrs::Content::Sha256(_))) = after.as_ref().map(|a| &a.content)
             && matches!(step, Step::Settle)
@@ -870,16 +749,10 @@ impl Engine {
         let before = match step {
             Step::Move => {
                 let old = keys.get(1).cloned().unwrap_or_default();
-                if event.rename_flags & RENAME_EXCHANGE != 0 {
-                    let b = self.last_known(key)?;
-                    self.baseline.exchange(&old, key)?;
-                    b
-                } else {
-                    let moved = self.last_known(&old)?;
-                    let replaced = self.baseline.rename(&old, key)?;
-                    replaced_target = replaced.is_some();
-                    replaced.or(moved)
-                }
+                let (before, replaced) =
+                    enrich::apply_rename(&self.bursts, &mut self.baseline, &event, &old, key)?;
+                replaced_target = replaced;
+                before
             }
             _ => self.last_known(key)?,
         };
@@ -900,51 +773,22 @@ impl Engine {
         };
         // Within a burst, the next event's "before" is this observation (its content is
         // still the last digest known: the burst is hashed when it settles).
-        if let Some(d) = self.dirty.get_mut(key.as_slice())
-            && let Some(a) = &after
-        {
-            let mut seen = a.clone();
-            seen.content = before.as_ref().and_then(|b| b.content.clone());
-            d.seen = Some(seen);
+        if let Some(a) = &after {
+            self.bursts
+                .observed(key, a, before.as_ref().and_then(|b| b.content.clone()));
         }
         if let Some(a) = &after
             && event.inode.is_none()
         {
-            event.inode = Some(InodeRef {
-                ino: a.attrs.ino,
-                major: a.attrs.dev_major,
-                minor: a.attrs.dev_minor,
-                mode: a.attrs.mode | a.attrs.file_type.mode_bits(),
-            });
+            event.inode = Some(enrich::inode_of(a));
         }
-        if event.action == Action::Attrib {
-            event.action = name_attrib(&changed, before.as_ref(), after.as_ref());
-        }
-        // fanotify reports every new name as a create: a symlink or a special file is
-        // told by its type (a sensor that saw the file can have said so already).
-        if event.action == Action::Create
-            && event.path.source == PathSource::FileHandle
-            && let Some(a) = &after
+        // What the sensor could not name by itself (fanotify: an unspecific attribute
+        // change, a new name of unknown type) is named from the values, on its side.
+        if let Some(name) = self.namer
+            && !name(&mut event, before.as_ref(), after.as_ref(), &changed)
         {
-            use fim_core::attrs::FileType as T;
-            match a.attrs.file_type {
-                T::Symlink => {
-                    event.action = Action::Symlink;
-                    event.source = a.attrs.symlink_target.clone().map(|t| ReportedPath {
-                        bytes: t,
-                        source: PathSource::FileHandle,
-                        truncated: false,
-                    });
-                }
-                T::Fifo | T::Socket | T::CharDevice | T::BlockDevice => {
-                    event.action = Action::Mknod
-                }
-                _ => {}
-            }
-            if event.action != Action::Create || a.attrs.file_type != T::File {
-                // Not the start of a write burst after all.
-                self.dirty.remove(key);
-            }
+            // Not the start of a write burst after all.
+            self.bursts.end(key);
         }
         let origin = origin_of(&event);
         let inode = event.inode;
@@ -963,85 +807,15 @@ impl Engine {
         let n = followers.len();
         for (ticket, mut f) in followers {
             f.inode = f.inode.or(inode);
-            f.integrity = Some(
-                Integrity {
-                    before: after.clone(),
-                    after: after.clone(),
-                    changed: Vec::new(),
-                    origin,
-                    replaced_target: false,
-                    note: Some(format!(
-                        "observed once for {} events on this path; values are after the last",
-                        n + 1
-                    )),
-                }
-                .into(),
-            );
+            f.integrity = Some(enrich::shared(after.clone(), origin, n + 1).into());
             self.order.fill(ticket, Finished::Emit(Box::new(f)));
         }
         Ok(())
     }
 
     fn start_scan(&mut self, origin: Origin, initial: bool) {
-        let roots = self.watch.scan_roots();
-        // Roots the baseline has not seen before (none known: an older baseline, report all).
-        let known: Option<Vec<String>> = self
-            .baseline
-            .meta("roots")
-            .ok()
-            .flatten()
-            .map(|m| m.lines().map(str::to_owned).collect());
-        let quiet: Vec<ScanRoot> = match (&known, initial) {
-            (Some(known), false) => roots
-                .iter()
-                .filter(|r| !known.contains(&r.describe()))
-                .cloned()
-                .collect(),
-            _ => Vec::new(),
-        };
-        if !quiet.is_empty() {
-            info!(
-                "newly watched, recorded without reporting what is already there: {}",
-                quiet
-                    .iter()
-                    .map(ScanRoot::describe)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        let opts = ScanOptions {
-            threads: self.cfg.workers.max(1),
-            limits: self.cfg.limits,
-            reuse_from: (!initial).then(|| self.cfg.state_dir.clone()),
-        };
-        let cancel = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = flume::bounded(1024);
-        let flag = cancel.clone();
-        let spawned = std::thread::Builder::new()
-            .name("fim-scan".into())
-            .spawn(move || {
-                scan(&roots, &opts, &flag, |item| {
-                    let _ = tx.send(item);
-                })
-            });
-        if let Err(e) = spawned {
-            warn!("starting a scan of the watched paths: {e}");
-            return;
-        }
-        if let Err(e) = self.baseline.scan_begin() {
-            warn!("starting a scan of the watched paths: {e}");
-            cancel.store(true, Ordering::Relaxed);
-        }
         self.touched.clear();
-        self.scan = Some(ScanRun {
-            origin,
-            started: Instant::now(),
-            initial,
-            quiet,
-            cancel,
-            items: rx,
-            counts: [0; 4],
-        });
+        self.scan = ScanRun::start(&mut self.baseline, &self.watch, &self.cfg, origin, initial);
     }
 
     fn scanned(&mut self, item: ScanItem) -> Result<(), EngineError> {
@@ -1058,13 +832,13 @@ impl Engine {
         let Some(scan) = self.scan.as_mut() else {
             return Ok(());
         };
-        scan.counts[0] += 1;
+        scan.counts.seen += 1;
         let origin = scan.origin;
-        let initial = scan.initial || scan.quiet.iter().any(|r| r.covers(&path));
+        let initial = scan.records_silently(&path);
         if !self.watch.matches(&path)
             || self.touched.contains(&path)
-            || self.busy.contains_key(&path)
-            || self.dirty.contains_key(&path)
+            || self.busy.is_busy(&path)
+            || self.bursts.contains(&path)
         {
             return Ok(());
         }
@@ -1076,18 +850,15 @@ impl Engine {
         if initial {
             return Ok(());
         }
-        let (action, changed) = match &before {
-            None => (Action::Added, Vec::new()),
-            Some(b) => {
-                let changed = diff(b, &after);
-                if changed.is_empty() {
-                    return Ok(());
-                }
-                (Action::Changed, changed)
-            }
+        let Some((action, changed)) = reconcile::difference(before.as_ref(), &after) else {
+            return Ok(());
         };
         if let Some(s) = self.scan.as_mut() {
-            s.counts[if action == Action::Added { 1 } else { 3 }] += 1;
+            if action == Action::Added {
+                s.counts.added += 1;
+            } else {
+                s.counts.changed += 1;
+            }
         }
         self.stats.found.fetch_add(1, Ordering::Relaxed);
         let ev = found_event(action, path, before, Some(after), changed, origin);
@@ -1096,28 +867,26 @@ impl Engine {
     }
 
     fn scan_finished(&mut self) -> Result<(), EngineError> {
-        let Some(run) = self.scan.take() else {
+        let Some(mut run) = self.scan.take() else {
             return Ok(());
         };
-        let mut run = run;
-        if !run.cancel.load(Ordering::Relaxed) {
+        if !run.cancelled() {
             // Whatever the scan did not see is gone.
-            let mut after = Vec::new();
+            let mut unseen = Unseen::default();
             loop {
-                let batch = self.baseline.unseen(&after, 512)?;
-                let Some((last, _)) = batch.last() else {
+                let batch = unseen.next_batch(&self.baseline)?;
+                if batch.is_empty() {
                     break;
-                };
-                after = last.clone();
+                }
                 for (path, before) in batch {
-                    if self.touched.contains(&path) || self.busy.contains_key(&path) {
+                    if self.touched.contains(&path) || self.busy.is_busy(&path) {
                         continue;
                     }
                     self.baseline.remove(&path)?;
                     if run.initial || !self.watch.matches(&path) {
                         continue;
                     }
-                    run.counts[2] += 1;
+                    run.counts.removed += 1;
                     self.stats.found.fetch_add(1, Ordering::Relaxed);
                     let ev = found_event(
                         Action::Removed,
@@ -1130,32 +899,7 @@ impl Engine {
                     self.emit_in_order(ev);
                 }
             }
-            if run.initial {
-                self.baseline
-                    .set_meta("initialized", &unix_now_ns().to_string())?;
-            }
-            let roots: Vec<String> = self
-                .watch
-                .scan_roots()
-                .iter()
-                .map(ScanRoot::describe)
-                .collect();
-            self.baseline.set_meta("roots", &roots.join("\n"))?;
-            self.baseline.commit()?;
-            let [seen, added, removed, changed] = run.counts;
-            let secs = run.started.elapsed().as_secs_f64();
-            if run.initial {
-                info!("baseline built: {seen} paths in {secs:.1} s");
-            } else {
-                info!(
-                    "{}: {seen} paths checked, {added} added, {removed} removed, {changed} changed in {secs:.1} s",
-                    if run.origin == Origin::Start {
-                        "reconciled"
-                    } else {
-                        "rescanned"
-                    }
-                );
-            }
+            run.completed(&mut self.baseline, &self.watch)?;
         }
         self.touched.clear();
         Ok(())
@@ -1163,8 +907,7 @@ impl Engine {
 
     fn finish(&mut self) {
         if let Some(s) = self.scan.take() {
-            s.cancel.store(true, Ordering::Relaxed);
-            while s.items.recv().is_ok() {}
+            s.drain();
         }
         if let Err(e) = self.baseline.commit() {
             warn!("committing the baseline: {e}");
@@ -1178,158 +921,9 @@ impl Engine {
     }
 }
 
-/// What an unspecific attribute change (fanotify's `FAN_ATTRIB`, which the kernel also
-/// merges: a chmod and a chown in a row can arrive as one record) was, from the values
-/// before and after. A name is given only when one kind of operation explains every
-/// change: an owner change (which may also clear the setuid/setgid bits), an extended
-/// attribute or ACL change (ACLs also move mode bits), a mode change. Anything else, or
-/// times only, stays `attrib`, with `fim.changed` saying what changed.
-fn name_attrib(changed: &[Attr], before: Option<&Snapshot>, after: Option<&Snapshot>) -> Action {
-    let any = |set: &[Attr]| changed.iter().any(|c| set.contains(c));
-    let owner = any(&[Attr::Uid, Attr::Gid]);
-    let xattr = any(&[
-        Attr::Xattrs,
-        Attr::AclAccess,
-        Attr::AclDefault,
-        Attr::Capability,
-    ]);
-    let mode = any(&[Attr::Mode]);
-    // Mode bits a chown may clear by itself: setuid and setgid.
-    let only_setid_cleared = match (before, after) {
-        (Some(b), Some(a)) => {
-            let (b, a) = (b.attrs.mode, a.attrs.mode);
-            (b ^ a) & !0o6000 == 0 && a & !b == 0
-        }
-        _ => false,
-    };
-    match (owner, xattr, mode) {
-        (true, false, false) => Action::Chown,
-        (true, false, true) if only_setid_cleared => Action::Chown,
-        (false, true, _) => {
-            let count = |s: Option<&Snapshot>| {
-                s.map_or(0, |s| {
-                    let a = &s.attrs;
-                    a.xattrs.len()
-                        + usize::from(a.acl_access.is_some())
-                        + usize::from(a.acl_default.is_some())
-                        + usize::from(a.capability.is_some())
-                })
-            };
-            if count(after) < count(before) {
-                Action::RemoveXattr
-            } else {
-                Action::SetXattr
-            }
-        }
-        (false, false, true) => Action::Chmod,
-        _ => Action::Attrib,
-    }
-}
-
 fn origin_of(ev: &FileEvent) -> Origin {
     match ev.integrity.as_ref() {
         Some(i) => i.origin,
         None => Origin::Realtime,
-    }
-}
-
-/// An event for a change found by comparing the disk with the baseline.
-pub fn found_event(
-    action: Action,
-    path: Vec<u8>,
-    before: Option<Snapshot>,
-    after: Option<Snapshot>,
-    changed: Vec<fim_core::attrs::Attr>,
-    origin: Origin,
-) -> FileEvent {
-    let inode = after.as_ref().or(before.as_ref()).map(|s| InodeRef {
-        ino: s.attrs.ino,
-        major: s.attrs.dev_major,
-        minor: s.attrs.dev_minor,
-        mode: s.attrs.mode | s.attrs.file_type.mode_bits(),
-    });
-    let mut ev = FileEvent::new(action, ReportedPath::new(path, PathSource::Scan), "scan");
-    ev.inode = inode;
-    ev.integrity = Some(
-        Integrity {
-            before,
-            after,
-            changed,
-            origin,
-            replaced_target: false,
-            note: None,
-        }
-        .into(),
-    );
-    ev
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attribute_changes_are_named_from_their_values() {
-        use fim_core::attrs::{Attrs, FileType};
-        let snap = |xattrs: usize| Snapshot {
-            attrs: Attrs {
-                file_type: FileType::File,
-                size: 0,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                ino: 0,
-                dev_major: 0,
-                dev_minor: 0,
-                nlink: 1,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                symlink_target: None,
-                acl_access: None,
-                acl_default: None,
-                capability: None,
-                xattrs: (0..xattrs).map(|i| (vec![i as u8], [0; 32])).collect(),
-            },
-            content: None,
-        };
-        let (one, two) = (snap(1), snap(2));
-        let name = |c: &[Attr], b: &Snapshot, a: &Snapshot| name_attrib(c, Some(b), Some(a));
-        let mut setuid = snap(1);
-        setuid.attrs.mode = 0o4755;
-        let mut plain = snap(1);
-        plain.attrs.mode = 0o755;
-        let mut private = snap(1);
-        private.attrs.mode = 0o700;
-        assert_eq!(
-            name(&[Attr::Mode, Attr::Uid], &setuid, &plain),
-            Action::Chown,
-            "a chown clears setuid by itself"
-        );
-        assert_eq!(
-            name(&[Attr::Mode, Attr::Uid], &plain, &private),
-            Action::Attrib,
-            "a chmod and a chown merged into one record: neither name alone is true"
-        );
-        assert_eq!(name(&[Attr::Uid, Attr::Xattrs], &one, &two), Action::Attrib);
-        assert_eq!(
-            name(&[Attr::Mode, Attr::AclAccess], &one, &two),
-            Action::SetXattr
-        );
-        assert_eq!(name(&[Attr::Xattrs], &two, &one), Action::RemoveXattr);
-        assert_eq!(name(&[Attr::Mode, Attr::Ctime], &one, &one), Action::Chmod);
-        assert_eq!(name(&[Attr::Mtime], &one, &one), Action::Attrib);
-    }
-
-    #[test]
-    fn bursts_are_hashed_once_at_their_end() {
-        assert_eq!(step_for(Action::Create, false), Step::Defer);
-        assert_eq!(step_for(Action::Write, true), Step::Defer);
-        assert_eq!(step_for(Action::Truncate, true), Step::Defer);
-        assert_eq!(step_for(Action::Truncate, false), Step::Settle);
-        assert_eq!(step_for(Action::CloseWrite, true), Step::Settle);
-        assert_eq!(step_for(Action::Modified, true), Step::Settle);
-        assert_eq!(step_for(Action::Chmod, true), Step::Metadata);
-        assert_eq!(step_for(Action::Rename, false), Step::Move);
-        assert_eq!(step_for(Action::Unlink, true), Step::Forget);
     }
 }

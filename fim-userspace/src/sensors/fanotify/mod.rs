@@ -14,6 +14,7 @@
 //! count grow and rescans the watched roots, reporting what changed during the gap.
 
 pub mod identity;
+pub mod naming;
 pub mod record;
 pub mod sys;
 
