@@ -2,7 +2,8 @@
 //! model ([`event`]) and the attributes it carries with their diff ([`attrs`]), the watched
 //! set and its matching ([`watch`], on byte paths: [`paths`]), the Elastic Common Schema
 //! rendering ([`ecs`]), the baseline store ([`baseline`], SQLite), the one place a digest
-//! is computed ([`hash`]) and every setting's default ([`defaults`]). It builds for Linux and for Windows; the Linux sensors and the
+//! is computed ([`hash`]), every setting's default ([`defaults`]) and every count the daemon
+//! keeps ([`telemetry`]). It builds for Linux and for Windows; the Linux sensors and the
 //! daemon live in `fim-userspace`.
 
 pub mod attrs;
@@ -12,4 +13,5 @@ pub mod ecs;
 pub mod event;
 pub mod hash;
 pub mod paths;
+pub mod telemetry;
 pub mod watch;

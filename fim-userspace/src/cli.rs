@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fim_core::{
@@ -227,7 +227,7 @@ fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig) -> ExitCode {
             wait_for_signal().await;
             signals.cancel();
         });
-        daemon::run(set, pipeline, cfg, shutdown).await
+        daemon::run(set, pipeline, cfg, Arc::default(), shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

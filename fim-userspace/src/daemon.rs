@@ -8,16 +8,19 @@
 //! the fan-out, then each sink after what it holds, so every event read from the kernel is
 //! delivered.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::Arc;
 
 use log::{error, info};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use fim_core::watch::WatchSet;
+use fim_core::{
+    telemetry::{self, Telemetry},
+    watch::WatchSet,
+};
 
 use crate::{
-    integrity::engine::{Engine, EngineConfig, EngineError, EngineStats},
+    integrity::engine::{Engine, EngineConfig, EngineError},
     sinks::{SinkError, SinkSpec, fanout},
     sources::{SourceError, SourceSpec},
 };
@@ -80,26 +83,25 @@ fn canonical_spelling(watch: &WatchSet, ev: &mut fim_core::event::FileEvent) {
 }
 
 /// Runs until `shutdown` is cancelled. Prints "ready" to the log once the sensor is attached.
+/// Every part counts in `telemetry`; the summary at stop reads it.
 pub async fn run(
     watch: WatchSet,
     pipeline: Pipeline,
     integrity: EngineConfig,
+    telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let watch = Arc::new(watch);
-    let stats = Arc::new(EngineStats::default());
     let (fanout_tx, fanout_rx) = mpsc::channel(SINK_BATCHES);
     let state_dir = integrity.state_dir.clone();
     let engine = Engine::start(
         integrity,
         watch.clone(),
         fanout_tx,
-        stats.clone(),
+        telemetry.clone(),
         pipeline.source.namer(),
     )?;
-    let source = pipeline.source.build(&watch, &state_dir)?;
-    let losses = source.losses();
-    let final_losses = losses.clone();
+    let source = pipeline.source.build(&watch, &state_dir, &telemetry)?;
     let (source_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (engine_tx, engine_rx) = flume::bounded(ENGINE_BATCHES);
     let tracker = TaskTracker::new();
@@ -128,16 +130,22 @@ pub async fn run(
             }
         }
     });
-    let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, || losses()));
+    let losses = telemetry.clone();
+    let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, || losses.losses()));
     let mut outlets = Vec::new();
     let mut sink_tasks = Vec::new();
+    let mut sink_names = Vec::new();
     for spec in &pipeline.sinks {
         let sink = spec.build();
         let (queue_tx, queue_rx) = flume::bounded(SINK_BATCHES);
         outlets.push(fanout::Outlet::new(sink.as_ref(), queue_tx));
-        sink_tasks.push(tracker.spawn_blocking(move || sink.run(queue_rx)));
+        sink_names.push(sink.name());
+        let t = telemetry.clone();
+        sink_tasks.push(tracker.spawn_blocking(move || sink.run(queue_rx, t)));
     }
-    let fanout_task = tracker.spawn_blocking(move || fanout::run(fanout_rx, outlets));
+    let fanout_telemetry = telemetry.clone();
+    let fanout_task =
+        tracker.spawn_blocking(move || fanout::run(fanout_rx, outlets, fanout_telemetry));
     tracker.close();
     info!("ready: watching {watched_paths} paths");
 
@@ -150,33 +158,18 @@ pub async fn run(
     let engine_result = engine_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;
-    let report = fanout_task
+    fanout_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;
-    // What every sink wrote (the fewest, where one stopped or dropped).
-    let mut written = report.numbered;
     let mut sink_error = None;
     for task in sink_tasks {
-        match task.await.map_err(|e| DaemonError::Task(e.to_string()))? {
-            Ok(delivered) => written = written.min(delivered),
-            Err(e) => {
-                error!("{e}");
-                sink_error.get_or_insert(e);
-            }
+        if let Err(e) = task.await.map_err(|e| DaemonError::Task(e.to_string()))? {
+            error!("{e}");
+            sink_error.get_or_insert(e);
         }
     }
     tracker.wait().await;
-    for (sink, dropped) in &report.dropped {
-        error!("sink {sink}: {dropped} events dropped because its queue was full");
-    }
-    let lost = final_losses();
-    info!(
-        "stopped: {written} events written, {} operations lost before they were reported ({} queue overflows of unknown size), {} passed without integrity data, {} files hashed",
-        lost.operations(),
-        lost.overflows,
-        stats.unenriched.load(Ordering::Relaxed),
-        stats.hashed.load(Ordering::Relaxed)
-    );
+    log_summary(&telemetry, &sink_names);
     if let Err(e) = sensor_result {
         error!("sensor: {e}");
         return Err(e.into());
@@ -186,6 +179,30 @@ pub async fn run(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The summary at stop, from the telemetry.
+fn log_summary(t: &Telemetry, sinks: &[&'static str]) {
+    for sink in sinks {
+        let dropped = t.get(telemetry::SINK_DROPPED, &[sink]);
+        if dropped > 0 {
+            error!("sink {sink}: {dropped} events dropped because its queue was full");
+        }
+    }
+    // What every sink wrote (the fewest, where one stopped or dropped).
+    let written = sinks
+        .iter()
+        .map(|sink| t.get(telemetry::SINK_DELIVERED, &[sink]))
+        .min()
+        .unwrap_or(0);
+    let lost = t.losses();
+    info!(
+        "stopped: {written} events written, {} operations lost before they were reported ({} queue overflows of unknown size), {} passed without integrity data, {} files hashed",
+        lost.operations(),
+        lost.overflows,
+        t.total(telemetry::UNENRICHED),
+        t.total(telemetry::HASHED)
+    );
 }
 
 #[cfg(test)]

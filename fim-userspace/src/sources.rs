@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use fim_core::{
     attrs::{Attr, Snapshot},
-    event::{FileEvent, Losses},
+    event::FileEvent,
+    telemetry::Telemetry,
     watch::WatchSet,
 };
 
@@ -28,10 +29,6 @@ pub enum SourceError {
     Sensor(#[from] SensorError),
 }
 
-/// A reader of a source's losses by cause: what it saw but could not deliver. The
-/// integrity engine turns them into gap events and repair rescans.
-pub type LossReader = Arc<dyn Fn() -> Losses + Send + Sync>;
-
 /// Names what a source reported without a name, from the values the integrity engine read
 /// before and after the event and what changed (`fim.changed`). Returns false when the
 /// event turned out not to start a write to a regular file (its write burst ends).
@@ -40,10 +37,9 @@ pub type Namer = fn(&mut FileEvent, Option<&Snapshot>, Option<&Snapshot>, &[Attr
 /// A source's running task.
 pub type Running = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
 
-/// One origin of events.
+/// One origin of events. What it loses it reports to the pipeline's telemetry (given when
+/// it is built), where the integrity engine reads the totals.
 pub trait Source: Send {
-    /// A reader of its losses.
-    fn losses(&self) -> LossReader;
     /// Runs until `shutdown`, then delivers what it holds and closes `tx`.
     fn run(self: Box<Self>, tx: mpsc::Sender<FileEvent>, shutdown: CancellationToken) -> Running;
 }
@@ -67,27 +63,25 @@ impl SourceSpec {
         }
     }
 
-    /// Starts the source for `watch`; `state_dir` holds the baseline.
+    /// Starts the source for `watch`; `state_dir` holds the baseline; it counts in
+    /// `telemetry`.
     pub fn build(
         self,
         watch: &Arc<WatchSet>,
         state_dir: &Path,
+        telemetry: &Arc<Telemetry>,
     ) -> Result<Box<dyn Source>, SourceError> {
         #[cfg(not(target_os = "linux"))]
-        let _ = (watch, state_dir);
+        let _ = (watch, state_dir, telemetry);
         match self {
             #[cfg(target_os = "linux")]
-            Self::Sensor(kind) => Ok(Box::new(Sensor::start(kind, watch, state_dir)?)),
+            Self::Sensor(kind) => Ok(Box::new(Sensor::start(kind, watch, state_dir, telemetry)?)),
         }
     }
 }
 
 #[cfg(target_os = "linux")]
 impl Source for Sensor {
-    fn losses(&self) -> LossReader {
-        Arc::new(Sensor::losses(self))
-    }
-
     fn run(self: Box<Self>, tx: mpsc::Sender<FileEvent>, shutdown: CancellationToken) -> Running {
         Box::pin(async move { Ok(Sensor::run(*self, tx, shutdown).await?) })
     }

@@ -17,10 +17,7 @@
 use std::{
     collections::{HashSet, VecDeque},
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -31,6 +28,7 @@ use crate::sources::Namer;
 use fim_core::{
     attrs::{Snapshot, diff},
     baseline::{Access, Baseline, BaselineError},
+    telemetry::{Internal, Telemetry},
 };
 
 use super::{
@@ -62,19 +60,6 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Events waiting for enrichment before new ones pass through unenriched.
     pub max_backlog: usize,
-}
-
-/// Counters the daemon reports at exit (and, later, as metrics).
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    /// Events passed through without enrichment because the backlog was full.
-    pub unenriched: AtomicU64,
-    /// Files hashed.
-    pub hashed: AtomicU64,
-    /// Changes found by scans (start, scheduled, repair).
-    pub found: AtomicU64,
-    /// Observations that failed.
-    pub errors: AtomicU64,
 }
 
 /// The integrity stage failed.
@@ -153,7 +138,7 @@ pub struct Engine {
     /// Events reported since the last send: sent as one batch per turn of the loop, so the
     /// sink wakes once per batch rather than once per event.
     outbox: Vec<FileEvent>,
-    stats: Arc<EngineStats>,
+    telemetry: Arc<Telemetry>,
     jobs: flume::Sender<Job>,
     done: flume::Receiver<Done>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -184,7 +169,7 @@ impl Engine {
         cfg: EngineConfig,
         watch: Arc<WatchSet>,
         output: mpsc::Sender<Vec<FileEvent>>,
-        stats: Arc<EngineStats>,
+        telemetry: Arc<Telemetry>,
         namer: Option<Namer>,
     ) -> Result<Self, EngineError> {
         let baseline = Baseline::open(&cfg.state_dir, Access::Write)?;
@@ -223,7 +208,7 @@ impl Engine {
             baseline,
             output,
             outbox: Vec::new(),
-            stats,
+            telemetry,
             jobs,
             done,
             workers,
@@ -625,7 +610,7 @@ impl Engine {
     }
 
     fn pass_unenriched(&mut self, ticket: Ticket, mut ev: FileEvent) {
-        let n = self.stats.unenriched.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.telemetry.emit(Internal::Unenriched);
         if n == 1 || n.is_power_of_two() {
             warn!(
                 "integrity backlog full: {n} events passed without before/after values; a rescan will repair the baseline"
@@ -726,7 +711,7 @@ impl Engine {
         let after = match result {
             Ok(a) => a,
             Err(e) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.telemetry.emit(Internal::ObservationFailed);
                 note = Some(e.to_string());
                 None
             }
@@ -743,7 +728,7 @@ impl Engine {
         if let Some(Some(fim_core::attrs::Content::Sha256(_))) = after.as_ref().map(|a| &a.content)
             && matches!(step, Step::Settle)
         {
-            self.stats.hashed.fetch_add(1, Ordering::Relaxed);
+            self.telemetry.emit(Internal::Hashed);
         }
         let mut replaced_target = false;
         let before = match step {
@@ -821,7 +806,7 @@ impl Engine {
     fn scanned(&mut self, item: ScanItem) -> Result<(), EngineError> {
         let ScanItem::Observed { path, snapshot } = item else {
             if let ScanItem::Failed { path, error } = item {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.telemetry.emit(Internal::ObservationFailed);
                 warn!("scan: {}: {error}", fim_core::paths::render_bytes(&path));
                 // Keep what the baseline knows rather than reporting a removal.
                 self.baseline.seen(&path)?;
@@ -860,7 +845,7 @@ impl Engine {
                 s.counts.changed += 1;
             }
         }
-        self.stats.found.fetch_add(1, Ordering::Relaxed);
+        self.telemetry.emit(Internal::ChangeFound { action });
         let ev = found_event(action, path, before, Some(after), changed, origin);
         self.emit_in_order(ev);
         Ok(())
@@ -887,7 +872,9 @@ impl Engine {
                         continue;
                     }
                     run.counts.removed += 1;
-                    self.stats.found.fetch_add(1, Ordering::Relaxed);
+                    self.telemetry.emit(Internal::ChangeFound {
+                        action: Action::Removed,
+                    });
                     let ev = found_event(
                         Action::Removed,
                         path,
@@ -900,6 +887,8 @@ impl Engine {
                 }
             }
             run.completed(&mut self.baseline, &self.watch)?;
+            self.telemetry
+                .emit(Internal::ScanCompleted { origin: run.origin });
         }
         self.touched.clear();
         Ok(())

@@ -8,7 +8,7 @@ pub mod seed;
 pub mod ticker;
 pub mod witness;
 
-use std::sync::{Arc, Mutex, atomic::Ordering};
+use std::sync::{Arc, Mutex};
 
 use log::{info, warn};
 
@@ -16,10 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::fanotify::MarkScope;
-use fim_core::{
-    event::{FileEvent, Losses},
-    watch::WatchSet,
-};
+use fim_core::{event::FileEvent, telemetry::Telemetry, watch::WatchSet};
 
 /// How often an idle daemon wakes: each sensor reads its loss counters (and expires what
 /// it waits for), and the integrity engine looks at them, this often when nothing else is
@@ -40,9 +37,10 @@ fn fanotify_sensor(
     watch: &Arc<WatchSet>,
     state_dir: &std::path::Path,
     scope: MarkScope,
+    telemetry: &Arc<Telemetry>,
 ) -> Result<fanotify::FanotifySensor, fanotify::FanotifyError> {
     use fim_core::baseline::{Access, Baseline};
-    let sensor = fanotify::FanotifySensor::start_scoped(watch.clone(), scope)?;
+    let sensor = fanotify::FanotifySensor::start_scoped(watch.clone(), scope, telemetry)?;
     Ok(match Baseline::open(state_dir, Access::Read) {
         Ok(b) => sensor.with_baseline(b),
         Err(e) => {
@@ -95,10 +93,8 @@ pub enum Sensor {
     /// fanotify for file events, attributed through an eBPF-fed process table (the
     /// fanotify sensor drives the eBPF programs' ring).
     Auto {
-        /// The file-event sensor.
+        /// The file-event sensor (it drives the process-table programs' ring).
         files: fanotify::FanotifySensor,
-        /// The eBPF process-table programs' loss counters.
-        procs: Arc<ebpf::DropCounters>,
     },
 }
 
@@ -116,22 +112,27 @@ fn release_start_memory() {
 
 impl Sensor {
     /// Starts the sensor of `kind` for `watch`; `state_dir` holds the baseline, which the
-    /// fanotify sensor reads to know watched files by inode.
+    /// fanotify sensor reads to know watched files by inode. What it loses is counted in
+    /// `telemetry`.
     pub fn start(
         kind: SensorKind,
         watch: &Arc<WatchSet>,
         state_dir: &std::path::Path,
+        telemetry: &Arc<Telemetry>,
     ) -> Result<Self, SensorError> {
         use ebpf::{EbpfSensor, Tier};
+        let t = telemetry;
         let sensor = match kind {
-            SensorKind::Ebpf => {
-                Self::Ebpf(Box::new(EbpfSensor::start_best(watch, &Tier::BEST_FIRST)?))
-            }
-            SensorKind::Tier(tier) => Self::Ebpf(Box::new(EbpfSensor::start(watch, tier)?)),
+            SensorKind::Ebpf => Self::Ebpf(Box::new(EbpfSensor::start_best(
+                watch,
+                &Tier::BEST_FIRST,
+                t,
+            )?)),
+            SensorKind::Tier(tier) => Self::Ebpf(Box::new(EbpfSensor::start(watch, tier, t)?)),
             SensorKind::Fanotify => {
-                Self::Fanotify(fanotify_sensor(watch, state_dir, MarkScope::Filesystem)?)
+                Self::Fanotify(fanotify_sensor(watch, state_dir, MarkScope::Filesystem, t)?)
             }
-            SensorKind::Auto => Self::auto(watch, state_dir)?,
+            SensorKind::Auto => Self::auto(watch, state_dir, t)?,
         };
         release_start_memory();
         Ok(sensor)
@@ -145,9 +146,13 @@ impl Sensor {
     /// saw is reported from fanotify. Without the tracepoint tier, fanotify with the eBPF
     /// process table, or alone (details from /proc); without fanotify, the tracepoint tier
     /// alone.
-    fn auto(watch: &Arc<WatchSet>, state_dir: &std::path::Path) -> Result<Self, SensorError> {
+    fn auto(
+        watch: &Arc<WatchSet>,
+        state_dir: &std::path::Path,
+        t: &Arc<Telemetry>,
+    ) -> Result<Self, SensorError> {
         use ebpf::{EbpfSensor, Tier};
-        match EbpfSensor::start_best(watch, &[Tier::Lsm, Tier::Fentry]) {
+        match EbpfSensor::start_best(watch, &[Tier::Lsm, Tier::Fentry], t) {
             Ok(s) => {
                 info!("sensor auto: eBPF with kernel objects ({})", s.name());
                 return Ok(Self::Ebpf(Box::new(s)));
@@ -155,11 +160,11 @@ impl Sensor {
             Err(e) => info!("sensor auto: no kernel-object eBPF tier ({e})"),
         }
         let table = Arc::new(Mutex::new(proctable::ProcTable::default()));
-        match EbpfSensor::start(watch, Tier::Tracepoint)
+        match EbpfSensor::start(watch, Tier::Tracepoint, t)
             .and_then(|s| s.with_process_programs(table.clone()))
         {
             Ok(events) => {
-                let files = match fanotify_sensor(watch, state_dir, MarkScope::Directories) {
+                let files = match fanotify_sensor(watch, state_dir, MarkScope::Directories, t) {
                     Ok(f) => f,
                     Err(e) => {
                         warn!(
@@ -182,19 +187,17 @@ impl Sensor {
             }
             Err(e) => info!("sensor auto: no eBPF tracepoint tier ({e})"),
         }
-        let files = fanotify_sensor(watch, state_dir, MarkScope::Filesystem)?;
-        match EbpfSensor::start_process_table(watch) {
+        let files = fanotify_sensor(watch, state_dir, MarkScope::Filesystem, t)?;
+        match EbpfSensor::start_process_table(watch, t) {
             Ok(procs) => {
                 info!(
                     "sensor auto: fanotify for file events, eBPF process table \
                      (sched_process_exec, task_newtask, sched_process_exit) for attribution; this kernel gives eBPF \
                      tracepoints only"
                 );
-                let counters = procs.counters.clone();
                 let feed = Box::new(procs.with_process_table(table.clone()));
                 Ok(Self::Auto {
                     files: files.with_process_table(table, Some(feed)),
-                    procs: counters,
                 })
             }
             Err(e) => {
@@ -212,34 +215,6 @@ impl Sensor {
         }
     }
 
-    /// A reader of the sensor's losses by cause (kernel drops, fanotify overflows, events
-    /// that could not be resolved), which the integrity engine turns into gap events and
-    /// repair rescans.
-    pub fn losses(&self) -> impl Fn() -> Losses + Send + 'static {
-        let (ebpf, fan) = match self {
-            Self::Ebpf(s) => (Some(s.counters.clone()), None),
-            Self::Fanotify(s) => (None, Some(s.counters.clone())),
-            Self::Auto { files, procs } => (Some(procs.clone()), Some(files.counters.clone())),
-            Self::Witnessed { events, files } => {
-                (Some(events.counters.clone()), Some(files.counters.clone()))
-            }
-        };
-        move || {
-            let mut l = Losses::default();
-            if let Some(c) = &ebpf {
-                l.ring_full = c.ring_full.load(Ordering::Relaxed);
-                l.pending_full = c.pending_full.load(Ordering::Relaxed);
-                l.writers_full = c.writers_full.load(Ordering::Relaxed);
-                l.unresolved = c.undecodable.load(Ordering::Relaxed);
-            }
-            if let Some(c) = &fan {
-                l.overflows = c.overflows.load(Ordering::Relaxed);
-                l.unresolved += c.unresolved.load(Ordering::Relaxed);
-            }
-            l
-        }
-    }
-
     /// Runs until `shutdown`, then drains and closes `tx`.
     pub async fn run(
         self,
@@ -247,7 +222,7 @@ impl Sensor {
         shutdown: CancellationToken,
     ) -> Result<(), SensorError> {
         match self {
-            Self::Ebpf(s) => (*s).run(tx, shutdown).await.map(drop).map_err(Into::into),
+            Self::Ebpf(s) => Ok((*s).run(tx, shutdown).await?),
             Self::Fanotify(s) => Ok(s.run(tx, shutdown).await?),
             Self::Auto { files, .. } => Ok(files.run(tx, shutdown).await?),
             Self::Witnessed { events, files } => {

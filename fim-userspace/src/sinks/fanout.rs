@@ -6,13 +6,19 @@
 //! `Block` sink that is full holds the fan-out (and so the engine) back, a `DropNewest`
 //! sink loses that batch alone, counted. A sink that stopped is left out; when none is
 //! left, the fan-out stops, which closes the engine's output as a stopped sink did before.
+//! Events are counted here, by sensor and action, once for every sink.
+
+use std::{collections::BTreeMap, sync::Arc};
 
 use log::{error, warn};
 use tokio::sync::mpsc;
 
 #[cfg(doc)]
 use fim_core::event::Stamp;
-use fim_core::event::{FileEvent, Stamper};
+use fim_core::{
+    event::{Action, FileEvent, Stamper},
+    telemetry::{Internal, Telemetry},
+};
 
 use super::{Batch, Sink, WhenFull};
 
@@ -21,7 +27,6 @@ pub struct Outlet {
     name: &'static str,
     when_full: WhenFull,
     queue: flume::Sender<Batch>,
-    dropped: u64,
     open: bool,
 }
 
@@ -32,13 +37,12 @@ impl Outlet {
             name: sink.name(),
             when_full: sink.when_full(),
             queue,
-            dropped: 0,
             open: true,
         }
     }
 
     /// Hands `batch` to the sink by its policy.
-    fn offer(&mut self, batch: &Batch) {
+    fn offer(&mut self, batch: &Batch, telemetry: &Telemetry) {
         if !self.open {
             return;
         }
@@ -50,7 +54,12 @@ impl Outlet {
             }),
         };
         match sent {
-            Ok(()) => {}
+            Ok(()) => {
+                telemetry.emit(Internal::SinkQueued {
+                    sink: self.name,
+                    batches: self.queue.len() as u64,
+                });
+            }
             Err(true) => {
                 error!(
                     "sink {}: stopped; the other sinks go on without it",
@@ -59,80 +68,80 @@ impl Outlet {
                 self.open = false;
             }
             Err(false) => {
-                if self.dropped == 0 {
+                let dropped = telemetry.emit(Internal::SinkDropped {
+                    sink: self.name,
+                    events: batch.len() as u64,
+                });
+                if dropped == batch.len() as u64 {
                     warn!(
                         "sink {}: its queue is full; events are dropped for it (counted)",
                         self.name
                     );
                 }
-                self.dropped += batch.len() as u64;
             }
         }
     }
-}
-
-/// What the fan-out did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Report {
-    /// Events numbered (each went to every sink still running, unless dropped for it).
-    pub numbered: u64,
-    /// Events dropped, per sink, because its queue was full.
-    pub dropped: Vec<(&'static str, u64)>,
 }
 
 /// The numbering and the outlets.
 pub struct Fanout {
     stamper: Stamper,
     outlets: Vec<Outlet>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Fanout {
-    /// A fan-out to `outlets`.
-    pub fn new(outlets: Vec<Outlet>) -> Self {
+    /// A fan-out to `outlets`, counting in `telemetry`.
+    pub fn new(outlets: Vec<Outlet>, telemetry: Arc<Telemetry>) -> Self {
         Self {
             stamper: Stamper::default(),
             outlets,
+            telemetry,
         }
     }
 
     /// Numbers `events` and hands them to every sink. Returns whether any sink is left.
     pub fn deliver(&mut self, events: Vec<FileEvent>) -> bool {
-        let batch: Batch = std::sync::Arc::new(
+        let mut counts: BTreeMap<(&'static str, &'static str), (Action, u64)> = BTreeMap::new();
+        for ev in &events {
+            counts
+                .entry((ev.sensor, ev.action.as_str()))
+                .or_insert((ev.action, 0))
+                .1 += 1;
+        }
+        for ((sensor, _), (action, count)) in counts {
+            self.telemetry.emit(Internal::Reported {
+                sensor,
+                action,
+                count,
+            });
+        }
+        let batch: Batch = Arc::new(
             events
                 .into_iter()
                 .map(|ev| self.stamper.stamp(ev))
                 .collect(),
         );
         for outlet in &mut self.outlets {
-            outlet.offer(&batch);
+            outlet.offer(&batch, &self.telemetry);
         }
         self.outlets.iter().any(|o| o.open)
-    }
-
-    /// What it did.
-    pub fn report(&self) -> Report {
-        Report {
-            numbered: self.stamper.given(),
-            dropped: self
-                .outlets
-                .iter()
-                .filter(|o| o.dropped > 0)
-                .map(|o| (o.name, o.dropped))
-                .collect(),
-        }
     }
 }
 
 /// Numbers what the engine reports and feeds the sinks until the engine closes its output
 /// or no sink is left; then closes every queue, so each sink finishes what it holds.
-pub fn run(mut input: mpsc::Receiver<Vec<FileEvent>>, outlets: Vec<Outlet>) -> Report {
-    let mut fanout = Fanout::new(outlets);
+pub fn run(
+    mut input: mpsc::Receiver<Vec<FileEvent>>,
+    outlets: Vec<Outlet>,
+    telemetry: Arc<Telemetry>,
+) {
+    let mut fanout = Fanout::new(outlets, telemetry);
     while let Some(events) = input.blocking_recv() {
         if !fanout.deliver(events) {
             break;
         }
     }
-    fanout.report()
 }
 
 #[cfg(test)]
@@ -141,6 +150,7 @@ mod tests {
 
     use super::*;
     use crate::sinks::{SinkError, stdout::Stdout};
+    use fim_core::telemetry::{EVENTS, SINK_DELIVERED, SINK_DROPPED};
 
     /// A sink that keeps what it is given (its policy chosen by the test).
     struct Keep(WhenFull);
@@ -152,8 +162,18 @@ mod tests {
         fn when_full(&self) -> WhenFull {
             self.0
         }
-        fn run(self: Box<Self>, queue: flume::Receiver<Batch>) -> Result<u64, SinkError> {
-            Ok(queue.iter().map(|b| b.len() as u64).sum())
+        fn run(
+            self: Box<Self>,
+            queue: flume::Receiver<Batch>,
+            telemetry: Arc<Telemetry>,
+        ) -> Result<(), SinkError> {
+            for b in queue.iter() {
+                telemetry.emit(Internal::SinkDelivered {
+                    sink: "keep",
+                    events: b.len() as u64,
+                });
+            }
+            Ok(())
         }
     }
 
@@ -174,7 +194,11 @@ mod tests {
         let (tx_a, rx_a) = flume::bounded(8);
         let (tx_b, rx_b) = flume::bounded(8);
         let sink = Keep(WhenFull::Block);
-        let mut fanout = Fanout::new(vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)]);
+        let telemetry = Arc::new(Telemetry::default());
+        let mut fanout = Fanout::new(
+            vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)],
+            telemetry.clone(),
+        );
         assert!(fanout.deliver(events(3)));
         assert!(fanout.deliver(events(2)));
         let a: Vec<_> = rx_a.try_iter().flat_map(|b| b.to_vec()).collect();
@@ -184,13 +208,8 @@ mod tests {
         assert_eq!(numbers, [1, 2, 3, 4, 5]);
         let ids: std::collections::BTreeSet<_> = a.iter().map(|s| s.stamp.id).collect();
         assert_eq!(ids.len(), 5, "ids are unique");
-        assert_eq!(
-            fanout.report(),
-            Report {
-                numbered: 5,
-                dropped: vec![]
-            }
-        );
+        assert_eq!(telemetry.get(EVENTS, &["test", "create"]), 5);
+        assert_eq!(telemetry.total(SINK_DROPPED), 0);
     }
 
     #[test]
@@ -199,16 +218,20 @@ mod tests {
         let (tx_block, rx_block) = flume::bounded(8);
         let dropping = Keep(WhenFull::DropNewest);
         let blocking = Keep(WhenFull::Block);
-        let mut fanout = Fanout::new(vec![
-            Outlet::new(&dropping, tx_drop),
-            Outlet::new(&blocking, tx_block),
-        ]);
+        let telemetry = Arc::new(Telemetry::default());
+        let mut fanout = Fanout::new(
+            vec![
+                Outlet::new(&dropping, tx_drop),
+                Outlet::new(&blocking, tx_block),
+            ],
+            telemetry.clone(),
+        );
         fanout.deliver(events(2));
         fanout.deliver(events(3));
         fanout.deliver(events(4));
         assert_eq!(rx_drop.try_iter().map(|b| b.len()).sum::<usize>(), 2);
         assert_eq!(rx_block.try_iter().map(|b| b.len()).sum::<usize>(), 9);
-        assert_eq!(fanout.report().dropped, vec![("keep", 7)]);
+        assert_eq!(telemetry.get(SINK_DROPPED, &["keep"]), 7);
     }
 
     #[test]
@@ -216,7 +239,10 @@ mod tests {
         let (tx_a, rx_a) = flume::bounded(8);
         let (tx_b, rx_b) = flume::bounded(8);
         let sink = Keep(WhenFull::Block);
-        let mut fanout = Fanout::new(vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)]);
+        let mut fanout = Fanout::new(
+            vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)],
+            Arc::new(Telemetry::default()),
+        );
         drop(rx_a);
         assert!(fanout.deliver(events(1)), "one sink is left");
         assert_eq!(rx_b.try_iter().count(), 1);
@@ -241,16 +267,20 @@ mod tests {
         }
         let sink: Box<dyn Sink> = Box::new(Stdout::new(Shared(text.clone())));
         let outlet = Outlet::new(sink.as_ref(), tx);
-        let fan = std::thread::spawn(move || run(input_rx, vec![outlet]));
-        let writer = std::thread::spawn(move || sink.run(rx));
+        let telemetry = Arc::new(Telemetry::default());
+        let fan_telemetry = telemetry.clone();
+        let fan = std::thread::spawn(move || run(input_rx, vec![outlet], fan_telemetry));
+        let sink_telemetry = telemetry.clone();
+        let writer = std::thread::spawn(move || sink.run(rx, sink_telemetry));
         for _ in 0..50 {
             input_tx.blocking_send(events(20)).expect("fan-out running");
         }
         drop(input_tx);
-        let report = fan.join().expect("fan-out");
-        assert_eq!(writer.join().expect("sink").expect("written"), 1000);
-        assert_eq!(report.numbered, 1000);
-        assert!(report.dropped.is_empty());
+        fan.join().expect("fan-out");
+        writer.join().expect("sink").expect("written");
+        assert_eq!(telemetry.get(SINK_DELIVERED, &["stdout"]), 1000);
+        assert_eq!(telemetry.total(EVENTS), 1000);
+        assert_eq!(telemetry.total(SINK_DROPPED), 0);
         let text = text.lock().expect("lock");
         let sequences: Vec<u64> = text
             .split(|&b| b == b'\n')

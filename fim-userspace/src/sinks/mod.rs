@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 #[cfg(doc)]
 use fim_core::event::Stamp;
-use fim_core::event::Stamped;
+use fim_core::{event::Stamped, telemetry::Telemetry};
 
 /// What the engine reported in one turn, numbered, shared by every sink.
 pub type Batch = Arc<Vec<Stamped>>;
@@ -48,9 +48,13 @@ pub trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Its policy when its queue is full.
     fn when_full(&self) -> WhenFull;
-    /// Delivers batches until its queue closes and is empty, on a thread of its own.
-    /// Returns how many events it delivered.
-    fn run(self: Box<Self>, queue: flume::Receiver<Batch>) -> Result<u64, SinkError>;
+    /// Delivers batches until its queue closes and is empty, on a thread of its own,
+    /// reporting what it delivered (and failed to) to `telemetry`.
+    fn run(
+        self: Box<Self>,
+        queue: flume::Receiver<Batch>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<(), SinkError>;
 }
 
 /// The sinks a pipeline can have.

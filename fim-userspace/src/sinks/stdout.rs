@@ -4,9 +4,12 @@
 //! sensor's. When full: blocks. Back-pressure travels up the channels to the sensor, whose
 //! kernel ring buffer then fills and counts its losses, so nothing is dropped silently.
 
-use std::io::Write;
+use std::{io::Write, sync::Arc};
 
-use fim_core::ecs::write_ecs;
+use fim_core::{
+    ecs::write_ecs,
+    telemetry::{Internal, Telemetry},
+};
 
 use super::{Batch, Sink, SinkError, WhenFull};
 
@@ -24,8 +27,11 @@ impl<W: Write + Send> Stdout<W> {
         Self { out }
     }
 
-    fn write(&mut self, queue: &flume::Receiver<Batch>) -> std::io::Result<u64> {
-        let mut written = 0u64;
+    fn write(
+        &mut self,
+        queue: &flume::Receiver<Batch>,
+        telemetry: &Telemetry,
+    ) -> std::io::Result<()> {
         let mut text = Vec::with_capacity(64 * 1024);
         while let Ok(first) = queue.recv() {
             // One write for what is waiting (stdout is line-buffered: written line by line,
@@ -36,32 +42,46 @@ impl<W: Write + Send> Stdout<W> {
             {
                 batches.push(more);
             }
-            text.clear();
-            for ev in batches.iter().flat_map(|b| b.iter()) {
-                write_ecs(&mut text, ev)?;
-                text.push(b'\n');
-                written += 1;
+            let events = batches.iter().map(|b| b.len() as u64).sum();
+            let written = self.write_batches(&batches, &mut text);
+            if written.is_err() {
+                telemetry.emit(Internal::SinkFailed { sink: NAME, events });
             }
-            self.out.write_all(&text)?;
-            self.out.flush()?;
+            written?;
+            telemetry.emit(Internal::SinkDelivered { sink: NAME, events });
         }
-        Ok(written)
+        Ok(())
+    }
+
+    fn write_batches(&mut self, batches: &[Batch], text: &mut Vec<u8>) -> std::io::Result<()> {
+        text.clear();
+        for ev in batches.iter().flat_map(|b| b.iter()) {
+            write_ecs(&mut *text, ev)?;
+            text.push(b'\n');
+        }
+        self.out.write_all(text)?;
+        self.out.flush()
     }
 }
 
+/// The sink's name in logs and counters.
+const NAME: &str = "stdout";
+
 impl<W: Write + Send> Sink for Stdout<W> {
     fn name(&self) -> &'static str {
-        "stdout"
+        NAME
     }
 
     fn when_full(&self) -> WhenFull {
         WhenFull::Block
     }
 
-    fn run(mut self: Box<Self>, queue: flume::Receiver<Batch>) -> Result<u64, SinkError> {
-        self.write(&queue).map_err(|source| SinkError::Write {
-            sink: "stdout",
-            source,
-        })
+    fn run(
+        mut self: Box<Self>,
+        queue: flume::Receiver<Batch>,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<(), SinkError> {
+        self.write(&queue, &telemetry)
+            .map_err(|source| SinkError::Write { sink: NAME, source })
     }
 }

@@ -15,10 +15,7 @@ pub mod syscalls;
 
 use std::{
     path::Path,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -40,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use fim_core::{
     event::FileEvent,
+    telemetry::{self, Internal, LossCause, NotReported, Telemetry},
     watch::{ScanRoot, WatchSet},
 };
 
@@ -179,29 +177,14 @@ pub enum EbpfError {
     },
 }
 
-/// Kernel-side drop counters, summed over CPUs, by `fim_common::DropReason`.
-#[derive(Debug, Default)]
-pub struct DropCounters {
-    /// Ring buffer full: operations lost (their record, or their outcome's).
-    pub ring_full: AtomicU64,
-    /// Ring buffer full: process-table records lost (no operation lost).
-    pub ring_full_process: AtomicU64,
-    /// In-flight syscall table full.
-    pub pending_full: AtomicU64,
-    /// Open-file table full.
-    pub writers_full: AtomicU64,
-    /// Records userspace could not decode.
-    pub undecodable: AtomicU64,
-}
-
 /// A loaded and attached sensor.
 pub struct EbpfSensor {
     // Dropping this detaches every program: nothing is pinned.
     _ebpf: Ebpf,
     ring: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
-    /// Shared drop counters (also read at shutdown).
-    pub counters: Arc<DropCounters>,
+    /// Where its losses and unreported announcements are counted.
+    telemetry: Arc<Telemetry>,
     boot_to_unix_ns: i128,
     procs: Option<Arc<Mutex<ProcTable>>>,
     /// The sensor's name in events.
@@ -673,8 +656,12 @@ fn attach_kernel_object_tier(
 
 impl EbpfSensor {
     /// Loads and attaches exactly `tier`; an error says why the kernel refused it.
-    pub fn start(watch: &WatchSet, tier: Tier) -> Result<Self, EbpfError> {
-        Self::start_tier(watch, tier).map_err(|e| match e {
+    pub fn start(
+        watch: &WatchSet,
+        tier: Tier,
+        telemetry: &Arc<Telemetry>,
+    ) -> Result<Self, EbpfError> {
+        Self::start_tier(watch, tier, telemetry).map_err(|e| match e {
             e @ (EbpfError::NotRoot | EbpfError::NoBtf { .. } | EbpfError::TooManyRoots { .. }) => {
                 e
             }
@@ -687,10 +674,14 @@ impl EbpfSensor {
 
     /// Starts the first of `tiers` this kernel allows, logging why better ones were refused;
     /// the last tier's error if none loads.
-    pub fn start_best(watch: &WatchSet, tiers: &[Tier]) -> Result<Self, EbpfError> {
+    pub fn start_best(
+        watch: &WatchSet,
+        tiers: &[Tier],
+        telemetry: &Arc<Telemetry>,
+    ) -> Result<Self, EbpfError> {
         let mut last = None;
         for &tier in tiers {
-            match Self::start(watch, tier) {
+            match Self::start(watch, tier, telemetry) {
                 Ok(s) => return Ok(s),
                 Err(
                     e @ (EbpfError::NotRoot
@@ -783,7 +774,11 @@ impl EbpfSensor {
         ))
     }
 
-    fn start_tier(watch: &WatchSet, tier: Tier) -> Result<Self, EbpfError> {
+    fn start_tier(
+        watch: &WatchSet,
+        tier: Tier,
+        telemetry: &Arc<Telemetry>,
+    ) -> Result<Self, EbpfError> {
         if tier == Tier::Lsm
             && let Some(lsms) = active_lsms()
             && !lsms.split(',').any(|l| l == "bpf")
@@ -807,14 +802,22 @@ impl EbpfSensor {
         // three) costs no walk of the watched trees.
         let identities = fill_watched_objects(&mut ebpf, watch)?;
         info!("sensor: {} attached", tier.describe());
-        Self::finish_start(ebpf, tier.sensor_name(), identities)
+        Self::finish_start(ebpf, tier.sensor_name(), identities, telemetry)
     }
 
     /// Only the process table's programs (for `--sensor auto` with fanotify).
-    pub fn start_process_table(watch: &WatchSet) -> Result<Self, EbpfError> {
+    pub fn start_process_table(
+        watch: &WatchSet,
+        telemetry: &Arc<Telemetry>,
+    ) -> Result<Self, EbpfError> {
         let (mut ebpf, _) = Self::load(watch)?;
         attach_process_programs(&mut ebpf)?;
-        Self::finish_start(ebpf, Tier::Tracepoint.sensor_name(), Identities::default())
+        Self::finish_start(
+            ebpf,
+            Tier::Tracepoint.sensor_name(),
+            Identities::default(),
+            telemetry,
+        )
     }
 
     /// Adds the process table's programs to a started tier, and routes their records into
@@ -831,6 +834,7 @@ impl EbpfSensor {
         mut ebpf: Ebpf,
         name: &'static str,
         identities: Identities,
+        telemetry: &Arc<Telemetry>,
     ) -> Result<Self, EbpfError> {
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).ok_or(EbpfError::Map {
             name: maps::EVENTS,
@@ -861,7 +865,7 @@ impl EbpfSensor {
             _ebpf: ebpf,
             ring,
             drops,
-            counters: Arc::new(DropCounters::default()),
+            telemetry: telemetry.clone(),
             boot_to_unix_ns: boot_to_unix_ns(),
             procs: None,
             name,
@@ -882,7 +886,7 @@ impl EbpfSensor {
         self
     }
 
-    /// Reads the kernel's per-CPU drop counters into `counters`, logging any increase.
+    /// Reads the kernel's per-CPU drop counters into the telemetry, logging any increase.
     fn check_drops(&self) {
         let mut totals = [0u64; DROP_REASONS as usize];
         for (index, total) in (0..DROP_REASONS).zip(totals.iter_mut()) {
@@ -891,35 +895,37 @@ impl EbpfSensor {
             }
         }
         let [ring, pending, writers, outcomes, process] = totals;
-        let c = &self.counters;
+        let t = &self.telemetry;
         // An operation's record and an announced operation's outcome: one operation each.
-        let slots = [
+        let losses = [
             (
-                &c.ring_full,
+                LossCause::RingFull,
                 ring + outcomes,
                 "operations lost: ring buffer full",
             ),
             (
-                &c.pending_full,
+                LossCause::PendingFull,
                 pending,
                 "syscalls not followed: in-flight syscall table full",
             ),
             (
-                &c.writers_full,
+                LossCause::WritersFull,
                 writers,
                 "open files not followed: open-file table full",
             ),
-            (
-                &c.ring_full_process,
-                process,
-                "process-table records lost: ring buffer full",
-            ),
         ];
-        for (counter, total, what) in slots {
-            let before = counter.swap(total, Ordering::Relaxed);
-            if total > before {
+        for (cause, total, what) in losses {
+            let before = t.get(telemetry::SENSOR_LOST, &[cause.as_str()]);
+            if t.emit(Internal::KernelLossTotal { cause, total }) > before {
                 warn!("{what}: {} more, {total} so far", total - before);
             }
+        }
+        let before = t.get(telemetry::PROCESS_RECORDS_LOST, &[]);
+        if t.emit(Internal::ProcessRecordsLostTotal { total: process }) > before {
+            warn!(
+                "process-table records lost: ring buffer full: {} more, {process} so far",
+                process - before
+            );
         }
     }
 
@@ -934,7 +940,10 @@ impl EbpfSensor {
 
     /// Counts and logs a record userspace could not decode.
     fn undecodable(&self, e: &decode::DecodeError) {
-        self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+        self.telemetry.emit(Internal::Lost {
+            cause: LossCause::Undecodable,
+            operations: 1,
+        });
         warn!("dropping an undecodable kernel record: {e}");
     }
 
@@ -951,7 +960,7 @@ impl EbpfSensor {
         mut self,
         tx: mpsc::Sender<FileEvent>,
         shutdown: CancellationToken,
-    ) -> Result<Arc<DropCounters>, EbpfError> {
+    ) -> Result<(), EbpfError> {
         let drop_check =
             crate::sensors::ticker::Ticker::new(DROP_CHECK_INTERVAL).map_err(EbpfError::Ticker)?;
         let mut ready = Vec::new();
@@ -970,14 +979,16 @@ impl EbpfSensor {
             batched = records > 0;
             for ev in ready.drain(..) {
                 if tx.send(ev).await.is_err() {
-                    return Ok(self.finish());
+                    self.finish();
+                    return Ok(());
                 }
             }
             if stopping {
                 break;
             }
         }
-        Ok(self.finish())
+        self.finish();
+        Ok(())
     }
 
     /// Waits until the kernel says records are waiting (see `fim-ebpf/src/emit.rs`).
@@ -992,21 +1003,41 @@ impl EbpfSensor {
     pub fn housekeeping(&mut self) {
         self.check_drops();
         self.pairing.expire(fim_core::event::unix_now_ns());
+        self.count_not_reported();
+    }
+
+    /// Moves the pairing's counts of announcements not reported into the telemetry.
+    fn count_not_reported(&mut self) {
+        let [failed, expired, superseded] = self.pairing.take_counts();
+        for (why, count) in [
+            (NotReported::Failed, failed),
+            (NotReported::Expired, expired),
+            (NotReported::Superseded, superseded),
+        ] {
+            if count > 0 {
+                self.telemetry.emit(Internal::NotReported { why, count });
+            }
+        }
     }
 
     /// The last loss check and a summary of what was announced but not reported.
-    pub fn finish(&self) -> Arc<DropCounters> {
+    pub fn finish(&mut self) {
         self.check_drops();
-        let p = &self.pairing;
-        if p.failed + p.expired + p.superseded > 0 {
+        self.count_not_reported();
+        let t = &self.telemetry;
+        let not_reported = |why: NotReported| t.get(telemetry::NOT_REPORTED, &[why.as_str()]);
+        let (failed, expired, superseded) = (
+            not_reported(NotReported::Failed),
+            not_reported(NotReported::Expired),
+            not_reported(NotReported::Superseded),
+        );
+        if failed + expired + superseded > 0 {
             info!(
-                "announced operations not reported: {} failed, {} without an outcome (refused \
-                 before the operation ran, or its outcome was lost in the kernel), {} superseded \
-                 (an O_CREAT open's mknod check)",
-                p.failed, p.expired, p.superseded
+                "announced operations not reported: {failed} failed, {expired} without an outcome (refused \
+                 before the operation ran, or its outcome was lost in the kernel), {superseded} superseded \
+                 (an O_CREAT open's mknod check)"
             );
         }
-        self.counters.clone()
     }
 
     /// Keeps the names of watched files with other hard links current, in event order: a

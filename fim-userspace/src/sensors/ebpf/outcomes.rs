@@ -17,7 +17,7 @@ pub const OUTCOME_WAIT_NS: i128 = 5_000_000_000;
 #[derive(Default)]
 pub struct Pairing {
     waiting: HashMap<u32, FileEvent>,
-    /// Operations whose outcome said they failed (not reported).
+    /// Operations whose outcome said they failed (not reported), since [`Self::take_counts`].
     pub failed: u64,
     /// Announcements replaced by a newer one of the same thread before an outcome came: an
     /// `O_CREAT` open passes the mknod hook first, then announces itself as a create.
@@ -53,6 +53,13 @@ impl Pairing {
         self.waiting
             .retain(|_, e| now_ns - e.time_unix_ns < OUTCOME_WAIT_NS);
         self.expired += (before - self.waiting.len()) as u64;
+    }
+
+    /// The counts of announcements failed, expired and superseded since the last call.
+    pub fn take_counts(&mut self) -> [u64; 3] {
+        let counts = [self.failed, self.expired, self.superseded];
+        (self.failed, self.expired, self.superseded) = (0, 0, 0);
+        counts
     }
 
     /// Announcements still waiting.

@@ -21,10 +21,7 @@ pub mod sys;
 use std::{
     collections::{HashMap, HashSet},
     os::fd::OwnedFd,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use log::{debug, info, warn};
@@ -38,6 +35,7 @@ use self::{
 use fim_core::{
     baseline::Baseline,
     event::{Action, FileEvent, PathSource, ReportedPath},
+    telemetry::{Internal, LossCause, Telemetry},
     watch::{ScanRoot, WatchSet},
 };
 
@@ -84,15 +82,6 @@ pub enum FanotifyError {
     Ticker(std::io::Error),
 }
 
-/// Counters the daemon reports and the engine watches.
-#[derive(Debug, Default)]
-pub struct FanotifyCounters {
-    /// `FAN_Q_OVERFLOW` events: the kernel queue was full and events were lost.
-    pub overflows: AtomicU64,
-    /// Events whose directory could no longer be resolved to a path.
-    pub unresolved: AtomicU64,
-}
-
 /// What the sensor knows about objects by identity, kept in event order.
 struct Known {
     dirs: DirMap,
@@ -128,8 +117,8 @@ pub struct FanotifySensor {
     group: OwnedFd,
     mounts: Vec<([i32; 2], OwnedFd)>,
     watch: Arc<WatchSet>,
-    /// Drop and overflow counters.
-    pub counters: Arc<FanotifyCounters>,
+    /// Where overflows and unresolved events are counted.
+    telemetry: Arc<Telemetry>,
     known: Known,
     /// When the marks were placed (ns since the epoch): a file born before is not new.
     started_ns: i128,
@@ -177,12 +166,16 @@ const SELF_CHECK_MAX: usize = 4096;
 impl FanotifySensor {
     /// Creates the group and marks every file system holding a watched root (or, for a
     /// root that does not exist yet, its nearest existing ancestor).
-    pub fn start(watch: Arc<WatchSet>) -> Result<Self, FanotifyError> {
-        Self::start_scoped(watch, MarkScope::Filesystem)
+    pub fn start(watch: Arc<WatchSet>, telemetry: &Arc<Telemetry>) -> Result<Self, FanotifyError> {
+        Self::start_scoped(watch, MarkScope::Filesystem, telemetry)
     }
 
     /// Like [`Self::start`], marking what `scope` says.
-    pub fn start_scoped(watch: Arc<WatchSet>, scope: MarkScope) -> Result<Self, FanotifyError> {
+    pub fn start_scoped(
+        watch: Arc<WatchSet>,
+        scope: MarkScope,
+        telemetry: &Arc<Telemetry>,
+    ) -> Result<Self, FanotifyError> {
         let group = sys::init().map_err(FanotifyError::Init)?;
         let mut mounts: Vec<([i32; 2], OwnedFd)> = Vec::new();
         for root in watch.scan_roots() {
@@ -221,7 +214,7 @@ impl FanotifySensor {
             group,
             mounts,
             watch,
-            counters: Arc::new(FanotifyCounters::default()),
+            telemetry: telemetry.clone(),
             known: Known {
                 dirs: DirMap::default(),
                 objects: Objects::new(OBJECTS_MAX),
@@ -703,7 +696,7 @@ impl FanotifySensor {
     /// update what is known by handle, in the order they come.
     fn decode(&mut self, rec: &Record) -> Vec<FileEvent> {
         if rec.mask & libc::FAN_Q_OVERFLOW != 0 {
-            let n = self.counters.overflows.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = self.telemetry.emit(Internal::QueueOverflow);
             warn!(
                 "fanotify queue overflow ({n} so far): events were lost; the watched paths will be rescanned"
             );
@@ -924,7 +917,10 @@ impl FanotifySensor {
     /// A record about a watched object whose names could not be resolved: counted, logged
     /// (never silent), and repaired by a rescan.
     fn unresolved(&mut self, rec: &Record) {
-        let n = self.counters.unresolved.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.telemetry.emit(Internal::Lost {
+            cause: LossCause::Unresolved,
+            operations: 1,
+        });
         warn!(
             "fanotify: an event (mask {:#x}) on a watched object could not be resolved to a path ({n} so far); the watched paths will be rescanned",
             rec.mask
