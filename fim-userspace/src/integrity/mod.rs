@@ -16,6 +16,8 @@
 
 pub mod burst;
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod enrich;
 pub mod observe;
 pub mod order;
