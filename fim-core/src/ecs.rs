@@ -1,4 +1,5 @@
-//! Rendering a [`FileEvent`] as an Elastic Common Schema document.
+//! Rendering an [`Event`] (a file's or a registry key's) as an Elastic Common Schema
+//! document.
 //!
 //! ECS names where ECS has the field (`event.action`, `file.path`, `process.pid`,
 //! `process.executable`, `user.id`, ...); everything else under `fim.*`. Paths that are not
@@ -13,8 +14,9 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     attrs::{Content, Snapshot, hex},
-    event::{Action, FileEvent, PathSource, ReportedPath, Stamp, Stamped},
+    event::{Action, Event, FileEvent, PathSource, ReportedPath, Stamp, Stamped},
     paths::render_bytes,
+    registry::{Data, RegistryEvent},
 };
 
 fn file_type(mode: u32) -> &'static str {
@@ -240,13 +242,22 @@ struct EventObject {
 }
 
 fn event_object(ev: &FileEvent, stamp: &Stamp) -> EventObject {
+    event_of("file", ev.action, stamp)
+}
+
+/// The `event` object of an event about `category` (`file`, `registry`).
+fn event_of(category: &'static str, action: Action, stamp: &Stamp) -> EventObject {
     EventObject {
         kind: "event",
-        category: ["file"],
-        event_type: [ev.action.ecs_type()],
-        action: ev.action.as_str(),
+        category: [category],
+        event_type: [action.ecs_type()],
+        action: action.as_str(),
         module: "fim",
-        dataset: "fim.file",
+        dataset: if category == "file" {
+            "fim.file"
+        } else {
+            "fim.registry"
+        },
         sequence: stamp.sequence,
         id: stamp.id.hyphenated(),
     }
@@ -271,9 +282,12 @@ struct FileDoc<'a> {
 /// Writes the ECS document for one event as one line of JSON (without the newline).
 pub fn write_ecs(out: impl std::io::Write, ev: &Stamped) -> serde_json::Result<()> {
     let Stamped { stamp, event } = ev;
-    match &event.gap {
-        Some(gap) => serde_json::to_writer(out, &gap_doc(event, gap, stamp)),
-        None => serde_json::to_writer(out, &file_doc(event, stamp)),
+    match event {
+        Event::File(event) => match &event.gap {
+            Some(gap) => serde_json::to_writer(out, &gap_doc(event, gap, stamp)),
+            None => serde_json::to_writer(out, &file_doc(event, stamp)),
+        },
+        Event::Registry(event) => serde_json::to_writer(out, &registry_doc(event, stamp)),
     }
 }
 
@@ -282,10 +296,56 @@ pub fn write_ecs(out: impl std::io::Write, ev: &Stamped) -> serde_json::Result<(
 #[cfg(test)]
 pub fn to_ecs(ev: &Stamped) -> Value {
     let Stamped { stamp, event } = ev;
-    match &event.gap {
-        Some(gap) => gap_doc(event, gap, stamp),
-        None => serde_json::to_value(file_doc(event, stamp)).unwrap_or(Value::Null),
+    match event {
+        Event::File(event) => match &event.gap {
+            Some(gap) => gap_doc(event, gap, stamp),
+            None => serde_json::to_value(file_doc(event, stamp)).unwrap_or(Value::Null),
+        },
+        Event::Registry(event) => registry_doc(event, stamp),
     }
+}
+
+/// A registry value's data, for `registry.data` and `fim.before` / `fim.after`.
+fn data_doc(d: &Data) -> Value {
+    json!({
+        "type": d.kind.as_str(),
+        "strings": d.strings(),
+        "bytes": hex(&d.bytes),
+    })
+}
+
+/// A change to a registry key or value: ECS `registry.*` (the data now, or the data that
+/// was there for a removal), the values before and after under `fim.*`.
+fn registry_doc(ev: &RegistryEvent, stamp: &Stamp) -> Value {
+    let l = &ev.location;
+    let mut registry = Map::new();
+    registry.insert("hive".into(), json!(l.hive));
+    registry.insert("key".into(), json!(l.key));
+    if let Some(v) = &l.value {
+        registry.insert("value".into(), json!(v));
+    }
+    registry.insert("path".into(), json!(l.path()));
+    if let Some(d) = ev.after.as_ref().or(ev.before.as_ref()) {
+        registry.insert(
+            "data".into(),
+            json!({ "type": d.kind.as_str(), "strings": d.strings() }),
+        );
+    }
+    let mut fim = Map::new();
+    fim.insert("origin".into(), json!(ev.origin.as_str()));
+    fim.insert("sensor".into(), json!(ev.sensor));
+    if let Some(b) = &ev.before {
+        fim.insert("before".into(), data_doc(b));
+    }
+    if let Some(a) = &ev.after {
+        fim.insert("after".into(), data_doc(a));
+    }
+    json!({
+        "@timestamp": time_ns(ev.time_unix_ns),
+        "event": event_of("registry", ev.action, stamp),
+        "registry": registry,
+        "fim": fim,
+    })
 }
 
 fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp) -> FileDoc<'a> {
@@ -582,7 +642,7 @@ mod tests {
         let id = uuid::Uuid::from_u128(0x0192_7e1a_b2c3_7d4e_8f90_1234_5678_9abc);
         let stamped = |event: &FileEvent, sequence| Stamped {
             stamp: Stamp { sequence, id },
-            event: event.clone(),
+            event: Event::File(event.clone()),
         };
         let mut text = Vec::new();
         write_ecs(&mut text, &stamped(&ev, 3)).expect("written");
@@ -610,6 +670,65 @@ mod tests {
         assert_eq!(v["process"], json!({ "pid": 10, "thread": { "id": 11 } }));
         assert_eq!(v["fim"]["process_exited"], true);
         assert!(v.get("user").is_none());
+    }
+
+    #[test]
+    fn a_registry_change_is_rendered_in_ecs_registry_fields() {
+        use crate::{
+            event::Origin,
+            registry::{DataType, Location},
+        };
+        let utf16z = |s: &str| -> Vec<u8> {
+            s.encode_utf16()
+                .chain([0])
+                .flat_map(u16::to_le_bytes)
+                .collect()
+        };
+        let ev = RegistryEvent {
+            action: Action::Changed,
+            time_unix_ns: 1_700_000_000_000_000_000,
+            location: Location {
+                hive: "HKLM".into(),
+                key: "SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run".into(),
+                value: Some("Updater".into()),
+            },
+            before: Some(Data {
+                kind: DataType::Sz,
+                bytes: utf16z("C:\\good.exe"),
+            }),
+            after: Some(Data {
+                kind: DataType::Sz,
+                bytes: utf16z("C:\\evil.exe"),
+            }),
+            origin: Origin::Rescan,
+            sensor: "registry",
+        };
+        let stamped = Stamped {
+            stamp: Stamp {
+                sequence: 9,
+                id: uuid::Uuid::from_u128(1),
+            },
+            event: ev.into(),
+        };
+        let mut text = Vec::new();
+        write_ecs(&mut text, &stamped).expect("written");
+        let v: Value = serde_json::from_slice(&text).expect("JSON");
+        assert_eq!(v, to_ecs(&stamped));
+        assert_eq!(v["event"]["category"][0], "registry");
+        assert_eq!(v["event"]["type"][0], "change");
+        assert_eq!(v["event"]["dataset"], "fim.registry");
+        assert_eq!(v["event"]["sequence"], 9);
+        assert_eq!(v["registry"]["hive"], "HKLM");
+        assert_eq!(v["registry"]["value"], "Updater");
+        assert_eq!(
+            v["registry"]["path"],
+            "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run\\Updater"
+        );
+        assert_eq!(v["registry"]["data"]["type"], "REG_SZ");
+        assert_eq!(v["registry"]["data"]["strings"][0], "C:\\evil.exe");
+        assert_eq!(v["fim"]["before"]["strings"][0], "C:\\good.exe");
+        assert_eq!(v["fim"]["origin"], "rescan");
+        assert!(v.get("file").is_none());
     }
 
     #[test]

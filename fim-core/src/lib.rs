@@ -1,5 +1,5 @@
 //! What every platform of fim shares, with no operating-system call of its own: the event
-//! model ([`event`]) and the attributes it carries with their diff ([`attrs`]), the watched
+//! model ([`event`], about a file or a registry key or value: [`registry`]) and the attributes it carries with their diff ([`attrs`]), the watched
 //! set and its matching ([`watch`], on byte paths: [`paths`]), the Elastic Common Schema
 //! rendering ([`ecs`]), the baseline store ([`baseline`], SQLite), the one place a digest
 //! is computed ([`hash`]), every setting's default ([`defaults`]) and every count the daemon
@@ -13,5 +13,6 @@ pub mod ecs;
 pub mod event;
 pub mod hash;
 pub mod paths;
+pub mod registry;
 pub mod telemetry;
 pub mod watch;

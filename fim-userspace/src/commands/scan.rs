@@ -176,7 +176,13 @@ impl Report {
         let stamp = self.stamper.next_stamp();
         if self.json {
             let event = found_event(action, path, before, after, changed, Origin::Check);
-            write_ecs(&mut self.out, &Stamped { stamp, event })?;
+            write_ecs(
+                &mut self.out,
+                &Stamped {
+                    stamp,
+                    event: event.into(),
+                },
+            )?;
             writeln!(self.out)
         } else {
             let what: Vec<&str> = changed.iter().map(|a| a.as_str()).collect();
