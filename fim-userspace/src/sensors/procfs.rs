@@ -1,9 +1,11 @@
-//! Process details from `/proc`, for sensors whose kernel records carry only a pid
-//! (fanotify). A process that has exited by the time it is looked up is reported as such,
-//! with nothing invented. Pid reuse between the event and the lookup would misattribute;
-//! `--sensor auto` closes that gap with a process table fed by exec/fork/exit tracepoints.
+//! Process details from `/proc` (read with the `procfs` crate), for sensors whose kernel
+//! records carry only a pid (fanotify). A process that has exited by the time it is looked
+//! up is reported as such, with nothing invented. Pid reuse between the event and the
+//! lookup would misattribute; `--sensor auto` closes that gap with a process table fed by
+//! exec/fork/exit tracepoints.
 
 use std::{
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::OnceLock,
 };
@@ -12,96 +14,59 @@ use fim_core::event::Process;
 
 /// Ticks per second of `/proc/<pid>/stat` times.
 fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    procfs::ticks_per_second().max(1)
 }
 
-fn field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .map(str::trim)
-}
-
-fn ids(status: &str, key: &str) -> Option<(u32, u32)> {
-    let mut it = field(status, key)?.split_whitespace();
-    let real = it.next()?.parse().ok()?;
-    let effective = it.next()?.parse().ok()?;
-    Some((real, effective))
-}
-
-/// Parses `/proc/<tid>/status` into (tgid, ppid, uid, euid, gid, egid, name). Pure.
-pub fn parse_status(status: &str) -> Option<(u32, u32, u32, u32, u32, u32, String)> {
-    let tgid = field(status, "Tgid:")?.parse().ok()?;
-    let ppid = field(status, "PPid:")?.parse().ok()?;
-    let (uid, euid) = ids(status, "Uid:")?;
-    let (gid, egid) = ids(status, "Gid:")?;
-    let name = field(status, "Name:")?.to_owned();
-    Some((tgid, ppid, uid, euid, gid, egid, name))
-}
-
-/// The start time (field 22 of `/proc/<pid>/stat`) in ticks since boot. Pure.
-pub fn parse_start_ticks(stat: &str) -> Option<u64> {
-    // The command name is in parentheses and may contain spaces: count after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Where the cgroup v2 hierarchy is mounted, from a `mountinfo` text: `/sys/fs/cgroup` on
-/// a unified host, `/sys/fs/cgroup/unified` on a hybrid one. Pure.
-pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        if fs.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        // Spaces and other specials in the mount point are octal escapes (`\040`).
-        let point = mount.split_whitespace().nth(4)?;
-        let mut out = Vec::with_capacity(point.len());
-        let bytes = point.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'\\'
-                && let Some(code) = point
-                    .get(i + 1..i + 4)
-                    .and_then(|o| u8::from_str_radix(o, 8).ok())
-            {
-                out.push(code);
+/// A mount point as `mountinfo` spells it, with its octal escapes (`\040` for a space)
+/// decoded: the `procfs` crate leaves them. Pure.
+pub fn unescape_mount_point(point: &Path) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = point.as_os_str().as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let code = bytes
+            .get(i + 1..i + 4)
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) if bytes[i] == b'\\' => {
+                out.push(c);
                 i += 4;
-            } else {
+            }
+            _ => {
                 out.push(bytes[i]);
                 i += 1;
             }
         }
-        let os: std::ffi::OsString = std::os::unix::ffi::OsStringExt::from_vec(out);
-        Some(PathBuf::from(os))
-    })
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
+/// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup` on a unified host,
+/// `/sys/fs/cgroup/unified` on a hybrid one.
 fn cgroup2_mount() -> Option<&'static Path> {
     static MOUNT: OnceLock<Option<PathBuf>> = OnceLock::new();
     MOUNT
         .get_or_init(|| {
-            std::fs::read_to_string("/proc/self/mountinfo")
-                .ok()
-                .and_then(|m| parse_cgroup2_mount(&m))
+            let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
+            mounts
+                .into_iter()
+                .find(|m| m.fs_type == "cgroup2")
+                .map(|m| unescape_mount_point(&m.mount_point))
         })
         .as_deref()
 }
 
-fn cgroup_id(tgid: u32) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")) else {
+/// The cgroup v2 id of `process`: the inode number of its cgroup's directory (0 unknown).
+fn cgroup_id(process: &procfs::process::Process) -> u64 {
+    let (Some(mount), Ok(groups)) = (cgroup2_mount(), process.cgroups()) else {
         return 0;
     };
-    let Some(mount) = cgroup2_mount() else {
-        return 0;
-    };
-    // cgroup v2: "0::/path"; its id is the inode number of the directory.
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .and_then(|p| std::fs::metadata(mount.join(p.trim_start_matches('/'))).ok())
+    groups
+        .into_iter()
+        .find(|g| g.hierarchy == 0)
+        .and_then(|g| std::fs::metadata(mount.join(g.pathname.trim_start_matches('/'))).ok())
         .map_or(0, |m| m.ino())
 }
 
@@ -114,30 +79,35 @@ pub fn lookup(tid: u32) -> Process {
         exited: true,
         ..Process::default()
     };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return gone;
-    };
-    let Some((tgid, ppid, uid, euid, gid, egid, name)) = parse_status(&status) else {
-        return gone;
-    };
-    let start_boot_ns = std::fs::read_to_string(format!("/proc/{tgid}/stat"))
+    let Some(status) = i32::try_from(tid)
         .ok()
-        .and_then(|s| parse_start_ticks(&s))
-        .map_or(0, |t| t * 1_000_000_000 / clock_ticks());
-    let executable = std::fs::read_link(format!("/proc/{tgid}/exe"))
+        .and_then(|t| procfs::process::Process::new(t).ok())
+        .and_then(|thread| thread.status().ok())
+    else {
+        return gone;
+    };
+    let Ok(process) = procfs::process::Process::new(status.tgid) else {
+        return gone;
+    };
+    let start_boot_ns = process
+        .stat()
+        .map_or(0, |s| s.starttime * 1_000_000_000 / clock_ticks());
+    let executable = process
+        .exe()
         .ok()
         .map(|p| p.into_os_string().into_encoded_bytes());
+    let id = |n: i32| u32::try_from(n).unwrap_or(0);
     Process {
-        pid: tgid,
+        pid: id(status.tgid),
         tid,
-        ppid,
-        uid,
-        euid,
-        gid,
-        egid,
-        name,
+        ppid: id(status.ppid),
+        uid: status.ruid,
+        euid: status.euid,
+        gid: status.rgid,
+        egid: status.egid,
+        name: status.name,
         executable,
-        cgroup_id: cgroup_id(tgid),
+        cgroup_id: cgroup_id(&process),
         start_boot_ns,
         exited: false,
     }
@@ -159,39 +129,43 @@ mod tests {
     }
 
     #[test]
-    fn status_and_stat_parse() {
-        let status = "Name:\tmy prog\nUmask:\t0022\nState:\tS\nTgid:\t100\nNgid:\t0\nPid:\t101\n\
-                      PPid:\t1\nUid:\t1000\t0\t0\t0\nGid:\t50\t60\t60\t60\n";
+    fn mount_points_with_escapes_are_decoded() {
         assert_eq!(
-            parse_status(status),
-            Some((100, 1, 1000, 0, 50, 60, "my prog".to_owned()))
+            unescape_mount_point(Path::new("/mnt/my\\040cg")),
+            PathBuf::from("/mnt/my cg")
         );
-        let stat = "100 (a) b) S 1 100 100 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
-        assert_eq!(parse_start_ticks(stat), Some(12345));
+        assert_eq!(
+            unescape_mount_point(Path::new("/sys/fs/cgroup")),
+            PathBuf::from("/sys/fs/cgroup")
+        );
+        assert_eq!(
+            unescape_mount_point(Path::new("/a\\b")),
+            PathBuf::from("/a\\b"),
+            "a backslash without three octal digits stays"
+        );
     }
 
     #[test]
-    fn the_cgroup2_mount_is_found_on_unified_and_hybrid_hosts() {
-        let hybrid = "30 25 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
-                      31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
-                      40 30 0:35 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+    fn this_process_has_its_cgroup_id() {
+        use std::os::unix::fs::MetadataExt;
+        let me = procfs::process::Process::myself().expect("/proc/self");
+        let Some(mount) = cgroup2_mount() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no cgroup v2 hierarchy mounted: this test must run in CI"
+            );
+            eprintln!("skipped: no cgroup v2 hierarchy mounted here");
+            return;
+        };
+        let text = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+        let path = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a v2 line");
+        let dir = mount.join(path.trim_start_matches('/'));
         assert_eq!(
-            parse_cgroup2_mount(hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        let unified = "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            parse_cgroup2_mount(unified),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-        let spaced = "35 24 0:30 / /mnt/my\\040cg rw - cgroup2 none rw\n";
-        assert_eq!(
-            parse_cgroup2_mount(spaced),
-            Some(PathBuf::from("/mnt/my cg"))
-        );
-        assert_eq!(
-            parse_cgroup2_mount("1 0 8:1 / / rw - ext4 /dev/sda rw\n"),
-            None
+            cgroup_id(&me),
+            std::fs::metadata(dir).expect("cgroup dir").ino()
         );
     }
 
