@@ -2,6 +2,11 @@
 //! where `sensors::ebpf` embeds it. Linux targets only: elsewhere there is no eBPF sensor
 //! (and no object to embed).
 //!
+//! The object is built with full debug information, from which bpf-linker makes the BTF
+//! that CO-RE relocations and the kernel's verifier need (`.BTF`, `.BTF.ext`). The DWARF it
+//! came from (`.debug_*`, 4 of the object's 5.7 MB) is then removed: nothing reads it, and
+//! embedded in the daemon it was mapped and paged in with the rest.
+//!
 //! The eBPF crate needs `-Z build-std=core`. The toolchain is the pinned stable one (its
 //! LLVM must match bpf-linker's), so unstable flags are enabled for that one child build
 //! only, through RUSTC_BOOTSTRAP.
@@ -18,5 +23,36 @@ fn main() -> anyhow::Result<()> {
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../fim-ebpf"),
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
+    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))?;
+    let out_dir = std::env::var("OUT_DIR")?;
+    strip_dwarf(&std::path::Path::new(&out_dir).join("fim-ebpf"))
+}
+
+/// Rewrites the ELF object at `path` without its DWARF sections (and their relocations).
+fn strip_dwarf(path: &std::path::Path) -> anyhow::Result<()> {
+    let data = std::fs::read(path)?;
+    let mut elf = object::build::elf::Builder::read(&*data)?;
+    for section in elf.sections.iter_mut() {
+        let name: &[u8] = &section.name;
+        if name.starts_with(b".debug_") || name.starts_with(b".rel.debug_") {
+            section.delete = true;
+        }
+    }
+    elf.delete_orphans();
+    // LLVM keeps section names in the symbol string table; the writer wants a table of
+    // their own.
+    if !elf
+        .sections
+        .iter()
+        .any(|s| matches!(s.data, object::build::elf::SectionData::SectionString))
+    {
+        let names = elf.sections.add();
+        names.name = b".shstrtab"[..].into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.data = object::build::elf::SectionData::SectionString;
+    }
+    let mut out = Vec::new();
+    elf.write(&mut out)?;
+    std::fs::write(path, out)?;
+    Ok(())
 }
