@@ -18,6 +18,8 @@ pub mod daemon;
 #[cfg(target_os = "linux")]
 pub mod integrity;
 #[cfg(target_os = "linux")]
+pub mod memory;
+#[cfg(target_os = "linux")]
 pub mod sensors;
 pub mod sinks;
 pub mod sources;

@@ -887,6 +887,8 @@ impl Engine {
                 }
             }
             run.completed(&mut self.baseline, &self.watch)?;
+            // A scan's channels and buffers held thousands of entries: give them back.
+            crate::memory::give_back();
             self.telemetry
                 .emit(Internal::ScanCompleted { origin: run.origin });
         }

@@ -98,18 +98,6 @@ pub enum Sensor {
     },
 }
 
-/// Gives the allocator's free memory back to the system. Starting a sensor parses the
-/// kernel's BTF twice (about 6 MiB of it, tens of MiB once parsed) and walks the watched
-/// trees; all of it is freed once the programs are attached, but glibc keeps freed heap
-/// pages mapped unless asked.
-fn release_start_memory() {
-    // SAFETY: malloc_trim has no preconditions; it only returns free pages.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 impl Sensor {
     /// Starts the sensor of `kind` for `watch`; `state_dir` holds the baseline, which the
     /// fanotify sensor reads to know watched files by inode. What it loses is counted in
@@ -134,7 +122,7 @@ impl Sensor {
             }
             SensorKind::Auto => Self::auto(watch, state_dir, t)?,
         };
-        release_start_memory();
+        crate::memory::give_back();
         Ok(sensor)
     }
 

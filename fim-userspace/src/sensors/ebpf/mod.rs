@@ -798,6 +798,11 @@ impl EbpfSensor {
                 attach_write_family(&mut ebpf)?;
             }
         }
+        // The kernel's parsed BTF (about 11 MB, and the heap it grew) is needed no more once
+        // the programs are attached: freed and given back before the walk and the ring
+        // buffer's mapping (16 MB resident), so the start-up peak holds only one of them.
+        drop(kernel);
+        crate::memory::give_back();
         // Walked once the tier is accepted: a refused tier (`--sensor ebpf` tries up to
         // three) costs no walk of the watched trees.
         let identities = fill_watched_objects(&mut ebpf, watch)?;
