@@ -6,13 +6,26 @@
 //! regular files and directories are then opened for reading (`O_NONBLOCK`, `O_NOCTTY`,
 //! `O_NOATIME` when allowed), and that second descriptor must name the same inode, otherwise
 //! the file was replaced in between. FIFOs, sockets and devices are never opened for I/O.
+//!
+//! System calls go through `nix` (open, fstat, readlinkat, fadvise) and, for extended
+//! attributes, which `nix` lacks, the `xattr` crate.
 
 use std::{
     collections::BTreeMap,
-    ffi::CString,
+    ffi::{CString, OsStr},
     fs::File,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, OwnedFd, RawFd},
+        unix::ffi::{OsStrExt, OsStringExt},
+    },
+    path::Path,
+};
+
+use nix::{
+    errno::Errno,
+    fcntl::{OFlag, PosixFadviseAdvice, posix_fadvise, readlinkat},
+    sys::stat::{FileStat, Mode, fstat as nix_fstat, major, minor},
 };
 
 use fim_core::{
@@ -92,31 +105,29 @@ fn io_err(what: &'static str, path: &[u8], source: io::Error) -> ObserveError {
     }
 }
 
+/// Whether `e` is one of `codes`.
+fn is(e: &io::Error, codes: &[Errno]) -> bool {
+    e.raw_os_error()
+        .is_some_and(|raw| codes.iter().any(|c| *c as i32 == raw))
+}
+
 fn is_absent(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+    is(e, &[Errno::ENOENT, Errno::ENOTDIR])
 }
 
-fn open(path: &CString, flags: i32) -> io::Result<OwnedFd> {
-    // SAFETY: a valid NUL-terminated path; the returned descriptor is owned exactly once.
-    let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by the kernel and is not owned elsewhere.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn open(path: &CString, flags: OFlag) -> io::Result<OwnedFd> {
+    Ok(nix::fcntl::open(
+        path.as_c_str(),
+        flags | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
-fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: zeroed `stat` is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and out-pointer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
+fn fstat(fd: &OwnedFd) -> io::Result<FileStat> {
+    Ok(nix_fstat(fd)?)
 }
 
-fn attrs_from_stat(st: &libc::stat) -> Attrs {
+fn attrs_from_stat(st: &FileStat) -> Attrs {
     Attrs {
         file_type: FileType::from_mode(st.st_mode),
         size: st.st_size as u64,
@@ -124,8 +135,9 @@ fn attrs_from_stat(st: &libc::stat) -> Attrs {
         uid: st.st_uid,
         gid: st.st_gid,
         ino: st.st_ino,
-        dev_major: libc::major(st.st_dev),
-        dev_minor: libc::minor(st.st_dev),
+        // Majors have 12 bits and minors 20 in Linux's dev_t.
+        dev_major: major(st.st_dev) as u32,
+        dev_minor: minor(st.st_dev) as u32,
         nlink: st.st_nlink,
         mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec,
         ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec,
@@ -143,77 +155,61 @@ enum XattrSource<'a> {
     Path(&'a CString),
 }
 
+/// A borrowed descriptor, for the `xattr` crate's by-descriptor calls.
+struct Borrowed<'a>(&'a OwnedFd);
+
+impl AsRawFd for Borrowed<'_> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl xattr::FileExt for Borrowed<'_> {}
+
 impl XattrSource<'_> {
-    /// Calls the list or get variant; returns the byte count or the OS error.
-    fn call(&self, name: Option<&CString>, buf: &mut [u8]) -> io::Result<usize> {
-        let (ptr, len) = (buf.as_mut_ptr().cast::<libc::c_char>(), buf.len());
-        // SAFETY: pointers are valid for `len` bytes; names and paths are NUL-terminated.
-        let n = unsafe {
-            match (self, name) {
-                (Self::Fd(fd), None) => libc::flistxattr(fd.as_raw_fd(), ptr, len),
-                (Self::Fd(fd), Some(n)) => {
-                    libc::fgetxattr(fd.as_raw_fd(), n.as_ptr(), ptr.cast(), len)
-                }
-                (Self::Path(p), None) => libc::llistxattr(p.as_ptr(), ptr, len),
-                (Self::Path(p), Some(n)) => {
-                    libc::lgetxattr(p.as_ptr(), n.as_ptr(), ptr.cast(), len)
-                }
-            }
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+    fn path(p: &CString) -> &Path {
+        Path::new(OsStr::from_bytes(p.as_bytes()))
     }
 
-    /// The whole list or value, growing the buffer as the kernel asks.
-    fn read(&self, name: Option<&CString>) -> io::Result<Vec<u8>> {
-        // Most lists and values are small: one call instead of size-then-read.
-        let mut small = [0u8; 1024];
-        match self.call(name, &mut small) {
-            Ok(n) => return Ok(small[..n].to_vec()),
-            Err(e) if e.raw_os_error() != Some(libc::ERANGE) => return Err(e),
-            Err(_) => {}
-        }
-        loop {
-            let size = self.call(name, &mut [])?;
-            let mut buf = vec![0u8; size];
-            match self.call(name, &mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                // Grew between the two calls: ask again.
-                Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {}
-                Err(e) => return Err(e),
-            }
+    /// The attribute names.
+    fn list(&self) -> io::Result<Vec<Vec<u8>>> {
+        use xattr::FileExt;
+        let names = match self {
+            Self::Fd(fd) => Borrowed(fd).list_xattr()?,
+            Self::Path(p) => xattr::list(Self::path(p))?,
+        };
+        Ok(names.map(|n| n.into_vec()).collect())
+    }
+
+    /// One attribute's value; `None` if it is gone.
+    fn get(&self, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        use xattr::FileExt;
+        let name = OsStr::from_bytes(name);
+        match self {
+            Self::Fd(fd) => Borrowed(fd).get_xattr(name),
+            Self::Path(p) => xattr::get(Self::path(p), name),
         }
     }
 }
 
 fn read_xattrs(src: &XattrSource<'_>, attrs: &mut Attrs) -> io::Result<()> {
-    let names = match src.read(None) {
+    let names = match src.list() {
         Ok(n) => n,
         // File systems without xattrs.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+        Err(e) if is(&e, &[Errno::ENOTSUP]) => return Ok(()),
         Err(e) => return Err(e),
     };
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let Ok(cname) = CString::new(name) else {
+    for name in names.iter().filter(|n| !n.is_empty()) {
+        // `None`: removed since the list was taken.
+        let Some(value) = src.get(name)? else {
             continue;
         };
-        let value = match src.read(Some(&cname)) {
-            Ok(v) => v,
-            // Removed since the list was taken.
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
-            Err(e) => return Err(e),
-        };
-        match name {
+        match name.as_slice() {
             XATTR_ACL_ACCESS => attrs.acl_access = Some(decode_acl(&value)),
             XATTR_ACL_DEFAULT => attrs.acl_default = Some(decode_acl(&value)),
             XATTR_CAPABILITY => attrs.capability = Some(decode_capability(&value)),
             _ => {
-                attrs.xattrs.insert(name.to_vec(), hash::sha256(&value));
+                attrs.xattrs.insert(name.clone(), hash::sha256(&value));
             }
         }
     }
@@ -222,27 +218,14 @@ fn read_xattrs(src: &XattrSource<'_>, attrs: &mut Attrs) -> io::Result<()> {
 
 /// The target of the symlink an `O_PATH` descriptor holds.
 pub fn read_link(fd: &OwnedFd) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    // SAFETY: an empty path with an O_PATH descriptor reads the link itself.
-    let n = unsafe {
-        libc::readlinkat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+    // An empty path with an O_PATH descriptor reads the link itself.
+    Ok(readlinkat(fd, c"")?.into_vec())
 }
 
 fn hash_file(fd: OwnedFd, size: u64, scratch: &mut Scratch) -> io::Result<[u8; 32]> {
     if size > 4 << 20 {
-        // SAFETY: advisory only.
-        unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+        // Advisory only: a failure changes nothing.
+        let _ = posix_fadvise(&fd, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
     }
     let mut file = File::from(fd);
     hash::sha256_reader(&mut file, size, &mut scratch.buf).map(|(digest, _)| digest)
@@ -314,15 +297,13 @@ fn observe_whole(
 }
 
 fn open_for_reading(path: &CString, file_type: FileType) -> io::Result<OwnedFd> {
-    let extra = if file_type == FileType::Dir {
-        libc::O_DIRECTORY
-    } else {
-        0
-    };
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | extra;
-    match open(path, flags | libc::O_NOATIME) {
+    let mut flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    if file_type == FileType::Dir {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    match open(path, flags | OFlag::O_NOATIME) {
         // O_NOATIME needs ownership or CAP_FOWNER.
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(path, flags),
+        Err(e) if is(&e, &[Errno::EPERM]) => open(path, flags),
         other => other,
     }
 }
@@ -364,7 +345,7 @@ fn observe_once(
             Err(_) => {}
         }
     }
-    let handle = match open(&cpath, libc::O_PATH | libc::O_NOFOLLOW) {
+    let handle = match open(&cpath, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
         Ok(fd) => fd,
         Err(e) if is_absent(&e) => return Ok(Within::Observed(None)),
         Err(e) => return Err(io_err("opening", path, e)),
@@ -398,13 +379,7 @@ fn observe_once(
             })));
         }
         // Replaced by a symlink, a FIFO or a directory since the first open.
-        Err(e)
-            if retries > 0
-                && matches!(
-                    e.raw_os_error(),
-                    Some(libc::ELOOP | libc::ENXIO | libc::ENOTDIR)
-                ) =>
-        {
+        Err(e) if retries > 0 && is(&e, &[Errno::ELOOP, Errno::ENXIO, Errno::ENOTDIR]) => {
             return observe_once(path, None, hashing, limits, scratch, budget, retries - 1);
         }
         Err(e) => return Err(io_err("opening for reading", path, e)),

@@ -79,11 +79,16 @@ pub fn lookup(tid: u32) -> Process {
         exited: true,
         ..Process::default()
     };
-    let Some(status) = i32::try_from(tid)
+    let Some(thread) = i32::try_from(tid)
         .ok()
         .and_then(|t| procfs::process::Process::new(t).ok())
-        .and_then(|thread| thread.status().ok())
     else {
+        return gone;
+    };
+    // The name from `stat`, whose parser takes everything between the parentheses: the
+    // crate's `status` parser cuts a name at its first colon, and a thread may be named
+    // `a::b` (or named so to hide).
+    let (Ok(status), Ok(stat)) = (thread.status(), thread.stat()) else {
         return gone;
     };
     let Ok(process) = procfs::process::Process::new(status.tgid) else {
@@ -105,7 +110,7 @@ pub fn lookup(tid: u32) -> Process {
         euid: status.euid,
         gid: status.rgid,
         egid: status.egid,
-        name: status.name,
+        name: stat.comm,
         executable,
         cgroup_id: cgroup_id(&process),
         start_boot_ns,
@@ -167,6 +172,20 @@ mod tests {
             cgroup_id(&me),
             std::fs::metadata(dir).expect("cgroup dir").ino()
         );
+    }
+
+    #[test]
+    fn a_thread_named_with_colons_keeps_its_whole_name() {
+        let name = std::thread::Builder::new()
+            .name("a::b: c".into())
+            .spawn(|| {
+                // SAFETY: gettid has no preconditions.
+                lookup(unsafe { libc::gettid() } as u32).name
+            })
+            .expect("thread")
+            .join()
+            .expect("joined");
+        assert_eq!(name, "a::b: c");
     }
 
     #[test]
