@@ -4,12 +4,12 @@
 //! timer wheel wakes at a coarse slot's boundary, then a finer one's, then at the deadline);
 //! a periodic `timerfd` wakes it once. Idle, that is most of what the daemon does.
 
-use std::{
-    io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    time::Duration,
-};
+use std::{io, os::fd::OwnedFd, time::Duration};
 
+use nix::sys::{
+    time::TimeSpec,
+    timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
+};
 use tokio::io::unix::AsyncFd;
 
 /// A periodic timer; [`Ticker::tick`] completes once per period (missed periods are not
@@ -21,33 +21,19 @@ pub struct Ticker {
 impl Ticker {
     /// A timer whose first tick is one `period` from now.
     pub fn new(period: Duration) -> io::Result<Self> {
-        // SAFETY: plain syscall; the descriptor is owned below.
-        let raw = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let spec = libc::timespec {
-            tv_sec: period.as_secs() as libc::time_t,
-            tv_nsec: libc::c_long::from(period.subsec_nanos() as i32),
-        };
-        let value = libc::itimerspec {
-            it_interval: spec,
-            it_value: spec,
-        };
-        // SAFETY: valid descriptor and specification.
-        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &value, std::ptr::null_mut()) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        timer.set(
+            Expiration::Interval(TimeSpec::from_duration(period)),
+            TimerSetTimeFlags::empty(),
+        )?;
         // SAFETY: the AsyncFd owns the descriptor, so it stays open and the same for the
         // AsyncFd's whole life.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }?;
+        let fd = unsafe {
+            AsyncFd::register_with_interest(OwnedFd::from(timer), tokio::io::Interest::READABLE)
+        }?;
         Ok(Self { fd })
     }
 
@@ -58,16 +44,9 @@ impl Ticker {
                 // The runtime is shutting down: never tick again.
                 return std::future::pending().await;
             };
+            // The count of periods ended since the last read (8 bytes).
             let mut expirations = [0u8; 8];
-            // SAFETY: reads 8 bytes into a buffer of 8.
-            let n = unsafe {
-                libc::read(
-                    self.fd.get_ref().as_raw_fd(),
-                    expirations.as_mut_ptr().cast(),
-                    expirations.len(),
-                )
-            };
-            if n == 8 {
+            if nix::unistd::read(self.fd.get_ref(), &mut expirations) == Ok(8) {
                 return;
             }
             guard.clear_ready();

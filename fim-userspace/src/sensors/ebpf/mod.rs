@@ -326,18 +326,24 @@ fn mount_tracefs_if_needed() -> Result<(), EbpfError> {
         return Ok(());
     }
     info!("mounting tracefs at /sys/kernel/tracing");
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
-        .status()
-        .map_err(EbpfError::NoTracefs)?;
+    let mounted = mount_pseudo("tracefs", "/sys/kernel/tracing");
     // Another process (a second fim, say) may have mounted it meanwhile.
-    if status.success() || Path::new("/sys/kernel/tracing/events").exists() {
+    if mounted.is_ok() || Path::new("/sys/kernel/tracing/events").exists() {
         Ok(())
     } else {
-        Err(EbpfError::NoTracefs(std::io::Error::other(format!(
-            "mount exited with {status}"
-        ))))
+        mounted.map_err(EbpfError::NoTracefs)
     }
+}
+
+/// Mounts the kernel's pseudo file system `fstype` at `target`.
+fn mount_pseudo(fstype: &str, target: &str) -> std::io::Result<()> {
+    Ok(nix::mount::mount(
+        Some(fstype),
+        target,
+        Some(fstype),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )?)
 }
 
 fn tracepoint_exists(name: &str) -> bool {
@@ -416,9 +422,7 @@ fn program_error(
 fn active_lsms() -> Option<String> {
     let list = Path::new("/sys/kernel/security/lsm");
     if !list.exists() {
-        let _ = std::process::Command::new("mount")
-            .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
-            .status();
+        let _ = mount_pseudo("securityfs", "/sys/kernel/security");
     }
     std::fs::read_to_string(list)
         .ok()
