@@ -23,3 +23,5 @@ pub mod memory;
 pub mod sensors;
 pub mod sinks;
 pub mod sources;
+#[cfg(test)]
+mod test_support;

@@ -106,33 +106,15 @@ pub fn shared(after: Option<Snapshot>, origin: Origin, group: usize) -> Integrit
 mod tests {
     use super::*;
     use fim_core::{
-        attrs::{Attrs, FileType},
+        attrs::FileType,
         baseline::Access,
         event::{Action, ReportedPath},
     };
 
     fn snap(ino: u64) -> Snapshot {
-        Snapshot {
-            attrs: Attrs {
-                file_type: FileType::File,
-                size: 1,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                ino,
-                dev_major: 8,
-                dev_minor: 1,
-                nlink: 1,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                symlink_target: None,
-                acl_access: None,
-                acl_default: None,
-                capability: None,
-                xattrs: Default::default(),
-            },
-            content: Some(Content::Sha256([ino as u8; 32])),
-        }
+        let mut s = crate::test_support::snapshot(FileType::File, ino, 0o644);
+        s.content = Some(Content::Sha256([ino as u8; 32]));
+        s
     }
 
     fn rename(flags: u32) -> FileEvent {

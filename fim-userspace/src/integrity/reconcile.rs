@@ -247,30 +247,10 @@ impl ScanRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fim_core::attrs::{Attrs, FileType};
+    use fim_core::attrs::FileType;
 
     fn snap(mode: u32) -> Snapshot {
-        Snapshot {
-            attrs: Attrs {
-                file_type: FileType::File,
-                size: 1,
-                mode,
-                uid: 0,
-                gid: 0,
-                ino: 7,
-                dev_major: 8,
-                dev_minor: 1,
-                nlink: 1,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                symlink_target: None,
-                acl_access: None,
-                acl_default: None,
-                capability: None,
-                xattrs: Default::default(),
-            },
-            content: None,
-        }
+        crate::test_support::snapshot(FileType::File, 7, mode)
     }
 
     #[test]

@@ -99,30 +99,13 @@ fn name_attrib(changed: &[Attr], before: Option<&Snapshot>, after: Option<&Snaps
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fim_core::attrs::Attrs;
 
     #[test]
     fn attribute_changes_are_named_from_their_values() {
-        let snap = |xattrs: usize| Snapshot {
-            attrs: Attrs {
-                file_type: FileType::File,
-                size: 0,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                ino: 0,
-                dev_major: 0,
-                dev_minor: 0,
-                nlink: 1,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                symlink_target: None,
-                acl_access: None,
-                acl_default: None,
-                capability: None,
-                xattrs: (0..xattrs).map(|i| (vec![i as u8], [0; 32])).collect(),
-            },
-            content: None,
+        let snap = |xattrs: usize| {
+            let mut s = crate::test_support::snapshot(FileType::File, 0, 0);
+            s.attrs.xattrs = (0..xattrs).map(|i| (vec![i as u8], [0; 32])).collect();
+            s
         };
         let (one, two) = (snap(1), snap(2));
         let name = |c: &[Attr], b: &Snapshot, a: &Snapshot| name_attrib(c, Some(b), Some(a));
@@ -154,26 +137,10 @@ mod tests {
 
     #[test]
     fn a_new_name_is_told_by_its_type() {
-        let snap = |file_type: FileType, target: Option<&[u8]>| Snapshot {
-            attrs: Attrs {
-                file_type,
-                size: 0,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                ino: 1,
-                dev_major: 0,
-                dev_minor: 0,
-                nlink: 1,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                symlink_target: target.map(<[u8]>::to_vec),
-                acl_access: None,
-                acl_default: None,
-                capability: None,
-                xattrs: Default::default(),
-            },
-            content: None,
+        let snap = |file_type: FileType, target: Option<&[u8]>| {
+            let mut s = crate::test_support::snapshot(file_type, 1, 0o644);
+            s.attrs.symlink_target = target.map(<[u8]>::to_vec);
+            s
         };
         let create = |source: PathSource| {
             FileEvent::new(
