@@ -23,5 +23,5 @@ pub mod memory;
 pub mod sensors;
 pub mod sinks;
 pub mod sources;
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod test_support;
