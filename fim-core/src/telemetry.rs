@@ -260,7 +260,70 @@ pub struct Sample {
 /// Every series, shared by the parts of one pipeline.
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    series: Mutex<BTreeMap<(Family, Vec<String>), u64>>,
+    series: Mutex<Series>,
+}
+
+/// Every series, by family, then label values.
+type Series = BTreeMap<(Family, Vec<String>), u64>;
+
+/// The series of `family`, with their label values.
+fn of_family(series: &Series, family: Family) -> impl Iterator<Item = (&[String], u64)> {
+    series
+        .range((family, Vec::new())..)
+        .take_while(move |((f, _), _)| *f == family)
+        .map(|((_, labels), v)| (labels.as_slice(), *v))
+}
+
+/// The value of the series of `family` labelled `labels` (0 if it never changed).
+fn value(series: &Series, family: Family, labels: &[&str]) -> u64 {
+    of_family(series, family)
+        .find(|(l, _)| l.iter().map(String::as_str).eq(labels.iter().copied()))
+        .map_or(0, |(_, v)| v)
+}
+
+/// An internal event's label values, without allocating (at most two).
+struct Labels<'a> {
+    values: [&'a str; 2],
+    len: usize,
+}
+
+impl<'a> Labels<'a> {
+    fn none() -> Self {
+        Self {
+            values: ["", ""],
+            len: 0,
+        }
+    }
+
+    fn one(a: &'a str) -> Self {
+        Self {
+            values: [a, ""],
+            len: 1,
+        }
+    }
+
+    fn two(a: &'a str, b: &'a str) -> Self {
+        Self {
+            values: [a, b],
+            len: 2,
+        }
+    }
+
+    fn as_slice(&self) -> &[&'a str] {
+        &self.values[..self.len]
+    }
+
+    /// Whether a stored series has these values.
+    fn are(&self, stored: &[String]) -> bool {
+        stored
+            .iter()
+            .map(String::as_str)
+            .eq(self.as_slice().iter().copied())
+    }
+
+    fn owned(&self) -> Vec<String> {
+        self.as_slice().iter().map(|l| (*l).to_owned()).collect()
+    }
 }
 
 /// How an internal event changes its series.
@@ -275,23 +338,23 @@ impl Telemetry {
     /// Counts `event`; returns the new value of the series it changed.
     pub fn emit(&self, event: Internal<'_>) -> u64 {
         use Internal as I;
-        let (family, labels, change): (Family, Vec<String>, Change) = match event {
+        let (family, labels, change): (Family, Labels<'_>, Change) = match event {
             I::KernelLossTotal { cause, total } => (
                 SENSOR_LOST,
-                vec![cause.as_str().into()],
+                Labels::one(cause.as_str()),
                 Change::Total(total),
             ),
             I::ProcessRecordsLostTotal { total } => {
-                (PROCESS_RECORDS_LOST, Vec::new(), Change::Total(total))
+                (PROCESS_RECORDS_LOST, Labels::none(), Change::Total(total))
             }
             I::Lost { cause, operations } => (
                 SENSOR_LOST,
-                vec![cause.as_str().into()],
+                Labels::one(cause.as_str()),
                 Change::Add(operations),
             ),
-            I::QueueOverflow => (SENSOR_OVERFLOWS, Vec::new(), Change::Add(1)),
+            I::QueueOverflow => (SENSOR_OVERFLOWS, Labels::none(), Change::Add(1)),
             I::NotReported { why, count } => {
-                (NOT_REPORTED, vec![why.as_str().into()], Change::Add(count))
+                (NOT_REPORTED, Labels::one(why.as_str()), Change::Add(count))
             }
             I::Reported {
                 sensor,
@@ -299,27 +362,35 @@ impl Telemetry {
                 count,
             } => (
                 EVENTS,
-                vec![sensor.into(), action.as_str().into()],
+                Labels::two(sensor, action.as_str()),
                 Change::Add(count),
             ),
-            I::Unenriched => (UNENRICHED, Vec::new(), Change::Add(1)),
-            I::Hashed => (HASHED, Vec::new(), Change::Add(1)),
-            I::ObservationFailed => (OBSERVE_ERRORS, Vec::new(), Change::Add(1)),
-            I::ScanCompleted { origin } => (SCANS, vec![origin.as_str().into()], Change::Add(1)),
-            I::ChangeFound { action } => (FOUND, vec![action.as_str().into()], Change::Add(1)),
+            I::Unenriched => (UNENRICHED, Labels::none(), Change::Add(1)),
+            I::Hashed => (HASHED, Labels::none(), Change::Add(1)),
+            I::ObservationFailed => (OBSERVE_ERRORS, Labels::none(), Change::Add(1)),
+            I::ScanCompleted { origin } => (SCANS, Labels::one(origin.as_str()), Change::Add(1)),
+            I::ChangeFound { action } => (FOUND, Labels::one(action.as_str()), Change::Add(1)),
             I::SinkDelivered { sink, events } => {
-                (SINK_DELIVERED, vec![sink.into()], Change::Add(events))
+                (SINK_DELIVERED, Labels::one(sink), Change::Add(events))
             }
-            I::SinkFailed { sink, events } => (SINK_FAILED, vec![sink.into()], Change::Add(events)),
+            I::SinkFailed { sink, events } => (SINK_FAILED, Labels::one(sink), Change::Add(events)),
             I::SinkDropped { sink, events } => {
-                (SINK_DROPPED, vec![sink.into()], Change::Add(events))
+                (SINK_DROPPED, Labels::one(sink), Change::Add(events))
             }
             I::SinkQueued { sink, batches } => {
-                (SINK_QUEUED, vec![sink.into()], Change::Set(batches))
+                (SINK_QUEUED, Labels::one(sink), Change::Set(batches))
             }
         };
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let value = series.entry((family, labels)).or_default();
+        // Found without allocating; a series' labels are copied once, when it first changes.
+        let value = match series
+            .range_mut((family, Vec::new())..)
+            .take_while(|((f, _), _)| *f == family)
+            .find(|((_, l), _)| labels.are(l))
+        {
+            Some((_, v)) => v,
+            None => series.entry((family, labels.owned())).or_default(),
+        };
         *value = match change {
             Change::Add(n) => value.saturating_add(n),
             Change::Total(t) => (*value).max(t),
@@ -330,19 +401,14 @@ impl Telemetry {
 
     /// The value of one series (0 if it never changed).
     pub fn get(&self, family: Family, labels: &[&str]) -> u64 {
-        let key = (family, labels.iter().map(|l| (*l).to_owned()).collect());
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        series.get(&key).copied().unwrap_or(0)
+        value(&series, family, labels)
     }
 
     /// The sum of a family's series.
     pub fn total(&self, family: Family) -> u64 {
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        series
-            .iter()
-            .filter(|((f, _), _)| *f == family)
-            .map(|(_, v)| *v)
-            .sum()
+        of_family(&series, family).map(|(_, v)| v).sum()
     }
 
     /// Every series that changed since start, by family (in [`FAMILIES`] order) then
@@ -369,13 +435,15 @@ impl Telemetry {
     /// What the sensors lost so far, by cause: the totals the integrity engine turns into
     /// gap events and repair rescans.
     pub fn losses(&self) -> Losses {
-        let lost = |cause: LossCause| self.get(SENSOR_LOST, &[cause.as_str()]);
+        // Read at every turn of the engine's loop: one lock, no allocation.
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let lost = |cause: LossCause| value(&series, SENSOR_LOST, &[cause.as_str()]);
         Losses {
             ring_full: lost(LossCause::RingFull),
             pending_full: lost(LossCause::PendingFull),
             writers_full: lost(LossCause::WritersFull),
             unresolved: lost(LossCause::Undecodable) + lost(LossCause::Unresolved),
-            overflows: self.get(SENSOR_OVERFLOWS, &[]),
+            overflows: value(&series, SENSOR_OVERFLOWS, &[]),
         }
     }
 }

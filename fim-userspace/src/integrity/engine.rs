@@ -839,11 +839,7 @@ impl Engine {
             return Ok(());
         };
         if let Some(s) = self.scan.as_mut() {
-            if action == Action::Added {
-                s.counts.added += 1;
-            } else {
-                s.counts.changed += 1;
-            }
+            s.counts.found(action);
         }
         self.telemetry.emit(Internal::ChangeFound { action });
         let ev = found_event(action, path, before, Some(after), changed, origin);
@@ -871,7 +867,7 @@ impl Engine {
                     if run.initial || !self.watch.matches(&path) {
                         continue;
                     }
-                    run.counts.removed += 1;
+                    run.counts.found(Action::Removed);
                     self.telemetry.emit(Internal::ChangeFound {
                         action: Action::Removed,
                     });

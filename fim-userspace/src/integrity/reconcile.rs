@@ -101,6 +101,17 @@ pub struct Counts {
     pub changed: u64,
 }
 
+impl Counts {
+    /// Counts a change found (added, removed, changed).
+    pub fn found(&mut self, action: Action) {
+        match action {
+            Action::Added => self.added += 1,
+            Action::Removed => self.removed += 1,
+            _ => self.changed += 1,
+        }
+    }
+}
+
 /// A daemon scan in progress: a thread walks the watched roots and sends what it observes.
 pub struct ScanRun {
     /// Why it runs (start, schedule or repair).

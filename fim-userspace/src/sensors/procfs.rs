@@ -91,12 +91,26 @@ pub fn lookup(tid: u32) -> Process {
     let (Ok(status), Ok(stat)) = (thread.status(), thread.stat()) else {
         return gone;
     };
-    let Ok(process) = procfs::process::Process::new(status.tgid) else {
-        return gone;
+    // The main thread is the process: its files are read once.
+    let main_thread = i64::from(status.tgid) == i64::from(tid);
+    let other;
+    let process = if main_thread {
+        &thread
+    } else {
+        match procfs::process::Process::new(status.tgid) {
+            Ok(p) => {
+                other = p;
+                &other
+            }
+            Err(_) => return gone,
+        }
     };
-    let start_boot_ns = process
-        .stat()
-        .map_or(0, |s| s.starttime * 1_000_000_000 / clock_ticks());
+    let start_ticks = if main_thread {
+        Some(stat.starttime)
+    } else {
+        process.stat().ok().map(|s| s.starttime)
+    };
+    let start_boot_ns = start_ticks.map_or(0, |t| t * 1_000_000_000 / clock_ticks());
     let executable = process
         .exe()
         .ok()
@@ -112,7 +126,7 @@ pub fn lookup(tid: u32) -> Process {
         egid: status.egid,
         name: stat.comm,
         executable,
-        cgroup_id: cgroup_id(&process),
+        cgroup_id: cgroup_id(process),
         start_boot_ns,
         exited: false,
     }

@@ -8,7 +8,7 @@
 //! left, the fan-out stops, which closes the engine's output as a stopped sink did before.
 //! Events are counted here, by sensor and action, once for every sink.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use log::{error, warn};
 use tokio::sync::mpsc;
@@ -102,14 +102,11 @@ impl Fanout {
 
     /// Numbers `events` and hands them to every sink. Returns whether any sink is left.
     pub fn deliver(&mut self, events: Vec<FileEvent>) -> bool {
-        let mut counts: BTreeMap<(&'static str, &'static str), (Action, u64)> = BTreeMap::new();
+        let mut counts: HashMap<(&'static str, Action), u64> = HashMap::new();
         for ev in &events {
-            counts
-                .entry((ev.sensor, ev.action.as_str()))
-                .or_insert((ev.action, 0))
-                .1 += 1;
+            *counts.entry((ev.sensor, ev.action)).or_default() += 1;
         }
-        for ((sensor, _), (action, count)) in counts {
+        for ((sensor, action), count) in counts {
             self.telemetry.emit(Internal::Reported {
                 sensor,
                 action,

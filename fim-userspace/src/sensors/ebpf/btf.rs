@@ -194,18 +194,9 @@ impl Btf {
         None
     }
 
-    /// Whether the kernel has a function named `name` (a BTF `FUNC`); `Some(true)` when it
-    /// returns a pointer, `Some(false)` for any other return type.
-    pub fn function_returns_pointer(&self, name: &str) -> Option<bool> {
-        let func = self
-            .types
-            .iter()
-            .find(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name.as_bytes())?;
-        self.returns_pointer(func)
-    }
-
-    /// [`Self::function_returns_pointer`] for every function in `names`, in one pass over
-    /// the types; a function the kernel lacks is absent from the result.
+    /// Which of the functions in `names` the kernel has (a BTF `FUNC`), each with whether it
+    /// returns a pointer (`false`: any other return type), in one pass over the types; a
+    /// function the kernel lacks is absent from the result.
     pub fn functions_returning_pointers(
         &self,
         names: &std::collections::HashSet<String>,
@@ -431,10 +422,15 @@ mod tests {
         b.push("", KIND_FUNC_PROTO, 7, &[]); // 8: ptr_t (void)
         b.push("through_typedef", KIND_FUNC, 8, &[]); // 9
         let btf = Btf::parse(&b.finish()).expect("parses");
-        assert_eq!(btf.function_returns_pointer("vfs_mkdir"), Some(true));
-        assert_eq!(btf.function_returns_pointer("vfs_rmdir"), Some(false));
-        assert_eq!(btf.function_returns_pointer("through_typedef"), Some(true));
-        assert_eq!(btf.function_returns_pointer("vfs_nothing"), None);
+        let names = ["vfs_mkdir", "vfs_rmdir", "through_typedef", "vfs_nothing"]
+            .map(str::to_owned)
+            .into();
+        let found = btf.functions_returning_pointers(&names);
+        let function_returns_pointer = |name: &str| found.get(name).copied();
+        assert_eq!(function_returns_pointer("vfs_mkdir"), Some(true));
+        assert_eq!(function_returns_pointer("vfs_rmdir"), Some(false));
+        assert_eq!(function_returns_pointer("through_typedef"), Some(true));
+        assert_eq!(function_returns_pointer("vfs_nothing"), None);
     }
 
     #[test]
