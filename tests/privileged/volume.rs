@@ -6,7 +6,7 @@ use std::{fs, os::unix::fs::PermissionsExt, time::Duration};
 use fim_tests::{is, require_privileges, tempdir};
 
 /// More operations than the kernel's ring buffer holds while the daemon is paused (each
-/// record is a few hundred bytes; the ring holds 8 MiB): some are lost for sure, and every
+/// record is a few hundred bytes; the ring holds 4 MiB): some are lost for sure, and every
 /// one must be counted, exactly, in operations (an announced operation's outcome record
 /// lost is one operation; a lost announcement whose outcome never follows is one too).
 const BURST: usize = 60_000;

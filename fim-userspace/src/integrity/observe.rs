@@ -16,7 +16,7 @@ use std::{
     fs::File,
     io,
     os::{
-        fd::{AsRawFd, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, OwnedFd, RawFd},
         unix::ffi::{OsStrExt, OsStringExt},
     },
     path::Path,
@@ -217,7 +217,7 @@ fn read_xattrs(src: &XattrSource<'_>, attrs: &mut Attrs) -> io::Result<()> {
 }
 
 /// The target of the symlink an `O_PATH` descriptor holds.
-pub fn read_link(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+pub fn read_link(fd: &impl AsFd) -> io::Result<Vec<u8>> {
     // An empty path with an O_PATH descriptor reads the link itself.
     Ok(readlinkat(fd, c"")?.into_vec())
 }

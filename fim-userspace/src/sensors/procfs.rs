@@ -192,10 +192,7 @@ mod tests {
     fn a_thread_named_with_colons_keeps_its_whole_name() {
         let name = std::thread::Builder::new()
             .name("a::b: c".into())
-            .spawn(|| {
-                // SAFETY: gettid has no preconditions.
-                lookup(unsafe { libc::gettid() } as u32).name
-            })
+            .spawn(|| lookup(nix::unistd::gettid().as_raw() as u32).name)
             .expect("thread")
             .join()
             .expect("joined");
@@ -204,8 +201,7 @@ mod tests {
 
     #[test]
     fn this_thread_is_found_and_a_dead_pid_is_not_invented() {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as u32;
+        let tid = nix::unistd::gettid().as_raw() as u32;
         let p = lookup(tid);
         assert!(!p.exited);
         assert_eq!(p.pid, std::process::id());

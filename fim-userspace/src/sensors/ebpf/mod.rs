@@ -359,16 +359,14 @@ fn tracepoint_exists_in(category: &str, name: &str) -> bool {
 
 /// Offset from `CLOCK_BOOTTIME` (what the kernel stamps) to `CLOCK_REALTIME`.
 fn boot_to_unix_ns() -> i128 {
+    use nix::time::{ClockId, clock_gettime};
     let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: ts is a valid out-pointer.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+        // Both clocks always exist on Linux; a failure would read as 0 (no offset).
+        clock_gettime(clock).map_or(0, |ts| {
+            i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec())
+        })
     };
-    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_BOOTTIME)
+    read(ClockId::CLOCK_REALTIME) - read(ClockId::CLOCK_BOOTTIME)
 }
 
 fn attach(ebpf: &mut Ebpf, program: &'static str, tracepoint: &str) -> Result<(), EbpfError> {
@@ -704,10 +702,15 @@ impl EbpfSensor {
     /// Loads the object: the kernel's layout and the watched roots go in before anything is
     /// attached.
     fn load(watch: &WatchSet) -> Result<(Ebpf, KernelBtf), EbpfError> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             return Err(EbpfError::NotRoot);
         }
+        // aya's loader parses the kernel's BTF on its own when created (about 20 MiB on
+        // 6.18), and this function parses it again below, for attaching. Created first and
+        // emptied at once, the loader's copy is gone before ours is made: two copies held
+        // together were the daemon's start-up peak.
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
         let btf_path = "/sys/kernel/btf/vmlinux";
         let blob = std::fs::read(btf_path).map_err(|source| EbpfError::NoBtf {
             path: btf_path.into(),
@@ -731,7 +734,7 @@ impl EbpfSensor {
                 functions.function_returns_pointer(function) == Some(true)
             })
             .fold(0, |bits, (i, _)| bits | 1 << i);
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader
             .btf(Some(&attach_btf))
             .override_global(globals::OFFSETS, &offsets, true)
             .override_global(globals::SELF_TGID, &self_tgid, true)

@@ -20,11 +20,12 @@ pub mod sys;
 
 use std::{
     collections::{HashMap, HashSet},
-    os::fd::OwnedFd,
+    os::fd::{AsFd, OwnedFd},
     sync::{Arc, Mutex},
 };
 
 use log::{debug, info, warn};
+use nix::sys::fanotify::Fanotify;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -114,7 +115,7 @@ pub struct FanotifySensor {
     /// Watched files marked one by one ([`MarkScope::Directories`]), at most
     /// [`FILE_MARKS_MAX`].
     files_marked: usize,
-    group: OwnedFd,
+    group: Fanotify,
     mounts: Vec<([i32; 2], OwnedFd)>,
     watch: Arc<WatchSet>,
     /// Where overflows and unresolved events are counted.
@@ -466,7 +467,11 @@ impl FanotifySensor {
 
     /// The group's descriptor, ready to be waited on.
     pub fn reader(&self) -> Result<Reader, FanotifyError> {
-        let group = self.group.try_clone().map_err(FanotifyError::Read)?;
+        let group = self
+            .group
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(FanotifyError::Read)?;
         // SAFETY: the AsyncFd owns this duplicate descriptor for its whole life.
         let fd = unsafe { AsyncFd::register_with_interest(group, tokio::io::Interest::READABLE) }
             .map_err(|e| FanotifyError::Read(e.into()))?;

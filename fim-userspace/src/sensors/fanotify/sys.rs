@@ -1,123 +1,127 @@
 //! The fanotify sensor's system calls, in one place: the group, its marks, reading it, and
 //! turning a file handle back into a path.
+//!
+//! The group, its marks, `open`, `statfs` and `read` go through `nix`; the group is
+//! initialised with the report flags `nix` does not name (`FAN_REPORT_DFID_NAME_TARGET`),
+//! and its records are parsed by [`super::record`], since `nix`'s reader knows only the
+//! descriptor-per-event format. `name_to_handle_at` and `open_by_handle_at` have no crate
+//! that covers them: they are the two raw calls left here.
 
 use std::{
     ffi::CString,
+    fs::File,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+        unix::fs::MetadataExt,
+    },
+    time::UNIX_EPOCH,
+};
+
+use nix::{
+    errno::Errno,
+    fcntl::{OFlag, open},
+    sys::{
+        fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags},
+        stat::{Mode, major, minor},
+        statfs::{Statfs, fstatfs, statfs},
+    },
 };
 
 /// What a mark asks to hear about: every namespace and content change, on directories too.
 /// `FAN_RENAME` reports a move as one event with both names, so `FAN_MOVED_FROM/TO` are not
 /// asked for; a watched root deleted or moved is reported by its parent's `FAN_DELETE` /
 /// `FAN_RENAME` (the whole file system is marked), so the `*_SELF` events are not either.
-pub const MARK_MASK: u64 = libc::FAN_CREATE
-    | libc::FAN_DELETE
-    | libc::FAN_RENAME
-    | libc::FAN_ATTRIB
-    | libc::FAN_MODIFY
-    | libc::FAN_CLOSE_WRITE
-    | libc::FAN_ONDIR;
+pub const MARK_MASK: MaskFlags = MaskFlags::FAN_CREATE
+    .union(MaskFlags::FAN_DELETE)
+    .union(MaskFlags::FAN_RENAME)
+    .union(MaskFlags::FAN_ATTRIB)
+    .union(MaskFlags::FAN_MODIFY)
+    .union(MaskFlags::FAN_CLOSE_WRITE)
+    .union(MaskFlags::FAN_ONDIR);
+
+/// What an inode mark on a file asks for (changes of the file itself).
+const FILE_MASK: MaskFlags = MaskFlags::FAN_ATTRIB
+    .union(MaskFlags::FAN_MODIFY)
+    .union(MaskFlags::FAN_CLOSE_WRITE);
 
 /// Creates a notification group reporting parent directory + name + target object
 /// (`FAN_REPORT_DFID_NAME_TARGET`) and the acting thread id.
-pub fn init() -> io::Result<OwnedFd> {
-    let flags = libc::FAN_CLASS_NOTIF
-        | libc::FAN_CLOEXEC
-        | libc::FAN_NONBLOCK
-        | libc::FAN_REPORT_DFID_NAME_TARGET
-        | libc::FAN_REPORT_TID;
-    // SAFETY: plain syscall; the descriptor is owned below.
-    let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_LARGEFILE) as u32) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor from the kernel.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+pub fn init() -> io::Result<Fanotify> {
+    let flags = InitFlags::FAN_CLASS_NOTIF
+        | InitFlags::FAN_CLOEXEC
+        | InitFlags::FAN_NONBLOCK
+        | InitFlags::FAN_REPORT_TID
+        | InitFlags::from_bits_retain(libc::FAN_REPORT_DFID_NAME_TARGET);
+    Ok(Fanotify::init(
+        flags,
+        EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE,
+    )?)
 }
 
 /// Marks the whole file system holding `path`.
-pub fn mark_filesystem(group: &OwnedFd, path: &[u8]) -> io::Result<()> {
-    mark(group, path, libc::FAN_MARK_FILESYSTEM, MARK_MASK)
+pub fn mark_filesystem(group: &Fanotify, path: &[u8]) -> io::Result<()> {
+    mark(group, path, MarkFlags::FAN_MARK_FILESYSTEM, MARK_MASK)
 }
-
-/// What an inode mark on a file asks for (changes of the file itself).
-const FILE_MASK: u64 = libc::FAN_ATTRIB | libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE;
 
 /// Marks the inode at `path` only: a directory for its entries and its direct children, a
 /// file for its own changes (whatever name they go through).
-pub fn mark_inode(group: &OwnedFd, path: &[u8], dir: bool) -> io::Result<()> {
+pub fn mark_inode(group: &Fanotify, path: &[u8], dir: bool) -> io::Result<()> {
     let mask = if dir {
-        MARK_MASK | libc::FAN_EVENT_ON_CHILD
+        MARK_MASK | MaskFlags::FAN_EVENT_ON_CHILD
     } else {
         FILE_MASK
     };
-    mark(group, path, libc::FAN_MARK_DONT_FOLLOW, mask)
+    mark(group, path, MarkFlags::FAN_MARK_DONT_FOLLOW, mask)
 }
 
 /// Adds a mark of kind `flags` for `mask` on `path`.
-fn mark(group: &OwnedFd, path: &[u8], flags: libc::c_uint, mask: u64) -> io::Result<()> {
-    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: valid descriptor and NUL-terminated path.
-    let r = unsafe {
-        libc::fanotify_mark(
-            group.as_raw_fd(),
-            libc::FAN_MARK_ADD | flags,
-            mask,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+fn mark(group: &Fanotify, path: &[u8], flags: MarkFlags, mask: MaskFlags) -> io::Result<()> {
+    let c = c_path(path)?;
+    // With a path, the directory descriptor is only used for relative ones; ours are absolute.
+    let cwd = nix::fcntl::AT_FDCWD;
+    Ok(group.mark(
+        MarkFlags::FAN_MARK_ADD | flags,
+        mask,
+        cwd,
+        Some(c.as_c_str()),
+    )?)
+}
+
+fn c_path(path: &[u8]) -> io::Result<CString> {
+    CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// The file system id as fanotify's records carry it (`__kernel_fsid_t`, two ints).
+fn fsid(st: &Statfs) -> [i32; 2] {
+    // SAFETY: `fsid_t` is `struct { int __val[2]; }`, the same size and layout.
+    unsafe { std::mem::transmute::<libc::fsid_t, [i32; 2]>(st.filesystem_id()) }
 }
 
 /// Opens directory `path` (the mount reference for
 /// `open_by_handle_at`), with its file system id.
 pub fn mount_ref(path: &[u8]) -> io::Result<(OwnedFd, [i32; 2])> {
-    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: NUL-terminated path.
     // Not O_PATH: open_by_handle_at refuses O_PATH mount descriptors (EBADF).
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: zeroed statfs is a valid out-parameter.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and out-pointer.
-    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: __fsid_t is two ints.
-    let fsid: [i32; 2] = unsafe { std::mem::transmute(st.f_fsid) };
-    Ok((fd, fsid))
+    let fd = open(
+        c_path(path)?.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = fstatfs(&fd)?;
+    Ok((fd, fsid(&st)))
 }
 
 /// Reads what the group has (non-blocking). `Ok(0)` when nothing is pending.
-pub fn read(group: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: valid descriptor and buffer.
-    let n = unsafe { libc::read(group.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::WouldBlock {
-            return Ok(0);
-        }
-        return Err(e);
+pub fn read(group: &impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    match nix::unistd::read(group, buf) {
+        Ok(n) => Ok(n),
+        Err(Errno::EAGAIN) => Ok(0),
+        Err(e) => Err(e.into()),
     }
-    Ok(n as usize)
 }
 
 /// Opens the object a handle names (`O_PATH`), or `None` when it is gone.
-pub fn open_handle(mount: &OwnedFd, handle_type: i32, handle: &[u8]) -> Option<OwnedFd> {
+pub fn open_handle(mount: &OwnedFd, handle_type: i32, handle: &[u8]) -> Option<File> {
     // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }, kept
     // aligned for the kernel's view of the struct.
     let mut words = vec![0u32; 2 + handle.len().div_ceil(4)];
@@ -144,7 +148,7 @@ pub fn open_handle(mount: &OwnedFd, handle_type: i32, handle: &[u8]) -> Option<O
         return None;
     }
     // SAFETY: fresh descriptor.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    Some(unsafe { File::from_raw_fd(fd) })
 }
 
 /// The current path of the object a handle names, or `None` when it is gone.
@@ -175,41 +179,26 @@ pub struct ObjectStat {
     pub dev: (u32, u32),
 }
 
-/// `statx` of an open descriptor (an `O_PATH` one included).
-pub fn stat_fd(fd: &OwnedFd) -> io::Result<ObjectStat> {
-    // SAFETY: zeroed statx is a valid out-parameter.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, empty NUL-terminated path, out-pointer.
-    let r = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_TYPE
-                | libc::STATX_MODE
-                | libc::STATX_NLINK
-                | libc::STATX_INO
-                | libc::STATX_BTIME,
-            &mut st,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let btime_ns = (st.stx_mask & libc::STATX_BTIME != 0).then(|| {
-        i128::from(st.stx_btime.tv_sec) * 1_000_000_000 + i128::from(st.stx_btime.tv_nsec)
-    });
+/// What an open descriptor (an `O_PATH` one included) names: `statx` through the
+/// standard library, which asks for the birth time too.
+pub fn stat_fd(file: &File) -> io::Result<ObjectStat> {
+    let meta = file.metadata()?;
+    let btime_ns = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i128);
     Ok(ObjectStat {
-        mode: u32::from(st.stx_mode),
-        nlink: st.stx_nlink,
+        mode: meta.mode(),
+        nlink: meta.nlink() as u32,
         btime_ns,
-        ino: st.stx_ino,
-        dev: (st.stx_dev_major, st.stx_dev_minor),
+        ino: meta.ino(),
+        dev: (major(meta.dev()) as u32, minor(meta.dev()) as u32),
     })
 }
 
 /// The target of a symlink held by an `O_PATH` descriptor.
-pub fn read_link_fd(fd: &OwnedFd) -> Option<Vec<u8>> {
+pub fn read_link_fd(fd: &File) -> Option<Vec<u8>> {
     crate::integrity::observe::read_link(fd).ok()
 }
 
@@ -217,7 +206,7 @@ pub fn read_link_fd(fd: &OwnedFd) -> Option<Vec<u8>> {
 pub fn name_to_handle(path: &[u8]) -> io::Result<(i32, Vec<u8>)> {
     /// `MAX_HANDLE_SZ` in the kernel.
     const MAX_HANDLE: usize = 128;
-    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = c_path(path)?;
     let mut words = vec![0u32; 2 + MAX_HANDLE / 4];
     words[0] = MAX_HANDLE as u32;
     let mut mount_id: libc::c_int = 0;
@@ -242,13 +231,5 @@ pub fn name_to_handle(path: &[u8]) -> io::Result<(i32, Vec<u8>)> {
 
 /// The file system id of the file system holding `path` (as fanotify reports it).
 pub fn fsid_of(path: &[u8]) -> io::Result<[i32; 2]> {
-    let c = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: zeroed statfs is a valid out-parameter.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: NUL-terminated path and out-pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: __fsid_t is two ints.
-    Ok(unsafe { std::mem::transmute::<libc::fsid_t, [i32; 2]>(st.f_fsid) })
+    Ok(fsid(&statfs(c_path(path)?.as_c_str())?))
 }
