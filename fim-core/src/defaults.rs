@@ -18,3 +18,9 @@ pub const STATE_DIR: &str = "/var/lib/fim";
 /// Where the baseline is kept.
 #[cfg(not(unix))]
 pub const STATE_DIR: &str = r"C:\ProgramData\fim";
+/// The configuration file read when `--config` does not name one (if it exists).
+#[cfg(unix)]
+pub const CONFIG_FILE: &str = "/etc/fim/fim.toml";
+/// The configuration file read when `--config` does not name one (if it exists).
+#[cfg(not(unix))]
+pub const CONFIG_FILE: &str = r"C:\ProgramData\fim\fim.toml";

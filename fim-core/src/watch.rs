@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fim_common::{ROOT_KEY_LEN, SUFFIX_MAX, WatchRoot, root_flags};
+use fim_common::{MAX_WATCH_ROOTS, ROOT_KEY_LEN, SUFFIX_MAX, WatchRoot, root_flags};
 use globset::{Glob, GlobMatcher};
 
 use crate::paths::{bytes_to_path, clean, is_under};
@@ -59,6 +59,14 @@ pub enum WatchError {
     /// An explicitly requested path does not exist.
     #[error("watch path `{0}` does not exist")]
     Missing(String),
+    /// An explicitly requested path exists but cannot be resolved or read.
+    #[error("watch path `{path}` cannot be read: {reason}")]
+    Unreadable {
+        /// The path as given.
+        path: String,
+        /// The system's reason.
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +81,10 @@ enum Matcher {
 
 #[derive(Clone, Debug)]
 struct Rule {
+    /// The pattern as given.
+    pattern: String,
+    /// Whether the path was missing when the set was made (watched for appearing).
+    missing: bool,
     /// Spellings of the root (as given, and canonical if different).
     roots: Vec<Vec<u8>>,
     matcher: Matcher,
@@ -85,6 +97,8 @@ struct Rule {
 pub enum Found {
     /// Does not exist.
     Missing,
+    /// Exists (or may) but cannot be resolved: permission, a symlink loop, an I/O error.
+    Unreadable(String),
     /// A directory, with its canonical path.
     Dir(PathBuf),
     /// Anything else, with its canonical path.
@@ -140,6 +154,32 @@ fn is_matching_child(path: &[u8], dir: &[u8], glob: &GlobMatcher) -> bool {
     parent == dir && !name.is_empty() && glob.is_match(bytes_to_path(name))
 }
 
+/// Checks what can be checked of a pattern without the disk: absolute, short enough for
+/// the kernel's table, wildcards only in the last component, and a glob that parses.
+pub fn check_pattern(pattern: &str) -> Result<(), WatchError> {
+    if !pattern.starts_with('/') {
+        return Err(WatchError::NotAbsolute(pattern.to_owned()));
+    }
+    if pattern.len() > ROOT_KEY_LEN - 2 {
+        return Err(WatchError::TooLong(pattern.to_owned()));
+    }
+    if has_wildcard(pattern) {
+        let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", pattern));
+        if has_wildcard(dir) {
+            return Err(WatchError::GlobInDirectory(pattern.to_owned()));
+        }
+        glob_of(pattern, name)?;
+    }
+    Ok(())
+}
+
+fn glob_of(pattern: &str, name: &str) -> Result<Glob, WatchError> {
+    Glob::new(name).map_err(|e| WatchError::BadGlob {
+        pattern: pattern.to_owned(),
+        reason: e.kind().to_string(),
+    })
+}
+
 /// The set of watched paths.
 #[derive(Clone, Debug)]
 pub struct WatchSet {
@@ -179,19 +219,14 @@ impl WatchSet {
         must_exist: bool,
         probe: &impl Fn(&Path) -> Found,
     ) -> Result<Rule, WatchError> {
-        if !pattern.starts_with('/') {
-            return Err(WatchError::NotAbsolute(pattern.to_owned()));
-        }
-        if pattern.len() > ROOT_KEY_LEN - 2 {
-            return Err(WatchError::TooLong(pattern.to_owned()));
-        }
+        check_pattern(pattern)?;
         let given = clean(pattern.as_bytes());
         let spellings = |p: &Path| -> Vec<Vec<u8>> {
             let given = clean(p.as_os_str().as_encoded_bytes());
             let mut out = vec![given.clone()];
             let canonical = match probe(p) {
                 Found::Dir(c) | Found::File(c) => clean(c.as_os_str().as_encoded_bytes()),
-                Found::Missing => given,
+                Found::Missing | Found::Unreadable(_) => given,
             };
             if !out.contains(&canonical) {
                 out.push(canonical);
@@ -203,28 +238,36 @@ impl WatchSet {
             if has_wildcard(dir) {
                 return Err(WatchError::GlobInDirectory(pattern.to_owned()));
             }
-            let glob = Glob::new(name).map_err(|e| WatchError::BadGlob {
-                pattern: pattern.to_owned(),
-                reason: e.kind().to_string(),
-            })?;
+            let glob = glob_of(pattern, name)?;
             let suffix = name
                 .strip_prefix('*')
                 .filter(|rest| !has_wildcard(rest) && rest.len() <= SUFFIX_MAX)
                 .map(|rest| rest.as_bytes().to_vec());
             let dir = if dir.is_empty() { "/" } else { dir };
             return Ok(Rule {
+                pattern: pattern.to_owned(),
+                missing: !matches!(probe(Path::new(dir)), Found::Dir(_)),
                 roots: spellings(Path::new(dir)),
                 matcher: Matcher::Children(glob.compile_matcher()),
                 suffix,
             });
         }
         let path = bytes_to_path(&given);
-        let matcher = match probe(&path) {
+        let found = probe(&path);
+        let matcher = match &found {
             Found::Missing if must_exist => return Err(WatchError::Missing(pattern.to_owned())),
+            Found::Unreadable(reason) if must_exist => {
+                return Err(WatchError::Unreadable {
+                    path: pattern.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
             Found::File(_) => Matcher::Exact,
-            Found::Dir(_) | Found::Missing => Matcher::Tree,
+            Found::Dir(_) | Found::Missing | Found::Unreadable(_) => Matcher::Tree,
         };
         Ok(Rule {
+            pattern: pattern.to_owned(),
+            missing: matches!(found, Found::Missing | Found::Unreadable(_)),
             roots: spellings(&path),
             matcher,
             suffix: None,
@@ -311,6 +354,28 @@ impl WatchSet {
                 value.flags |= root_flags::RECURSIVE | root_flags::SELF;
             }
         }
+        coarsen(out, MAX_WATCH_ROOTS as usize)
+    }
+
+    /// One line per pattern: how it is watched, under which spellings (`fim config check`).
+    pub fn explain(&self) -> Vec<String> {
+        use crate::paths::render_bytes;
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let how = match (&rule.matcher, rule.missing) {
+                (_, true) => "missing: watched for appearing".to_owned(),
+                (Matcher::Tree, false) => "directory, with everything below it".to_owned(),
+                (Matcher::Exact, false) => "file".to_owned(),
+                (Matcher::Children(g), false) => format!("entries matching `{}`", g.glob()),
+            };
+            let also: Vec<String> = rule.roots.iter().skip(1).map(|r| render_bytes(r)).collect();
+            let also = if also.is_empty() {
+                String::new()
+            } else {
+                format!(" (also as {})", also.join(", "))
+            };
+            out.push(format!("{}: {how}{also}", rule.pattern));
+        }
         out
     }
 
@@ -386,12 +451,85 @@ impl WatchSet {
     }
 }
 
+/// The kernel's prefix table holds `cap` entries. A larger set is made coarser, never
+/// narrower: every prefix is cut to its first `depth` components (the largest depth that
+/// fits), and a cut prefix passes everything below it. The kernel then passes more than is
+/// watched, and userspace, which matches every event against the exact set, drops the rest:
+/// nothing watched is missed, and only the filter's cost grows.
+fn coarsen(roots: Vec<(Vec<u8>, WatchRoot)>, cap: usize) -> Vec<(Vec<u8>, WatchRoot)> {
+    if roots.len() <= cap {
+        return roots;
+    }
+    let components = |key: &[u8]| key.iter().filter(|&&b| b == b'/').count().saturating_sub(1);
+    let deepest = roots.iter().map(|(k, _)| components(k)).max().unwrap_or(0);
+    for depth in (0..deepest).rev() {
+        let mut out: Vec<(Vec<u8>, WatchRoot)> = Vec::new();
+        for (key, root) in &roots {
+            let (key, root) = if components(key) > depth {
+                // The first `depth` components, with the slash that ends the last one.
+                let end = key
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'/')
+                    .nth(depth)
+                    .map_or(key.len(), |(i, _)| i + 1);
+                let all = WatchRoot {
+                    root_len: end as u32,
+                    flags: root_flags::SELF | root_flags::RECURSIVE | root_flags::CHILDREN,
+                    suffix_len: 0,
+                    suffix: [0; SUFFIX_MAX],
+                };
+                (key[..end].to_vec(), all)
+            } else {
+                (key.clone(), *root)
+            };
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, existing)) => {
+                    existing.flags |= root.flags;
+                    if existing.suffix_len != root.suffix_len
+                        || existing.suffix[..existing.suffix_len as usize]
+                            != root.suffix[..root.suffix_len as usize]
+                    {
+                        existing.suffix_len = 0;
+                    }
+                }
+                None => out.push((key, root)),
+            }
+            if out.len() > cap {
+                break;
+            }
+        }
+        if out.len() <= cap {
+            log::warn!(
+                "{} watched prefixes exceed the kernel's table ({cap}): it holds {} prefixes of \
+                 at most {depth} components, which pass more than is watched; userspace keeps \
+                 only the watched paths",
+                roots.len(),
+                out.len()
+            );
+            let recursive: Vec<Vec<u8>> = out
+                .iter()
+                .filter(|(_, v)| v.flags & root_flags::RECURSIVE != 0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (key, value) in &mut out {
+                if recursive.iter().any(|r| key.starts_with(r) && r != key) {
+                    value.flags |= root_flags::RECURSIVE | root_flags::SELF;
+                }
+            }
+            return out;
+        }
+    }
+    unreachable!("depth 0 leaves one prefix, `/`")
+}
+
 /// Probes the real file system.
 pub fn probe_disk(path: &Path) -> Found {
     match std::fs::canonicalize(path) {
         Ok(c) if c.is_dir() => Found::Dir(c),
         Ok(c) => Found::File(c),
-        Err(_) => Found::Missing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Missing,
+        Err(e) => Found::Unreadable(e.to_string()),
     }
 }
 
@@ -522,5 +660,75 @@ mod tests {
         let s = WatchSet::new(&p, false, fake).expect("defaults");
         assert_eq!(s.len(), DEFAULT_WATCH.len());
         assert!(s.matches(b"/etc/cron.daily/logrotate") && s.matches(b"/boot/vmlinuz"));
+    }
+
+    fn all_dirs(path: &Path) -> Found {
+        Found::Dir(path.into())
+    }
+
+    #[test]
+    fn a_set_larger_than_the_kernel_table_is_coarsened_never_narrowed() {
+        // 5,000 directories under /srv/a and /srv/b, plus a glob elsewhere.
+        let mut p: Vec<String> = (0..5000)
+            .map(|i| format!("/srv/{}/d{i:04}", if i % 2 == 0 { "a" } else { "b" }))
+            .collect();
+        p.push("/etc/*.conf".into());
+        let s = WatchSet::new(&p, false, all_dirs).expect("valid");
+        let roots = s.kernel_roots();
+        assert!(roots.len() <= MAX_WATCH_ROOTS as usize);
+        let keys: Vec<&[u8]> = roots.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b"/srv/a/"[..], b"/srv/b/", b"/etc/"]);
+        // The cut prefixes pass everything below them; the glob keeps its own filter.
+        for (key, root) in &roots[..2] {
+            assert_ne!(root.flags & root_flags::RECURSIVE, 0, "{key:?}");
+        }
+        assert_eq!(roots[2].1.flags, root_flags::CHILDREN);
+        assert_eq!(
+            &roots[2].1.suffix[..roots[2].1.suffix_len as usize],
+            b".conf"
+        );
+        // Userspace still matches exactly.
+        assert!(s.matches(b"/srv/a/d0000/x") && !s.matches(b"/srv/a/d0001/x"));
+    }
+
+    #[test]
+    fn a_set_that_fits_is_not_coarsened() {
+        let p: Vec<String> = (0..MAX_WATCH_ROOTS).map(|i| format!("/srv/d{i}")).collect();
+        let s = WatchSet::new(&p, false, all_dirs).expect("valid");
+        assert_eq!(s.kernel_roots().len(), MAX_WATCH_ROOTS as usize);
+    }
+
+    #[test]
+    fn an_unreadable_path_is_not_called_missing() {
+        let p = vec!["/loop".to_owned()];
+        let err = WatchSet::new(&p, true, |_: &Path| {
+            Found::Unreadable("Too many levels of symbolic links (os error 40)".into())
+        })
+        .expect_err("explicit and unreadable");
+        assert_eq!(
+            err[0].to_string(),
+            "watch path `/loop` cannot be read: Too many levels of symbolic links (os error 40)"
+        );
+        // Not asked for explicitly: watched for appearing, like a missing default.
+        let s = WatchSet::new(&p, false, |_: &Path| Found::Unreadable("EACCES".into()))
+            .expect("defaults may be unreadable");
+        assert_eq!(
+            s.explain(),
+            vec!["/loop: missing: watched for appearing".to_owned()]
+        );
+    }
+
+    #[test]
+    fn the_explanation_names_each_pattern_its_kind_and_spellings() {
+        let s = set(&["/bin", "/etc/crontab", "/etc/*.conf", "/nope"]);
+        assert_eq!(
+            s.explain(),
+            vec![
+                "/bin: directory, with everything below it (also as /usr/bin)",
+                "/etc/crontab: file",
+                "/etc/*.conf: entries matching `*.conf`",
+                "/nope: missing: watched for appearing",
+            ]
+        );
     }
 }

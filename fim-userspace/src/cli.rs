@@ -1,13 +1,16 @@
 //! The `fim` command line on Linux: `run` (the daemon) and `scan`.
 
-use std::process::ExitCode;
-
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fim_core::{
+    config::{self, Config, Rule, Sensor},
     defaults,
-    watch::{DEFAULT_WATCH, WatchSet, probe_disk},
+    watch::{WatchSet, probe_disk},
 };
 use fim_userspace::{
     commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
@@ -20,6 +23,9 @@ use fim_userspace::{
 use log::error;
 use tokio_util::sync::CancellationToken;
 
+/// Exit status of `fim run` and `fim config check` when the configuration is refused.
+const EXIT_BAD_CONFIG: u8 = 2;
+
 /// File integrity monitoring for Linux: real-time, attributed, lossless.
 #[derive(Parser)]
 #[command(name = "fim", version)]
@@ -31,27 +37,45 @@ struct Cli {
     log_level: log::LevelFilter,
 }
 
-/// Where and how the baseline is kept (shared by `run` and `scan`).
-#[derive(Args, Clone)]
+/// The configuration and what on the command line overrides it (shared by `run` and
+/// `scan`). Each flag left out keeps the configuration's value; `fim config default` shows
+/// the built-in ones.
+#[derive(Args, Clone, Default)]
 struct Common {
+    /// Read the configuration from FILE (default: /etc/fim/fim.toml when it exists, else
+    /// the built-in configuration).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
     /// Watch this path (a directory recursively, a file, or DIR/GLOB) instead of the
-    /// built-in defaults. Repeatable.
+    /// configuration's rules. Repeatable.
     #[arg(long = "watch", value_name = "PATH", global = true)]
     watch: Vec<String>,
-    /// Directory holding the baseline database.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = defaults::STATE_DIR,
-        global = true
-    )]
-    state_dir: PathBuf,
-    /// Files larger than this many bytes are reported as "not hashed: too large".
-    #[arg(long, value_name = "BYTES", default_value_t = defaults::HASH_MAX_SIZE, global = true)]
-    hash_max_size: u64,
-    /// Threads that stat and hash files (default: one per CPU).
+    /// Directory holding the baseline database (`daemon.state_dir`).
+    #[arg(long, value_name = "DIR", global = true)]
+    state_dir: Option<PathBuf>,
+    /// Files larger than this are reported as "not hashed: too large": bytes, or a size
+    /// with its unit, `512MiB` (`daemon.hash_max_size`).
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size, global = true)]
+    hash_max_size: Option<u64>,
+    /// Threads that stat and hash files; 0: one per CPU (`daemon.threads`).
     #[arg(long, value_name = "N", global = true)]
     threads: Option<usize>,
+}
+
+/// What `fim run` alone overrides.
+#[derive(Args, Clone, Default)]
+struct RunFlags {
+    /// Which sensor to use (`daemon.sensor`).
+    #[arg(long, value_enum)]
+    sensor: Option<SensorArg>,
+    /// A file still open for writing is hashed after this long without a close: a
+    /// duration with its unit, `500ms`, `2s` (`daemon.hash_quiet`).
+    #[arg(long, value_name = "DURATION")]
+    hash_quiet: Option<humantime::Duration>,
+    /// Rescan the watched paths this often to catch what real time missed: `30m`, `1h`;
+    /// `0`: never (`daemon.rescan_interval`).
+    #[arg(long, value_name = "DURATION")]
+    rescan_interval: Option<humantime::Duration>,
 }
 
 #[derive(Subcommand)]
@@ -60,26 +84,35 @@ enum Command {
     Run {
         #[command(flatten)]
         common: Common,
-        /// Which sensor to use.
-        #[arg(long, value_enum, default_value_t = SensorArg::Auto)]
-        sensor: SensorArg,
-        /// A file still open for writing is hashed after this long without a close (a
-        /// duration with its unit: `500ms`, `2s`).
-        #[arg(long, value_name = "DURATION", default_value_t = defaults::HASH_QUIET.into())]
-        hash_quiet: humantime::Duration,
-        /// Rescan the watched paths this often to catch what real time missed (`30m`, `1h`;
-        /// `0`: never).
-        #[arg(long, value_name = "DURATION", default_value_t = defaults::RESCAN_INTERVAL.into())]
-        rescan_interval: humantime::Duration,
+        #[command(flatten)]
+        flags: RunFlags,
     },
     /// Build or check the baseline without the daemon.
     Scan {
         #[command(subcommand)]
         what: ScanCommand,
     },
+    /// Check a configuration file, or print the built-in one.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
 }
 
-/// The sensors `--sensor` names.
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check FILE (default: /etc/fim/fim.toml, else the built-in configuration) and print
+    /// what it watches. Exit status 0 when valid, 2 when not (every problem is listed).
+    Check {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
+    /// Print the built-in configuration, every key explained: a starting point for
+    /// /etc/fim/fim.toml.
+    Default,
+}
+
+/// The sensors `--sensor` names (the same names as `daemon.sensor`).
 #[derive(Clone, Copy, ValueEnum)]
 enum SensorArg {
     /// The best combination this kernel allows, logged at start.
@@ -96,16 +129,27 @@ enum SensorArg {
     Fanotify,
 }
 
-impl From<SensorArg> for SensorKind {
+impl From<SensorArg> for Sensor {
     fn from(arg: SensorArg) -> Self {
         match arg {
             SensorArg::Auto => Self::Auto,
             SensorArg::Ebpf => Self::Ebpf,
-            SensorArg::Lsm => Self::Tier(Tier::Lsm),
-            SensorArg::Fentry => Self::Tier(Tier::Fentry),
-            SensorArg::Tracepoint => Self::Tier(Tier::Tracepoint),
+            SensorArg::Lsm => Self::Lsm,
+            SensorArg::Fentry => Self::Fentry,
+            SensorArg::Tracepoint => Self::Tracepoint,
             SensorArg::Fanotify => Self::Fanotify,
         }
+    }
+}
+
+fn sensor_kind(sensor: Sensor) -> SensorKind {
+    match sensor {
+        Sensor::Auto => SensorKind::Auto,
+        Sensor::Ebpf => SensorKind::Ebpf,
+        Sensor::Lsm => SensorKind::Tier(Tier::Lsm),
+        Sensor::Fentry => SensorKind::Tier(Tier::Fentry),
+        Sensor::Tracepoint => SensorKind::Tier(Tier::Tracepoint),
+        Sensor::Fanotify => SensorKind::Fanotify,
     }
 }
 
@@ -117,11 +161,85 @@ enum ScanCommand {
         common: Common,
     },
     /// Compare the watched paths with the baseline. Exit status: 0 no difference, else the
-    /// sum of 1 (added), 2 (removed), 4 (changed); 17 bad watch list; 18 baseline/I/O error.
+    /// sum of 1 (added), 2 (removed), 4 (changed); 17 bad watch list or configuration;
+    /// 18 baseline/I/O error.
     Check {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// Where the configuration came from.
+enum Origin {
+    File(PathBuf),
+    Builtin,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "`{}`", p.display()),
+            Self::Builtin => f.write_str("the built-in configuration"),
+        }
+    }
+}
+
+/// The configuration `--config` names, else /etc/fim/fim.toml when it exists, else the
+/// built-in one.
+fn load(explicit: Option<&Path>) -> Result<(Config, Origin), config::LoadError> {
+    let path = match explicit {
+        Some(p) => p.to_owned(),
+        None if Path::new(defaults::CONFIG_FILE).exists() => PathBuf::from(defaults::CONFIG_FILE),
+        None => return Ok((Config::builtin(), Origin::Builtin)),
+    };
+    Ok((Config::load(&path)?, Origin::File(path)))
+}
+
+/// Name of the rule `--watch` makes.
+const COMMAND_LINE_RULE: &str = "command-line";
+
+/// The configuration with the command line's overrides applied.
+fn effective(common: &Common, flags: &RunFlags) -> Result<(Config, Origin), config::LoadError> {
+    let (mut config, origin) = load(common.config.as_deref())?;
+    let d = &mut config.daemon;
+    if let Some(dir) = &common.state_dir {
+        d.state_dir.clone_from(dir);
+    }
+    if let Some(size) = common.hash_max_size {
+        d.hash_max_size = size;
+    }
+    if let Some(threads) = common.threads {
+        d.threads = Some(threads).filter(|&n| n != 0);
+    }
+    if let Some(sensor) = flags.sensor {
+        d.sensor = sensor.into();
+    }
+    if let Some(quiet) = flags.hash_quiet {
+        d.hash_quiet = quiet.into();
+    }
+    if let Some(interval) = flags.rescan_interval {
+        d.rescan_interval = Some(std::time::Duration::from(interval)).filter(|i| !i.is_zero());
+    }
+    if !common.watch.is_empty() {
+        config.rules = vec![Rule {
+            name: COMMAND_LINE_RULE.to_owned(),
+            paths: common.watch.clone(),
+        }];
+    }
+    Ok((config, origin))
+}
+
+/// The watch set of `config`'s rules. Paths given with `--watch` must exist; a rule's
+/// path that does not is watched for appearing.
+fn watch_set(config: &Config) -> Result<WatchSet, Vec<String>> {
+    let explicit = config.rules.iter().any(|r| r.name == COMMAND_LINE_RULE);
+    let patterns: Vec<String> = config
+        .rules
+        .iter()
+        .flat_map(|r| r.paths.iter().cloned())
+        .collect();
+    WatchSet::new(&patterns, explicit, probe_disk)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect())
 }
 
 pub fn main() -> ExitCode {
@@ -136,29 +254,28 @@ pub fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     match cli.command {
-        Command::Run {
-            common,
-            sensor,
-            hash_quiet,
-            rescan_interval,
-        } => {
-            let Some(set) = watch_set(&common.watch) else {
-                return ExitCode::from(2);
+        Command::Run { common, flags } => {
+            let (config, set) = match effective(&common, &flags)
+                .map_err(|e| vec![e.to_string()])
+                .and_then(|(config, _)| Ok((watch_set(&config)?, config)))
+            {
+                Ok((set, config)) => (config, set),
+                Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),
             };
+            let d = &config.daemon;
             let cfg = EngineConfig {
-                state_dir: common.state_dir,
+                state_dir: d.state_dir.clone(),
                 limits: Limits {
-                    max_hash_bytes: common.hash_max_size,
+                    max_hash_bytes: d.hash_max_size,
                 },
-                quiet: hash_quiet.into(),
-                rescan_interval: Some(Duration::from(rescan_interval))
-                    .filter(|interval| !interval.is_zero()),
-                workers: common.threads.unwrap_or_else(default_threads),
+                quiet: d.hash_quiet,
+                rescan_interval: d.rescan_interval,
+                workers: d.threads.unwrap_or_else(default_threads),
                 max_backlog: defaults::MAX_BACKLOG,
             };
-            // Today's pipeline: the sensor `--sensor` names, to standard output.
+            // Today's pipeline: the configured sensor, to standard output.
             let pipeline = Pipeline {
-                source: SourceSpec::Sensor(sensor.into()),
+                source: SourceSpec::Sensor(sensor_kind(d.sensor)),
                 sinks: vec![SinkSpec::Stdout],
             };
             run(set, pipeline, cfg)
@@ -168,15 +285,20 @@ pub fn main() -> ExitCode {
                 ScanCommand::Init { common } => (common, true),
                 ScanCommand::Check { common } => (common, false),
             };
-            let Some(set) = watch_set(&common.watch) else {
-                return ExitCode::from(EXIT_BAD_WATCH);
+            let (config, set) = match effective(&common, &RunFlags::default())
+                .map_err(|e| vec![e.to_string()])
+                .and_then(|(config, _)| Ok((watch_set(&config)?, config)))
+            {
+                Ok((set, config)) => (config, set),
+                Err(problems) => return refuse(&problems, EXIT_BAD_WATCH),
             };
+            let d = &config.daemon;
             let args = ScanArgs {
                 watch: &set,
-                state_dir: &common.state_dir,
-                threads: common.threads.unwrap_or_else(default_threads),
+                state_dir: &d.state_dir,
+                threads: d.threads.unwrap_or_else(default_threads),
                 limits: Limits {
-                    max_hash_bytes: common.hash_max_size,
+                    max_hash_bytes: d.hash_max_size,
                 },
             };
             if init {
@@ -185,26 +307,64 @@ pub fn main() -> ExitCode {
                 scan_cmd::check(&args)
             }
         }
+        Command::Config { what } => match what {
+            ConfigCommand::Default => {
+                print!("{}", Config::builtin().render());
+                ExitCode::SUCCESS
+            }
+            ConfigCommand::Check { file } => check(file.as_deref()),
+        },
     }
 }
 
-/// The watch set from `--watch` (or the defaults); prints every problem and returns `None`.
-fn watch_set(watch: &[String]) -> Option<WatchSet> {
-    let explicit = !watch.is_empty();
-    let patterns: Vec<String> = if explicit {
-        watch.to_vec()
-    } else {
-        DEFAULT_WATCH.iter().map(|s| (*s).to_owned()).collect()
+/// Prints every problem and returns `code`.
+fn refuse(problems: &[String], code: u8) -> ExitCode {
+    for p in problems {
+        eprintln!("fim: error: {p}");
+    }
+    ExitCode::from(code)
+}
+
+/// `fim config check`: the problems, or the effective settings and watch set.
+fn check(file: Option<&Path>) -> ExitCode {
+    let (config, origin) = match load(file) {
+        Ok(loaded) => loaded,
+        Err(e) => return refuse(&[e.to_string()], EXIT_BAD_CONFIG),
     };
-    match WatchSet::new(&patterns, explicit, probe_disk) {
-        Ok(set) => Some(set),
-        Err(errors) => {
-            for e in errors {
-                eprintln!("fim: error: {e}");
-            }
-            None
+    let set = match watch_set(&config) {
+        Ok(set) => set,
+        Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),
+    };
+    let d = &config.daemon;
+    println!("{origin}: valid");
+    println!(
+        "daemon: sensor {}, state_dir {}, threads {}, hash_max_size {}, hash_quiet {}, \
+         rescan_interval {}",
+        d.sensor.name(),
+        d.state_dir.display(),
+        d.threads
+            .map_or_else(|| "one per CPU".to_owned(), |n| n.to_string()),
+        config::render_size(d.hash_max_size),
+        humantime::format_duration(d.hash_quiet),
+        d.rescan_interval.map_or_else(
+            || "never".to_owned(),
+            |i| humantime::format_duration(i).to_string()
+        ),
+    );
+    let explained = set.explain();
+    let mut lines = explained.iter();
+    for rule in &config.rules {
+        println!("rule `{}`:", rule.name);
+        for line in lines.by_ref().take(rule.paths.len()) {
+            println!("  {line}");
         }
     }
+    println!(
+        "kernel filter: {} prefixes (the table holds {})",
+        set.kernel_roots().len(),
+        fim_common::MAX_WATCH_ROOTS
+    );
+    ExitCode::SUCCESS
 }
 
 fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig) -> ExitCode {
@@ -257,35 +417,90 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    fn parse_run(args: &[&str]) -> Result<Command, clap::Error> {
+    fn parse_run(args: &[&str]) -> Result<(Common, RunFlags), clap::Error> {
         let argv = ["fim", "run"].iter().chain(args).copied();
-        Cli::try_parse_from(argv).map(|cli| cli.command)
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run { common, flags } => Ok((common, flags)),
+            _ => unreachable!("`run` parses as Run"),
+        }
+    }
+
+    fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fim.toml");
+        std::fs::write(&path, text).expect("write");
+        (dir, path)
     }
 
     #[test]
-    fn durations_take_units_and_default_from_one_place() {
-        let Ok(Command::Run {
-            hash_quiet,
-            rescan_interval,
-            ..
-        }) = parse_run(&[])
-        else {
-            panic!("no arguments must parse");
+    fn without_flags_the_configuration_decides() {
+        let (_dir, path) = write_config(
+            "[daemon]\nsensor = \"fanotify\"\nhash_quiet = \"700ms\"\nthreads = 3\n\n\
+             [[rule]]\nname = \"etc\"\npaths = [\"/etc\"]\n",
+        );
+        let path_arg = path.to_string_lossy().into_owned();
+        let (common, flags) = parse_run(&["--config", &path_arg]).expect("parses");
+        let (config, _) = effective(&common, &flags).expect("valid");
+        assert_eq!(config.daemon.sensor, Sensor::Fanotify);
+        assert_eq!(config.daemon.hash_quiet, Duration::from_millis(700));
+        assert_eq!(config.daemon.threads, Some(3));
+        assert_eq!(
+            config.daemon.rescan_interval,
+            Some(defaults::RESCAN_INTERVAL)
+        );
+        assert_eq!(config.rules[0].name, "etc");
+    }
+
+    #[test]
+    fn flags_override_the_configuration() {
+        let (_dir, path) = write_config(
+            "[daemon]\nsensor = \"fanotify\"\nrescan_interval = \"2h\"\n\n\
+             [[rule]]\nname = \"etc\"\npaths = [\"/etc\"]\n",
+        );
+        let path_arg = path.to_string_lossy().into_owned();
+        let (common, flags) = parse_run(&[
+            "--config",
+            &path_arg,
+            "--sensor",
+            "tracepoint",
+            "--rescan-interval",
+            "0",
+            "--hash-max-size",
+            "2MiB",
+            "--watch",
+            "/srv",
+        ])
+        .expect("parses");
+        let (config, _) = effective(&common, &flags).expect("valid");
+        assert_eq!(config.daemon.sensor, Sensor::Tracepoint);
+        assert_eq!(config.daemon.rescan_interval, None);
+        assert_eq!(config.daemon.hash_max_size, 2 << 20);
+        assert_eq!(config.rules.len(), 1);
+        assert_eq!(config.rules[0].paths, vec!["/srv".to_owned()]);
+    }
+
+    #[test]
+    fn a_bad_configuration_file_is_refused_with_every_problem() {
+        let (_dir, path) = write_config("[daemon]\nsensor = \"x\"\nnope = 1\n");
+        let Err(e) = load(Some(&path)) else {
+            panic!("must be refused");
         };
-        assert_eq!(Duration::from(hash_quiet), defaults::HASH_QUIET);
-        assert_eq!(Duration::from(rescan_interval), defaults::RESCAN_INTERVAL);
-        let Ok(Command::Run {
-            hash_quiet,
-            rescan_interval,
-            ..
-        }) = parse_run(&["--hash-quiet", "300ms", "--rescan-interval", "0"])
-        else {
-            panic!("units must parse");
-        };
-        assert_eq!(Duration::from(hash_quiet), Duration::from_millis(300));
-        assert!(Duration::from(rescan_interval).is_zero());
+        let text = e.to_string();
+        assert!(text.contains("3 problem(s)"), "{text}");
+        assert!(text.contains("line 2: `daemon.sensor`"), "{text}");
+        assert!(
+            text.contains("line 3: `daemon.nope`: unknown key"),
+            "{text}"
+        );
+        let missing = load(Some(Path::new("/nonexistent/fim.toml")));
+        assert!(
+            matches!(missing, Err(config::LoadError::Read { .. })),
+            "a named file that cannot be read is an error, not the defaults"
+        );
     }
 
     #[test]
@@ -299,10 +514,14 @@ mod tests {
     }
 
     #[test]
-    fn every_sensor_is_named_and_nothing_else() {
-        for name in ["auto", "ebpf", "lsm", "fentry", "tracepoint", "fanotify"] {
-            assert!(parse_run(&["--sensor", name]).is_ok(), "{name}");
+    fn every_sensor_is_named_as_in_the_configuration_and_nothing_else() {
+        for sensor in Sensor::ALL {
+            let Ok((_, flags)) = parse_run(&["--sensor", sensor.name()]) else {
+                panic!("{} must parse", sensor.name());
+            };
+            assert_eq!(flags.sensor.map(Sensor::from), Some(sensor));
         }
+        assert_eq!(SensorArg::value_variants().len(), Sensor::ALL.len());
         let Err(e) = parse_run(&["--sensor", "kprobe"]) else {
             panic!("an unknown sensor must be refused");
         };

@@ -4,6 +4,7 @@
 //! thread, and asserts the whole event: action, path(s), operation fields, and the acting
 //! process. Run them with `cargo xtask test` (which builds the daemon and runs as root).
 
+mod config;
 mod exact;
 mod fanotify;
 mod integrity;
