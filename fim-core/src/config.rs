@@ -405,7 +405,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// A size in the largest binary unit that divides it.
 pub fn render_size(bytes: u64) -> String {
     for (unit, scale) in &UNITS[..4] {
-        if bytes != 0 && bytes % scale == 0 {
+        if bytes != 0 && bytes.is_multiple_of(*scale) {
             return format!("{} {unit}", bytes / scale);
         }
     }
