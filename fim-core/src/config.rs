@@ -23,7 +23,7 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use crate::{defaults, watch};
+use crate::{defaults, event::Action, watch};
 
 /// Which Linux sensor the daemon uses (`[daemon] sensor`, `fim run --sensor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,13 +101,139 @@ impl Default for Daemon {
     }
 }
 
-/// One `[[rule]]`: a named group of watched paths.
+/// How much an event matters (`event.severity` in ECS, on Elastic's 0-100 risk scale).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth keeping.
+    Low,
+    /// Worth a look.
+    Medium,
+    /// An attacker's likely step.
+    High,
+    /// Act now.
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Self; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
+
+    /// The name the file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// The `event.severity` number (the values Elastic's detection rules use).
+    pub fn ecs(self) -> u8 {
+        match self {
+            Self::Low => 21,
+            Self::Medium => 47,
+            Self::High => 73,
+            Self::Critical => 99,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Names for groups of operations a rule may list instead of each action.
+pub const OPERATION_GROUPS: [(&str, &[Action]); 4] = [
+    (
+        "content",
+        &[
+            Action::OpenWrite,
+            Action::Write,
+            Action::CloseWrite,
+            Action::Truncate,
+            Action::Fallocate,
+            Action::Modified,
+        ],
+    ),
+    (
+        "metadata",
+        &[
+            Action::Chmod,
+            Action::Chown,
+            Action::SetXattr,
+            Action::RemoveXattr,
+            Action::Attrib,
+            Action::Utimes,
+        ],
+    ),
+    (
+        "namespace",
+        &[
+            Action::Create,
+            Action::Mkdir,
+            Action::Mknod,
+            Action::Symlink,
+            Action::Link,
+            Action::Unlink,
+            Action::Rmdir,
+            Action::Rename,
+        ],
+    ),
+    ("scan", &[Action::Added, Action::Removed, Action::Changed]),
+];
+
+/// One `[[rule]]`: a named group of watched paths and what an event under them means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// Unique among the rules.
+    /// Unique among the rules (`rule.name`).
     pub name: String,
+    /// `rule.id`; the name when not given.
+    pub id: Option<String>,
     /// Absolute paths: a directory (watched with what is below it), a file, or `DIR/GLOB`.
     pub paths: Vec<String>,
+    /// Paths under the rule that it does not cover: a glob on the file name (`*.swp`), or
+    /// an absolute glob on the whole path (`/var/log/journal/**`).
+    pub exclude: Vec<String>,
+    /// The operations reported (actions, or the groups in [`OPERATION_GROUPS`]); `None`:
+    /// every one.
+    pub operations: Option<Vec<String>>,
+    /// How much an event under the rule matters.
+    pub severity: Severity,
+    /// MITRE ATT&CK technique ids (`T1053.003`).
+    pub techniques: Vec<String>,
+    /// Free tags: compliance references (`PCI-DSS 11.5`, `CIS 6.1`) and the like.
+    pub tags: Vec<String>,
+}
+
+impl Rule {
+    /// A rule watching `paths` with every other key at its default.
+    pub fn new(name: &str, paths: Vec<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            id: None,
+            paths,
+            exclude: Vec::new(),
+            operations: None,
+            severity: Severity::Medium,
+            techniques: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+
+    /// The actions the rule reports (`None`: every one). Its names were checked on reading.
+    pub fn actions(&self) -> Option<Vec<Action>> {
+        self.operations.as_ref().map(|ops| {
+            let mut out = Vec::new();
+            for op in ops {
+                match OPERATION_GROUPS.iter().find(|(g, _)| g == op) {
+                    Some((_, actions)) => out.extend_from_slice(actions),
+                    None => out.extend(Action::from_name(op)),
+                }
+            }
+            out
+        })
+    }
 }
 
 /// The whole configuration.
@@ -173,13 +299,13 @@ impl Config {
     pub fn builtin() -> Self {
         Self {
             daemon: Daemon::default(),
-            rules: vec![Rule {
-                name: DEFAULT_RULE.to_owned(),
-                paths: watch::DEFAULT_WATCH
+            rules: vec![Rule::new(
+                DEFAULT_RULE,
+                watch::DEFAULT_WATCH
                     .iter()
                     .map(|p| (*p).to_owned())
                     .collect(),
-            }],
+            )],
         }
     }
 
@@ -336,14 +462,71 @@ impl Config {
                  [[rule]]\n",
             );
             let _ = writeln!(out, "name = {}", quote(&rule.name));
+            if let Some(id) = &rule.id {
+                let _ = writeln!(
+                    out,
+                    "# `rule.id` in events (default: the name).\nid = {}",
+                    quote(id)
+                );
+            }
             out.push_str("paths = [\n");
             for p in &rule.paths {
                 let _ = writeln!(out, "    {},", quote(p));
             }
             out.push_str("]\n");
+            let _ = writeln!(
+                out,
+                "# What the rule does not cover: a glob on the file name (\"*.swp\"), or an\n\
+                 # absolute glob on the whole path (\"/var/log/journal/**\").\n\
+                 exclude = {}",
+                array(&rule.exclude)
+            );
+            let groups: Vec<&str> = OPERATION_GROUPS.iter().map(|(g, _)| *g).collect();
+            match &rule.operations {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "# The operations reported: event.action names, or the groups {}.\n\
+                         # Left out: every operation.",
+                        groups.join(", ")
+                    );
+                }
+                Some(ops) => {
+                    let _ = writeln!(
+                        out,
+                        "# The operations reported: event.action names, or the groups {}.\n\
+                         operations = {}",
+                        groups.join(", "),
+                        array(ops)
+                    );
+                }
+            }
+            let severities: Vec<&str> = Severity::ALL.iter().map(|s| s.name()).collect();
+            let _ = writeln!(
+                out,
+                "# How much an event matters ({}): `event.severity`.\nseverity = \"{}\"",
+                severities.join(", "),
+                rule.severity.name()
+            );
+            let _ = writeln!(
+                out,
+                "# MITRE ATT&CK technique ids: `threat.technique.id`.\ntechniques = {}",
+                array(&rule.techniques)
+            );
+            let _ = writeln!(
+                out,
+                "# Free tags, such as compliance references: `tags`.\ntags = {}",
+                array(&rule.tags)
+            );
         }
         out
     }
+}
+
+/// A TOML array of basic strings, on one line.
+fn array(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| quote(i)).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// A TOML basic string.
@@ -470,6 +653,12 @@ impl<'a, 'i> Table<'a, 'i> {
         }
     }
 
+    fn has(&self, key: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(k, _)| k.get_ref().as_ref() == key)
+    }
+
     fn take(&mut self, key: &'a str) -> Option<&'a Value<'i>> {
         let found = self
             .entries
@@ -515,6 +704,39 @@ impl<'a, 'i> Table<'a, 'i> {
                 None
             }
         }
+    }
+
+    /// An array of strings, each checked by `check`; problems are recorded and the bad
+    /// items left out. A missing key is an empty list.
+    fn strings(
+        &mut self,
+        key: &'a str,
+        errors: &mut Vec<ConfigError>,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Vec<String> {
+        let Some(value) = self.take(key) else {
+            return Vec::new();
+        };
+        let name = self.key(key);
+        let DeValue::Array(items) = value.get_ref() else {
+            errors.push(
+                self.doc
+                    .error(&name, value.span(), "must be an array of strings"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let key = format!("{name}[{}]", i + 1);
+            match item.get_ref() {
+                DeValue::String(s) => match check(s) {
+                    Ok(()) => out.push(s.to_string()),
+                    Err(m) => errors.push(self.doc.error(&key, item.span(), m)),
+                },
+                _ => errors.push(self.doc.error(&key, item.span(), "must be a string")),
+            }
+        }
+        out
     }
 
     /// Every key that was not used is an error.
@@ -662,15 +884,104 @@ fn read_rule(
             }
         },
     }
+    let id = match t.string("id", errors) {
+        Some((id, span)) if id.trim().is_empty() => {
+            errors.push(doc.error(&t.key("id"), span, "must not be empty"));
+            None
+        }
+        other => other.map(|(id, _)| id),
+    };
+    let exclude = t.strings("exclude", errors, |pattern| {
+        if pattern.contains('/') && !pattern.starts_with('/') {
+            return Err(format!(
+                "`{pattern}` has a slash but is not absolute: a name glob has none, a path \
+                 glob starts with /"
+            ));
+        }
+        globset::Glob::new(pattern)
+            .map(|_| ())
+            .map_err(|e| format!("glob `{pattern}`: {}", e.kind()))
+    });
+    let operations = t.has("operations").then(|| {
+        t.strings("operations", errors, |op| {
+            if Action::from_name(op).is_some() || OPERATION_GROUPS.iter().any(|(g, _)| *g == op) {
+                Ok(())
+            } else {
+                let groups: Vec<&str> = OPERATION_GROUPS.iter().map(|(g, _)| *g).collect();
+                Err(format!(
+                    "`{op}` is not an operation (an event.action name such as `rename`, or a \
+                     group: {})",
+                    groups.join(", ")
+                ))
+            }
+        })
+    });
+    if let Some(ops) = &operations
+        && ops.is_empty()
+        && errors.len() == before
+    {
+        errors.push(ConfigError {
+            line: t.line,
+            key: t.key("operations"),
+            message: "must not be empty (leave it out to report every operation)".into(),
+        });
+    }
+    let mut severity = Severity::Medium;
+    if let Some((name, span)) = t.string("severity", errors) {
+        match Severity::from_name(&name) {
+            Some(s) => severity = s,
+            None => {
+                let names: Vec<&str> = Severity::ALL.iter().map(|s| s.name()).collect();
+                errors.push(doc.error(
+                    &t.key("severity"),
+                    span,
+                    format!("`{name}` is not a severity (one of: {})", names.join(", ")),
+                ));
+            }
+        }
+    }
+    let techniques = t.strings("techniques", errors, |id| {
+        if is_technique(id) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{id}` is not a MITRE ATT&CK technique id (T1234 or T1234.001)"
+            ))
+        }
+    });
+    let tags = t.strings("tags", errors, |tag| {
+        if tag.trim().is_empty() {
+            Err("a tag must not be empty".into())
+        } else {
+            Ok(())
+        }
+    });
     t.finish(errors);
     let rule = match &name {
         Some((name, _)) if errors.len() == before => Some(Rule {
             name: name.clone(),
+            id,
             paths,
+            exclude,
+            operations,
+            severity,
+            techniques,
+            tags,
         }),
         _ => None,
     };
     (name, rule)
+}
+
+/// `T` and four digits, optionally a dot and three more.
+fn is_technique(id: &str) -> bool {
+    let b = id.as_bytes();
+    let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
+    match b.len() {
+        5 => b[0] == b'T' && digits(&b[1..]),
+        9 => b[0] == b'T' && digits(&b[1..5]) && b[5] == b'.' && digits(&b[6..]),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -701,13 +1012,15 @@ mod tests {
             },
             rules: vec![
                 Rule {
-                    name: "a \\ b".into(),
-                    paths: vec!["/etc/*.conf".into(), "/x y".into()],
+                    id: Some("FIM-1".into()),
+                    exclude: vec!["*.swp".into(), "/etc/x/**".into()],
+                    operations: Some(vec!["unlink".into(), "metadata".into()]),
+                    severity: Severity::Critical,
+                    techniques: vec!["T1053.003".into(), "T1037".into()],
+                    tags: vec!["PCI-DSS 11.5".into(), "CIS \"6.1\"".into()],
+                    ..Rule::new("a \\ b", vec!["/etc/*.conf".into(), "/x y".into()])
                 },
-                Rule {
-                    name: "second".into(),
-                    paths: vec!["/srv".into()],
-                },
+                Rule::new("second", vec!["/srv".into()]),
             ],
         };
         assert_eq!(Config::parse(&config.render()), Ok(config));
@@ -790,6 +1103,55 @@ paths = [\"/srv\"]
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn rule_keys_are_checked_one_by_one() {
+        let text = "\
+[[rule]]
+name = \"r\"
+id = \"\"
+paths = [\"/etc\"]
+exclude = [\"*.swp\", \"tmp/*\", \"/x/[\"]
+operations = [\"rename\", \"append\", \"content\"]
+severity = \"urgent\"
+techniques = [\"T1053.003\", \"T105\", \"t1053\"]
+tags = [\"PCI-DSS 11.5\", \"\"]
+";
+        let got: Vec<(usize, String)> = errors_of(text)
+            .into_iter()
+            .map(|e| (e.line, e.key))
+            .collect();
+        let want: Vec<(usize, String)> = [
+            (3, "rule[1].id"),
+            (5, "rule[1].exclude[2]"),
+            (5, "rule[1].exclude[3]"),
+            (6, "rule[1].operations[2]"),
+            (7, "rule[1].severity"),
+            (8, "rule[1].techniques[2]"),
+            (8, "rule[1].techniques[3]"),
+            (9, "rule[1].tags[2]"),
+        ]
+        .into_iter()
+        .map(|(l, k)| (l, k.to_owned()))
+        .collect();
+        assert_eq!(got, want);
+        let errors = errors_of("[[rule]]\nname = \"r\"\npaths = [\"/etc\"]\noperations = []\n");
+        assert_eq!(errors[0].key, "rule[1].operations");
+    }
+
+    #[test]
+    fn operations_name_actions_or_groups() {
+        let c = Config::parse(
+            "[[rule]]\nname = \"logs\"\npaths = [\"/var/log\"]\n\
+             operations = [\"unlink\", \"metadata\"]\nseverity = \"high\"\n",
+        )
+        .expect("valid");
+        let actions = c.rules[0].actions().expect("listed");
+        assert!(actions.contains(&Action::Unlink) && actions.contains(&Action::Chown));
+        assert!(!actions.contains(&Action::Write) && !actions.contains(&Action::Rename));
+        assert_eq!(c.rules[0].severity, Severity::High);
+        assert_eq!(Config::builtin().rules[0].actions(), None);
     }
 
     #[test]

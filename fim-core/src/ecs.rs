@@ -17,6 +17,7 @@ use crate::{
     event::{Action, Event, FileEvent, PathSource, ReportedPath, Stamp, Stamped},
     paths::render_bytes,
     registry::{Data, RegistryEvent},
+    rules::Matched,
 };
 
 fn file_type(mode: u32) -> &'static str {
@@ -139,6 +140,9 @@ struct Fallocate {
 #[derive(Serialize)]
 struct FimObject<'a> {
     sensor: &'static str,
+    /// Every rule the event falls under, when there are several (`rule` names the first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rules: Vec<&'a str>,
     path: PathInfo,
     #[serde(skip_serializing_if = "Option::is_none")]
     source_path: Option<PathInfo>,
@@ -239,6 +243,9 @@ struct EventObject {
     dataset: &'static str,
     sequence: u64,
     id: uuid::fmt::Hyphenated,
+    /// The highest severity of the rules the event falls under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    severity: Option<u8>,
 }
 
 fn event_object(ev: &FileEvent, stamp: &Stamp) -> EventObject {
@@ -260,6 +267,7 @@ fn event_of(category: &'static str, action: Action, stamp: &Stamp) -> EventObjec
         },
         sequence: stamp.sequence,
         id: stamp.id.hyphenated(),
+        severity: None,
     }
 }
 
@@ -277,15 +285,44 @@ struct FileDoc<'a> {
     user: Option<Ids>,
     #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<Ids>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<RuleObject<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threat: Option<Threat<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
+}
+
+/// ECS `rule`: the most specific rule the event falls under (every one: `fim.rules`).
+#[derive(Serialize)]
+struct RuleObject<'a> {
+    name: &'a str,
+    id: &'a str,
+}
+
+/// ECS `threat`: the ATT&CK techniques of the event's rules.
+#[derive(Serialize)]
+struct Threat<'a> {
+    framework: &'static str,
+    technique: Technique<'a>,
+}
+
+#[derive(Serialize)]
+struct Technique<'a> {
+    id: &'a [String],
 }
 
 /// Writes the ECS document for one event as one line of JSON (without the newline).
 pub fn write_ecs(out: impl std::io::Write, ev: &Stamped) -> serde_json::Result<()> {
-    let Stamped { stamp, event } = ev;
+    let Stamped {
+        stamp,
+        event,
+        rules,
+    } = ev;
     match event {
         Event::File(event) => match &event.gap {
             Some(gap) => serde_json::to_writer(out, &gap_doc(event, gap, stamp)),
-            None => serde_json::to_writer(out, &file_doc(event, stamp)),
+            None => serde_json::to_writer(out, &file_doc(event, stamp, rules.as_deref())),
         },
         Event::Registry(event) => serde_json::to_writer(out, &registry_doc(event, stamp)),
     }
@@ -295,11 +332,16 @@ pub fn write_ecs(out: impl std::io::Write, ev: &Stamped) -> serde_json::Result<(
 /// [`write_ecs`] writes).
 #[cfg(test)]
 pub fn to_ecs(ev: &Stamped) -> Value {
-    let Stamped { stamp, event } = ev;
+    let Stamped {
+        stamp,
+        event,
+        rules,
+    } = ev;
     match event {
         Event::File(event) => match &event.gap {
             Some(gap) => gap_doc(event, gap, stamp),
-            None => serde_json::to_value(file_doc(event, stamp)).unwrap_or(Value::Null),
+            None => serde_json::to_value(file_doc(event, stamp, rules.as_deref()))
+                .unwrap_or(Value::Null),
         },
         Event::Registry(event) => registry_doc(event, stamp),
     }
@@ -348,7 +390,7 @@ fn registry_doc(ev: &RegistryEvent, stamp: &Stamp) -> Value {
     })
 }
 
-fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp) -> FileDoc<'a> {
+fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp, rules: Option<&'a Matched>) -> FileDoc<'a> {
     let slash = ev.path.bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
     let mut file = FileObject {
         path: render_bytes(&ev.path.bytes),
@@ -406,7 +448,8 @@ fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp) -> FileDoc<'a> {
     };
     let integrity = ev.integrity.as_ref();
     let exited = ev.process.as_ref().is_some_and(|p| p.exited);
-    let fim = FimObject {
+    let mut fim = FimObject {
+        rules: Vec::new(),
         sensor: ev.sensor,
         path: path_info(&ev.path),
         source_path: ev.source.as_ref().map(path_info),
@@ -471,14 +514,29 @@ fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp) -> FileDoc<'a> {
         }
     });
     let known = ev.process.as_ref().filter(|p| !p.exited);
+    let mut event = event_object(ev, stamp);
+    event.severity = rules.map(|m| m.severity.ecs());
+    if let Some(m) = rules
+        && m.rules.len() > 1
+    {
+        fim.rules = m.rules.iter().map(|(name, _)| name.as_str()).collect();
+    }
     FileDoc {
         timestamp: time_ns(ev.time_unix_ns),
-        event: event_object(ev, stamp),
+        event,
         file,
         fim,
         process,
         user: known.map(|p| ids(p.uid, p.euid)),
         group: known.map(|p| ids(p.gid, p.egid)),
+        rule: rules
+            .and_then(|m| m.rules.first())
+            .map(|(name, id)| RuleObject { name, id }),
+        threat: rules.filter(|m| !m.techniques.is_empty()).map(|m| Threat {
+            framework: "MITRE ATT&CK",
+            technique: Technique { id: &m.techniques },
+        }),
+        tags: rules.map_or(&[], |m| m.tags.as_slice()),
     }
 }
 
@@ -643,6 +701,7 @@ mod tests {
         let stamped = |event: &FileEvent, sequence| Stamped {
             stamp: Stamp { sequence, id },
             event: Event::File(event.clone()),
+            rules: None,
         };
         let mut text = Vec::new();
         write_ecs(&mut text, &stamped(&ev, 3)).expect("written");
@@ -709,6 +768,7 @@ mod tests {
                 id: uuid::Uuid::from_u128(1),
             },
             event: ev.into(),
+            rules: None,
         };
         let mut text = Vec::new();
         write_ecs(&mut text, &stamped).expect("written");
@@ -736,5 +796,51 @@ mod tests {
         assert_eq!(render_bytes(b"/tmp/caf\xe9"), "/tmp/caf\\xe9");
         assert_eq!(render_bytes(b"/a\\b"), "/a\\\\b");
         assert_eq!(render_bytes("/é".as_bytes()), "/é");
+    }
+
+    #[test]
+    fn the_rules_an_event_falls_under_give_its_rule_severity_techniques_and_tags() {
+        use crate::config::Severity;
+        let ev = FileEvent::new(
+            Action::CloseWrite,
+            ReportedPath::new(b"/etc/passwd".to_vec(), PathSource::KernelObject),
+            "ebpf-lsm",
+        );
+        let stamp = Stamp {
+            sequence: 1,
+            id: uuid::Uuid::from_u128(1),
+        };
+        let matched = Matched {
+            rules: vec![
+                ("accounts".into(), "FIM-ACCT".into()),
+                ("etc".into(), "etc".into()),
+            ],
+            severity: Severity::High,
+            techniques: vec!["T1136.001".into(), "T1098".into()],
+            tags: vec!["PCI-DSS 11.5".into()],
+        };
+        let v = to_ecs(&Stamped {
+            stamp,
+            event: ev.clone().into(),
+            rules: Some(std::sync::Arc::new(matched)),
+        });
+        assert_eq!(v["rule"], json!({"name": "accounts", "id": "FIM-ACCT"}));
+        assert_eq!(v["fim"]["rules"], json!(["accounts", "etc"]));
+        assert_eq!(v["event"]["severity"], 73);
+        assert_eq!(
+            v["threat"],
+            json!({"framework": "MITRE ATT&CK", "technique": {"id": ["T1136.001", "T1098"]}})
+        );
+        assert_eq!(v["tags"], json!(["PCI-DSS 11.5"]));
+        // Under no rule: none of these fields.
+        let v = to_ecs(&Stamped {
+            stamp,
+            event: ev.into(),
+            rules: None,
+        });
+        for absent in ["rule", "threat", "tags"] {
+            assert!(v.get(absent).is_none(), "{absent}: {v}");
+        }
+        assert!(v["event"].get("severity").is_none() && v["fim"].get("rules").is_none());
     }
 }

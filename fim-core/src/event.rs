@@ -61,6 +61,38 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action a rule may ask for (all but [`Action::Gap`], which is always reported).
+    pub const REPORTABLE: [Self; 23] = [
+        Self::Create,
+        Self::OpenWrite,
+        Self::Write,
+        Self::CloseWrite,
+        Self::Truncate,
+        Self::Unlink,
+        Self::Mkdir,
+        Self::Rmdir,
+        Self::Rename,
+        Self::Chmod,
+        Self::Chown,
+        Self::SetXattr,
+        Self::RemoveXattr,
+        Self::Link,
+        Self::Symlink,
+        Self::Mknod,
+        Self::Utimes,
+        Self::Fallocate,
+        Self::Attrib,
+        Self::Modified,
+        Self::Added,
+        Self::Removed,
+        Self::Changed,
+    ];
+
+    /// The action whose `event.action` string is `name` (not `gap`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::REPORTABLE.into_iter().find(|a| a.as_str() == name)
+    }
+
     /// The `event.action` string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -190,6 +222,8 @@ pub struct Stamped {
     pub stamp: Stamp,
     /// The event.
     pub event: Event,
+    /// What the configured rules it falls under say about it (`None`: none).
+    pub rules: Option<std::sync::Arc<crate::rules::Matched>>,
 }
 
 /// One change, by what it is about: a file (Linux sensors, scans) or a registry key or
@@ -253,9 +287,19 @@ impl Stamper {
 
     /// `event` with the next stamp.
     pub fn stamp(&mut self, event: impl Into<Event>) -> Stamped {
+        self.stamp_with(event, None)
+    }
+
+    /// `event` with the next stamp and what its rules say.
+    pub fn stamp_with(
+        &mut self,
+        event: impl Into<Event>,
+        rules: Option<std::sync::Arc<crate::rules::Matched>>,
+    ) -> Stamped {
         Stamped {
             stamp: self.next_stamp(),
             event: event.into(),
+            rules,
         }
     }
 }

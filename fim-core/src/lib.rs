@@ -16,5 +16,6 @@ pub mod event;
 pub mod hash;
 pub mod paths;
 pub mod registry;
+pub mod rules;
 pub mod telemetry;
 pub mod watch;

@@ -74,6 +74,13 @@ pub const EVENTS: Family = Family {
     kind: Kind::Counter,
     labels: &["sensor", "action"],
 };
+/// Events no rule reports (each rule lists the operations it reports), by action.
+pub const RULE_SUPPRESSED: Family = Family {
+    name: "fim_rule_suppressed_events_total",
+    help: "Events not reported because no rule they fall under reports their operation, by action",
+    kind: Kind::Counter,
+    labels: &["action"],
+};
 /// Events passed without before/after values because the engine's backlog was full.
 pub const UNENRICHED: Family = Family {
     name: "fim_engine_unenriched_events_total",
@@ -145,6 +152,7 @@ pub const FAMILIES: &[Family] = &[
     PROCESS_RECORDS_LOST,
     NOT_REPORTED,
     EVENTS,
+    RULE_SUPPRESSED,
     UNENRICHED,
     HASHED,
     OBSERVE_ERRORS,
@@ -226,6 +234,8 @@ pub enum Internal<'a> {
         action: Action,
         count: u64,
     },
+    /// Events no rule reports.
+    RuleSuppressed { action: Action, count: u64 },
     /// An event passed without before/after values (backlog full).
     Unenriched,
     /// A file hashed after a change.
@@ -363,6 +373,11 @@ impl Telemetry {
             } => (
                 EVENTS,
                 Labels::two(sensor, action.as_str()),
+                Change::Add(count),
+            ),
+            I::RuleSuppressed { action, count } => (
+                RULE_SUPPRESSED,
+                Labels::one(action.as_str()),
                 Change::Add(count),
             ),
             I::Unenriched => (UNENRICHED, Labels::none(), Change::Add(1)),

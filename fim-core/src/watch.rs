@@ -285,6 +285,24 @@ impl WatchSet {
         })
     }
 
+    /// How specifically the set names `path`, or `None` when it does not: the longest
+    /// matching root, a file named exactly above a glob over its directory, and that above
+    /// a directory tree (`/etc/passwd` over `/etc/*` over `/etc`).
+    pub fn specificity(&self, path: &[u8]) -> Option<usize> {
+        self.rules
+            .iter()
+            .flat_map(|r| r.roots.iter().map(move |root| (r, root)))
+            .filter_map(|(r, root)| {
+                let (hit, rank) = match &r.matcher {
+                    Matcher::Tree => (is_under(path, root), 0),
+                    Matcher::Exact => (path == root.as_slice(), 2),
+                    Matcher::Children(glob) => (is_matching_child(path, root, glob), 1),
+                };
+                hit.then_some(root.len() * 4 + rank)
+            })
+            .max()
+    }
+
     /// Whether directory `path` matters to a sensor that follows directories by identity:
     /// it lies in a watched tree, or is (or leads to) the root of a rule (the directory of
     /// a glob, the parent of a watched file, the place a missing root may appear).

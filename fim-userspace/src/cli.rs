@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use fim_core::{
     config::{self, Config, Rule, Sensor},
     defaults,
+    rules::RuleSet,
     watch::{WatchSet, probe_disk},
 };
 use fim_userspace::{
@@ -221,10 +222,7 @@ fn effective(common: &Common, flags: &RunFlags) -> Result<(Config, Origin), conf
         d.rescan_interval = Some(std::time::Duration::from(interval)).filter(|i| !i.is_zero());
     }
     if !common.watch.is_empty() {
-        config.rules = vec![Rule {
-            name: COMMAND_LINE_RULE.to_owned(),
-            paths: common.watch.clone(),
-        }];
+        config.rules = vec![Rule::new(COMMAND_LINE_RULE, common.watch.clone())];
     }
     Ok((config, origin))
 }
@@ -273,9 +271,17 @@ pub fn main() -> ExitCode {
                 workers: d.threads.unwrap_or_else(default_threads),
                 max_backlog: defaults::MAX_BACKLOG,
             };
-            // Today's pipeline: the configured sensor, to standard output.
+            let rules = match RuleSet::new(&config.rules, probe_disk) {
+                Ok(rules) => rules,
+                Err(e) => {
+                    let problems: Vec<String> = e.iter().map(ToString::to_string).collect();
+                    return refuse(&problems, EXIT_BAD_CONFIG);
+                }
+            };
+            // Today's pipeline: the configured sensor, through the rules, to standard output.
             let pipeline = Pipeline {
                 source: SourceSpec::Sensor(sensor_kind(d.sensor)),
+                rules,
                 sinks: vec![SinkSpec::Stdout],
             };
             run(set, pipeline, cfg)

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use fim_core::{
+    rules::RuleSet,
     telemetry::{self, Telemetry},
     watch::WatchSet,
 };
@@ -30,6 +31,9 @@ use crate::{
 pub struct Pipeline {
     /// The source.
     pub source: SourceSpec,
+    /// What the configured rules make of each event, before it is numbered: reported or
+    /// not, and with which rule names, severity, techniques and tags.
+    pub rules: RuleSet,
     /// The sinks; every event goes to each.
     pub sinks: Vec<SinkSpec>,
 }
@@ -132,6 +136,7 @@ pub async fn run(
     });
     let losses = telemetry.clone();
     let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, || losses.losses()));
+    let rules = pipeline.rules;
     let mut outlets = Vec::new();
     let mut sink_tasks = Vec::new();
     let mut sink_names = Vec::new();
@@ -145,7 +150,7 @@ pub async fn run(
     }
     let fanout_telemetry = telemetry.clone();
     let fanout_task =
-        tracker.spawn_blocking(move || fanout::run(fanout_rx, outlets, fanout_telemetry));
+        tracker.spawn_blocking(move || fanout::run(fanout_rx, outlets, rules, fanout_telemetry));
     tracker.close();
     info!("ready: watching {watched_paths} paths");
 

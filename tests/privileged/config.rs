@@ -28,6 +28,7 @@ macro_rules! per_sensor {
 
 per_sensor!(
     the_configuration_file_decides_what_is_watched,
+    events_carry_their_rules_and_rules_choose_their_operations,
     five_thousand_watched_directories_work_and_only_they_are_reported,
 );
 
@@ -112,6 +113,107 @@ fn the_configuration_file_decides_what_is_watched(sensor: &str) {
     );
 }
 
+fn events_carry_their_rules_and_rules_choose_their_operations(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let (keys, logs, conf_dir) = (root.join("keys"), root.join("log"), root.join("conf"));
+    for d in [&keys, &logs, &conf_dir] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let syslog = logs.join("syslog");
+    fs::write(&syslog, b"boot\n").expect("seed the log");
+    let config = config_file(
+        &conf_dir,
+        &format!(
+            "[daemon]\nrescan_interval = \"0\"\n\n\
+             [[rule]]\nname = \"keys\"\nid = \"FIM-KEYS\"\npaths = {}\n\
+             exclude = [\"*.swp\"]\nseverity = \"high\"\ntechniques = [\"T1098.004\"]\n\
+             tags = [\"PCI-DSS 11.5\"]\n\n\
+             [[rule]]\nname = \"log-tampering\"\npaths = {}\n\
+             operations = [\"unlink\", \"rename\", \"truncate\", \"metadata\"]\n\
+             techniques = [\"T1070.002\"]\n",
+            toml_paths(std::slice::from_ref(&keys)),
+            toml_paths(std::slice::from_ref(&logs)),
+        ),
+    );
+    let d = start(sensor, &config);
+    let (key, swap) = (
+        keys.join("authorized_keys"),
+        keys.join(".authorized_keys.swp"),
+    );
+    // Back to back: a key added, its editor's swap file, an append to the log (not what
+    // the log rule reports), then the log's mode changed and the log removed.
+    fs::write(&swap, b"swap").expect("swap file");
+    fs::write(&key, b"ssh-ed25519 AAAA attacker").expect("key");
+    {
+        use std::io::Write as _;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&syslog)
+            .expect("open the log");
+        f.write_all(b"more\n").expect("append");
+    }
+    fs::set_permissions(&syslog, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    fs::remove_file(&syslog).expect("unlink");
+    let seen = stop_after_marker(d, &keys);
+    let (k, l) = (key.display().to_string(), syslog.display().to_string());
+    let got: Vec<(String, String, Value, Value, Value, Value)> = seen
+        .iter()
+        .map(|v| {
+            let action = match v["event"]["action"].as_str().unwrap_or_default() {
+                // fanotify cannot tell a chmod from other attribute changes; the engine
+                // names it from before/after values, which a file removed right after no
+                // longer has.
+                "attrib" if sensor == "fanotify" => "chmod",
+                a => a,
+            };
+            (
+                action.to_owned(),
+                v["file"]["path"].as_str().unwrap_or_default().to_owned(),
+                v["rule"].clone(),
+                v["event"]["severity"].clone(),
+                v["threat"]["technique"]["id"].clone(),
+                v["tags"].clone(),
+            )
+        })
+        .collect();
+    let keys_rule = || {
+        (
+            serde_json::json!({"name": "keys", "id": "FIM-KEYS"}),
+            serde_json::json!(73),
+            serde_json::json!(["T1098.004"]),
+            serde_json::json!(["PCI-DSS 11.5"]),
+        )
+    };
+    let logs_rule = || {
+        (
+            serde_json::json!({"name": "log-tampering", "id": "log-tampering"}),
+            serde_json::json!(47),
+            serde_json::json!(["T1070.002"]),
+            Value::Null,
+        )
+    };
+    let row = |action: &str, path: &str, (r, s, t, g): (Value, Value, Value, Value)| {
+        (action.to_owned(), path.to_owned(), r, s, t, g)
+    };
+    let want = vec![
+        row("create", &k, keys_rule()),
+        row("write", &k, keys_rule()),
+        row("close_write", &k, keys_rule()),
+        row("chmod", &l, logs_rule()),
+        row("unlink", &l, logs_rule()),
+    ];
+    assert_eq!(
+        got,
+        want,
+        "events:\n{}",
+        seen.iter().map(|v| format!("  {v}\n")).collect::<String>()
+    );
+}
+
 /// Directories watched, more than the kernel's prefix table holds (4,096).
 const MANY: usize = 5_000;
 
@@ -182,7 +284,7 @@ fn config_check_lists_every_problem_with_its_line_and_exits_2() {
     let config = config_file(
         dir.path(),
         "[daemon]\nsensor = \"kprobe\"\nhash_quiet = \"soon\"\n\n[[rule]]\nname = \"x\"\n\
-         paths = [\"relative/path\", \"/etc/*/x\"]\nseverity = \"high\"\n",
+         paths = [\"relative/path\", \"/etc/*/x\"]\ncolour = \"red\"\n",
     );
     let config = config.to_str().expect("utf-8");
     let (code, out, err) = fim(&["config", "check", config]);
@@ -193,7 +295,7 @@ fn config_check_lists_every_problem_with_its_line_and_exits_2() {
         "line 3: `daemon.hash_quiet`: `soon` is not a duration",
         "line 7: `rule[1].paths[1]`: watch path `relative/path` is not absolute",
         "line 7: `rule[1].paths[2]`: watch glob `/etc/*/x`: only the last path component",
-        "line 8: `rule[1].severity`: unknown key",
+        "line 8: `rule[1].colour`: unknown key",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }

@@ -181,6 +181,7 @@ impl Report {
                 &Stamped {
                     stamp,
                     event: event.into(),
+                    rules: None,
                 },
             )?;
             writeln!(self.out)

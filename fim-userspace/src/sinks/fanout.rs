@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use fim_core::event::Stamp;
 use fim_core::{
     event::{Action, FileEvent, Stamper},
+    rules::{RuleSet, Verdict},
     telemetry::{Internal, Telemetry},
 };
 
@@ -86,25 +87,41 @@ impl Outlet {
 /// The numbering and the outlets.
 pub struct Fanout {
     stamper: Stamper,
+    rules: RuleSet,
     outlets: Vec<Outlet>,
     telemetry: Arc<Telemetry>,
 }
 
 impl Fanout {
-    /// A fan-out to `outlets`, counting in `telemetry`.
-    pub fn new(outlets: Vec<Outlet>, telemetry: Arc<Telemetry>) -> Self {
+    /// A fan-out to `outlets` of what `rules` report, counting in `telemetry`.
+    pub fn new(outlets: Vec<Outlet>, rules: RuleSet, telemetry: Arc<Telemetry>) -> Self {
         Self {
             stamper: Stamper::default(),
+            rules,
             outlets,
             telemetry,
         }
     }
 
-    /// Numbers `events` and hands them to every sink. Returns whether any sink is left.
+    /// Classifies `events` by the rules, numbers those reported and hands them to every
+    /// sink. Returns whether any sink is left.
     pub fn deliver(&mut self, events: Vec<FileEvent>) -> bool {
         let mut counts: HashMap<(&'static str, Action), u64> = HashMap::new();
-        for ev in &events {
-            *counts.entry((ev.sensor, ev.action)).or_default() += 1;
+        let mut suppressed: HashMap<Action, u64> = HashMap::new();
+        let mut batch = Vec::with_capacity(events.len());
+        for ev in events {
+            let other = ev
+                .source
+                .as_ref()
+                .filter(|_| ev.action != Action::Symlink)
+                .map(|s| s.bytes.as_slice());
+            match self.rules.classify(ev.action, &ev.path.bytes, other) {
+                Verdict::Suppress => *suppressed.entry(ev.action).or_default() += 1,
+                Verdict::Report(rules) => {
+                    *counts.entry((ev.sensor, ev.action)).or_default() += 1;
+                    batch.push(self.stamper.stamp_with(ev, rules));
+                }
+            }
         }
         for ((sensor, action), count) in counts {
             self.telemetry.emit(Internal::Reported {
@@ -113,12 +130,14 @@ impl Fanout {
                 count,
             });
         }
-        let batch: Batch = Arc::new(
-            events
-                .into_iter()
-                .map(|ev| self.stamper.stamp(ev))
-                .collect(),
-        );
+        for (action, count) in suppressed {
+            self.telemetry
+                .emit(Internal::RuleSuppressed { action, count });
+        }
+        if batch.is_empty() {
+            return self.outlets.iter().any(|o| o.open);
+        }
+        let batch: Batch = Arc::new(batch);
         for outlet in &mut self.outlets {
             outlet.offer(&batch, &self.telemetry);
         }
@@ -131,9 +150,10 @@ impl Fanout {
 pub fn run(
     mut input: mpsc::Receiver<Vec<FileEvent>>,
     outlets: Vec<Outlet>,
+    rules: RuleSet,
     telemetry: Arc<Telemetry>,
 ) {
-    let mut fanout = Fanout::new(outlets, telemetry);
+    let mut fanout = Fanout::new(outlets, rules, telemetry);
     while let Some(events) = input.blocking_recv() {
         if !fanout.deliver(events) {
             break;
@@ -194,6 +214,7 @@ mod tests {
         let telemetry = Arc::new(Telemetry::default());
         let mut fanout = Fanout::new(
             vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)],
+            RuleSet::none(),
             telemetry.clone(),
         );
         assert!(fanout.deliver(events(3)));
@@ -210,6 +231,43 @@ mod tests {
     }
 
     #[test]
+    fn what_no_rule_reports_is_counted_and_leaves_no_hole_in_the_numbering() {
+        let config = fim_core::config::Config::parse(
+            "[[rule]]\nname = \"w\"\npaths = [\"/w\"]\noperations = [\"unlink\"]\n\
+             severity = \"critical\"\n",
+        )
+        .expect("valid");
+        let rules = RuleSet::new(&config.rules, |p: &std::path::Path| {
+            fim_core::watch::Found::Dir(p.into())
+        })
+        .expect("compiles");
+        let (tx, rx) = flume::bounded(8);
+        let sink = Keep(WhenFull::Block);
+        let telemetry = Arc::new(Telemetry::default());
+        let mut fanout = Fanout::new(vec![Outlet::new(&sink, tx)], rules, telemetry.clone());
+        let mut batch = events(3);
+        batch[1].action = Action::Unlink;
+        let mut more = events(2);
+        more[0].action = Action::Unlink;
+        assert!(fanout.deliver(batch));
+        assert!(fanout.deliver(more));
+        let got: Vec<(u64, Action, u8)> = rx
+            .try_iter()
+            .flat_map(|b| b.iter().cloned().collect::<Vec<_>>())
+            .map(|s| {
+                let severity = s.rules.as_ref().map_or(0, |m| m.severity.ecs());
+                (s.stamp.sequence, s.event.action(), severity)
+            })
+            .collect();
+        assert_eq!(got, vec![(1, Action::Unlink, 99), (2, Action::Unlink, 99)]);
+        assert_eq!(
+            telemetry.get(fim_core::telemetry::RULE_SUPPRESSED, &["create"]),
+            3
+        );
+        assert_eq!(telemetry.total(EVENTS), 2);
+    }
+
+    #[test]
     fn a_full_dropping_sink_loses_only_its_own_copy_counted() {
         let (tx_drop, rx_drop) = flume::bounded(1);
         let (tx_block, rx_block) = flume::bounded(8);
@@ -221,6 +279,7 @@ mod tests {
                 Outlet::new(&dropping, tx_drop),
                 Outlet::new(&blocking, tx_block),
             ],
+            RuleSet::none(),
             telemetry.clone(),
         );
         fanout.deliver(events(2));
@@ -238,6 +297,7 @@ mod tests {
         let sink = Keep(WhenFull::Block);
         let mut fanout = Fanout::new(
             vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)],
+            RuleSet::none(),
             Arc::new(Telemetry::default()),
         );
         drop(rx_a);
@@ -266,7 +326,8 @@ mod tests {
         let outlet = Outlet::new(sink.as_ref(), tx);
         let telemetry = Arc::new(Telemetry::default());
         let fan_telemetry = telemetry.clone();
-        let fan = std::thread::spawn(move || run(input_rx, vec![outlet], fan_telemetry));
+        let fan =
+            std::thread::spawn(move || run(input_rx, vec![outlet], RuleSet::none(), fan_telemetry));
         let sink_telemetry = telemetry.clone();
         let writer = std::thread::spawn(move || sink.run(rx, sink_telemetry));
         for _ in 0..50 {
