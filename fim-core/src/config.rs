@@ -190,6 +190,8 @@ pub struct Rule {
     pub name: String,
     /// `rule.id`; the name when not given.
     pub id: Option<String>,
+    /// Why the rule exists (shown by `fim config check`).
+    pub description: Option<String>,
     /// Absolute paths: a directory (watched with what is below it), a file, or `DIR/GLOB`.
     pub paths: Vec<String>,
     /// Paths under the rule that it does not cover: a glob on the file name (`*.swp`), or
@@ -212,6 +214,7 @@ impl Rule {
         Self {
             name: name.to_owned(),
             id: None,
+            description: None,
             paths,
             exclude: Vec::new(),
             operations: None,
@@ -294,18 +297,12 @@ fn list(errors: &[ConfigError]) -> String {
 }
 
 impl Config {
-    /// What runs without a configuration file: the default settings and one rule with the
-    /// Linux recommended items of Microsoft Defender for Cloud.
+    /// What runs without a configuration file: the default settings and the built-in
+    /// ruleset ([`crate::builtin`]).
     pub fn builtin() -> Self {
         Self {
             daemon: Daemon::default(),
-            rules: vec![Rule::new(
-                DEFAULT_RULE,
-                watch::DEFAULT_WATCH
-                    .iter()
-                    .map(|p| (*p).to_owned())
-                    .collect(),
-            )],
+            rules: crate::builtin::rules(),
         }
     }
 
@@ -457,11 +454,15 @@ impl Config {
             out.push_str(
                 "\n# A rule: a name unique among the rules, and the absolute paths it watches:\n\
                  # a directory (with everything below it), a file, or DIR/GLOB (wildcards in\n\
-                 # the last component only: \"/etc/*.conf\"). A path that does not exist yet is\n\
-                 # watched for appearing.\n\
+                 # the last component only: \"/etc/*.conf\"); `~/PATH` is PATH in every user's\n\
+                 # home (from /etc/passwd). A path that does not exist yet is watched for\n\
+                 # appearing.\n\
                  [[rule]]\n",
             );
             let _ = writeln!(out, "name = {}", quote(&rule.name));
+            if let Some(d) = &rule.description {
+                let _ = writeln!(out, "# Why the rule exists.\ndescription = {}", quote(d));
+            }
             if let Some(id) = &rule.id {
                 let _ = writeln!(
                     out,
@@ -518,6 +519,59 @@ impl Config {
                 "# Free tags, such as compliance references: `tags`.\ntags = {}",
                 array(&rule.tags)
             );
+        }
+        out
+    }
+}
+
+/// Checks a rule's path: absolute, or `~/REST` (REST under every user's home).
+fn check_rule_path(path: &str) -> Result<(), watch::WatchError> {
+    use watch::WatchError as E;
+    let Some(rest) = path.strip_prefix("~/") else {
+        return watch::check_pattern(path);
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(E::NotAbsolute(path.to_owned()));
+    }
+    watch::check_pattern(&format!("/{rest}")).map_err(|e| match e {
+        E::GlobInDirectory(_) => E::GlobInDirectory(path.to_owned()),
+        E::BadGlob { reason, .. } => E::BadGlob {
+            pattern: path.to_owned(),
+            reason,
+        },
+        E::TooLong(_) => E::TooLong(path.to_owned()),
+        other => other,
+    })
+}
+
+/// The home directories in an `/etc/passwd` text: each distinct absolute one but `/`, in
+/// the file's order (the caller keeps those that exist).
+pub fn homes_from_passwd(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        let Some(home) = fields.get(5).filter(|_| fields.len() == 7) else {
+            continue;
+        };
+        let home = home.trim_end_matches('/');
+        if home.starts_with('/') && !out.iter().any(|h| h == home) {
+            out.push(home.to_owned());
+        }
+    }
+    out
+}
+
+impl Rule {
+    /// The rule's paths as watched: `~/REST` once under each of `homes`, and every path
+    /// under `root` (`/` on a real host; a test's mirror of one otherwise).
+    pub fn resolved_paths(&self, root: &str, homes: &[String]) -> Vec<String> {
+        let root = root.trim_end_matches('/');
+        let mut out = Vec::new();
+        for path in &self.paths {
+            match path.strip_prefix("~/") {
+                Some(rest) => out.extend(homes.iter().map(|h| format!("{root}{h}/{rest}"))),
+                None => out.push(format!("{root}{path}")),
+            }
         }
         out
     }
@@ -871,7 +925,7 @@ fn read_rule(
                 for (i, item) in items.iter().enumerate() {
                     let key = format!("{}[{}]", t.key("paths"), i + 1);
                     match item.get_ref() {
-                        DeValue::String(s) => match watch::check_pattern(s) {
+                        DeValue::String(s) => match check_rule_path(s) {
                             Ok(()) => paths.push(s.to_string()),
                             Err(e) => errors.push(doc.error(&key, item.span(), e.to_string())),
                         },
@@ -890,6 +944,13 @@ fn read_rule(
             None
         }
         other => other.map(|(id, _)| id),
+    };
+    let description = match t.string("description", errors) {
+        Some((d, span)) if d.trim().is_empty() => {
+            errors.push(doc.error(&t.key("description"), span, "must not be empty"));
+            None
+        }
+        other => other.map(|(d, _)| d),
     };
     let exclude = t.strings("exclude", errors, |pattern| {
         if pattern.contains('/') && !pattern.starts_with('/') {
@@ -961,6 +1022,7 @@ fn read_rule(
         Some((name, _)) if errors.len() == before => Some(Rule {
             name: name.clone(),
             id,
+            description,
             paths,
             exclude,
             operations,
@@ -1033,7 +1095,12 @@ mod tests {
         assert_eq!(c.daemon.rescan_interval, Some(defaults::RESCAN_INTERVAL));
         assert_eq!(c.daemon.hash_max_size, defaults::HASH_MAX_SIZE);
         assert_eq!(c.daemon.state_dir, Path::new(defaults::STATE_DIR));
-        assert_eq!(c.rules[0].paths.len(), watch::DEFAULT_WATCH.len());
+        let defender = c
+            .rules
+            .iter()
+            .find(|r| r.name == DEFAULT_RULE)
+            .expect("the Defender rule");
+        assert_eq!(defender.paths.len(), watch::DEFAULT_WATCH.len());
     }
 
     #[test]
@@ -1152,6 +1219,56 @@ tags = [\"PCI-DSS 11.5\", \"\"]
         assert!(!actions.contains(&Action::Write) && !actions.contains(&Action::Rename));
         assert_eq!(c.rules[0].severity, Severity::High);
         assert_eq!(Config::builtin().rules[0].actions(), None);
+    }
+
+    #[test]
+    fn tilde_paths_are_under_every_home_and_a_root_prefixes_everything() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+                      broken line\n\
+                      alice:x:1000:1000:Alice,,,:/home/alice/:/bin/bash\n\
+                      odd:x:1001:1001::/:/bin/sh\n\
+                      again:x:1002:1002::/root:/bin/sh\n";
+        let homes = homes_from_passwd(passwd);
+        assert_eq!(homes, vec!["/root", "/usr/sbin", "/home/alice"]);
+        let rule = Rule::new(
+            "keys",
+            vec![
+                "~/.ssh/authorized_keys".into(),
+                "/etc/ssh/sshd_config".into(),
+            ],
+        );
+        let homes = vec!["/root".to_owned(), "/home/alice".to_owned()];
+        assert_eq!(
+            rule.resolved_paths("/", &homes),
+            vec![
+                "/root/.ssh/authorized_keys",
+                "/home/alice/.ssh/authorized_keys",
+                "/etc/ssh/sshd_config",
+            ]
+        );
+        assert_eq!(
+            rule.resolved_paths("/tmp/mirror/", &homes)[1],
+            "/tmp/mirror/home/alice/.ssh/authorized_keys"
+        );
+        let errors = errors_of(
+            "[[rule]]\nname = \"r\"\npaths = [\"~/ok\", \"~\", \"~//x\", \"~/*/x\", \"~user/x\"]\n",
+        );
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "rule[1].paths[2]",
+                "rule[1].paths[3]",
+                "rule[1].paths[4]",
+                "rule[1].paths[5]"
+            ]
+        );
+        assert!(
+            errors[2].message.contains("`~/*/x`"),
+            "{}",
+            errors[2].message
+        );
     }
 
     #[test]

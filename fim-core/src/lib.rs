@@ -9,6 +9,7 @@
 
 pub mod attrs;
 pub mod baseline;
+pub mod builtin;
 pub mod config;
 pub mod defaults;
 pub mod ecs;

@@ -41,7 +41,7 @@ struct Cli {
 /// The configuration and what on the command line overrides it (shared by `run` and
 /// `scan`). Each flag left out keeps the configuration's value; `fim config default` shows
 /// the built-in ones.
-#[derive(Args, Clone, Default)]
+#[derive(Args, Clone)]
 struct Common {
     /// Read the configuration from FILE (default: /etc/fim/fim.toml when it exists, else
     /// the built-in configuration).
@@ -61,6 +61,16 @@ struct Common {
     /// Threads that stat and hash files; 0: one per CPU (`daemon.threads`).
     #[arg(long, value_name = "N", global = true)]
     threads: Option<usize>,
+    /// Put every rule path (and /etc/passwd, for `~/`) under DIR: for tests that mirror
+    /// the places the built-in rules watch.
+    #[arg(
+        long,
+        value_name = "DIR",
+        global = true,
+        hide = true,
+        default_value = "/"
+    )]
+    root: String,
 }
 
 /// What `fim run` alone overrides.
@@ -221,10 +231,37 @@ fn effective(common: &Common, flags: &RunFlags) -> Result<(Config, Origin), conf
     if let Some(interval) = flags.rescan_interval {
         d.rescan_interval = Some(std::time::Duration::from(interval)).filter(|i| !i.is_zero());
     }
+    resolve(&mut config, &common.root);
     if !common.watch.is_empty() {
         config.rules = vec![Rule::new(COMMAND_LINE_RULE, common.watch.clone())];
     }
     Ok((config, origin))
+}
+
+/// The rules' paths as watched: `~/` once under each user's home that exists (from
+/// `ROOT/etc/passwd`), every path under `root`.
+fn resolve(config: &mut Config, root: &str) {
+    let under = |p: &str| format!("{}{p}", root.trim_end_matches('/'));
+    let passwd = under("/etc/passwd");
+    let homes: Vec<String> = match std::fs::read_to_string(&passwd) {
+        Ok(text) => config::homes_from_passwd(&text)
+            .into_iter()
+            .filter(|h| Path::new(&under(h)).is_dir())
+            .collect(),
+        Err(e) => {
+            if config
+                .rules
+                .iter()
+                .any(|r| r.paths.iter().any(|p| p.starts_with("~/")))
+            {
+                log::warn!("reading {passwd} for the rules' `~/` paths: {e}; they watch nothing");
+            }
+            Vec::new()
+        }
+    };
+    for rule in &mut config.rules {
+        rule.paths = rule.resolved_paths(root, &homes);
+    }
 }
 
 /// The watch set of `config`'s rules. Paths given with `--watch` must exist; a rule's
@@ -333,10 +370,11 @@ fn refuse(problems: &[String], code: u8) -> ExitCode {
 
 /// `fim config check`: the problems, or the effective settings and watch set.
 fn check(file: Option<&Path>) -> ExitCode {
-    let (config, origin) = match load(file) {
+    let (mut config, origin) = match load(file) {
         Ok(loaded) => loaded,
         Err(e) => return refuse(&[e.to_string()], EXIT_BAD_CONFIG),
     };
+    resolve(&mut config, "/");
     let set = match watch_set(&config) {
         Ok(set) => set,
         Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),

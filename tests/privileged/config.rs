@@ -30,6 +30,7 @@ per_sensor!(
     the_configuration_file_decides_what_is_watched,
     events_carry_their_rules_and_rules_choose_their_operations,
     five_thousand_watched_directories_work_and_only_they_are_reported,
+    the_builtin_ruleset_reports_each_of_its_places_with_its_rule,
 );
 
 /// Writes `text` as `fim.toml` in `dir`.
@@ -342,4 +343,229 @@ fn an_explicit_watch_path_that_cannot_be_resolved_is_not_called_missing() {
         "{err}"
     );
     assert!(!err.contains("does not exist"), "{err}");
+}
+
+/// One built-in rule's place in the mirrored root: the rule, the file changed (relative to
+/// the root), whether it exists before the daemon starts, its severity and techniques.
+struct Place {
+    rule: &'static str,
+    file: &'static str,
+    exists: bool,
+    severity: u64,
+    techniques: &'static [&'static str],
+}
+
+const PLACES: &[Place] = &[
+    Place {
+        rule: "accounts",
+        file: "etc/passwd",
+        exists: true,
+        severity: 99,
+        techniques: &["T1136.001", "T1098"],
+    },
+    Place {
+        rule: "sudoers",
+        file: "etc/sudoers.d/evil",
+        exists: false,
+        severity: 99,
+        techniques: &["T1548.003"],
+    },
+    Place {
+        rule: "ld-preload",
+        file: "etc/ld.so.preload",
+        exists: false,
+        severity: 99,
+        techniques: &["T1574.006"],
+    },
+    Place {
+        rule: "ssh-authorized-keys",
+        file: "home/alice/.ssh/authorized_keys",
+        exists: false,
+        severity: 99,
+        techniques: &["T1098.004"],
+    },
+    Place {
+        rule: "sshd-config",
+        file: "etc/ssh/sshd_config",
+        exists: true,
+        severity: 73,
+        techniques: &["T1098.004", "T1556"],
+    },
+    Place {
+        rule: "pam",
+        file: "etc/pam.d/common-auth",
+        exists: true,
+        severity: 99,
+        techniques: &["T1556.003"],
+    },
+    Place {
+        rule: "cron",
+        file: "var/spool/cron/crontabs/alice",
+        exists: false,
+        severity: 73,
+        techniques: &["T1053.003", "T1053.002"],
+    },
+    Place {
+        rule: "init-scripts",
+        file: "etc/rc.local",
+        exists: false,
+        severity: 73,
+        techniques: &["T1037.004"],
+    },
+    Place {
+        rule: "systemd-units",
+        file: "etc/systemd/system/evil.service",
+        exists: false,
+        severity: 73,
+        techniques: &["T1543.002"],
+    },
+    Place {
+        rule: "shell-profiles",
+        file: "home/alice/.bashrc",
+        exists: true,
+        severity: 73,
+        techniques: &["T1546.004"],
+    },
+    Place {
+        rule: "kernel-modules",
+        file: "etc/modprobe.d/evil.conf",
+        exists: false,
+        severity: 73,
+        techniques: &["T1547.006"],
+    },
+    Place {
+        rule: "audit-and-logging-config",
+        file: "etc/rsyslog.d/50-evil.conf",
+        exists: false,
+        severity: 73,
+        techniques: &["T1562.001"],
+    },
+    Place {
+        rule: "firewall-config",
+        file: "etc/nftables.conf",
+        exists: true,
+        severity: 73,
+        techniques: &["T1562.004"],
+    },
+    Place {
+        rule: "environment",
+        file: "etc/environment",
+        exists: true,
+        severity: 73,
+        techniques: &["T1574.007"],
+    },
+    Place {
+        rule: "name-resolution",
+        file: "etc/hosts",
+        exists: true,
+        severity: 47,
+        techniques: &["T1565.001"],
+    },
+    Place {
+        rule: "package-sources",
+        file: "etc/apt/sources.list.d/evil.list",
+        exists: false,
+        severity: 73,
+        techniques: &["T1195.002"],
+    },
+    Place {
+        rule: "defender-for-cloud-linux",
+        file: "usr/bin/evil",
+        exists: false,
+        severity: 47,
+        techniques: &[],
+    },
+];
+
+fn the_builtin_ruleset_reports_each_of_its_places_with_its_rule(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let at = |rel: &str| root.join(rel);
+    for dir in [
+        "usr/bin",
+        "var/spool/cron",
+        "var/log",
+        "etc/sudoers.d",
+        "etc/ssh",
+        "etc/pam.d",
+    ] {
+        fs::create_dir_all(at(dir)).expect("mkdir");
+    }
+    for place in PLACES {
+        let file = at(place.file);
+        fs::create_dir_all(file.parent().expect("a parent")).expect("mkdir");
+        if place.exists {
+            fs::write(&file, b"seed\n").expect("seed");
+        }
+    }
+    fs::write(
+        at("etc/passwd"),
+        format!("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"),
+    )
+    .expect("passwd");
+    let log = at("var/log/auth.log");
+    fs::write(&log, b"boot\n").expect("log");
+    let root_arg = root.to_str().expect("utf-8");
+    let mut d = Daemon::start_with(&[], None, &["--root", root_arg, "--sensor", sensor]);
+    d.wait_log("baseline built", Duration::from_secs(120));
+    // Back to back: one change in each place, an append to a log, the log's removal.
+    for place in PLACES {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(at(place.file))
+            .expect("open");
+        std::io::Write::write_all(&mut f, b"changed\n").expect("write");
+    }
+    {
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open the log");
+        std::io::Write::write_all(&mut f, b"more\n").expect("append");
+    }
+    fs::remove_file(&log).expect("unlink the log");
+    let seen = stop_after_marker(d, &at("usr/bin"));
+    let dump = || seen.iter().map(|v| format!("  {v}\n")).collect::<String>();
+    for place in PLACES {
+        let file = at(place.file).display().to_string();
+        let events: Vec<&Value> = seen
+            .iter()
+            .filter(|v| v["file"]["path"] == file.as_str())
+            .collect();
+        assert!(
+            events.iter().any(|v| v["event"]["action"] == "close_write"),
+            "{}: no close_write of {file}; saw:\n{}",
+            place.rule,
+            dump()
+        );
+        for v in events {
+            assert_eq!(v["rule"]["name"], place.rule, "{file}: {v}");
+            assert_eq!(v["event"]["severity"], place.severity, "{file}: {v}");
+            let techniques: Vec<&str> = v["threat"]["technique"]["id"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            assert_eq!(techniques, place.techniques, "{file}: {v}");
+            assert_eq!(
+                v["tags"],
+                serde_json::json!(["PCI-DSS 11.5.2"]),
+                "{file}: {v}"
+            );
+        }
+    }
+    let l = log.display().to_string();
+    let log_actions: Vec<&str> = seen
+        .iter()
+        .filter(|v| v["file"]["path"] == l.as_str())
+        .filter_map(|v| v["event"]["action"].as_str())
+        .collect();
+    assert_eq!(
+        log_actions,
+        vec!["unlink"],
+        "the append is not reported; saw:\n{}",
+        dump()
+    );
 }
