@@ -351,12 +351,22 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Config { what } => match what {
-            ConfigCommand::Default => {
-                print!("{}", Config::builtin().render());
-                ExitCode::SUCCESS
-            }
+            ConfigCommand::Default => emit(&Config::builtin().render()),
             ConfigCommand::Check { file } => check(file.as_deref()),
         },
+    }
+}
+
+/// Writes `text` to standard output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fim: error: writing to standard output: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -380,8 +390,11 @@ fn check(file: Option<&Path>) -> ExitCode {
         Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),
     };
     let d = &config.daemon;
-    println!("{origin}: valid");
-    println!(
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "{origin}: valid");
+    let _ = writeln!(
+        out,
         "daemon: sensor {}, state_dir {}, threads {}, hash_max_size {}, hash_quiet {}, \
          rescan_interval {}",
         d.sensor.name(),
@@ -398,17 +411,18 @@ fn check(file: Option<&Path>) -> ExitCode {
     let explained = set.explain();
     let mut lines = explained.iter();
     for rule in &config.rules {
-        println!("rule `{}`:", rule.name);
+        let _ = writeln!(out, "rule `{}`:", rule.name);
         for line in lines.by_ref().take(rule.paths.len()) {
-            println!("  {line}");
+            let _ = writeln!(out, "  {line}");
         }
     }
-    println!(
+    let _ = writeln!(
+        out,
         "kernel filter: {} prefixes (the table holds {})",
         set.kernel_roots().len(),
         fim_common::MAX_WATCH_ROOTS
     );
-    ExitCode::SUCCESS
+    emit(&out)
 }
 
 fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig) -> ExitCode {

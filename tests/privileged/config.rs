@@ -502,7 +502,7 @@ fn the_builtin_ruleset_reports_each_of_its_places_with_its_rule(sensor: &str) {
     }
     fs::write(
         at("etc/passwd"),
-        format!("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"),
+        "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n",
     )
     .expect("passwd");
     let log = at("var/log/auth.log");
