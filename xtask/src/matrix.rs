@@ -46,22 +46,22 @@ const RUNS: &[TestRun] = &[
     TestRun {
         label: "lsm",
         tier: "lsm",
-        filter: "ops:: volume:: tiers:: exact::sensor_ebpf_tier::",
+        filter: "ops:: volume:: tiers:: exact::sensor_ebpf_tier:: config::sensor_ebpf_tier::",
     },
     TestRun {
         label: "fentry",
         tier: "fentry",
-        filter: "ops:: volume:: exact::sensor_ebpf_tier::",
+        filter: "ops:: volume:: exact::sensor_ebpf_tier:: config::sensor_ebpf_tier::",
     },
     TestRun {
         label: "tracepoint",
         tier: "tracepoint",
-        filter: "ops:: volume:: exact::sensor_ebpf_tier::",
+        filter: "ops:: volume:: exact::sensor_ebpf_tier:: config::sensor_ebpf_tier::",
     },
     TestRun {
         label: "fanotify",
         tier: "tracepoint",
-        filter: "fanotify::sensor_fanotify:: exact::sensor_fanotify::",
+        filter: "fanotify::sensor_fanotify:: exact::sensor_fanotify:: config::sensor_fanotify::",
     },
 ];
 const GUEST_BEST_TIER: &str = "lsm";
