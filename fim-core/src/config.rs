@@ -194,6 +194,9 @@ pub struct Rule {
     pub description: Option<String>,
     /// Absolute paths: a directory (watched with what is below it), a file, or `DIR/GLOB`.
     pub paths: Vec<String>,
+    /// Whether a directory in `paths` is watched with everything below it (`false`: with
+    /// its direct entries only). A file listed in another rule is watched either way.
+    pub recursive: bool,
     /// Paths under the rule that it does not cover: a glob on the file name (`*.swp`), or
     /// an absolute glob on the whole path (`/var/log/journal/**`).
     pub exclude: Vec<String>,
@@ -216,6 +219,7 @@ impl Rule {
             id: None,
             description: None,
             paths,
+            recursive: true,
             exclude: Vec::new(),
             operations: None,
             severity: Severity::Medium,
@@ -475,6 +479,12 @@ impl Config {
                 let _ = writeln!(out, "    {},", quote(p));
             }
             out.push_str("]\n");
+            let _ = writeln!(
+                out,
+                "# Whether a directory is watched with everything below it (false: its\n\
+                 # direct entries only).\nrecursive = {}",
+                rule.recursive
+            );
             let _ = writeln!(
                 out,
                 "# What the rule does not cover: a glob on the file name (\"*.swp\"), or an\n\
@@ -945,6 +955,13 @@ fn read_rule(
         }
         other => other.map(|(id, _)| id),
     };
+    let mut recursive = true;
+    if let Some(value) = t.take("recursive") {
+        match value.get_ref() {
+            DeValue::Boolean(b) => recursive = *b,
+            _ => errors.push(doc.error(&t.key("recursive"), value.span(), "must be true or false")),
+        }
+    }
     let description = match t.string("description", errors) {
         Some((d, span)) if d.trim().is_empty() => {
             errors.push(doc.error(&t.key("description"), span, "must not be empty"));
@@ -1024,6 +1041,7 @@ fn read_rule(
             id,
             description,
             paths,
+            recursive,
             exclude,
             operations,
             severity,
@@ -1075,6 +1093,7 @@ mod tests {
             rules: vec![
                 Rule {
                     id: Some("FIM-1".into()),
+                    recursive: false,
                     exclude: vec!["*.swp".into(), "/etc/x/**".into()],
                     operations: Some(vec!["unlink".into(), "metadata".into()]),
                     severity: Severity::Critical,

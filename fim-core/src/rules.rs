@@ -71,7 +71,12 @@ impl RuleSet {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for rule in rules {
-            let watch = match WatchSet::new(&rule.paths, false, &probe) {
+            let patterns: Vec<(String, bool)> = rule
+                .paths
+                .iter()
+                .map(|p| (p.clone(), rule.recursive))
+                .collect();
+            let watch = match WatchSet::with_recursion(&patterns, false, &probe) {
                 Ok(w) => w,
                 Err(e) => {
                     errors.extend(e);

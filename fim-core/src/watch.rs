@@ -77,6 +77,8 @@ enum Matcher {
     Exact,
     /// Direct children whose name matches.
     Children(GlobMatcher),
+    /// A directory watched without recursion: itself and its direct children.
+    Shallow(GlobMatcher),
 }
 
 #[derive(Clone, Debug)]
@@ -173,6 +175,12 @@ pub fn check_pattern(pattern: &str) -> Result<(), WatchError> {
     Ok(())
 }
 
+/// A matcher for any name.
+fn any_name() -> GlobMatcher {
+    // `*` always parses.
+    Glob::new("*").map_or_else(|_| unreachable!("`*` is a glob"), |g| g.compile_matcher())
+}
+
 fn glob_of(pattern: &str, name: &str) -> Result<Glob, WatchError> {
     Glob::new(name).map_err(|e| WatchError::BadGlob {
         pattern: pattern.to_owned(),
@@ -199,11 +207,27 @@ impl WatchSet {
         must_exist: bool,
         probe: impl Fn(&Path) -> Found,
     ) -> Result<Self, Vec<WatchError>> {
+        let all: Vec<(String, bool)> = patterns.iter().map(|p| (p.clone(), true)).collect();
+        Self::with_recursion(&all, must_exist, probe)
+    }
+
+    /// Like [`Self::new`], each pattern with whether a directory it names is watched
+    /// recursively (`false`: the directory and its direct children only).
+    pub fn with_recursion(
+        patterns: &[(String, bool)],
+        must_exist: bool,
+        probe: impl Fn(&Path) -> Found,
+    ) -> Result<Self, Vec<WatchError>> {
         let mut rules = Vec::new();
         let mut errors = Vec::new();
-        for pattern in patterns {
+        for (pattern, recursive) in patterns {
             match Self::rule(pattern, must_exist, &probe) {
-                Ok(rule) => rules.push(rule),
+                Ok(mut rule) => {
+                    if !recursive && matches!(rule.matcher, Matcher::Tree) {
+                        rule.matcher = Matcher::Shallow(any_name());
+                    }
+                    rules.push(rule);
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -281,6 +305,9 @@ impl WatchSet {
                 Matcher::Tree => is_under(path, root),
                 Matcher::Exact => path == root.as_slice(),
                 Matcher::Children(glob) => is_matching_child(path, root, glob),
+                Matcher::Shallow(any) => {
+                    path == root.as_slice() || is_matching_child(path, root, any)
+                }
             })
         })
     }
@@ -297,6 +324,10 @@ impl WatchSet {
                     Matcher::Tree => (is_under(path, root), 0),
                     Matcher::Exact => (path == root.as_slice(), 2),
                     Matcher::Children(glob) => (is_matching_child(path, root, glob), 1),
+                    Matcher::Shallow(any) => (
+                        path == root.as_slice() || is_matching_child(path, root, any),
+                        1,
+                    ),
                 };
                 hit.then_some(root.len() * 4 + rank)
             })
@@ -327,6 +358,7 @@ impl WatchSet {
                     Matcher::Tree => (root_flags::SELF | root_flags::RECURSIVE, None),
                     Matcher::Exact => (root_flags::SELF, None),
                     Matcher::Children(_) => (root_flags::CHILDREN, rule.suffix.clone()),
+                    Matcher::Shallow(_) => (root_flags::SELF | root_flags::CHILDREN, None),
                 };
                 match out.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, existing)) => {
@@ -385,6 +417,9 @@ impl WatchSet {
                 (Matcher::Tree, false) => "directory, with everything below it".to_owned(),
                 (Matcher::Exact, false) => "file".to_owned(),
                 (Matcher::Children(g), false) => format!("entries matching `{}`", g.glob()),
+                (Matcher::Shallow(_), false) => {
+                    "directory and its entries, not what is below them".to_owned()
+                }
             };
             let also: Vec<String> = rule.roots.iter().skip(1).map(|r| render_bytes(r)).collect();
             let also = if also.is_empty() {
@@ -405,15 +440,21 @@ impl WatchSet {
             let Some(root) = rule.roots.last() else {
                 continue;
             };
-            let candidate = match &rule.matcher {
-                Matcher::Tree => ScanRoot::Tree(root.clone()),
-                Matcher::Exact => ScanRoot::Exact(root.clone()),
-                Matcher::Children(glob) => ScanRoot::Children {
+            match &rule.matcher {
+                Matcher::Tree => out.push(ScanRoot::Tree(root.clone())),
+                Matcher::Exact => out.push(ScanRoot::Exact(root.clone())),
+                Matcher::Children(glob) => out.push(ScanRoot::Children {
                     dir: root.clone(),
                     glob: glob.clone(),
-                },
-            };
-            out.push(candidate);
+                }),
+                Matcher::Shallow(any) => {
+                    out.push(ScanRoot::Exact(root.clone()));
+                    out.push(ScanRoot::Children {
+                        dir: root.clone(),
+                        glob: any.clone(),
+                    });
+                }
+            }
         }
         let trees: Vec<Vec<u8>> = out
             .iter()
@@ -747,6 +788,35 @@ mod tests {
                 "/etc/*.conf: entries matching `*.conf`",
                 "/nope: missing: watched for appearing",
             ]
+        );
+    }
+
+    #[test]
+    fn a_directory_without_recursion_is_itself_and_its_entries_and_a_listed_file_stays() {
+        let p = vec![("/w".to_owned(), false), ("/w/sub/listed".to_owned(), true)];
+        let s = WatchSet::with_recursion(&p, false, |path: &Path| {
+            if path.ends_with("listed") {
+                Found::File(path.into())
+            } else {
+                Found::Dir(path.into())
+            }
+        })
+        .expect("valid");
+        assert!(s.matches(b"/w") && s.matches(b"/w/f") && s.matches(b"/w/sub"));
+        assert!(!s.matches(b"/w/sub/f") && s.matches(b"/w/sub/listed"));
+        let roots = s.kernel_roots();
+        assert_eq!(roots[0].0, b"/w/");
+        assert_eq!(roots[0].1.flags, root_flags::SELF | root_flags::CHILDREN);
+        assert_eq!(roots[0].1.suffix_len, 0);
+        let scans: Vec<String> = s.scan_roots().iter().map(ScanRoot::describe).collect();
+        assert_eq!(
+            scans,
+            vec!["exact:/w", "children:/w:*", "exact:/w/sub/listed"]
+        );
+        assert!(s.dir_relevant(b"/w") && !s.dir_relevant(b"/w/other"));
+        assert_eq!(
+            s.explain()[0],
+            "/w: directory and its entries, not what is below them"
         );
     }
 }

@@ -268,12 +268,12 @@ fn resolve(config: &mut Config, root: &str) {
 /// path that does not is watched for appearing.
 fn watch_set(config: &Config) -> Result<WatchSet, Vec<String>> {
     let explicit = config.rules.iter().any(|r| r.name == COMMAND_LINE_RULE);
-    let patterns: Vec<String> = config
+    let patterns: Vec<(String, bool)> = config
         .rules
         .iter()
-        .flat_map(|r| r.paths.iter().cloned())
+        .flat_map(|r| r.paths.iter().map(|p| (p.clone(), r.recursive)))
         .collect();
-    WatchSet::new(&patterns, explicit, probe_disk)
+    WatchSet::with_recursion(&patterns, explicit, probe_disk)
         .map_err(|errors| errors.iter().map(ToString::to_string).collect())
 }
 

@@ -31,6 +31,7 @@ per_sensor!(
     events_carry_their_rules_and_rules_choose_their_operations,
     five_thousand_watched_directories_work_and_only_they_are_reported,
     the_builtin_ruleset_reports_each_of_its_places_with_its_rule,
+    a_directory_without_recursion_reports_its_entries_only_and_a_listed_file_anywhere,
 );
 
 /// Writes `text` as `fim.toml` in `dir`.
@@ -567,5 +568,67 @@ fn the_builtin_ruleset_reports_each_of_its_places_with_its_rule(sensor: &str) {
         vec!["unlink"],
         "the append is not reported; saw:\n{}",
         dump()
+    );
+}
+
+fn a_directory_without_recursion_reports_its_entries_only_and_a_listed_file_anywhere(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let (dir, conf_dir) = (root.join("d"), root.join("conf"));
+    let (sub, listed) = (dir.join("sub"), dir.join("sub/listed"));
+    for d in [&dir, &sub, &conf_dir] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    fs::write(&listed, b"seed").expect("seed");
+    let config = config_file(
+        &conf_dir,
+        &format!(
+            "[daemon]\nrescan_interval = \"0\"\n\n\
+             [[rule]]\nname = \"shallow\"\npaths = {}\nrecursive = false\n\n\
+             [[rule]]\nname = \"listed\"\npaths = {}\n",
+            toml_paths(std::slice::from_ref(&dir)),
+            toml_paths(std::slice::from_ref(&listed)),
+        ),
+    );
+    let d = start(sensor, &config);
+    let (top, deep, sub2) = (dir.join("f"), sub.join("f"), dir.join("sub2"));
+    fs::write(&deep, b"deep").expect("deep");
+    fs::write(&top, b"top").expect("top");
+    fs::write(&listed, b"changed").expect("listed");
+    fs::create_dir(&sub2).expect("mkdir sub2");
+    fs::write(sub2.join("g"), b"deeper").expect("deeper");
+    let seen = stop_after_marker(d, &dir);
+    let actions = |p: &Path| -> Vec<String> {
+        seen.iter()
+            .filter(|v| v["file"]["path"] == p.to_str().unwrap_or_default())
+            .map(|v| v["event"]["action"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let rules_of = |p: &Path| -> Vec<Value> {
+        seen.iter()
+            .filter(|v| v["file"]["path"] == p.to_str().unwrap_or_default())
+            .map(|v| v["rule"]["name"].clone())
+            .collect()
+    };
+    let dump = seen.iter().map(|v| format!("  {v}\n")).collect::<String>();
+    assert_eq!(actions(&top), ["create", "write", "close_write"], "{dump}");
+    assert!(
+        actions(&listed).contains(&"close_write".to_owned()),
+        "{dump}"
+    );
+    assert!(rules_of(&listed).iter().all(|r| r == "listed"), "{dump}");
+    assert_eq!(actions(&sub2), ["mkdir"], "{dump}");
+    assert_eq!(
+        seen.iter()
+            .filter(|v| {
+                let p = v["file"]["path"].as_str().unwrap_or_default();
+                p == deep.to_str().unwrap_or_default()
+                    || p.starts_with(sub2.join("g").to_str().unwrap_or_default())
+            })
+            .count(),
+        0,
+        "nothing below the entries of a directory watched without recursion:\n{dump}"
     );
 }
