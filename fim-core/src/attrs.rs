@@ -154,6 +154,8 @@ pub enum NotHashed {
     Deferred,
     /// Reading failed.
     Unreadable(String),
+    /// The rule the file falls under says `hash = false`.
+    ByRule,
 }
 
 impl NotHashed {
@@ -165,6 +167,7 @@ impl NotHashed {
             Self::Replaced => "not hashed: replaced before hashing".to_owned(),
             Self::Deferred => "not hashed yet: write in progress".to_owned(),
             Self::Unreadable(e) => format!("not hashed: {e}"),
+            Self::ByRule => "not hashed: its rule says hash = false".to_owned(),
         }
     }
 }
@@ -249,6 +252,31 @@ pub enum Attr {
 }
 
 impl Attr {
+    /// Every attribute, in the order [`diff`] lists them.
+    pub const ALL: [Self; 16] = [
+        Self::Type,
+        Self::Size,
+        Self::Mode,
+        Self::Uid,
+        Self::Gid,
+        Self::Inode,
+        Self::Device,
+        Self::Nlink,
+        Self::Mtime,
+        Self::Ctime,
+        Self::SymlinkTarget,
+        Self::AclAccess,
+        Self::AclDefault,
+        Self::Capability,
+        Self::Xattrs,
+        Self::Sha256,
+    ];
+
+    /// The attribute named `name` in events.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     /// The name used in events (`fim.changed`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -120,6 +120,7 @@ fn encode_content(c: &Option<Content>) -> (Option<&[u8]>, Option<String>) {
                 NotHashed::Replaced => "replaced".to_owned(),
                 NotHashed::Deferred => "deferred".to_owned(),
                 NotHashed::Unreadable(e) => format!("unreadable:{e}"),
+                NotHashed::ByRule => "by_rule".to_owned(),
             }),
         ),
     }
@@ -139,6 +140,7 @@ fn decode_content(sha: Option<Vec<u8>>, note: Option<String>) -> Option<Content>
         Some(("unreadable", e)) => NotHashed::Unreadable(e.to_owned()),
         _ if note == "vanished" => NotHashed::Vanished,
         _ if note == "replaced" => NotHashed::Replaced,
+        _ if note == "by_rule" => NotHashed::ByRule,
         _ => NotHashed::Deferred,
     }))
 }

@@ -23,7 +23,7 @@ use toml::{
     de::{DeTable, DeValue},
 };
 
-use crate::{defaults, event::Action, watch};
+use crate::{attrs::Attr, defaults, event::Action, watch};
 
 /// Which Linux sensor the daemon uses (`[daemon] sensor`, `fim run --sensor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +197,11 @@ pub struct Rule {
     /// Whether a directory in `paths` is watched with everything below it (`false`: with
     /// its direct entries only). A file listed in another rule is watched either way.
     pub recursive: bool,
+    /// Whether a file's content is hashed (`false`: never read; `sha256` not compared).
+    pub hash: bool,
+    /// The attributes compared (`fim.changed`, and what makes a rescan report `changed`);
+    /// `None`: every one.
+    pub attributes: Option<Vec<String>>,
     /// Paths under the rule that it does not cover: a glob on the file name (`*.swp`), or
     /// an absolute glob on the whole path (`/var/log/journal/**`).
     pub exclude: Vec<String>,
@@ -220,11 +225,32 @@ impl Rule {
             description: None,
             paths,
             recursive: true,
+            hash: true,
+            attributes: None,
             exclude: Vec::new(),
             operations: None,
             severity: Severity::Medium,
             techniques: Vec::new(),
             tags: Vec::new(),
+        }
+    }
+
+    /// The attributes the rule compares (`None`: every one). Checked on reading.
+    pub fn compared(&self) -> Option<Vec<Attr>> {
+        let listed = self.attributes.as_ref().map(|l| {
+            l.iter()
+                .filter_map(|a| Attr::from_name(a))
+                .collect::<Vec<_>>()
+        });
+        match (listed, self.hash) {
+            (Some(l), _) => Some(l),
+            (None, true) => None,
+            (None, false) => Some(
+                Attr::ALL
+                    .into_iter()
+                    .filter(|a| *a != Attr::Sha256)
+                    .collect(),
+            ),
         }
     }
 
@@ -485,6 +511,29 @@ impl Config {
                  # direct entries only).\nrecursive = {}",
                 rule.recursive
             );
+            let _ = writeln!(
+                out,
+                "# Whether files' content is hashed (SHA-256).\nhash = {}",
+                rule.hash
+            );
+            let attrs: Vec<&str> = Attr::ALL.iter().map(|a| a.as_str()).collect();
+            match &rule.attributes {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "# The attributes compared: {}.\n# Left out: every one.",
+                        attrs.join(", ")
+                    );
+                }
+                Some(list) => {
+                    let _ = writeln!(
+                        out,
+                        "# The attributes compared: {}.\nattributes = {}",
+                        attrs.join(", "),
+                        array(list)
+                    );
+                }
+            }
             let _ = writeln!(
                 out,
                 "# What the rule does not cover: a glob on the file name (\"*.swp\"), or an\n\
@@ -955,12 +1004,52 @@ fn read_rule(
         }
         other => other.map(|(id, _)| id),
     };
-    let mut recursive = true;
-    if let Some(value) = t.take("recursive") {
-        match value.get_ref() {
-            DeValue::Boolean(b) => recursive = *b,
-            _ => errors.push(doc.error(&t.key("recursive"), value.span(), "must be true or false")),
+    let mut flag = |key: &'static str, errors: &mut Vec<ConfigError>| -> bool {
+        match t.take(key) {
+            None => true,
+            Some(value) => match value.get_ref() {
+                DeValue::Boolean(b) => *b,
+                _ => {
+                    errors.push(doc.error(&t.key(key), value.span(), "must be true or false"));
+                    true
+                }
+            },
         }
+    };
+    let recursive = flag("recursive", errors);
+    let hash = flag("hash", errors);
+    let attributes = t.has("attributes").then(|| {
+        t.strings("attributes", errors, |name| {
+            if Attr::from_name(name).is_some() {
+                Ok(())
+            } else {
+                let names: Vec<&str> = Attr::ALL.iter().map(|a| a.as_str()).collect();
+                Err(format!(
+                    "`{name}` is not an attribute (one of: {})",
+                    names.join(", ")
+                ))
+            }
+        })
+    });
+    if let Some(list) = &attributes
+        && list.is_empty()
+    {
+        errors.push(ConfigError {
+            line: t.line,
+            key: t.key("attributes"),
+            message: "must not be empty (leave it out to compare every attribute)".into(),
+        });
+    }
+    if !hash
+        && attributes
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|a| a == "sha256"))
+    {
+        errors.push(ConfigError {
+            line: t.line,
+            key: t.key("attributes"),
+            message: "compares `sha256` while `hash = false`: one of them must go".into(),
+        });
     }
     let description = match t.string("description", errors) {
         Some((d, span)) if d.trim().is_empty() => {
@@ -1042,6 +1131,8 @@ fn read_rule(
             description,
             paths,
             recursive,
+            hash,
+            attributes,
             exclude,
             operations,
             severity,
@@ -1094,6 +1185,8 @@ mod tests {
                 Rule {
                     id: Some("FIM-1".into()),
                     recursive: false,
+                    hash: false,
+                    attributes: Some(vec!["mode".into(), "uid".into()]),
                     exclude: vec!["*.swp".into(), "/etc/x/**".into()],
                     operations: Some(vec!["unlink".into(), "metadata".into()]),
                     severity: Severity::Critical,

@@ -818,6 +818,7 @@ mod tests {
             severity: Severity::High,
             techniques: vec!["T1136.001".into(), "T1098".into()],
             tags: vec!["PCI-DSS 11.5".into()],
+            compare: None,
         };
         let v = to_ecs(&Stamped {
             stamp,

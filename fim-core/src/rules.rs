@@ -12,6 +12,7 @@ use std::{path::Path, sync::Arc};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::{
+    attrs::Attr,
     config::{Rule, Severity},
     event::Action,
     paths::bytes_to_path,
@@ -29,6 +30,8 @@ pub struct Matched {
     pub techniques: Vec<String>,
     /// Their tags, each once, in rule order.
     pub tags: Vec<String>,
+    /// The attributes the most specific rule compares (`None`: every one).
+    pub compare: Option<Vec<Attr>>,
 }
 
 /// What becomes of an event.
@@ -51,6 +54,8 @@ struct Compiled {
     actions: Option<Vec<Action>>,
     /// What an event under this rule alone carries.
     alone: Arc<Matched>,
+    /// Whether files under the rule are hashed.
+    hash: bool,
 }
 
 /// The configured rules, ready to classify events.
@@ -112,7 +117,9 @@ impl RuleSet {
                     severity: rule.severity,
                     techniques: rule.techniques.clone(),
                     tags: rule.tags.clone(),
+                    compare: rule.compared(),
                 }),
+                hash: rule.hash,
             });
         }
         if errors.is_empty() {
@@ -166,6 +173,7 @@ impl RuleSet {
                     severity: Severity::Low,
                     techniques: Vec::new(),
                     tags: Vec::new(),
+                    compare: several[0].1.alone.compare.clone(),
                 };
                 for (_, r) in several {
                     let a = &r.alone;
@@ -185,6 +193,22 @@ impl RuleSet {
                 Verdict::Report(Some(Arc::new(m)))
             }
         }
+    }
+}
+
+impl RuleSet {
+    /// Whether a file at `path` is hashed: as the most specific rule naming it says (a
+    /// path under no rule is).
+    pub fn hashes(&self, path: &[u8]) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| !r.excludes(path))
+            .filter_map(|r| r.watch.specificity(path).map(|s| (s, r)))
+            .fold(None::<(usize, &Compiled)>, |best, (s, r)| match best {
+                Some((b, _)) if b >= s => best,
+                _ => Some((s, r)),
+            })
+            .is_none_or(|(_, r)| r.hash)
     }
 }
 
@@ -327,5 +351,27 @@ techniques = ["T1070.002"]
         assert_eq!(names(&v), vec!["logs"]);
         let v = set.classify(Action::Rename, b"/etc/passwd", Some(b"/tmp/evil"));
         assert_eq!(names(&v), vec!["accounts", "etc"]);
+    }
+
+    #[test]
+    fn the_most_specific_rule_decides_hashing_and_what_is_compared() {
+        let set = rules(
+            "[[rule]]\nname = \"modules\"\npaths = [\"/lib/modules\"]\nhash = false\n\n\
+             [[rule]]\nname = \"one\"\npaths = [\"/lib/modules/key.ko\"]\n\
+             attributes = [\"sha256\", \"mode\"]\n",
+        );
+        assert!(!set.hashes(b"/lib/modules/x.ko"));
+        assert!(set.hashes(b"/lib/modules/key.ko"));
+        assert!(set.hashes(b"/elsewhere"));
+        let compare = |path: &[u8]| match set.classify(Action::Changed, path, None) {
+            Verdict::Report(Some(m)) => m.compare.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            compare(b"/lib/modules/key.ko"),
+            Some(vec![Attr::Sha256, Attr::Mode])
+        );
+        let unhashed = compare(b"/lib/modules/x.ko").expect("hash = false lists the rest");
+        assert!(!unhashed.contains(&Attr::Sha256) && unhashed.contains(&Attr::Mode));
     }
 }

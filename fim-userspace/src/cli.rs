@@ -297,23 +297,21 @@ pub fn main() -> ExitCode {
                 Ok((set, config)) => (config, set),
                 Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),
             };
+            let rules = match rule_set(&config) {
+                Ok(rules) => rules,
+                Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),
+            };
             let d = &config.daemon;
             let cfg = EngineConfig {
                 state_dir: d.state_dir.clone(),
                 limits: Limits {
                     max_hash_bytes: d.hash_max_size,
+                    rules: Some(rules.clone()),
                 },
                 quiet: d.hash_quiet,
                 rescan_interval: d.rescan_interval,
                 workers: d.threads.unwrap_or_else(default_threads),
                 max_backlog: defaults::MAX_BACKLOG,
-            };
-            let rules = match RuleSet::new(&config.rules, probe_disk) {
-                Ok(rules) => rules,
-                Err(e) => {
-                    let problems: Vec<String> = e.iter().map(ToString::to_string).collect();
-                    return refuse(&problems, EXIT_BAD_CONFIG);
-                }
             };
             // Today's pipeline: the configured sensor, through the rules, to standard output.
             let pipeline = Pipeline {
@@ -335,6 +333,10 @@ pub fn main() -> ExitCode {
                 Ok((set, config)) => (config, set),
                 Err(problems) => return refuse(&problems, EXIT_BAD_WATCH),
             };
+            let rules = match rule_set(&config) {
+                Ok(rules) => rules,
+                Err(problems) => return refuse(&problems, EXIT_BAD_WATCH),
+            };
             let d = &config.daemon;
             let args = ScanArgs {
                 watch: &set,
@@ -342,6 +344,7 @@ pub fn main() -> ExitCode {
                 threads: d.threads.unwrap_or_else(default_threads),
                 limits: Limits {
                     max_hash_bytes: d.hash_max_size,
+                    rules: Some(rules),
                 },
             };
             if init {
@@ -355,6 +358,13 @@ pub fn main() -> ExitCode {
             ConfigCommand::Check { file } => check(file.as_deref()),
         },
     }
+}
+
+/// The configuration's rules, compiled.
+fn rule_set(config: &Config) -> Result<Arc<RuleSet>, Vec<String>> {
+    RuleSet::new(&config.rules, probe_disk)
+        .map(Arc::new)
+        .map_err(|e| e.iter().map(ToString::to_string).collect())
 }
 
 /// Writes `text` to standard output; a reader that went away (`| head`) is not an error.

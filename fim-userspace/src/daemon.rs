@@ -33,7 +33,7 @@ pub struct Pipeline {
     pub source: SourceSpec,
     /// What the configured rules make of each event, before it is numbered: reported or
     /// not, and with which rule names, severity, techniques and tags.
-    pub rules: RuleSet,
+    pub rules: Arc<RuleSet>,
     /// The sinks; every event goes to each.
     pub sinks: Vec<SinkSpec>,
 }

@@ -632,3 +632,89 @@ fn a_directory_without_recursion_reports_its_entries_only_and_a_listed_file_anyw
         "nothing below the entries of a directory watched without recursion:\n{dump}"
     );
 }
+
+#[test]
+fn a_rule_decides_hashing_and_which_differences_count() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let (unhashed, modes, conf_dir, state) = (
+        root.join("unhashed"),
+        root.join("modes"),
+        root.join("conf"),
+        root.join("state"),
+    );
+    for d in [&unhashed, &modes, &conf_dir, &state] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let (content, mode) = (modes.join("content"), modes.join("mode"));
+    fs::write(&content, b"one").expect("seed");
+    fs::write(&mode, b"one").expect("seed");
+    let config = config_file(
+        &conf_dir,
+        &format!(
+            "[daemon]\nrescan_interval = \"0\"\n\n\
+             [[rule]]\nname = \"unhashed\"\npaths = {}\nhash = false\n\n\
+             [[rule]]\nname = \"modes\"\npaths = {}\nattributes = [\"mode\", \"uid\", \"gid\"]\n",
+            toml_paths(std::slice::from_ref(&unhashed)),
+            toml_paths(std::slice::from_ref(&modes)),
+        ),
+    );
+    let (config, state_arg) = (config.to_str().expect("utf-8"), state.as_path());
+    let sensor = fim_tests::tier();
+    // Real time: a file under `hash = false` is never read.
+    let mut d = Daemon::start_with(
+        &[],
+        Some(state_arg),
+        &["--config", config, "--sensor", &sensor],
+    );
+    d.wait_log("baseline built", Duration::from_secs(60));
+    let f = unhashed.join("f");
+    fs::write(&f, b"secret").expect("write");
+    let closed = d.wait_for("the close of the unhashed file", |v| {
+        is(v, "close_write", &f)
+    });
+    assert_eq!(
+        closed["fim"]["after"]["hash_status"], "not hashed: its rule says hash = false",
+        "{closed}"
+    );
+    assert!(closed["file"].get("hash").is_none(), "{closed}");
+    let (_, _, status) = d.stop();
+    assert!(status.success());
+    // While stopped: a content change (not compared by its rule) and a mode change.
+    fs::write(&content, b"two, longer").expect("change content");
+    fs::set_permissions(&mode, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let mut d = Daemon::start_with(
+        &[],
+        Some(state_arg),
+        &["--config", config, "--sensor", &sensor],
+    );
+    d.wait_log("reconciled", Duration::from_secs(60));
+    let seen = stop_after_marker(d, &unhashed);
+    let found: Vec<(String, String, Value)> = seen
+        .iter()
+        .filter(|v| v["fim"]["origin"] == "found_at_start")
+        .filter(|v| {
+            let p = v["file"]["path"].as_str().unwrap_or_default();
+            p.starts_with(&format!("{}/", modes.display()))
+        })
+        .map(|v| {
+            (
+                v["event"]["action"].as_str().unwrap_or_default().to_owned(),
+                v["file"]["path"].as_str().unwrap_or_default().to_owned(),
+                v["fim"]["changed"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![(
+            "changed".to_owned(),
+            mode.display().to_string(),
+            serde_json::json!(["mode"])
+        )],
+        "only the compared difference counts; saw:\n{}",
+        seen.iter().map(|v| format!("  {v}\n")).collect::<String>()
+    );
+}

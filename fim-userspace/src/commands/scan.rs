@@ -92,7 +92,7 @@ pub fn init(args: &ScanArgs<'_>) -> ExitCode {
     let mut error = None;
     let opts = ScanOptions {
         threads: args.threads,
-        limits: args.limits,
+        limits: args.limits.clone(),
         reuse_from: None,
     };
     let cancel = AtomicBool::new(false);
@@ -224,7 +224,7 @@ pub fn check(args: &ScanArgs<'_>) -> ExitCode {
     let mut error: Option<String> = None;
     let opts = ScanOptions {
         threads: args.threads,
-        limits: args.limits,
+        limits: args.limits.clone(),
         reuse_from: None,
     };
     let cancel = AtomicBool::new(false);

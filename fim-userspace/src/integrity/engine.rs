@@ -180,7 +180,7 @@ impl Engine {
         for i in 0..workers_n {
             let rx = job_rx.clone();
             let tx = done_tx.clone();
-            let limits = cfg.limits;
+            let limits = cfg.limits.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("fim-hash-{i}"))
                 .spawn(move || {

@@ -37,16 +37,19 @@ use fim_core::{
 };
 
 /// Limits applied while observing.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// Files larger than this are not hashed ("not hashed: too large").
     pub max_hash_bytes: u64,
+    /// The rules, which say which files are not hashed at all (`hash = false`).
+    pub rules: Option<std::sync::Arc<fim_core::rules::RuleSet>>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_hash_bytes: fim_core::defaults::HASH_MAX_SIZE,
+            rules: None,
         }
     }
 }
@@ -403,6 +406,7 @@ fn observe_once(
 /// A regular file's content when it need not be read (deferred, reused, replaced, too
 /// large); `None` when it must be hashed.
 fn known_content(
+    path: &[u8],
     attrs: &Attrs,
     replaced: bool,
     hashing: Hashing<'_>,
@@ -410,6 +414,9 @@ fn known_content(
 ) -> Option<Content> {
     if replaced {
         return Some(Content::NotHashed(NotHashed::Replaced));
+    }
+    if limits.rules.as_ref().is_some_and(|r| !r.hashes(path)) {
+        return Some(Content::NotHashed(NotHashed::ByRule));
     }
     match hashing {
         Hashing::Defer => Some(Content::NotHashed(NotHashed::Deferred)),
@@ -446,7 +453,7 @@ fn describe(
     // What the content will be is decided from the metadata alone: a file that must be
     // hashed beyond the budget is left before anything else is read.
     let known = match (attrs.file_type, &reader) {
-        (FileType::File, Some(_)) => Some(known_content(&attrs, replaced, hashing, limits)),
+        (FileType::File, Some(_)) => Some(known_content(path, &attrs, replaced, hashing, limits)),
         _ => None,
     };
     if matches!(known, Some(None)) && attrs.size > budget {
@@ -521,7 +528,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("big");
         std::fs::write(&f, vec![0u8; 100]).expect("write");
-        let limits = Limits { max_hash_bytes: 99 };
+        let limits = Limits {
+            max_hash_bytes: 99,
+            rules: None,
+        };
         let s = observe(
             f.as_os_str().as_encoded_bytes(),
             Hashing::Always,

@@ -166,7 +166,7 @@ impl ScanRun {
         }
         let opts = ScanOptions {
             threads: cfg.workers.max(1),
-            limits: cfg.limits,
+            limits: cfg.limits.clone(),
             reuse_from: (!initial).then(|| cfg.state_dir.clone()),
         };
         let cancel = Arc::new(AtomicBool::new(false));

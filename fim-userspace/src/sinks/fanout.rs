@@ -87,14 +87,14 @@ impl Outlet {
 /// The numbering and the outlets.
 pub struct Fanout {
     stamper: Stamper,
-    rules: RuleSet,
+    rules: Arc<RuleSet>,
     outlets: Vec<Outlet>,
     telemetry: Arc<Telemetry>,
 }
 
 impl Fanout {
     /// A fan-out to `outlets` of what `rules` report, counting in `telemetry`.
-    pub fn new(outlets: Vec<Outlet>, rules: RuleSet, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(outlets: Vec<Outlet>, rules: Arc<RuleSet>, telemetry: Arc<Telemetry>) -> Self {
         Self {
             stamper: Stamper::default(),
             rules,
@@ -109,13 +109,14 @@ impl Fanout {
         let mut counts: HashMap<(&'static str, Action), u64> = HashMap::new();
         let mut suppressed: HashMap<Action, u64> = HashMap::new();
         let mut batch = Vec::with_capacity(events.len());
-        for ev in events {
+        for mut ev in events {
             let other = ev
                 .source
                 .as_ref()
                 .filter(|_| ev.action != Action::Symlink)
                 .map(|s| s.bytes.as_slice());
-            match self.rules.classify(ev.action, &ev.path.bytes, other) {
+            let verdict = self.rules.classify(ev.action, &ev.path.bytes, other);
+            match compared(verdict, &mut ev) {
                 Verdict::Suppress => *suppressed.entry(ev.action).or_default() += 1,
                 Verdict::Report(rules) => {
                     *counts.entry((ev.sensor, ev.action)).or_default() += 1;
@@ -145,12 +146,29 @@ impl Fanout {
     }
 }
 
+/// `verdict` with the attributes its most specific rule compares applied to `ev`: the
+/// others are left out of `fim.changed`, and a difference found by a scan in none of them
+/// is no change at all.
+fn compared(verdict: Verdict, ev: &mut FileEvent) -> Verdict {
+    let Verdict::Report(Some(m)) = &verdict else {
+        return verdict;
+    };
+    let (Some(compare), Some(integrity)) = (&m.compare, ev.integrity.as_mut()) else {
+        return verdict;
+    };
+    integrity.changed.retain(|a| compare.contains(a));
+    if ev.action == Action::Changed && integrity.changed.is_empty() {
+        return Verdict::Suppress;
+    }
+    verdict
+}
+
 /// Numbers what the engine reports and feeds the sinks until the engine closes its output
 /// or no sink is left; then closes every queue, so each sink finishes what it holds.
 pub fn run(
     mut input: mpsc::Receiver<Vec<FileEvent>>,
     outlets: Vec<Outlet>,
-    rules: RuleSet,
+    rules: Arc<RuleSet>,
     telemetry: Arc<Telemetry>,
 ) {
     let mut fanout = Fanout::new(outlets, rules, telemetry);
@@ -214,7 +232,7 @@ mod tests {
         let telemetry = Arc::new(Telemetry::default());
         let mut fanout = Fanout::new(
             vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)],
-            RuleSet::none(),
+            Arc::new(RuleSet::none()),
             telemetry.clone(),
         );
         assert!(fanout.deliver(events(3)));
@@ -240,6 +258,7 @@ mod tests {
         let rules = RuleSet::new(&config.rules, |p: &std::path::Path| {
             fim_core::watch::Found::Dir(p.into())
         })
+        .map(Arc::new)
         .expect("compiles");
         let (tx, rx) = flume::bounded(8);
         let sink = Keep(WhenFull::Block);
@@ -279,7 +298,7 @@ mod tests {
                 Outlet::new(&dropping, tx_drop),
                 Outlet::new(&blocking, tx_block),
             ],
-            RuleSet::none(),
+            Arc::new(RuleSet::none()),
             telemetry.clone(),
         );
         fanout.deliver(events(2));
@@ -297,7 +316,7 @@ mod tests {
         let sink = Keep(WhenFull::Block);
         let mut fanout = Fanout::new(
             vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)],
-            RuleSet::none(),
+            Arc::new(RuleSet::none()),
             Arc::new(Telemetry::default()),
         );
         drop(rx_a);
@@ -326,8 +345,14 @@ mod tests {
         let outlet = Outlet::new(sink.as_ref(), tx);
         let telemetry = Arc::new(Telemetry::default());
         let fan_telemetry = telemetry.clone();
-        let fan =
-            std::thread::spawn(move || run(input_rx, vec![outlet], RuleSet::none(), fan_telemetry));
+        let fan = std::thread::spawn(move || {
+            run(
+                input_rx,
+                vec![outlet],
+                Arc::new(RuleSet::none()),
+                fan_telemetry,
+            )
+        });
         let sink_telemetry = telemetry.clone();
         let writer = std::thread::spawn(move || sink.run(rx, sink_telemetry));
         for _ in 0..50 {
