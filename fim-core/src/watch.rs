@@ -392,18 +392,7 @@ impl WatchSet {
                 }
             }
         }
-        // The kernel uses only the longest matching prefix, so a root inside a recursive
-        // root must itself pass everything below it.
-        let recursive: Vec<Vec<u8>> = out
-            .iter()
-            .filter(|(_, v)| v.flags & root_flags::RECURSIVE != 0)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (key, value) in &mut out {
-            if recursive.iter().any(|r| key.starts_with(r) && r != key) {
-                value.flags |= root_flags::RECURSIVE | root_flags::SELF;
-            }
-        }
+        pass_below_recursive(&mut out);
         coarsen(out, MAX_WATCH_ROOTS as usize)
     }
 
@@ -510,6 +499,21 @@ impl WatchSet {
     }
 }
 
+/// The kernel uses only the longest matching prefix, so a root inside a recursive root
+/// must itself pass everything below it.
+fn pass_below_recursive(roots: &mut [(Vec<u8>, WatchRoot)]) {
+    let recursive: Vec<Vec<u8>> = roots
+        .iter()
+        .filter(|(_, v)| v.flags & root_flags::RECURSIVE != 0)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for (key, value) in roots.iter_mut() {
+        if recursive.iter().any(|r| key.starts_with(r) && r != key) {
+            value.flags |= root_flags::RECURSIVE | root_flags::SELF;
+        }
+    }
+}
+
 /// The kernel's prefix table holds `cap` entries. A larger set is made coarser, never
 /// narrower: every prefix is cut to its first `depth` components (the largest depth that
 /// fits), and a cut prefix passes everything below it. The kernel then passes more than is
@@ -566,16 +570,7 @@ fn coarsen(roots: Vec<(Vec<u8>, WatchRoot)>, cap: usize) -> Vec<(Vec<u8>, WatchR
                 roots.len(),
                 out.len()
             );
-            let recursive: Vec<Vec<u8>> = out
-                .iter()
-                .filter(|(_, v)| v.flags & root_flags::RECURSIVE != 0)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for (key, value) in &mut out {
-                if recursive.iter().any(|r| key.starts_with(r) && r != key) {
-                    value.flags |= root_flags::RECURSIVE | root_flags::SELF;
-                }
-            }
+            pass_below_recursive(&mut out);
             return out;
         }
     }

@@ -290,15 +290,8 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run { common, flags } => {
-            let (config, set) = match effective(&common, &flags)
-                .map_err(|e| vec![e.to_string()])
-                .and_then(|(config, _)| Ok((watch_set(&config)?, config)))
-            {
-                Ok((set, config)) => (config, set),
-                Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),
-            };
-            let rules = match rule_set(&config) {
-                Ok(rules) => rules,
+            let (config, set, rules) = match prepare(&common, &flags) {
+                Ok(prepared) => prepared,
                 Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),
             };
             let d = &config.daemon;
@@ -326,15 +319,8 @@ pub fn main() -> ExitCode {
                 ScanCommand::Init { common } => (common, true),
                 ScanCommand::Check { common } => (common, false),
             };
-            let (config, set) = match effective(&common, &RunFlags::default())
-                .map_err(|e| vec![e.to_string()])
-                .and_then(|(config, _)| Ok((watch_set(&config)?, config)))
-            {
-                Ok((set, config)) => (config, set),
-                Err(problems) => return refuse(&problems, EXIT_BAD_WATCH),
-            };
-            let rules = match rule_set(&config) {
-                Ok(rules) => rules,
+            let (config, set, rules) = match prepare(&common, &RunFlags::default()) {
+                Ok(prepared) => prepared,
                 Err(problems) => return refuse(&problems, EXIT_BAD_WATCH),
             };
             let d = &config.daemon;
@@ -358,6 +344,17 @@ pub fn main() -> ExitCode {
             ConfigCommand::Check { file } => check(file.as_deref()),
         },
     }
+}
+
+/// The effective configuration, its watch set and its rules; every problem otherwise.
+fn prepare(
+    common: &Common,
+    flags: &RunFlags,
+) -> Result<(Config, WatchSet, Arc<RuleSet>), Vec<String>> {
+    let (config, _) = effective(common, flags).map_err(|e| vec![e.to_string()])?;
+    let set = watch_set(&config)?;
+    let rules = rule_set(&config)?;
+    Ok((config, set, rules))
 }
 
 /// The configuration's rules, compiled.

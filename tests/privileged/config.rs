@@ -12,21 +12,7 @@ use std::{
 use fim_tests::{Daemon, fim_bin, is, require_privileges, tempdir};
 use serde_json::Value;
 
-macro_rules! per_sensor {
-    ($($name:ident),* $(,)?) => {
-        mod sensor_fanotify {
-            $( #[test] fn $name() { super::$name("fanotify") } )*
-        }
-        mod sensor_auto {
-            $( #[test] fn $name() { super::$name("auto") } )*
-        }
-        mod sensor_ebpf_tier {
-            $( #[test] fn $name() { super::$name(&fim_tests::tier()) } )*
-        }
-    };
-}
-
-per_sensor!(
+fim_tests::per_sensor!(
     the_configuration_file_decides_what_is_watched,
     events_carry_their_rules_and_rules_choose_their_operations,
     five_thousand_watched_directories_work_and_only_they_are_reported,

@@ -20,21 +20,7 @@ use std::{
 use fim_tests::{Daemon, kernel_object_tier, require_privileges, tempdir, tier};
 use serde_json::Value;
 
-macro_rules! per_sensor {
-    ($($name:ident),* $(,)?) => {
-        mod sensor_fanotify {
-            $( #[test] fn $name() { super::$name("fanotify") } )*
-        }
-        mod sensor_auto {
-            $( #[test] fn $name() { super::$name("auto") } )*
-        }
-        mod sensor_ebpf_tier {
-            $( #[test] fn $name() { super::$name(&fim_tests::tier()) } )*
-        }
-    };
-}
-
-per_sensor!(
+fim_tests::per_sensor!(
     a_fast_sequence_is_reported_in_order_by_the_renamed_thread,
     directories_renamed_or_removed_right_after_changes_inside,
     symlinked_directories_and_dotdot_reach_the_watched_object,

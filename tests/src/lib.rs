@@ -566,3 +566,20 @@ pub fn fim(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs each named scenario `fn name(sensor: &str)` once per sensor, as tests in modules
+/// `sensor_fanotify`, `sensor_auto` and `sensor_ebpf_tier` (the tier in `FIM_TEST_TIER`).
+#[macro_export]
+macro_rules! per_sensor {
+    ($($name:ident),* $(,)?) => {
+        mod sensor_fanotify {
+            $( #[test] fn $name() { super::$name("fanotify") } )*
+        }
+        mod sensor_auto {
+            $( #[test] fn $name() { super::$name("auto") } )*
+        }
+        mod sensor_ebpf_tier {
+            $( #[test] fn $name() { super::$name(&$crate::tier()) } )*
+        }
+    };
+}
