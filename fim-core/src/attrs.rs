@@ -188,6 +188,9 @@ pub struct Snapshot {
     pub attrs: Attrs,
     /// Content digest (regular files only).
     pub content: Option<Content>,
+    /// The content against the digest its package recorded, when a package installed the
+    /// file and the content was read. Not kept in the baseline.
+    pub package: Option<Box<crate::packages::PackageCheck>>,
 }
 
 impl Snapshot {
@@ -445,6 +448,7 @@ mod tests {
                 xattrs: BTreeMap::new(),
             },
             content: Some(Content::Sha256([1; 32])),
+            package: None,
         }
     }
 

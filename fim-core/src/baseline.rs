@@ -166,7 +166,14 @@ fn row_to_entry(row: &Row<'_>) -> rusqlite::Result<(Vec<u8>, Snapshot)> {
         xattrs: decode_xattrs(row.get(16)?),
     };
     let content = decode_content(row.get(17)?, row.get(18)?);
-    Ok((path, Snapshot { attrs, content }))
+    Ok((
+        path,
+        Snapshot {
+            attrs,
+            content,
+            package: None,
+        },
+    ))
 }
 
 /// The exclusive upper bound of the keys below directory `dir` (`dir/` .. `dir0`).
@@ -541,6 +548,7 @@ mod tests {
                 xattrs: [(b"user.a".to_vec(), [3; 32])].into_iter().collect(),
             },
             content: Some(Content::Sha256([7; 32])),
+            package: None,
         }
     }
 

@@ -163,6 +163,9 @@ struct FimObject<'a> {
     before: Option<Option<SnapshotDoc<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     after: Option<Option<SnapshotDoc<'a>>>,
+    /// The content after against the digest its package recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package: Option<PackageDoc<'a>>,
     #[serde(skip_serializing_if = "is_false")]
     replaced_target: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,6 +294,14 @@ struct FileDoc<'a> {
     threat: Option<Threat<'a>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     tags: &'a [String],
+}
+
+/// `fim.package`: the package that installed the file, and whether the content is what it
+/// recorded.
+#[derive(Serialize)]
+struct PackageDoc<'a> {
+    name: &'a str,
+    digest: &'static str,
 }
 
 /// ECS `rule`: the most specific rule the event falls under (every one: `fim.rules`).
@@ -461,6 +472,17 @@ fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp, rules: Option<&'a Matched>) ->
         changed: integrity.map(|i| i.changed.iter().map(|a| a.as_str()).collect()),
         before: integrity.map(|i| i.before.as_ref().map(snapshot_doc)),
         after: integrity.map(|i| i.after.as_ref().map(snapshot_doc)),
+        package: integrity
+            .and_then(|i| i.after.as_ref())
+            .and_then(|a| a.package.as_ref())
+            .map(|p| PackageDoc {
+                name: &p.package,
+                digest: if p.matches {
+                    "matches package"
+                } else {
+                    "differs from package"
+                },
+            }),
         replaced_target: integrity.is_some_and(|i| i.replaced_target),
         note: integrity.and_then(|i| i.note.as_deref()),
         xattr: ev.xattr_name.as_ref().map(|n| Xattr {

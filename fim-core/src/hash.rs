@@ -87,6 +87,41 @@ pub fn sha256_reader(
     }
 }
 
+/// SHA-256 and MD5 of everything `reader` yields, in one read (as [`sha256_reader`]); MD5
+/// is what dpkg records of the files it installs. Linux only: packages are a Linux matter.
+#[cfg(unix)]
+pub fn sha256_md5_reader(
+    reader: &mut impl Read,
+    expected: u64,
+    buf: &mut [u8],
+) -> std::io::Result<([u8; 32], [u8; 16], u64)> {
+    let mut sha = Sha256::new();
+    let mut md5 = openssl::hash::Hasher::new(openssl::hash::MessageDigest::md5())
+        .map_err(std::io::Error::other)?;
+    let mut total = 0u64;
+    let finish = |sha: Sha256, mut md5: openssl::hash::Hasher, total| {
+        let digest = md5.finish().map_err(std::io::Error::other)?;
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest);
+        Ok((sha.finish(), out, total))
+    };
+    loop {
+        match reader.read(buf) {
+            Ok(0) => return finish(sha, md5, total),
+            Ok(n) => {
+                sha.update(&buf[..n]);
+                md5.update(&buf[..n]).map_err(std::io::Error::other)?;
+                total += n as u64;
+                if n < buf.len() && total >= expected {
+                    return finish(sha, md5, total);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

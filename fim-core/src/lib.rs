@@ -15,6 +15,7 @@ pub mod defaults;
 pub mod ecs;
 pub mod event;
 pub mod hash;
+pub mod packages;
 pub mod paths;
 pub mod registry;
 pub mod rules;

@@ -17,6 +17,7 @@ use fim_userspace::{
     commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
     daemon::{self, Pipeline},
     integrity::{engine::EngineConfig, observe::Limits, scan::default_threads},
+    packages,
     sensors::{SensorKind, ebpf::Tier},
     sinks::SinkSpec,
     sources::SourceSpec,
@@ -300,6 +301,7 @@ pub fn main() -> ExitCode {
                 limits: Limits {
                     max_hash_bytes: d.hash_max_size,
                     rules: Some(rules.clone()),
+                    packages: Some(Arc::new(packages::load(&common.root, &set))),
                 },
                 quiet: d.hash_quiet,
                 rescan_interval: d.rescan_interval,
@@ -331,6 +333,7 @@ pub fn main() -> ExitCode {
                 limits: Limits {
                     max_hash_bytes: d.hash_max_size,
                     rules: Some(rules),
+                    packages: Some(Arc::new(packages::load(&common.root, &set))),
                 },
             };
             if init {

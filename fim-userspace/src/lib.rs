@@ -20,6 +20,8 @@ pub mod integrity;
 #[cfg(target_os = "linux")]
 pub mod memory;
 #[cfg(target_os = "linux")]
+pub mod packages;
+#[cfg(target_os = "linux")]
 pub mod sensors;
 pub mod sinks;
 pub mod sources;

@@ -26,5 +26,6 @@ pub fn snapshot(file_type: FileType, ino: u64, mode: u32) -> Snapshot {
             xattrs: Default::default(),
         },
         content: None,
+        package: None,
     }
 }

@@ -704,3 +704,74 @@ fn a_rule_decides_hashing_and_which_differences_count() {
         seen.iter().map(|v| format!("  {v}\n")).collect::<String>()
     );
 }
+
+#[test]
+fn a_packaged_file_is_checked_against_the_digest_dpkg_recorded() {
+    if !require_privileges() {
+        return;
+    }
+    // A real package's record and file: coreutils' md5sums and /usr/bin/cat, copied into a
+    // mirror of the file system (merged /usr: /bin is a link to usr/bin, as here).
+    let record = Path::new("/var/lib/dpkg/info/coreutils.md5sums");
+    let text = match fs::read_to_string(record) {
+        Ok(t) => t,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("{}: {e}", record.display()),
+        Err(e) => {
+            eprintln!("skipping: no dpkg record here ({}: {e})", record.display());
+            return;
+        }
+    };
+    let cat_line = text
+        .lines()
+        .find(|l| l.ends_with("bin/cat"))
+        .expect("coreutils records cat");
+    let (_guard, root) = tempdir();
+    let at = |rel: &str| root.join(rel);
+    for d in ["usr/bin", "var/lib/dpkg/info", "etc"] {
+        fs::create_dir_all(at(d)).expect("mkdir");
+    }
+    std::os::unix::fs::symlink("usr/bin", at("bin")).expect("bin -> usr/bin");
+    fs::write(at("etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n").expect("passwd");
+    fs::copy(record, at("var/lib/dpkg/info/coreutils.md5sums")).expect("copy the record");
+    let original = fs::read("/usr/bin/cat").expect("the real cat");
+    let cat = at("usr/bin/cat");
+    fs::write(&cat, &original).expect("install cat");
+    let root_arg = root.to_str().expect("utf-8");
+    let mut d = Daemon::start_with(
+        &[],
+        None,
+        &["--root", root_arg, "--sensor", &fim_tests::tier()],
+    );
+    d.wait_log("baseline built", Duration::from_secs(120));
+    let recorded = d.wait_log("package digests:", Duration::from_secs(5));
+    // Every coreutils file under the watched /bin and /usr/bin (present or not), from one
+    // package.
+    assert!(
+        recorded.contains("recorded by 1 package(s)"),
+        "{recorded} ({cat_line})"
+    );
+    // Reinstalled as the package has it, then changed by someone else.
+    fs::write(&cat, &original).expect("reinstall");
+    let same = d.wait_for("cat rewritten as packaged", |v| is(v, "close_write", &cat));
+    let mut trojan = original.clone();
+    trojan.extend_from_slice(b"\x00trojan");
+    fs::write(&cat, &trojan).expect("modify");
+    let seen_same = same.clone();
+    let differs = d.wait_for("cat modified", |v| {
+        is(v, "close_write", &cat) && v["event"]["sequence"] != seen_same["event"]["sequence"]
+    });
+    assert_eq!(
+        same["fim"]["package"],
+        serde_json::json!({"name": "coreutils", "digest": "matches package"}),
+        "{same}"
+    );
+    assert_eq!(
+        differs["fim"]["package"],
+        serde_json::json!({"name": "coreutils", "digest": "differs from package"}),
+        "{differs}"
+    );
+    assert_eq!(
+        differs["rule"]["name"], "defender-for-cloud-linux",
+        "{differs}"
+    );
+}

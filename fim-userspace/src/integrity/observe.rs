@@ -43,6 +43,9 @@ pub struct Limits {
     pub max_hash_bytes: u64,
     /// The rules, which say which files are not hashed at all (`hash = false`).
     pub rules: Option<std::sync::Arc<fim_core::rules::RuleSet>>,
+    /// The digests packages recorded for watched files: a package's file that is read is
+    /// checked against its record.
+    pub packages: Option<std::sync::Arc<fim_core::packages::PackageIndex>>,
 }
 
 impl Default for Limits {
@@ -50,6 +53,7 @@ impl Default for Limits {
         Self {
             max_hash_bytes: fim_core::defaults::HASH_MAX_SIZE,
             rules: None,
+            packages: None,
         }
     }
 }
@@ -225,13 +229,23 @@ pub fn read_link(fd: &impl AsFd) -> io::Result<Vec<u8>> {
     Ok(readlinkat(fd, c"")?.into_vec())
 }
 
-fn hash_file(fd: OwnedFd, size: u64, scratch: &mut Scratch) -> io::Result<[u8; 32]> {
+/// SHA-256 of the file, and with `md5` its MD5 too (what dpkg records), from one read.
+fn hash_file(
+    fd: OwnedFd,
+    size: u64,
+    scratch: &mut Scratch,
+    md5: bool,
+) -> io::Result<([u8; 32], Option<[u8; 16]>)> {
     if size > 4 << 20 {
         // Advisory only: a failure changes nothing.
         let _ = posix_fadvise(&fd, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
     }
     let mut file = File::from(fd);
-    hash::sha256_reader(&mut file, size, &mut scratch.buf).map(|(digest, _)| digest)
+    if md5 {
+        let (sha, md5, _) = hash::sha256_md5_reader(&mut file, size, &mut scratch.buf)?;
+        return Ok((sha, Some(md5)));
+    }
+    hash::sha256_reader(&mut file, size, &mut scratch.buf).map(|(digest, _)| (digest, None))
 }
 
 /// Observes `path`. `Ok(None)` when nothing is there.
@@ -379,6 +393,7 @@ fn observe_once(
                 content: (attrs.file_type == FileType::File)
                     .then_some(Content::NotHashed(NotHashed::Vanished)),
                 attrs,
+                package: None,
             })));
         }
         // Replaced by a symlink, a FIFO or a directory since the first open.
@@ -473,15 +488,27 @@ fn describe(
             Err(e) => return Err(io_err("reading extended attributes of", path, e)),
         }
     }
+    let owned = limits.packages.as_ref().filter(|p| p.owns(path));
+    let mut package = None;
     let content = match (known, reader) {
         (Some(Some(content)), _) => Some(content),
-        (Some(None), Some(fd)) => Some(match hash_file(fd, attrs.size, scratch) {
-            Ok(d) => Content::Sha256(d),
+        (Some(None), Some(fd)) => Some(match hash_file(fd, attrs.size, scratch, owned.is_some()) {
+            Ok((d, md5)) => {
+                package = owned
+                    .zip(md5)
+                    .and_then(|(p, md5)| p.check(path, &md5))
+                    .map(Box::new);
+                Content::Sha256(d)
+            }
             Err(e) => Content::NotHashed(NotHashed::Unreadable(e.to_string())),
         }),
         _ => None,
     };
-    Ok(Within::Observed(Some(Snapshot { attrs, content })))
+    Ok(Within::Observed(Some(Snapshot {
+        attrs,
+        content,
+        package,
+    })))
 }
 
 #[cfg(test)]
@@ -531,6 +558,7 @@ mod tests {
         let limits = Limits {
             max_hash_bytes: 99,
             rules: None,
+            packages: None,
         };
         let s = observe(
             f.as_os_str().as_encoded_bytes(),

@@ -35,6 +35,10 @@ pub struct ScanOptions {
 
 /// One result of a scan.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "sent through a bounded channel and consumed at once; failures are the rare case"
+)]
 pub enum ScanItem {
     /// The path was observed (`None`: it vanished between listing and observing).
     Observed {
