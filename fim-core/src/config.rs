@@ -199,6 +199,8 @@ pub struct Rule {
     pub recursive: bool,
     /// Whether a file's content is hashed (`false`: never read; `sha256` not compared).
     pub hash: bool,
+    /// At most this many events per window; the rest are summed up per window.
+    pub rate_limit: Option<(u32, Duration)>,
     /// The attributes compared (`fim.changed`, and what makes a rescan report `changed`);
     /// `None`: every one.
     pub attributes: Option<Vec<String>>,
@@ -226,6 +228,7 @@ impl Rule {
             paths,
             recursive: true,
             hash: true,
+            rate_limit: None,
             attributes: None,
             exclude: Vec::new(),
             operations: None,
@@ -516,6 +519,20 @@ impl Config {
                 "# Whether files' content is hashed (SHA-256).\nhash = {}",
                 rule.hash
             );
+            match rule.rate_limit {
+                None => out.push_str(
+                    "# At most N events per window (\"100/1m\"); the rest are summed up in one\n\
+                     # `suppressed` event per window. Left out: no limit.\n",
+                ),
+                Some((n, window)) => {
+                    let _ = writeln!(
+                        out,
+                        "# At most N events per window; the rest are summed up in one\n\
+                         # `suppressed` event per window.\nrate_limit = \"{n}/{}\"",
+                        humantime::format_duration(window)
+                    );
+                }
+            }
             let attrs: Vec<&str> = Attr::ALL.iter().map(|a| a.as_str()).collect();
             match &rule.attributes {
                 None => {
@@ -581,6 +598,20 @@ impl Config {
         }
         out
     }
+}
+
+/// Parses a rate limit: `N/DURATION` (`100/1m`), both above zero.
+pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("`{text}` is not a rate limit (events per window: \"100/1m\")");
+    let (n, window) = text.split_once('/').ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    let window = humantime::parse_duration(window.trim()).map_err(|_| bad())?;
+    if n == 0 || window.is_zero() {
+        return Err(format!(
+            "`{text}`: both the count and the window must be above zero"
+        ));
+    }
+    Ok((n, window))
 }
 
 /// Checks a rule's path: absolute, or `~/REST` (REST under every user's home).
@@ -1018,6 +1049,15 @@ fn read_rule(
     };
     let recursive = flag("recursive", errors);
     let hash = flag("hash", errors);
+    let rate_limit =
+        t.string("rate_limit", errors)
+            .and_then(|(text, span)| match parse_rate(&text) {
+                Ok(rate) => Some(rate),
+                Err(m) => {
+                    errors.push(doc.error(&t.key("rate_limit"), span, m));
+                    None
+                }
+            });
     let attributes = t.has("attributes").then(|| {
         t.strings("attributes", errors, |name| {
             if Attr::from_name(name).is_some() {
@@ -1132,6 +1172,7 @@ fn read_rule(
             paths,
             recursive,
             hash,
+            rate_limit,
             attributes,
             exclude,
             operations,
@@ -1186,6 +1227,7 @@ mod tests {
                     id: Some("FIM-1".into()),
                     recursive: false,
                     hash: false,
+                    rate_limit: Some((100, Duration::from_secs(60))),
                     attributes: Some(vec!["mode".into(), "uid".into()]),
                     exclude: vec!["*.swp".into(), "/etc/x/**".into()],
                     operations: Some(vec!["unlink".into(), "metadata".into()]),
@@ -1403,6 +1445,20 @@ tags = [\"PCI-DSS 11.5\", \"\"]
                 (2, "rule[1].paths"),
                 (4, "rule[2].paths")
             ]
+        );
+    }
+
+    #[test]
+    fn rate_limits_are_events_per_window() {
+        assert_eq!(parse_rate("100/1m"), Ok((100, Duration::from_secs(60))));
+        assert_eq!(parse_rate(" 5 / 2s "), Ok((5, Duration::from_secs(2))));
+        for bad in ["100", "x/1m", "100/soon", "0/1m", "5/0s", "-1/1m"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        let errors = errors_of("[[rule]]\nname = \"r\"\npaths = [\"/x\"]\nrate_limit = \"lots\"\n");
+        assert_eq!(
+            (errors[0].line, errors[0].key.as_str()),
+            (4, "rule[1].rate_limit")
         );
     }
 

@@ -331,9 +331,10 @@ pub fn write_ecs(out: impl std::io::Write, ev: &Stamped) -> serde_json::Result<(
         rules,
     } = ev;
     match event {
-        Event::File(event) => match &event.gap {
-            Some(gap) => serde_json::to_writer(out, &gap_doc(event, gap, stamp)),
-            None => serde_json::to_writer(out, &file_doc(event, stamp, rules.as_deref())),
+        Event::File(event) => match (&event.gap, &event.suppressed) {
+            (Some(gap), _) => serde_json::to_writer(out, &gap_doc(event, gap, stamp)),
+            (None, Some(s)) => serde_json::to_writer(out, &suppressed_doc(event, s, stamp)),
+            (None, None) => serde_json::to_writer(out, &file_doc(event, stamp, rules.as_deref())),
         },
         Event::Registry(event) => serde_json::to_writer(out, &registry_doc(event, stamp)),
     }
@@ -349,9 +350,10 @@ pub fn to_ecs(ev: &Stamped) -> Value {
         rules,
     } = ev;
     match event {
-        Event::File(event) => match &event.gap {
-            Some(gap) => gap_doc(event, gap, stamp),
-            None => serde_json::to_value(file_doc(event, stamp, rules.as_deref()))
+        Event::File(event) => match (&event.gap, &event.suppressed) {
+            (Some(gap), _) => gap_doc(event, gap, stamp),
+            (None, Some(s)) => suppressed_doc(event, s, stamp),
+            (None, None) => serde_json::to_value(file_doc(event, stamp, rules.as_deref()))
                 .unwrap_or(Value::Null),
         },
         Event::Registry(event) => registry_doc(event, stamp),
@@ -592,6 +594,44 @@ fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, stamp: &Stamp) -> Value {
             },
         },
     })
+}
+
+/// A rate limit's summary: how many events its rule held back in one window, when, and
+/// the last path; with the rule's fields, like the events it stands for.
+fn suppressed_doc(ev: &FileEvent, s: &crate::ratelimit::Summary, stamp: &Stamp) -> Value {
+    let m = &s.matched;
+    let (name, id) = m.rules.first().cloned().unwrap_or_default();
+    let window = format!("{}s", s.window.as_secs_f64());
+    let mut event = json!(event_object(ev, stamp));
+    event["severity"] = json!(m.severity.ecs());
+    let mut doc = json!({
+        "@timestamp": time_ns(ev.time_unix_ns),
+        "event": event,
+        "message": format!(
+            "rule `{name}`: {} more events were held back by its rate limit ({} per {window}); the last was on {}",
+            s.held,
+            s.limit,
+            render_bytes(&s.last_path)
+        ),
+        "rule": {"name": name, "id": id},
+        "fim": {
+            "suppressed": {
+                "events": s.held,
+                "limit": s.limit,
+                "window": window,
+                "start": time_ns(s.first_ns),
+                "end": time_ns(s.last_ns),
+                "last_path": render_bytes(&s.last_path),
+            },
+        },
+    });
+    if !m.techniques.is_empty() {
+        doc["threat"] = json!({"framework": "MITRE ATT&CK", "technique": {"id": m.techniques}});
+    }
+    if !m.tags.is_empty() {
+        doc["tags"] = json!(m.tags);
+    }
+    doc
 }
 
 /// `process.entity_id`: the pid and the start time in clock ticks since boot, the precision
@@ -841,6 +881,7 @@ mod tests {
             techniques: vec!["T1136.001".into(), "T1098".into()],
             tags: vec!["PCI-DSS 11.5".into()],
             compare: None,
+            rate: None,
         };
         let v = to_ecs(&Stamped {
             stamp,

@@ -58,6 +58,9 @@ pub enum Action {
     /// Operations were lost before they could be reported (see [`Gap`]); the repair
     /// rescan that follows reports what they changed.
     Gap,
+    /// Events a rule's rate limit held back in one window, summed up (see
+    /// [`crate::ratelimit`]).
+    Suppressed,
 }
 
 impl Action {
@@ -120,6 +123,7 @@ impl Action {
             Self::Removed => "removed",
             Self::Changed => "changed",
             Self::Gap => "gap",
+            Self::Suppressed => "suppressed",
         }
     }
 
@@ -131,7 +135,7 @@ impl Action {
             }
             Self::Unlink | Self::Rmdir | Self::Removed => "deletion",
             Self::OpenWrite => "access",
-            Self::Gap => "info",
+            Self::Gap | Self::Suppressed => "info",
             _ => "change",
         }
     }
@@ -336,6 +340,8 @@ pub struct FileEvent {
     pub rename_flags: u32,
     /// A gap: what was lost, when, where.
     pub gap: Option<Box<Gap>>,
+    /// A rate limit's summary: what it held back.
+    pub suppressed: Option<Box<crate::ratelimit::Summary>>,
     /// The open truncated the file.
     pub open_truncated: bool,
     /// The operation did not follow a final symlink.
@@ -400,6 +406,7 @@ impl FileEvent {
             syscall_nr: None,
             integrity: None,
             gap: None,
+            suppressed: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod event;
 pub mod hash;
 pub mod packages;
 pub mod paths;
+pub mod ratelimit;
 pub mod registry;
 pub mod rules;
 pub mod telemetry;

@@ -32,6 +32,8 @@ pub struct Matched {
     pub tags: Vec<String>,
     /// The attributes the most specific rule compares (`None`: every one).
     pub compare: Option<Vec<Attr>>,
+    /// The most specific rule's rate limit: events per window.
+    pub rate: Option<(u32, std::time::Duration)>,
 }
 
 /// What becomes of an event.
@@ -118,6 +120,7 @@ impl RuleSet {
                     techniques: rule.techniques.clone(),
                     tags: rule.tags.clone(),
                     compare: rule.compared(),
+                    rate: rule.rate_limit,
                 }),
                 hash: rule.hash,
             });
@@ -174,6 +177,7 @@ impl RuleSet {
                     techniques: Vec::new(),
                     tags: Vec::new(),
                     compare: several[0].1.alone.compare.clone(),
+                    rate: several[0].1.alone.rate,
                 };
                 for (_, r) in several {
                     let a = &r.alone;

@@ -81,6 +81,13 @@ pub const RULE_SUPPRESSED: Family = Family {
     kind: Kind::Counter,
     labels: &["action"],
 };
+/// Events a rule's rate limit held back (each window is summed up in one event).
+pub const RATE_LIMITED: Family = Family {
+    name: "fim_rate_limited_events_total",
+    help: "Events held back by their rule's rate limit (each window is summed up in one `suppressed` event)",
+    kind: Kind::Counter,
+    labels: &[],
+};
 /// Events passed without before/after values because the engine's backlog was full.
 pub const UNENRICHED: Family = Family {
     name: "fim_engine_unenriched_events_total",
@@ -153,6 +160,7 @@ pub const FAMILIES: &[Family] = &[
     NOT_REPORTED,
     EVENTS,
     RULE_SUPPRESSED,
+    RATE_LIMITED,
     UNENRICHED,
     HASHED,
     OBSERVE_ERRORS,
@@ -236,6 +244,8 @@ pub enum Internal<'a> {
     },
     /// Events no rule reports.
     RuleSuppressed { action: Action, count: u64 },
+    /// Events a rate limit held back.
+    RateLimited { count: u64 },
     /// An event passed without before/after values (backlog full).
     Unenriched,
     /// A file hashed after a change.
@@ -380,6 +390,7 @@ impl Telemetry {
                 Labels::one(action.as_str()),
                 Change::Add(count),
             ),
+            I::RateLimited { count } => (RATE_LIMITED, Labels::none(), Change::Add(count)),
             I::Unenriched => (UNENRICHED, Labels::none(), Change::Add(1)),
             I::Hashed => (HASHED, Labels::none(), Change::Add(1)),
             I::ObservationFailed => (OBSERVE_ERRORS, Labels::none(), Change::Add(1)),

@@ -96,7 +96,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let watch = Arc::new(watch);
-    let (fanout_tx, fanout_rx) = mpsc::channel(SINK_BATCHES);
+    let (fanout_tx, fanout_rx) = flume::bounded(SINK_BATCHES);
     let state_dir = integrity.state_dir.clone();
     let engine = Engine::start(
         integrity,

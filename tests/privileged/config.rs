@@ -57,7 +57,7 @@ fn stop_after_marker(mut d: Daemon, dir: &Path) -> Vec<Value> {
 }
 
 /// (action, path) of each event.
-fn summary(seen: &[Value]) -> Vec<(String, String)> {
+fn summary_of(seen: &[Value]) -> Vec<(String, String)> {
     seen.iter()
         .map(|v| {
             (
@@ -91,7 +91,7 @@ fn the_configuration_file_decides_what_is_watched(sensor: &str) {
     let seen = stop_after_marker(d, &watched);
     let p = inside.display().to_string();
     assert_eq!(
-        summary(&seen),
+        summary_of(&seen),
         vec![
             ("create".to_owned(), p.clone()),
             ("write".to_owned(), p.clone()),
@@ -237,7 +237,7 @@ fn five_thousand_watched_directories_work_and_only_they_are_reported(sensor: &st
     let seen = stop_after_marker(d, &dirs[MANY / 2]);
     let [f, l] = [&first, &last].map(|p| p.display().to_string());
     assert_eq!(
-        summary(&seen),
+        summary_of(&seen),
         vec![
             ("create".to_owned(), f.clone()),
             ("write".to_owned(), f.clone()),
@@ -774,4 +774,96 @@ fn a_packaged_file_is_checked_against_the_digest_dpkg_recorded() {
         differs["rule"]["name"], "defender-for-cloud-linux",
         "{differs}"
     );
+}
+
+#[test]
+fn a_rate_limit_holds_back_the_excess_and_sums_it_up_when_its_window_ends() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let (busy, conf_dir) = (root.join("busy"), root.join("conf"));
+    for d in [&busy, &conf_dir] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let config = config_file(
+        &conf_dir,
+        &format!(
+            "[daemon]\nrescan_interval = \"0\"\n\n\
+             [[rule]]\nname = \"busy\"\npaths = {}\nrate_limit = \"3/2s\"\ntags = [\"noisy\"]\n",
+            toml_paths(std::slice::from_ref(&busy)),
+        ),
+    );
+    let config = config.to_str().expect("utf-8");
+    let mut d = Daemon::start_with(
+        &[],
+        None,
+        &["--config", config, "--sensor", &fim_tests::tier()],
+    );
+    d.wait_log("baseline built", Duration::from_secs(60));
+    // Back to back: five new files, three events each; the first three events pass.
+    let files: Vec<PathBuf> = (0..5).map(|i| busy.join(format!("f{i}"))).collect();
+    for f in &files {
+        fs::write(f, b"x").expect("write");
+    }
+    let summary = d.wait_for("the rate limit's summary", |v| {
+        v["event"]["action"] == "suppressed"
+    });
+    assert_eq!(summary["fim"]["suppressed"]["events"], 12, "{summary}");
+    assert_eq!(summary["fim"]["suppressed"]["limit"], 3, "{summary}");
+    assert_eq!(
+        summary["fim"]["suppressed"]["last_path"],
+        files[4].display().to_string(),
+        "{summary}"
+    );
+    assert_eq!(summary["rule"]["name"], "busy", "{summary}");
+    assert_eq!(summary["tags"], serde_json::json!(["noisy"]), "{summary}");
+    // A new window: events pass again.
+    let after = busy.join("after");
+    fs::write(&after, b"y").expect("write after");
+    d.wait_for("a change in the next window", |v| {
+        is(v, "close_write", &after)
+    });
+    let (seen, _, status) = d.stop();
+    assert!(status.success());
+    // The summary stands for the last path it held back (it has no `file` of its own).
+    let reported: Vec<(String, String)> = seen
+        .iter()
+        .map(|v| {
+            let path = v["file"]["path"]
+                .as_str()
+                .or(v["fim"]["suppressed"]["last_path"].as_str())
+                .unwrap_or_default();
+            (
+                v["event"]["action"].as_str().unwrap_or_default().to_owned(),
+                path.to_owned(),
+            )
+        })
+        .filter(|(_, p)| p.starts_with(&busy.display().to_string()))
+        .collect();
+    let (f0, last, a) = (
+        files[0].display().to_string(),
+        files[4].display().to_string(),
+        after.display().to_string(),
+    );
+    let row = |action: &str, path: &str| (action.to_owned(), path.to_owned());
+    assert_eq!(
+        reported,
+        [
+            row("create", &f0),
+            row("write", &f0),
+            row("close_write", &f0),
+            row("suppressed", &last),
+            row("create", &a),
+            row("write", &a),
+            row("close_write", &a),
+        ],
+        "{reported:#?}"
+    );
+    // Every event is numbered in turn: nothing held back left a hole.
+    let sequences: Vec<u64> = seen
+        .iter()
+        .filter_map(|v| v["event"]["sequence"].as_u64())
+        .collect();
+    assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>());
 }

@@ -22,7 +22,6 @@ use std::{
 };
 
 use log::warn;
-use tokio::sync::mpsc;
 
 use crate::sources::Namer;
 use fim_core::{
@@ -134,7 +133,7 @@ pub struct Engine {
     /// Names the source's unnamed events from their values.
     namer: Option<Namer>,
     baseline: Baseline,
-    output: mpsc::Sender<Vec<FileEvent>>,
+    output: flume::Sender<Vec<FileEvent>>,
     /// Events reported since the last send: sent as one batch per turn of the loop, so the
     /// sink wakes once per batch rather than once per event.
     outbox: Vec<FileEvent>,
@@ -168,7 +167,7 @@ impl Engine {
     pub fn start(
         cfg: EngineConfig,
         watch: Arc<WatchSet>,
-        output: mpsc::Sender<Vec<FileEvent>>,
+        output: flume::Sender<Vec<FileEvent>>,
         telemetry: Arc<Telemetry>,
         namer: Option<Namer>,
     ) -> Result<Self, EngineError> {
@@ -448,7 +447,7 @@ impl Engine {
             return Ok(());
         }
         self.output
-            .blocking_send(std::mem::take(&mut self.outbox))
+            .send(std::mem::take(&mut self.outbox))
             .map_err(|_| EngineError::OutputClosed)
     }
 

@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc;
 
 use fim_core::{
     attrs::{Attr, Content},
@@ -32,7 +31,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A running engine fed by the test.
 struct Harness {
     input: Option<flume::Sender<Vec<FileEvent>>>,
-    output: mpsc::Receiver<Vec<FileEvent>>,
+    output: flume::Receiver<Vec<FileEvent>>,
     telemetry: Arc<Telemetry>,
     /// What the scripted source says it lost so far.
     lost: Arc<Mutex<Losses>>,
@@ -57,7 +56,7 @@ impl Harness {
         let patterns = [dir.to_str().expect("utf-8").to_owned()];
         let watch = Arc::new(WatchSet::new(&patterns, true, probe_disk).expect("watch set"));
         let telemetry = Arc::new(Telemetry::default());
-        let (out_tx, output) = mpsc::channel(1024);
+        let (out_tx, output) = flume::bounded(1024);
         let engine = Engine::start(
             config(state, max_backlog),
             watch,

@@ -53,8 +53,9 @@ pub fn step_for(action: Action, in_burst: bool) -> Step {
         | Action::Mkdir
         | Action::Added
         | Action::Changed => Step::Metadata,
-        // Never accepted: the engine makes gap events itself and emits them in their turn.
-        Action::Gap => Step::Metadata,
+        // Never accepted: the engine makes gap events itself and emits them in their turn;
+        // rate-limit summaries are made after the engine.
+        Action::Gap | Action::Suppressed => Step::Metadata,
     }
 }
 

@@ -80,7 +80,12 @@ fn classes(action: Action) -> &'static [Class] {
         Action::Rmdir => &[Remove],
         Action::Rename => &[Rename],
         // The engine's and the scanner's, never a sensor's.
-        Action::Modified | Action::Added | Action::Removed | Action::Changed | Action::Gap => &[],
+        Action::Modified
+        | Action::Added
+        | Action::Removed
+        | Action::Changed
+        | Action::Gap
+        | Action::Suppressed => &[],
     }
 }
 

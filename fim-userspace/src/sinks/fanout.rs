@@ -8,15 +8,16 @@
 //! left, the fan-out stops, which closes the engine's output as a stopped sink did before.
 //! Events are counted here, by sensor and action, once for every sink.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use log::{error, warn};
-use tokio::sync::mpsc;
 
 #[cfg(doc)]
 use fim_core::event::Stamp;
 use fim_core::{
     event::{Action, FileEvent, Stamper},
+    event::{PathSource, ReportedPath, Stamped, unix_now_ns},
+    ratelimit::{RateLimiter, Summary},
     rules::{RuleSet, Verdict},
     telemetry::{Internal, Telemetry},
 };
@@ -88,6 +89,7 @@ impl Outlet {
 pub struct Fanout {
     stamper: Stamper,
     rules: Arc<RuleSet>,
+    limits: RateLimiter,
     outlets: Vec<Outlet>,
     telemetry: Arc<Telemetry>,
 }
@@ -98,9 +100,45 @@ impl Fanout {
         Self {
             stamper: Stamper::default(),
             rules,
+            limits: RateLimiter::default(),
             outlets,
             telemetry,
         }
+    }
+
+    /// The summary event of a rate limit's window, numbered.
+    fn summary(&mut self, summary: Summary) -> Stamped {
+        let mut ev = FileEvent::new(
+            Action::Suppressed,
+            ReportedPath::new(summary.last_path.clone(), PathSource::SyscallString),
+            "fim",
+        );
+        ev.time_unix_ns = unix_now_ns();
+        let rules = Some(summary.matched.clone());
+        ev.suppressed = Some(Box::new(summary));
+        self.stamper.stamp_with(ev, rules)
+    }
+
+    /// Numbers and delivers the summaries of the rate-limit windows that ended by `now`
+    /// (or of every open one, at the end). Returns whether any sink is left.
+    pub fn summarize(&mut self, now: Option<Instant>) -> bool {
+        let due = match now {
+            Some(now) => self.limits.due(now),
+            None => self.limits.drain(),
+        };
+        if due.is_empty() {
+            return self.outlets.iter().any(|o| o.open);
+        }
+        let batch: Batch = Arc::new(due.into_iter().map(|s| self.summary(s)).collect());
+        for outlet in &mut self.outlets {
+            outlet.offer(&batch, &self.telemetry);
+        }
+        self.outlets.iter().any(|o| o.open)
+    }
+
+    /// When the next rate-limit window with held events ends.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.limits.next_due()
     }
 
     /// Classifies `events` by the rules, numbers those reported and hands them to every
@@ -119,6 +157,18 @@ impl Fanout {
             match compared(verdict, &mut ev) {
                 Verdict::Suppress => *suppressed.entry(ev.action).or_default() += 1,
                 Verdict::Report(rules) => {
+                    if let Some(m) = &rules {
+                        let (admitted, ended) =
+                            self.limits
+                                .admit(m, &ev.path.bytes, ev.time_unix_ns, Instant::now());
+                        if let Some(summary) = ended {
+                            batch.push(self.summary(summary));
+                        }
+                        if !admitted {
+                            self.telemetry.emit(Internal::RateLimited { count: 1 });
+                            continue;
+                        }
+                    }
                     *counts.entry((ev.sensor, ev.action)).or_default() += 1;
                     batch.push(self.stamper.stamp_with(ev, rules));
                 }
@@ -166,14 +216,28 @@ fn compared(verdict: Verdict, ev: &mut FileEvent) -> Verdict {
 /// Numbers what the engine reports and feeds the sinks until the engine closes its output
 /// or no sink is left; then closes every queue, so each sink finishes what it holds.
 pub fn run(
-    mut input: mpsc::Receiver<Vec<FileEvent>>,
+    input: flume::Receiver<Vec<FileEvent>>,
     outlets: Vec<Outlet>,
     rules: Arc<RuleSet>,
     telemetry: Arc<Telemetry>,
 ) {
     let mut fanout = Fanout::new(outlets, rules, telemetry);
-    while let Some(events) = input.blocking_recv() {
-        if !fanout.deliver(events) {
+    loop {
+        let received = match fanout.next_due() {
+            Some(due) => input.recv_deadline(due),
+            None => input
+                .recv()
+                .map_err(|_| flume::RecvTimeoutError::Disconnected),
+        };
+        let open = match received {
+            Ok(events) => fanout.deliver(events),
+            Err(flume::RecvTimeoutError::Timeout) => fanout.summarize(Some(Instant::now())),
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                fanout.summarize(None);
+                break;
+            }
+        };
+        if !open {
             break;
         }
     }
@@ -328,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_blocking_sink_holds_the_fanout_until_it_has_room() {
-        let (input_tx, input_rx) = mpsc::channel(4);
+        let (input_tx, input_rx) = flume::bounded(4);
         let (tx, rx) = flume::bounded(1);
         let text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -356,7 +420,7 @@ mod tests {
         let sink_telemetry = telemetry.clone();
         let writer = std::thread::spawn(move || sink.run(rx, sink_telemetry));
         for _ in 0..50 {
-            input_tx.blocking_send(events(20)).expect("fan-out running");
+            input_tx.send(events(20)).expect("fan-out running");
         }
         drop(input_tx);
         fan.join().expect("fan-out");

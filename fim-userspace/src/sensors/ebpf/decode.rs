@@ -376,6 +376,7 @@ pub fn decode(
         syscall_nr: (h.syscall_nr != 0).then_some(h.syscall_nr),
         integrity: None,
         gap: None,
+        suppressed: None,
     })
 }
 
