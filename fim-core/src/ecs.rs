@@ -166,6 +166,9 @@ struct FimObject<'a> {
     /// The content after against the digest its package recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     package: Option<PackageDoc<'a>>,
+    /// The package manager that made the change (itself or through a process it started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    package_manager: Option<PackageManagerDoc<'a>>,
     #[serde(skip_serializing_if = "is_false")]
     replaced_target: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,8 +295,18 @@ struct FileDoc<'a> {
     rule: Option<RuleObject<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     threat: Option<Threat<'a>>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    tags: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<&'a str>,
+}
+
+/// The tag of a change a package manager made.
+pub const PACKAGE_ACTIVITY: &str = "package_activity";
+
+/// `fim.package_manager`.
+#[derive(Serialize)]
+struct PackageManagerDoc<'a> {
+    name: &'a str,
+    pid: u32,
 }
 
 /// `fim.package`: the package that installed the file, and whether the content is what it
@@ -474,6 +487,10 @@ fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp, rules: Option<&'a Matched>) ->
         changed: integrity.map(|i| i.changed.iter().map(|a| a.as_str()).collect()),
         before: integrity.map(|i| i.before.as_ref().map(snapshot_doc)),
         after: integrity.map(|i| i.after.as_ref().map(snapshot_doc)),
+        package_manager: ev
+            .package_manager
+            .as_deref()
+            .map(|(name, pid)| PackageManagerDoc { name, pid: *pid }),
         package: integrity
             .and_then(|i| i.after.as_ref())
             .and_then(|a| a.package.as_ref())
@@ -560,7 +577,12 @@ fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp, rules: Option<&'a Matched>) ->
             framework: "MITRE ATT&CK",
             technique: Technique { id: &m.techniques },
         }),
-        tags: rules.map_or(&[], |m| m.tags.as_slice()),
+        tags: rules
+            .map_or(&[][..], |m| m.tags.as_slice())
+            .iter()
+            .map(String::as_str)
+            .chain(ev.package_manager.is_some().then_some(PACKAGE_ACTIVITY))
+            .collect(),
     }
 }
 

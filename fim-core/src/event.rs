@@ -342,6 +342,8 @@ pub struct FileEvent {
     pub gap: Option<Box<Gap>>,
     /// A rate limit's summary: what it held back.
     pub suppressed: Option<Box<crate::ratelimit::Summary>>,
+    /// The package manager the acting process is, or descends from: (name, pid).
+    pub package_manager: Option<Box<(String, u32)>>,
     /// The open truncated the file.
     pub open_truncated: bool,
     /// The operation did not follow a final symlink.
@@ -407,6 +409,7 @@ impl FileEvent {
             integrity: None,
             gap: None,
             suppressed: None,
+            package_manager: None,
         }
     }
 }

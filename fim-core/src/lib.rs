@@ -7,6 +7,7 @@
 //! count the daemon keeps ([`telemetry`]). It builds for Linux and for Windows; the Linux
 //! sensors and the daemon live in `fim-userspace`.
 
+pub mod ancestry;
 pub mod attrs;
 pub mod baseline;
 pub mod builtin;

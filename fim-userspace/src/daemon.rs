@@ -149,8 +149,11 @@ pub async fn run(
         sink_tasks.push(tracker.spawn_blocking(move || sink.run(queue_rx, t)));
     }
     let fanout_telemetry = telemetry.clone();
-    let fanout_task =
-        tracker.spawn_blocking(move || fanout::run(fanout_rx, outlets, rules, fanout_telemetry));
+    let fanout_task = tracker.spawn_blocking(move || {
+        let ancestry: fanout::ParentOf =
+            Box::new(crate::sensors::procfs::ParentCache::default().into_lookup());
+        fanout::run(fanout_rx, outlets, rules, Some(ancestry), fanout_telemetry)
+    });
     tracker.close();
     info!("ready: watching {watched_paths} paths");
 

@@ -867,3 +867,62 @@ fn a_rate_limit_holds_back_the_excess_and_sums_it_up_when_its_window_ends() {
         .collect();
     assert_eq!(sequences, (1..=sequences.len() as u64).collect::<Vec<_>>());
 }
+
+#[test]
+fn changes_by_a_package_manager_and_its_children_are_tagged_package_activity() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let (watched, bin) = (root.join("w"), root.join("bin"));
+    for d in [&watched, &bin] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    // A shell called dpkg: its process name is what a package manager's is.
+    let dpkg = bin.join("dpkg");
+    fs::copy("/bin/bash", &dpkg).expect("a shell named dpkg");
+    let mut d = Daemon::start_with(&[&watched], None, &["--sensor", &fim_tests::tier()]);
+    d.wait_log("baseline built", Duration::from_secs(60));
+    let (by_dpkg, by_script, by_user) = (
+        watched.join("by-dpkg"),
+        watched.join("by-script"),
+        watched.join("by-user"),
+    );
+    let script = format!(
+        "echo a > {}; /bin/sh -c 'echo b > {}'; sleep 1; true",
+        by_dpkg.display(),
+        by_script.display()
+    );
+    let status = Command::new(&dpkg)
+        .args(["-c", &script])
+        .status()
+        .expect("running the fake dpkg");
+    assert!(status.success());
+    fs::write(&by_user, b"c").expect("write");
+    d.wait_for("the user's change", |v| is(v, "close_write", &by_user));
+    let (seen, _, _) = d.stop();
+    let tagged = |p: &Path| -> Vec<(Value, Value)> {
+        seen.iter()
+            .filter(|v| is(v, "close_write", p))
+            .map(|v| {
+                (
+                    v["fim"]["package_manager"]["name"].clone(),
+                    v["tags"].clone(),
+                )
+            })
+            .collect()
+    };
+    let dump = seen.iter().map(|v| format!("  {v}\n")).collect::<String>();
+    for p in [&by_dpkg, &by_script] {
+        assert_eq!(
+            tagged(p),
+            [(
+                serde_json::json!("dpkg"),
+                serde_json::json!(["package_activity"])
+            )],
+            "{}:\n{dump}",
+            p.display()
+        );
+    }
+    assert_eq!(tagged(&by_user), [(Value::Null, Value::Null)], "{dump}");
+}

@@ -11,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-
 use fim_core::{
     attrs::{Attr, Content},
     event::{Action, FileEvent, Losses, Origin, PathSource, ReportedPath},

@@ -70,6 +70,43 @@ fn cgroup_id(process: &procfs::process::Process) -> u64 {
         .map_or(0, |m| m.ino())
 }
 
+/// Live processes' names and parents from `/proc/PID/stat`, each kept a second: a burst's
+/// events mostly share their ancestors.
+#[derive(Default)]
+pub struct ParentCache {
+    seen: std::collections::HashMap<u32, (Option<(String, u32)>, std::time::Instant)>,
+}
+
+impl ParentCache {
+    /// How long an answer is kept.
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// `pid`'s name and parent, while it lives.
+    pub fn get(&mut self, pid: u32) -> Option<(String, u32)> {
+        let now = std::time::Instant::now();
+        if let Some((answer, at)) = self.seen.get(&pid)
+            && now.duration_since(*at) < Self::KEEP
+        {
+            return answer.clone();
+        }
+        if self.seen.len() > 4096 {
+            self.seen
+                .retain(|_, (_, at)| now.duration_since(*at) < Self::KEEP);
+        }
+        let answer = procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.stat())
+            .ok()
+            .map(|s| (s.comm, s.ppid.max(0) as u32));
+        self.seen.insert(pid, (answer.clone(), now));
+        answer
+    }
+
+    /// The cache as a lookup function.
+    pub fn into_lookup(mut self) -> impl FnMut(u32) -> Option<(String, u32)> + Send {
+        move |pid| self.get(pid)
+    }
+}
+
 /// Looks up thread `tid`. When it is gone, the result has `exited` set and only the ids
 /// the kernel gave.
 pub fn lookup(tid: u32) -> Process {

@@ -15,6 +15,7 @@ use log::{error, warn};
 #[cfg(doc)]
 use fim_core::event::Stamp;
 use fim_core::{
+    ancestry::package_manager,
     event::{Action, FileEvent, Stamper},
     event::{PathSource, ReportedPath, Stamped, unix_now_ns},
     ratelimit::{RateLimiter, Summary},
@@ -90,6 +91,9 @@ pub struct Fanout {
     stamper: Stamper,
     rules: Arc<RuleSet>,
     limits: RateLimiter,
+    /// A live process's name and parent (the platform's process table), to find the
+    /// package manager behind a change.
+    parent_of: Option<ParentOf>,
     outlets: Vec<Outlet>,
     telemetry: Arc<Telemetry>,
 }
@@ -101,9 +105,16 @@ impl Fanout {
             stamper: Stamper::default(),
             rules,
             limits: RateLimiter::default(),
+            parent_of: None,
             outlets,
             telemetry,
         }
+    }
+
+    /// Looks processes up with `parent_of` to tag changes a package manager made.
+    pub fn with_ancestry(mut self, parent_of: ParentOf) -> Self {
+        self.parent_of = Some(parent_of);
+        self
     }
 
     /// The summary event of a rate limit's window, numbered.
@@ -169,6 +180,10 @@ impl Fanout {
                             continue;
                         }
                     }
+                    if let (Some(parent_of), Some(p)) = (self.parent_of.as_mut(), &ev.process) {
+                        ev.package_manager =
+                            package_manager(p.pid, &p.name, p.ppid, &mut *parent_of).map(Box::new);
+                    }
                     *counts.entry((ev.sensor, ev.action)).or_default() += 1;
                     batch.push(self.stamper.stamp_with(ev, rules));
                 }
@@ -213,15 +228,22 @@ fn compared(verdict: Verdict, ev: &mut FileEvent) -> Verdict {
     verdict
 }
 
+/// A live process's name and parent, by pid.
+pub type ParentOf = Box<dyn FnMut(u32) -> Option<(String, u32)> + Send>;
+
 /// Numbers what the engine reports and feeds the sinks until the engine closes its output
 /// or no sink is left; then closes every queue, so each sink finishes what it holds.
 pub fn run(
     input: flume::Receiver<Vec<FileEvent>>,
     outlets: Vec<Outlet>,
     rules: Arc<RuleSet>,
+    parent_of: Option<ParentOf>,
     telemetry: Arc<Telemetry>,
 ) {
     let mut fanout = Fanout::new(outlets, rules, telemetry);
+    if let Some(parent_of) = parent_of {
+        fanout = fanout.with_ancestry(parent_of);
+    }
     loop {
         let received = match fanout.next_due() {
             Some(due) => input.recv_deadline(due),
@@ -414,6 +436,7 @@ mod tests {
                 input_rx,
                 vec![outlet],
                 Arc::new(RuleSet::none()),
+                None,
                 fan_telemetry,
             )
         });

@@ -377,6 +377,7 @@ pub fn decode(
         integrity: None,
         gap: None,
         suppressed: None,
+        package_manager: None,
     })
 }
 
