@@ -17,6 +17,10 @@ struct Entry {
     operations: Option<&'static [&'static str]>,
     severity: Severity,
     techniques: &'static [&'static str],
+    /// Whether content is hashed (not for logs, which change all the time).
+    hash: bool,
+    /// The attributes compared (`None`: every one).
+    attributes: Option<&'static [&'static str]>,
 }
 
 use Severity::{Critical, High, Medium};
@@ -30,6 +34,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: Critical,
         techniques: &["T1136.001", "T1098"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "sudoers",
@@ -39,6 +45,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: Critical,
         techniques: &["T1548.003"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "ld-preload",
@@ -48,6 +56,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: Critical,
         techniques: &["T1574.006"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "ssh-authorized-keys",
@@ -57,6 +67,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: Critical,
         techniques: &["T1098.004"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "sshd-config",
@@ -66,6 +78,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1098.004", "T1556"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "pam",
@@ -75,6 +89,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: Critical,
         techniques: &["T1556.003"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "cron",
@@ -92,6 +108,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1053.003", "T1053.002"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "init-scripts",
@@ -101,6 +119,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1037.004"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "systemd-units",
@@ -116,6 +136,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1543.002"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "shell-profiles",
@@ -134,6 +156,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1546.004"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "kernel-modules",
@@ -149,6 +173,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1547.006"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "audit-and-logging-config",
@@ -163,6 +189,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1562.001"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "firewall-config",
@@ -172,6 +200,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1562.004"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "environment",
@@ -181,6 +211,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1574.007"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "name-resolution",
@@ -190,6 +222,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: Medium,
         techniques: &["T1565.001"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "package-sources",
@@ -199,6 +233,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: High,
         techniques: &["T1195.002"],
+        hash: true,
+        attributes: None,
     },
     Entry {
         name: "log-tampering",
@@ -210,6 +246,10 @@ const ENTRIES: &[Entry] = &[
         ]),
         severity: High,
         techniques: &["T1070.002"],
+        // A log's content and size change all the time: reading it at every append would
+        // cost more than it tells. What tampering changes is compared.
+        hash: false,
+        attributes: Some(&["type", "mode", "uid", "gid", "inode"]),
     },
     Entry {
         name: "defender-for-cloud-linux",
@@ -219,6 +259,8 @@ const ENTRIES: &[Entry] = &[
         operations: None,
         severity: Medium,
         techniques: &[],
+        hash: true,
+        attributes: None,
     },
 ];
 
@@ -238,6 +280,8 @@ pub fn rules() -> Vec<Rule> {
             severity: e.severity,
             techniques: strings(e.techniques),
             tags: strings(TAGS),
+            hash: e.hash,
+            attributes: e.attributes.map(strings),
             ..Rule::new(e.name, strings(e.paths))
         })
         .collect()
