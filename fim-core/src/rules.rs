@@ -200,6 +200,46 @@ impl RuleSet {
     }
 }
 
+/// Set-user-ID and set-group-ID bits.
+const SETID: u32 = 0o6000;
+
+/// What an operation itself says, whatever rule it falls under: a mode made set-user-ID or
+/// set-group-ID (T1548.001, setuid and setgid), times set by hand (T1070.006,
+/// timestomp). `mode` is the new mode, when known.
+pub fn behaviour(action: Action, mode: Option<u32>) -> Option<(&'static str, Severity)> {
+    match action {
+        Action::Chmod if mode.is_some_and(|m| m & SETID != 0) => {
+            Some(("T1548.001", Severity::High))
+        }
+        Action::Utimes => Some(("T1070.006", Severity::Medium)),
+        _ => None,
+    }
+}
+
+/// `matched` (or nothing) with what the operation itself says added: its technique, and at
+/// least its severity.
+pub fn with_behaviour(
+    matched: Option<Arc<Matched>>,
+    (technique, severity): (&'static str, Severity),
+) -> Arc<Matched> {
+    let mut m = matched.map_or_else(
+        || Matched {
+            rules: Vec::new(),
+            severity,
+            techniques: Vec::new(),
+            tags: Vec::new(),
+            compare: None,
+            rate: None,
+        },
+        |m| (*m).clone(),
+    );
+    m.severity = m.severity.max(severity);
+    if !m.techniques.iter().any(|t| t == technique) {
+        m.techniques.push(technique.to_owned());
+    }
+    Arc::new(m)
+}
+
 impl RuleSet {
     /// Whether a file at `path` is hashed: as the most specific rule naming it says (a
     /// path under no rule is).
@@ -381,5 +421,33 @@ techniques = ["T1070.002"]
         );
         let unhashed = compare(b"/lib/modules/x.ko").expect("hash = false lists the rest");
         assert!(!unhashed.contains(&Attr::Sha256) && unhashed.contains(&Attr::Mode));
+    }
+
+    #[test]
+    fn setuid_chmod_and_timestomp_add_their_technique_whatever_the_rule() {
+        assert_eq!(
+            behaviour(Action::Chmod, Some(0o104755)),
+            Some(("T1548.001", Severity::High))
+        );
+        assert_eq!(
+            behaviour(Action::Chmod, Some(0o2755)).map(|b| b.0),
+            Some("T1548.001")
+        );
+        assert_eq!(behaviour(Action::Chmod, Some(0o755)), None);
+        assert_eq!(behaviour(Action::Chmod, None), None);
+        assert_eq!(
+            behaviour(Action::Utimes, None).map(|b| b.0),
+            Some("T1070.006")
+        );
+        let set = rules(TEXT);
+        let Verdict::Report(etc) = set.classify(Action::Chmod, b"/etc/hosts", None) else {
+            panic!("reported");
+        };
+        let m = with_behaviour(etc, ("T1548.001", Severity::High));
+        assert_eq!(m.rules[0].0, "etc");
+        assert_eq!(m.severity, Severity::High, "raised from the rule's low");
+        assert_eq!(m.techniques, vec!["T1548.001"]);
+        let bare = with_behaviour(None, ("T1070.006", Severity::Medium));
+        assert!(bare.rules.is_empty() && bare.techniques == vec!["T1070.006"]);
     }
 }

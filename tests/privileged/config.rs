@@ -18,6 +18,7 @@ fim_tests::per_sensor!(
     five_thousand_watched_directories_work_and_only_they_are_reported,
     the_builtin_ruleset_reports_each_of_its_places_with_its_rule,
     a_directory_without_recursion_reports_its_entries_only_and_a_listed_file_anywhere,
+    setuid_chmod_and_timestomp_carry_their_technique_under_any_rule,
 );
 
 /// Writes `text` as `fim.toml` in `dir`.
@@ -925,4 +926,76 @@ fn changes_by_a_package_manager_and_its_children_are_tagged_package_activity() {
         );
     }
     assert_eq!(tagged(&by_user), [(Value::Null, Value::Null)], "{dump}");
+}
+
+fn setuid_chmod_and_timestomp_carry_their_technique_under_any_rule(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let (dir, marks, conf_dir) = (root.join("d"), root.join("marks"), root.join("conf"));
+    for d in [&dir, &marks, &conf_dir] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let (suid, stomped) = (dir.join("suid"), dir.join("stomped"));
+    fs::write(&suid, b"#!/bin/sh\n").expect("seed");
+    fs::write(&stomped, b"x").expect("seed");
+    let config = config_file(
+        &conf_dir,
+        &format!(
+            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"quiet\"\npaths = {}\n\
+             severity = \"low\"\nrate_limit = \"1/1h\"\n\n[[rule]]\nname = \"marks\"\n\
+             paths = {}\n",
+            toml_paths(std::slice::from_ref(&dir)),
+            toml_paths(std::slice::from_ref(&marks)),
+        ),
+    );
+    let d = start(sensor, &config);
+    // Back to back, under a rule that lets one event an hour through: the set-user-ID
+    // chmod and the backdated times still come, with their techniques.
+    fs::set_permissions(&suid, std::os::unix::fs::PermissionsExt::from_mode(0o4755))
+        .expect("chmod u+s");
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&stomped)
+        .expect("open")
+        .set_times(fs::FileTimes::new().set_modified(old).set_accessed(old))
+        .expect("backdate");
+    let seen = stop_after_marker(d, &marks);
+    let find = |p: &Path| -> Vec<(String, Value, Value)> {
+        seen.iter()
+            .filter(|v| v["file"]["path"] == p.to_str().unwrap_or_default())
+            .map(|v| {
+                (
+                    v["event"]["action"].as_str().unwrap_or_default().to_owned(),
+                    v["threat"]["technique"]["id"].clone(),
+                    v["event"]["severity"].clone(),
+                )
+            })
+            .collect()
+    };
+    let dump = seen.iter().map(|v| format!("  {v}\n")).collect::<String>();
+    let setuid = find(&suid);
+    assert!(
+        setuid
+            .iter()
+            .any(|(a, t, s)| (a == "chmod" || a == "attrib")
+                && t == &serde_json::json!(["T1548.001"])
+                && s == &serde_json::json!(73)),
+        "{setuid:?}\n{dump}"
+    );
+    let stomp = find(&stomped);
+    if sensor == "fanotify" {
+        // fanotify cannot tell a time change from other attribute changes (FAN_ATTRIB);
+        // the engine names it from values, and mtime alone is not a named operation.
+        assert!(!stomp.is_empty(), "{dump}");
+    } else {
+        assert!(
+            stomp
+                .iter()
+                .any(|(a, t, _)| a == "utimes" && t == &serde_json::json!(["T1070.006"])),
+            "{stomp:?}\n{dump}"
+        );
+    }
 }

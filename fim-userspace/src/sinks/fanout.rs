@@ -19,7 +19,7 @@ use fim_core::{
     event::{Action, FileEvent, Stamper},
     event::{PathSource, ReportedPath, Stamped, unix_now_ns},
     ratelimit::{RateLimiter, Summary},
-    rules::{RuleSet, Verdict},
+    rules::{RuleSet, Verdict, behaviour, with_behaviour},
     telemetry::{Internal, Telemetry},
 };
 
@@ -167,8 +167,17 @@ impl Fanout {
             let verdict = self.rules.classify(ev.action, &ev.path.bytes, other);
             match compared(verdict, &mut ev) {
                 Verdict::Suppress => *suppressed.entry(ev.action).or_default() += 1,
-                Verdict::Report(rules) => {
-                    if let Some(m) = &rules {
+                Verdict::Report(mut rules) => {
+                    let new_mode = ev.mode.or_else(|| {
+                        let after = ev.integrity.as_ref()?.after.as_ref()?;
+                        Some(after.attrs.mode)
+                    });
+                    // What the operation itself says is never held back by a rate limit.
+                    let telling = behaviour(ev.action, new_mode);
+                    if let Some(b) = telling {
+                        rules = Some(with_behaviour(rules, b));
+                    }
+                    if let Some(m) = rules.as_ref().filter(|_| telling.is_none()) {
                         let (admitted, ended) =
                             self.limits
                                 .admit(m, &ev.path.bytes, ev.time_unix_ns, Instant::now());
