@@ -243,6 +243,7 @@ const ENTRIES: &[Entry] = &[
         exclude: &["/var/log/journal/**"],
         operations: Some(&[
             "unlink", "rmdir", "rename", "truncate", "chmod", "chown", "attrib", "removed",
+            "changed",
         ]),
         severity: High,
         techniques: &["T1070.002"],

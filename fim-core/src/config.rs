@@ -287,6 +287,20 @@ pub const DEFAULT_RULE: &str = "defender-for-cloud-linux";
 /// Largest `threads` value accepted (more would only cost memory).
 pub const MAX_THREADS: usize = 256;
 
+/// Longest duration accepted anywhere (a quiet period, a rescan interval, a rate-limit
+/// window): longer ones would overflow the clocks they are added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `text` as a duration with its unit, at most [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration with its unit (\"2s\", \"1h\"): {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("`{text}` is longer than a year"));
+    }
+    Ok(d)
+}
+
 /// One problem in a configuration file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: `{key}`: {message}")]
@@ -371,8 +385,9 @@ impl Config {
             daemon: Daemon::default(),
             rules: Vec::new(),
         };
-        // Every rule's name with its line, valid rule or not, for the duplicate check.
-        let mut names: Vec<(String, usize)> = Vec::new();
+        // Every rule's name with its line and place, valid rule or not, for the duplicate
+        // check.
+        let mut names: Vec<(String, usize, usize)> = Vec::new();
         if let Some(daemon) = top.table("daemon", &mut errors) {
             config.daemon = read_daemon(daemon, &mut errors);
         }
@@ -394,7 +409,7 @@ impl Config {
                             DeValue::Table(t) => {
                                 let table = Table::new(&doc, &key, t, doc.line(item.span().start));
                                 let (name, rule) = read_rule(table, &mut errors);
-                                names.extend(name);
+                                names.extend(name.map(|(n, line)| (n, line, i + 1)));
                                 config.rules.extend(rule);
                             }
                             _ => errors.push(doc.error(&key, item.span(), "must be a table")),
@@ -409,11 +424,11 @@ impl Config {
             },
         }
         top.finish(&mut errors);
-        for (i, (name, line)) in names.iter().enumerate() {
-            if names[..i].iter().any(|(other, _)| other == name) {
+        for (i, (name, line, place)) in names.iter().enumerate() {
+            if names[..i].iter().any(|(other, _, _)| other == name) {
                 errors.push(ConfigError {
                     line: *line,
-                    key: format!("rule[{}].name", i + 1),
+                    key: format!("rule[{place}].name"),
                     message: format!("`{name}` names another rule already"),
                 });
             }
@@ -605,7 +620,7 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
     let bad = || format!("`{text}` is not a rate limit (events per window: \"100/1m\")");
     let (n, window) = text.split_once('/').ok_or_else(bad)?;
     let n: u32 = n.trim().parse().map_err(|_| bad())?;
-    let window = humantime::parse_duration(window.trim()).map_err(|_| bad())?;
+    let window = parse_duration(window).map_err(|_| bad())?;
     if n == 0 || window.is_zero() {
         return Err(format!(
             "`{text}`: both the count and the window must be above zero"
@@ -952,23 +967,19 @@ fn read_daemon(mut t: Table<'_, '_>, errors: &mut Vec<ConfigError>) -> Daemon {
         }
     }
     if let Some((text, span)) = t.string("hash_quiet", errors) {
-        match humantime::parse_duration(&text) {
+        match parse_duration(&text) {
             Ok(q) if !q.is_zero() => d.hash_quiet = q,
             Ok(_) => errors.push(doc.error(&t.key("hash_quiet"), span, "must be longer than 0")),
-            Err(e) => errors.push(doc.error(
-                &t.key("hash_quiet"),
-                span,
-                format!("`{text}` is not a duration with its unit (\"2s\"): {e}"),
-            )),
+            Err(m) => errors.push(doc.error(&t.key("hash_quiet"), span, m)),
         }
     }
     if let Some((text, span)) = t.string("rescan_interval", errors) {
-        match humantime::parse_duration(&text) {
+        match parse_duration(&text) {
             Ok(i) => d.rescan_interval = Some(i).filter(|i| !i.is_zero()),
-            Err(e) => errors.push(doc.error(
+            Err(m) => errors.push(doc.error(
                 &t.key("rescan_interval"),
                 span,
-                format!("`{text}` is not a duration with its unit (\"1h\"; \"0\": never): {e}"),
+                format!("{m} (\"0\": never)"),
             )),
         }
     }
@@ -1423,6 +1434,20 @@ tags = [\"PCI-DSS 11.5\", \"\"]
             "{}",
             errors[2].message
         );
+    }
+
+    #[test]
+    fn a_duplicate_name_is_reported_at_its_own_rule() {
+        let errors = errors_of(
+            "[[rule]]\npaths = [\"/a\"]\n\n[[rule]]\nname = \"x\"\npaths = [\"/b\"]\n\n\
+             [[rule]]\nname = \"x\"\npaths = [\"/c\"]\n",
+        );
+        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(got, vec![(1, "rule[1].name"), (9, "rule[3].name")]);
+        assert!(errors_of("[daemon]\nhash_quiet = \"300000000000y\"\n[[rule]]\nname = \"r\"\npaths = [\"/x\"]\n")[0]
+            .message
+            .contains("longer than a year"));
+        assert!(parse_rate("1/300000000000y").is_err());
     }
 
     #[test]

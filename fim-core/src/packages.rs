@@ -17,11 +17,26 @@ pub struct PackageCheck {
     pub matches: bool,
 }
 
+/// Reads a package's record of one file again: (package, canonical path) -> digest.
+pub type Reread = std::sync::Arc<dyn Fn(&str, &[u8]) -> Option<[u8; 16]> + Send + Sync>;
+
 /// Recorded digests of the watched files, by canonical path.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PackageIndex {
     packages: Vec<String>,
     by_path: HashMap<Vec<u8>, (u32, [u8; 16])>,
+    /// Asked when content differs from the record read at start: an upgrade since then
+    /// has a newer record.
+    reread: Option<Reread>,
+}
+
+impl std::fmt::Debug for PackageIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageIndex")
+            .field("packages", &self.packages.len())
+            .field("files", &self.by_path.len())
+            .finish()
+    }
 }
 
 impl PackageIndex {
@@ -71,14 +86,33 @@ impl PackageIndex {
         self.by_path.is_empty()
     }
 
+    /// Sets how a package's current record of a file is read again.
+    pub fn with_reread(mut self, reread: Reread) -> Self {
+        self.reread = Some(reread);
+        self
+    }
+
     /// `path`'s content (its MD5 `digest`) against its package's record, if a package
-    /// installed it.
+    /// installed it. Content that differs from the record read at start is checked against
+    /// the package's current record (an upgrade since), when it can be read again.
     pub fn check(&self, path: &[u8], digest: &[u8; 16]) -> Option<PackageCheck> {
         let (id, recorded) = self.by_path.get(path)?;
+        let package = &self.packages[*id as usize];
+        let matches = recorded == digest
+            || self
+                .reread
+                .as_ref()
+                .and_then(|reread| reread(package, path))
+                .is_some_and(|current| current == *digest);
         Some(PackageCheck {
-            package: self.packages[*id as usize].clone(),
-            matches: recorded == digest,
+            package: package.clone(),
+            matches,
         })
+    }
+
+    /// The digest this index holds for `path`.
+    pub fn recorded(&self, path: &[u8]) -> Option<[u8; 16]> {
+        self.by_path.get(path).map(|(_, d)| *d)
     }
 }
 
@@ -148,5 +182,23 @@ mod tests {
         let mut index = PackageIndex::default();
         index.add("docs", COREUTILS, |_| None);
         assert!(index.is_empty() && index.packages.is_empty());
+    }
+
+    #[test]
+    fn content_that_differs_is_checked_against_the_current_record() {
+        let upgraded = digest("00000000000000000000000000000001");
+        let mut index = PackageIndex::default();
+        index.add("coreutils", COREUTILS, |p| Some(p.to_vec()));
+        let index = index.with_reread(std::sync::Arc::new(move |package, path| {
+            (package == "coreutils" && path == b"/bin/cat").then_some(upgraded)
+        }));
+        assert_eq!(
+            index.check(b"/bin/cat", &upgraded).map(|c| c.matches),
+            Some(true)
+        );
+        assert_eq!(
+            index.check(b"/bin/cat", &[9; 16]).map(|c| c.matches),
+            Some(false)
+        );
     }
 }

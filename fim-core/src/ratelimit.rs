@@ -98,7 +98,7 @@ impl RateLimiter {
     pub fn next_due(&self) -> Option<Instant> {
         self.windows
             .values()
-            .filter_map(|w| w.held.as_ref().map(|h| w.start + h.window))
+            .filter_map(|w| w.held.as_ref().and_then(|h| w.start.checked_add(h.window)))
             .min()
     }
 
@@ -106,7 +106,10 @@ impl RateLimiter {
     pub fn due(&mut self, now: Instant) -> Vec<Summary> {
         let mut out = Vec::new();
         self.windows.retain(|_, w| {
-            let ended = w.held.as_ref().is_some_and(|h| now >= w.start + h.window);
+            let ended = w
+                .held
+                .as_ref()
+                .is_some_and(|h| w.start.checked_add(h.window).is_some_and(|end| now >= end));
             if ended {
                 out.extend(w.held.take());
             }

@@ -9,7 +9,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 
 use crate::{
     attrs::Attr,
@@ -92,7 +92,11 @@ impl RuleSet {
             };
             let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
             for pattern in &rule.exclude {
-                match Glob::new(pattern) {
+                // `*` stays within one component; `**` crosses them.
+                let glob = globset::GlobBuilder::new(pattern)
+                    .literal_separator(true)
+                    .build();
+                match glob {
                     Ok(g) if pattern.contains('/') => {
                         paths.add(g);
                     }
@@ -244,8 +248,13 @@ impl RuleSet {
     /// Whether a file at `path` is hashed: as the most specific rule naming it says (a
     /// path under no rule is).
     pub fn hashes(&self, path: &[u8]) -> bool {
-        // The common case, every rule hashing, costs no matching per file.
-        if self.rules.iter().all(|r| r.hash) {
+        // A path no `hash = false` rule names is hashed: only those rules are matched in
+        // the common case (a scan asks this of every file).
+        if !self
+            .rules
+            .iter()
+            .any(|r| !r.hash && r.watch.specificity(path).is_some())
+        {
             return true;
         }
         self.rules
@@ -449,5 +458,24 @@ techniques = ["T1070.002"]
         assert_eq!(m.techniques, vec!["T1548.001"]);
         let bare = with_behaviour(None, ("T1070.006", Severity::Medium));
         assert!(bare.rules.is_empty() && bare.techniques == vec!["T1070.006"]);
+    }
+
+    #[test]
+    fn a_star_in_an_exclude_path_stays_within_one_component() {
+        let set = rules(
+            "[[rule]]\nname = \"etc\"\npaths = [\"/etc\"]\nexclude = [\"/etc/*.bak\", \"/etc/c/**\"]\n",
+        );
+        assert_eq!(
+            set.classify(Action::Write, b"/etc/x.bak", None),
+            Verdict::Suppress
+        );
+        assert_eq!(
+            names(&set.classify(Action::Write, b"/etc/sudoers.d/x.bak", None)),
+            vec!["etc"]
+        );
+        assert_eq!(
+            set.classify(Action::Write, b"/etc/c/d/e", None),
+            Verdict::Suppress
+        );
     }
 }

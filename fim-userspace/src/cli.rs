@@ -355,6 +355,19 @@ fn prepare(
     flags: &RunFlags,
 ) -> Result<(Config, WatchSet, Arc<RuleSet>), Vec<String>> {
     let (config, _) = effective(common, flags).map_err(|e| vec![e.to_string()])?;
+    let d = &config.daemon;
+    let long = [
+        ("--hash-quiet", Some(d.hash_quiet)),
+        ("--rescan-interval", d.rescan_interval),
+    ];
+    let too_long: Vec<String> = long
+        .iter()
+        .filter(|(_, v)| v.is_some_and(|v| v > config::MAX_DURATION))
+        .map(|(flag, _)| format!("{flag}: longer than a year"))
+        .collect();
+    if !too_long.is_empty() {
+        return Err(too_long);
+    }
     let set = watch_set(&config)?;
     let rules = rule_set(&config)?;
     Ok((config, set, rules))

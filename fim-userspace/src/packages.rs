@@ -3,7 +3,12 @@
 
 use std::path::Path;
 
-use fim_core::{packages::PackageIndex, watch::WatchSet};
+use std::sync::Arc;
+
+use fim_core::{
+    packages::{PackageIndex, Reread},
+    watch::WatchSet,
+};
 use log::{info, warn};
 
 /// Where dpkg keeps one `PACKAGE.md5sums` per package (under `root`).
@@ -13,8 +18,17 @@ const DPKG_INFO: &str = "/var/lib/dpkg/info";
 /// a host without dpkg). Paths are put under `root` and indexed by their canonical spelling.
 pub fn load(root: &str, watch: &WatchSet) -> PackageIndex {
     let root = root.trim_end_matches('/');
+    let reread: Reread = {
+        let (root, watch) = (root.to_owned(), watch.clone());
+        Arc::new(move |package, path| {
+            let text = std::fs::read(format!("{root}{DPKG_INFO}/{package}.md5sums")).ok()?;
+            let mut one = PackageIndex::default();
+            one.add(package, &text, |absolute| keep(&root, &watch, absolute));
+            one.recorded(path)
+        })
+    };
     let dir = format!("{root}{DPKG_INFO}");
-    let mut index = PackageIndex::default();
+    let mut index = PackageIndex::default().with_reread(reread);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -34,12 +48,7 @@ pub fn load(root: &str, watch: &WatchSet) -> PackageIndex {
             continue;
         };
         packages += 1;
-        malformed += index.add(package, &text, |absolute| {
-            let mut under_root = root.as_bytes().to_vec();
-            under_root.extend_from_slice(absolute);
-            let canonical = watch.canonical(&under_root);
-            watch.matches(&canonical).then_some(canonical)
-        });
+        malformed += index.add(package, &text, |absolute| keep(root, watch, absolute));
     }
     if malformed > 0 {
         warn!("{dir}: {malformed} malformed md5sums lines left out");
@@ -49,4 +58,13 @@ pub fn load(root: &str, watch: &WatchSet) -> PackageIndex {
         index.len()
     );
     index
+}
+
+/// The canonical spelling of a recorded path (relative to `/`) put under `root`, when it is
+/// watched.
+fn keep(root: &str, watch: &WatchSet, absolute: &[u8]) -> Option<Vec<u8>> {
+    let mut under_root = root.as_bytes().to_vec();
+    under_root.extend_from_slice(absolute);
+    let canonical = watch.canonical(&under_root);
+    watch.matches(&canonical).then_some(canonical)
 }

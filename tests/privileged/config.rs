@@ -758,8 +758,12 @@ fn a_packaged_file_is_checked_against_the_digest_dpkg_recorded() {
     trojan.extend_from_slice(b"\x00trojan");
     fs::write(&cat, &trojan).expect("modify");
     let seen_same = same.clone();
+    let after_same = seen_same["event"]["sequence"].as_u64().expect("numbered");
     let differs = d.wait_for("cat modified", |v| {
-        is(v, "close_write", &cat) && v["event"]["sequence"] != seen_same["event"]["sequence"]
+        is(v, "close_write", &cat)
+            && v["event"]["sequence"]
+                .as_u64()
+                .is_some_and(|n| n > after_same)
     });
     assert_eq!(
         same["fim"]["package"],
@@ -774,6 +778,37 @@ fn a_packaged_file_is_checked_against_the_digest_dpkg_recorded() {
     assert_eq!(
         differs["rule"]["name"], "defender-for-cloud-linux",
         "{differs}"
+    );
+    // An upgrade: dpkg records the new content, then installs it.
+    let md5 = Command::new("md5sum")
+        .arg(&cat)
+        .output()
+        .expect("md5sum")
+        .stdout;
+    let md5 = String::from_utf8_lossy(&md5[..32]).into_owned();
+    let upgraded: String = text
+        .lines()
+        .map(|l| {
+            if l.ends_with("bin/cat") {
+                format!("{md5}  {}\n", &l[34..])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(at("var/lib/dpkg/info/coreutils.md5sums"), upgraded).expect("upgrade the record");
+    fs::write(&cat, &trojan).expect("install the upgrade");
+    let after_differs = differs["event"]["sequence"].as_u64().expect("numbered");
+    let upgraded = d.wait_for("cat upgraded", |v| {
+        is(v, "close_write", &cat)
+            && v["event"]["sequence"]
+                .as_u64()
+                .is_some_and(|n| n > after_differs)
+    });
+    assert_eq!(
+        upgraded["fim"]["package"],
+        serde_json::json!({"name": "coreutils", "digest": "matches package"}),
+        "the record dpkg holds now counts: {upgraded}"
     );
 }
 

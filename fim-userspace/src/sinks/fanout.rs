@@ -164,16 +164,23 @@ impl Fanout {
                 .as_ref()
                 .filter(|_| ev.action != Action::Symlink)
                 .map(|s| s.bytes.as_slice());
-            let verdict = self.rules.classify(ev.action, &ev.path.bytes, other);
-            match compared(verdict, &mut ev) {
+            // An open that truncated is, to the rules, a truncation (a log wiped with `>`).
+            let action = if ev.open_truncated && ev.action == Action::OpenWrite {
+                Action::Truncate
+            } else {
+                ev.action
+            };
+            let verdict = self.rules.classify(action, &ev.path.bytes, other);
+            // What the operation itself says is reported whatever the rules (their
+            // operations, excludes, rate limits) would do with it.
+            let telling = telling(&ev);
+            let verdict = match (compared(verdict, &mut ev), telling) {
+                (Verdict::Suppress, Some(_)) => Verdict::Report(None),
+                (v, _) => v,
+            };
+            match verdict {
                 Verdict::Suppress => *suppressed.entry(ev.action).or_default() += 1,
                 Verdict::Report(mut rules) => {
-                    let new_mode = ev.mode.or_else(|| {
-                        let after = ev.integrity.as_ref()?.after.as_ref()?;
-                        Some(after.attrs.mode)
-                    });
-                    // What the operation itself says is never held back by a rate limit.
-                    let telling = behaviour(ev.action, new_mode);
                     if let Some(b) = telling {
                         rules = Some(with_behaviour(rules, b));
                     }
@@ -220,6 +227,19 @@ impl Fanout {
     }
 }
 
+/// What `ev` itself says ([`behaviour`]): its technique and severity. A chmod counts when
+/// it adds a set-user-ID or set-group-ID bit the file did not have before.
+fn telling(ev: &FileEvent) -> Option<(&'static str, fim_core::config::Severity)> {
+    let integrity = ev.integrity.as_deref();
+    let new_mode = ev
+        .mode
+        .or_else(|| Some(integrity?.after.as_ref()?.attrs.mode));
+    let old_mode = integrity
+        .and_then(|i| i.before.as_ref())
+        .map_or(0, |b| b.attrs.mode);
+    behaviour(ev.action, new_mode.map(|m| m & !old_mode))
+}
+
 /// `verdict` with the attributes its most specific rule compares applied to `ev`: the
 /// others are left out of `fim.changed`, and a difference found by a scan in none of them
 /// is no change at all.
@@ -261,7 +281,12 @@ pub fn run(
                 .map_err(|_| flume::RecvTimeoutError::Disconnected),
         };
         let open = match received {
-            Ok(events) => fanout.deliver(events),
+            // A busy input must not hold back a window's summary past its end.
+            Ok(events) => {
+                fanout.deliver(events)
+                    && (fanout.next_due().is_none_or(|due| due > Instant::now())
+                        || fanout.summarize(Some(Instant::now())))
+            }
             Err(flume::RecvTimeoutError::Timeout) => fanout.summarize(Some(Instant::now())),
             Err(flume::RecvTimeoutError::Disconnected) => {
                 fanout.summarize(None);
@@ -379,6 +404,56 @@ mod tests {
             3
         );
         assert_eq!(telemetry.total(EVENTS), 2);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_new_setuid_bit_is_reported_whatever_the_rule_and_an_old_one_is_not_news() {
+        use fim_core::{
+            attrs::FileType,
+            event::{Integrity, Origin},
+        };
+        let config = fim_core::config::Config::parse(
+            "[[rule]]\nname = \"w\"\npaths = [\"/w\"]\noperations = [\"content\"]\n",
+        )
+        .expect("valid");
+        let rules = RuleSet::new(&config.rules, |p: &std::path::Path| {
+            fim_core::watch::Found::Dir(p.into())
+        })
+        .map(Arc::new)
+        .expect("compiles");
+        let (tx, rx) = flume::bounded(8);
+        let sink = Keep(WhenFull::Block);
+        let mut fanout = Fanout::new(
+            vec![Outlet::new(&sink, tx)],
+            rules,
+            Arc::new(Telemetry::default()),
+        );
+        let chmod = |old: u32, new: u32| {
+            let mut ev = events(1).remove(0);
+            ev.action = Action::Chmod;
+            ev.mode = Some(new);
+            let mut i = Integrity::unobserved(Origin::Realtime, None);
+            i.before = Some(crate::test_support::snapshot(FileType::File, 7, old));
+            ev.integrity = Some(i.into());
+            ev
+        };
+        // The rule reports content only: a chmod is not its business, but a new setuid bit
+        // is anybody's. A file that was setuid already gains nothing.
+        assert!(fanout.deliver(vec![chmod(0o755, 0o4755), chmod(0o4755, 0o4750)]));
+        let got: Vec<(Action, Vec<String>)> = rx
+            .try_iter()
+            .flat_map(|b| b.iter().cloned().collect::<Vec<_>>())
+            .map(|s| {
+                let techniques = s
+                    .rules
+                    .as_ref()
+                    .map(|m| m.techniques.clone())
+                    .unwrap_or_default();
+                (s.event.action(), techniques)
+            })
+            .collect();
+        assert_eq!(got, vec![(Action::Chmod, vec!["T1548.001".to_owned()])]);
     }
 
     #[test]

@@ -242,7 +242,8 @@ fn fill_watched_objects(ebpf: &mut Ebpf, watch: &WatchSet) -> Result<Identities,
             dev: kernel_dev(meta.dev()),
             _pad: 0,
         };
-        let value = match place {
+        let is_root = matches!(place, Place::Root);
+        let mut value = match place {
             Place::Root => {
                 let flags = match root {
                     ScanRoot::Tree(_) => root_flags::SELF | root_flags::RECURSIVE,
@@ -265,6 +266,12 @@ fn fill_watched_objects(ebpf: &mut Ebpf, watch: &WatchSet) -> Result<Identities,
             }
             _ => return,
         };
+        // A directory watched without recursion is two scan roots (itself, its entries):
+        // one object with both flags.
+        if is_root && let Ok(existing) = objects.get(&key, 0) {
+            value.flags |= existing.flags;
+            value.id = existing.id;
+        }
         if objects.insert(key, value, 0).is_err() {
             refused += 1;
         }
