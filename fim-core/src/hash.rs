@@ -95,22 +95,19 @@ pub fn sha256_md5_reader(
     expected: u64,
     buf: &mut [u8],
 ) -> std::io::Result<([u8; 32], [u8; 16], u64)> {
+    use md5::Digest as _;
     let mut sha = Sha256::new();
-    let mut md5 = openssl::hash::Hasher::new(openssl::hash::MessageDigest::md5())
-        .map_err(std::io::Error::other)?;
+    let mut md5 = md5::Md5::new();
     let mut total = 0u64;
-    let finish = |sha: Sha256, mut md5: openssl::hash::Hasher, total| {
-        let digest = md5.finish().map_err(std::io::Error::other)?;
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&digest);
-        Ok((sha.finish(), out, total))
+    let finish = |sha: Sha256, md5: md5::Md5, total| -> std::io::Result<_> {
+        Ok((sha.finish(), md5.finalize().into(), total))
     };
     loop {
         match reader.read(buf) {
             Ok(0) => return finish(sha, md5, total),
             Ok(n) => {
                 sha.update(&buf[..n]);
-                md5.update(&buf[..n]).map_err(std::io::Error::other)?;
+                md5.update(&buf[..n]);
                 total += n as u64;
                 if n < buf.len() && total >= expected {
                     return finish(sha, md5, total);
@@ -146,5 +143,16 @@ mod tests {
         let (d, n) = sha256_reader(&mut &data[..], 0, &mut buf).expect("reading a slice");
         assert_eq!(n, 100_000);
         assert_eq!(d, sha256(&data));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn one_read_gives_both_digests() {
+        let mut reader: &[u8] = b"abc";
+        let mut buf = [0u8; 2];
+        let (sha, md5, n) = sha256_md5_reader(&mut reader, 3, &mut buf).expect("read");
+        assert_eq!(sha, sha256(b"abc"));
+        assert_eq!(hex(&md5), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(n, 3);
     }
 }
