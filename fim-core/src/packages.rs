@@ -76,6 +76,11 @@ impl PackageIndex {
         self.by_path.contains_key(path)
     }
 
+    /// Packages with at least one file indexed.
+    pub fn packages(&self) -> usize {
+        self.packages.len()
+    }
+
     /// Files indexed.
     pub fn len(&self) -> usize {
         self.by_path.len()

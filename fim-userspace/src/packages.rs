@@ -54,8 +54,9 @@ pub fn load(root: &str, watch: &WatchSet) -> PackageIndex {
         warn!("{dir}: {malformed} malformed md5sums lines left out");
     }
     info!(
-        "package digests: {} watched files recorded by {packages} package(s)",
-        index.len()
+        "package digests: {} watched files recorded by {} of {packages} package(s)",
+        index.len(),
+        index.packages()
     );
     index
 }

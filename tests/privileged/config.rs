@@ -748,7 +748,7 @@ fn a_packaged_file_is_checked_against_the_digest_dpkg_recorded() {
     // Every coreutils file under the watched /bin and /usr/bin (present or not), from one
     // package.
     assert!(
-        recorded.contains("recorded by 1 package(s)"),
+        recorded.contains("recorded by 1 of 1 package(s)"),
         "{recorded} ({cat_line})"
     );
     // Reinstalled as the package has it, then changed by someone else.
