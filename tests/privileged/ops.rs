@@ -12,7 +12,7 @@ use std::{
         unix::ffi::OsStrExt,
         unix::fs::PermissionsExt,
     },
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use fim_tests::{
@@ -499,33 +499,37 @@ fn bad_watch_path_is_a_clear_error() {
 }
 
 #[test]
-fn more_watched_roots_than_the_kernel_table_holds_is_a_clear_error() {
+fn more_watched_roots_than_the_kernel_table_holds_are_watched_through_coarser_prefixes() {
     if !require_privileges() {
         return;
     }
-    // One more root than the kernel's table holds (fim_common::MAX_WATCH_ROOTS).
+    // One more root than the kernel's table holds (fim_common::MAX_WATCH_ROOTS): the table
+    // gets coarser prefixes, userspace keeps the exact set.
     let (_guard, dir) = tempdir();
-    let mut cmd = std::process::Command::new(fim_tests::fim_bin());
-    cmd.args(["run", "--sensor", &fim_tests::tier()]);
-    for i in 0..4097 {
-        let root = dir.join(format!("r{i}"));
-        fs::create_dir(&root).expect("mkdir");
-        cmd.arg("--watch").arg(root);
+    let roots: Vec<PathBuf> = (0..4097).map(|i| dir.join(format!("r{i}"))).collect();
+    for root in &roots {
+        fs::create_dir(root).expect("mkdir");
     }
-    cmd.arg("--state-dir").arg(dir.join("state"));
-    let out = fim_tests::spawn(
-        cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    )
-    .and_then(std::process::Child::wait_with_output)
-    .expect("run fim");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("4097 watched root spellings do not fit the kernel's table of 4096"),
-        "{err}"
+    let unwatched = dir.join("unwatched");
+    fs::create_dir(&unwatched).expect("mkdir");
+    let watch: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
+    let mut d = Daemon::start(&watch);
+    let warning = d.wait_log(
+        "exceed the kernel's table",
+        std::time::Duration::from_secs(5),
     );
-    assert!(out.stdout.is_empty());
+    assert!(warning.contains("4097 watched prefixes"), "{warning}");
+    let (last, outside) = (roots[4096].join("f"), unwatched.join("f"));
+    fs::write(&outside, b"x").expect("write outside");
+    fs::write(&last, b"x").expect("write in the last root");
+    d.wait_for("the last root's change", |v| is(v, "close_write", &last));
+    let (seen, _, status) = d.stop();
+    assert!(status.success());
+    let outside = outside.to_str().expect("utf-8");
+    assert!(
+        seen.iter().all(|v| v["file"]["path"] != outside),
+        "the coarser prefix lets the sibling through the kernel, not through fim"
+    );
 }
 
 #[test]
