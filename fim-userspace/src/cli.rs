@@ -232,8 +232,10 @@ fn effective(common: &Common, flags: &RunFlags) -> Result<(Config, Origin), conf
     if let Some(interval) = flags.rescan_interval {
         d.rescan_interval = Some(std::time::Duration::from(interval)).filter(|i| !i.is_zero());
     }
-    resolve(&mut config, &common.root);
-    if !common.watch.is_empty() {
+    if common.watch.is_empty() {
+        resolve(&mut config, &common.root);
+    } else {
+        // `--watch` replaces the rules: nothing of theirs (their `~/` homes) is read.
         config.rules = vec![Rule::new(COMMAND_LINE_RULE, common.watch.clone())];
     }
     Ok((config, origin))
