@@ -368,18 +368,22 @@ mod tests {
         assert_eq!(telemetry.total(SINK_DROPPED), 0);
     }
 
-    #[test]
-    fn what_no_rule_reports_is_counted_and_leaves_no_hole_in_the_numbering() {
-        let config = fim_core::config::Config::parse(
-            "[[rule]]\nname = \"w\"\npaths = [\"/w\"]\noperations = [\"unlink\"]\n\
-             severity = \"critical\"\n",
-        )
-        .expect("valid");
-        let rules = RuleSet::new(&config.rules, |p: &std::path::Path| {
+    /// The rules of configuration `text`, every path a directory.
+    fn rules_of(text: &str) -> Arc<RuleSet> {
+        let config = fim_core::config::Config::parse(text).expect("valid");
+        RuleSet::new(&config.rules, |p: &std::path::Path| {
             fim_core::watch::Found::Dir(p.into())
         })
         .map(Arc::new)
-        .expect("compiles");
+        .expect("compiles")
+    }
+
+    #[test]
+    fn what_no_rule_reports_is_counted_and_leaves_no_hole_in_the_numbering() {
+        let rules = rules_of(
+            "[[rule]]\nname = \"w\"\npaths = [\"/w\"]\noperations = [\"unlink\"]\n\
+             severity = \"critical\"\n",
+        );
         let (tx, rx) = flume::bounded(8);
         let sink = Keep(WhenFull::Block);
         let telemetry = Arc::new(Telemetry::default());
@@ -413,15 +417,8 @@ mod tests {
             attrs::FileType,
             event::{Integrity, Origin},
         };
-        let config = fim_core::config::Config::parse(
-            "[[rule]]\nname = \"w\"\npaths = [\"/w\"]\noperations = [\"content\"]\n",
-        )
-        .expect("valid");
-        let rules = RuleSet::new(&config.rules, |p: &std::path::Path| {
-            fim_core::watch::Found::Dir(p.into())
-        })
-        .map(Arc::new)
-        .expect("compiles");
+        let rules =
+            rules_of("[[rule]]\nname = \"w\"\npaths = [\"/w\"]\noperations = [\"content\"]\n");
         let (tx, rx) = flume::bounded(8);
         let sink = Keep(WhenFull::Block);
         let mut fanout = Fanout::new(
