@@ -86,6 +86,8 @@ pub struct Daemon {
     pub hash_quiet: Duration,
     /// How often the watched paths are rescanned; `None`: never.
     pub rescan_interval: Option<Duration>,
+    /// Which messages the log (stderr) shows.
+    pub log_level: log::LevelFilter,
 }
 
 impl Default for Daemon {
@@ -97,6 +99,7 @@ impl Default for Daemon {
             hash_max_size: defaults::HASH_MAX_SIZE,
             hash_quiet: defaults::HASH_QUIET,
             rescan_interval: Some(defaults::RESCAN_INTERVAL),
+            log_level: log::LevelFilter::Info,
         }
     }
 }
@@ -497,6 +500,12 @@ impl Config {
                 || "0".to_owned(),
                 |i| humantime::format_duration(i).to_string()
             )
+        );
+        let _ = writeln!(
+            out,
+            "# Which messages the log on stderr shows: off, error, warn, info, debug, trace.\n\
+             log_level = \"{}\"",
+            d.log_level.as_str().to_lowercase()
         );
         for rule in &self.rules {
             out.push_str(
@@ -973,6 +982,16 @@ fn read_daemon(mut t: Table<'_, '_>, errors: &mut Vec<ConfigError>) -> Daemon {
             Err(m) => errors.push(doc.error(&t.key("hash_quiet"), span, m)),
         }
     }
+    if let Some((text, span)) = t.string("log_level", errors) {
+        match text.parse::<log::LevelFilter>() {
+            Ok(level) => d.log_level = level,
+            Err(_) => errors.push(doc.error(
+                &t.key("log_level"),
+                span,
+                format!("`{text}` is not a log level (off, error, warn, info, debug, trace)"),
+            )),
+        }
+    }
     if let Some((text, span)) = t.string("rescan_interval", errors) {
         match parse_duration(&text) {
             Ok(i) => d.rescan_interval = Some(i).filter(|i| !i.is_zero()),
@@ -1232,6 +1251,7 @@ mod tests {
                 hash_max_size: 3 * 1000,
                 hash_quiet: Duration::from_millis(1500),
                 rescan_interval: None,
+                log_level: log::LevelFilter::Debug,
             },
             rules: vec![
                 Rule {

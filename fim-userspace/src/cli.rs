@@ -34,9 +34,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log level for messages on stderr (error, warn, info, debug, trace).
-    #[arg(long, global = true, default_value = "info")]
-    log_level: log::LevelFilter,
+    /// Log level for messages on stderr: off, error, warn, info, debug, trace
+    /// (`daemon.log_level`).
+    #[arg(long, global = true)]
+    log_level: Option<log::LevelFilter>,
 }
 
 /// The configuration and what on the command line overrides it (shared by `run` and
@@ -286,17 +287,25 @@ pub fn main() -> ExitCode {
     // SAFETY: called before any other thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let cli = Cli::parse();
+    // Every level passes the logger; `log`'s maximum decides: the flag's until the
+    // configuration is read, then the flag's or the configuration's.
     env_logger::Builder::new()
-        .filter_level(cli.log_level)
+        .filter_level(log::LevelFilter::Trace)
         .format_target(false)
         .target(env_logger::Target::Stderr)
         .init();
+    let flag_level = cli.log_level;
+    log::set_max_level(flag_level.unwrap_or(log::LevelFilter::Info));
+    let configured = |config: &Config| {
+        log::set_max_level(flag_level.unwrap_or(config.daemon.log_level));
+    };
     match cli.command {
         Command::Run { common, flags } => {
             let (config, set, rules) = match prepare(&common, &flags) {
                 Ok(prepared) => prepared,
                 Err(problems) => return refuse(&problems, EXIT_BAD_CONFIG),
             };
+            configured(&config);
             let d = &config.daemon;
             let cfg = EngineConfig {
                 state_dir: d.state_dir.clone(),
@@ -327,6 +336,7 @@ pub fn main() -> ExitCode {
                 Ok(prepared) => prepared,
                 Err(problems) => return refuse(&problems, EXIT_BAD_WATCH),
             };
+            configured(&config);
             let d = &config.daemon;
             let args = ScanArgs {
                 watch: &set,

@@ -1034,3 +1034,34 @@ fn setuid_chmod_and_timestomp_carry_their_technique_under_any_rule(sensor: &str)
         );
     }
 }
+
+#[test]
+fn the_log_level_comes_from_the_configuration_and_the_flag_overrides_it() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let (watched, state) = (root.join("w"), root.join("state"));
+    fs::create_dir(&watched).expect("mkdir");
+    let config = config_file(
+        &root,
+        &format!(
+            "[daemon]\nlog_level = \"warn\"\nstate_dir = {:?}\n\n[[rule]]\nname = \"w\"\npaths = {}\n",
+            state.display().to_string(),
+            toml_paths(std::slice::from_ref(&watched)),
+        ),
+    );
+    let config = config.to_str().expect("utf-8");
+    let (code, _, quiet) = fim(&["scan", "init", "--config", config]);
+    assert_eq!(code, 0, "{quiet}");
+    assert!(
+        !quiet.contains("INFO"),
+        "warn from the file hides info:\n{quiet}"
+    );
+    let (code, _, told) = fim(&["scan", "init", "--config", config, "--log-level", "info"]);
+    assert_eq!(code, 0, "{told}");
+    assert!(
+        told.contains("INFO ] package digests"),
+        "the flag wins:\n{told}"
+    );
+}
