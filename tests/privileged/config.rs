@@ -549,6 +549,9 @@ fn the_builtin_ruleset_reports_each_of_its_places_with_its_rule(sensor: &str) {
         .iter()
         .filter(|v| v["file"]["path"] == l.as_str())
         .filter_map(|v| v["event"]["action"].as_str())
+        // fanotify may merge the append's time change with the removal into an `attrib`
+        // it cannot name (seen once on 6.12), which the rule reports: not the append itself.
+        .filter(|a| !(sensor == "fanotify" && *a == "attrib"))
         .collect();
     assert_eq!(
         log_actions,
