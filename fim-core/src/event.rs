@@ -509,6 +509,9 @@ pub enum Origin {
     Rescan,
     /// Found by `fim scan check`.
     Check,
+    /// Found by the scan that follows a live reload of the configuration (`fim reload`,
+    /// SIGHUP): a watched path changed while nothing reported it.
+    Reload,
 }
 
 impl Origin {
@@ -519,6 +522,7 @@ impl Origin {
             Self::Start => "found_at_start",
             Self::Rescan => "rescan",
             Self::Check => "scan_check",
+            Self::Reload => "reload",
         }
     }
 }

@@ -112,7 +112,7 @@ pub const OBSERVE_ERRORS: Family = Family {
 /// Scans of the watched paths completed, by why they ran.
 pub const SCANS: Family = Family {
     name: "fim_engine_scans_total",
-    help: "Scans of the watched paths completed, by origin (found_at_start, rescan)",
+    help: "Scans of the watched paths completed, by origin (found_at_start, rescan, reload)",
     kind: Kind::Counter,
     labels: &["origin"],
 };

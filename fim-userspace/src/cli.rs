@@ -1,4 +1,4 @@
-//! The `fim` command line on Linux: `run` (the daemon) and `scan`.
+//! The `fim` command line on Linux: `run` (the daemon), `reload`, `scan` and `config`.
 
 use std::{
     path::{Path, PathBuf},
@@ -15,7 +15,8 @@ use fim_core::{
 };
 use fim_userspace::{
     commands::scan::{self as scan_cmd, EXIT_BAD_WATCH, ScanArgs},
-    daemon::{self, Pipeline},
+    control,
+    daemon::{self, Pipeline, Reload, Update},
     integrity::{engine::EngineConfig, observe::Limits, scan::default_threads},
     packages,
     sensors::{SensorKind, ebpf::Tier},
@@ -100,6 +101,14 @@ enum Command {
         #[command(flatten)]
         flags: RunFlags,
     },
+    /// Make the running daemon read its configuration again (as SIGHUP does) and wait
+    /// until it follows it. Exit status 0 when it does, 2 when the daemon refused the new
+    /// configuration (it keeps the running one) or could not apply it, 1 when it could not
+    /// be reached.
+    Reload {
+        #[command(flatten)]
+        args: ReloadArgs,
+    },
     /// Build or check the baseline without the daemon.
     Scan {
         #[command(subcommand)]
@@ -110,6 +119,21 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+}
+
+/// Which daemon `fim reload` reaches: the one running on the state directory.
+#[derive(Args)]
+struct ReloadArgs {
+    /// The daemon's configuration, which names its state directory (default:
+    /// /etc/fim/fim.toml when it exists, else the built-in configuration).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The daemon's state directory, if `fim run` was given `--state-dir`.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How long to wait for the daemon's answer.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    wait: humantime::Duration,
 }
 
 #[derive(Subcommand)]
@@ -309,11 +333,7 @@ pub fn main() -> ExitCode {
             let d = &config.daemon;
             let cfg = EngineConfig {
                 state_dir: d.state_dir.clone(),
-                limits: Limits {
-                    max_hash_bytes: d.hash_max_size,
-                    rules: Some(rules.clone()),
-                    packages: Some(Arc::new(packages::load(&common.root, &set))),
-                },
+                limits: limits_of(&config, &rules, &common.root, &set),
                 quiet: d.hash_quiet,
                 rescan_interval: d.rescan_interval,
                 workers: d.threads.unwrap_or_else(default_threads),
@@ -325,8 +345,16 @@ pub fn main() -> ExitCode {
                 rules,
                 sinks: vec![SinkSpec::Stdout],
             };
-            run(set, pipeline, cfg)
+            let reloader = Reloader {
+                common,
+                flags,
+                running: config.daemon.clone(),
+                flag_level,
+                generation: 0,
+            };
+            run(set, pipeline, cfg, reloader)
         }
+        Command::Reload { args } => reload(&args),
         Command::Scan { what } => {
             let (common, init) = match what {
                 ScanCommand::Init { common } => (common, true),
@@ -342,11 +370,7 @@ pub fn main() -> ExitCode {
                 watch: &set,
                 state_dir: &d.state_dir,
                 threads: d.threads.unwrap_or_else(default_threads),
-                limits: Limits {
-                    max_hash_bytes: d.hash_max_size,
-                    rules: Some(rules),
-                    packages: Some(Arc::new(packages::load(&common.root, &set))),
-                },
+                limits: limits_of(&config, &rules, &common.root, &set),
             };
             if init {
                 scan_cmd::init(&args)
@@ -383,6 +407,16 @@ fn prepare(
     let set = watch_set(&config)?;
     let rules = rule_set(&config)?;
     Ok((config, set, rules))
+}
+
+/// How files are read under `config`: its hashing limit, its rules, and the package
+/// digests of the files `set` watches (dpkg's database under `root`).
+fn limits_of(config: &Config, rules: &Arc<RuleSet>, root: &str, set: &WatchSet) -> Limits {
+    Limits {
+        max_hash_bytes: config.daemon.hash_max_size,
+        rules: Some(rules.clone()),
+        packages: Some(Arc::new(packages::load(root, set))),
+    }
 }
 
 /// The configuration's rules, compiled.
@@ -460,7 +494,7 @@ fn check(file: Option<&Path>) -> ExitCode {
     emit(&out)
 }
 
-fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig) -> ExitCode {
+fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig, reloader: Reloader) -> ExitCode {
     // One thread for the sensor and the filter, which hand events to each other in batches
     // without waking another thread; the engine and the sink have their own.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -474,13 +508,27 @@ fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig) -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
+    let state_dir = cfg.state_dir.clone();
     let result = runtime.block_on(async {
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signals.cancel();
-        });
-        daemon::run(set, pipeline, cfg, Arc::default(), shutdown).await
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        let signals = Signals::install(shutdown.clone());
+        // Written once SIGHUP is ours: `fim reload` signals only a daemon that takes it.
+        let _pid_file = match std::fs::create_dir_all(&state_dir)
+            .map_err(|source| control::ControlError::Io {
+                what: "creating the state directory",
+                path: state_dir.clone(),
+                source,
+            })
+            .and_then(|()| control::PidFile::create(&state_dir))
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                log::warn!("{e}; `fim reload` cannot reach this daemon (SIGHUP still reloads)");
+                None
+            }
+        };
+        tokio::spawn(signals.serve(reloader, reload_tx, state_dir.clone()));
+        daemon::run(set, pipeline, cfg, Arc::default(), reloads, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -492,19 +540,172 @@ fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig) -> ExitCode {
     }
 }
 
-/// The one place signals are handled: SIGINT or SIGTERM starts a clean shutdown.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        log::warn!("cannot install signal handlers; stop fim with SIGKILL");
-        return std::future::pending().await;
+/// What a reload reads again: the configuration file with the command line's overrides,
+/// exactly as at start.
+struct Reloader {
+    common: Common,
+    flags: RunFlags,
+    /// The `[daemon]` settings in force.
+    running: config::Daemon,
+    /// `--log-level`, which the configuration does not override.
+    flag_level: Option<log::LevelFilter>,
+    /// Reloads so far.
+    generation: u64,
+}
+
+impl Reloader {
+    /// Reads the configuration again and has the daemon apply it; the outcome as
+    /// `fim reload` reports it.
+    async fn reload(&mut self, daemon: &tokio::sync::mpsc::Sender<Reload>) -> Result<(), String> {
+        let (common, flags) = (self.common.clone(), self.flags.clone());
+        let prepared = tokio::task::spawn_blocking(move || {
+            let (config, set, rules) = prepare(&common, &flags)?;
+            let limits = limits_of(&config, &rules, &common.root, &set);
+            Ok::<_, Vec<String>>((config, Update {
+                watch: set,
+                rules,
+                limits,
+            }))
+        })
+        .await
+        .map_err(|e| vec![format!("internal task failed: {e}")]);
+        let (config, update) = match prepared.and_then(|p| p) {
+            Ok(p) => p,
+            Err(problems) => {
+                let why = format!(
+                    "reload refused, the running configuration stays: {}",
+                    problems.join("; ")
+                );
+                error!("{why}");
+                return Err(why);
+            }
+        };
+        let new = &config.daemon;
+        let restart_only = restart_only_changes(&self.running, new);
+        if !restart_only.is_empty() {
+            log::warn!(
+                "reload: {} changed; the running daemon keeps the old value until it is restarted",
+                restart_only.join(", ")
+            );
+        }
+        log::set_max_level(self.flag_level.unwrap_or(new.log_level));
+        let (done, answer) = tokio::sync::oneshot::channel();
+        if daemon.send(Reload { update, done }).await.is_err() {
+            return Err("the daemon is stopping".to_owned());
+        }
+        match answer.await {
+            Ok(Ok(())) => {
+                self.running.hash_max_size = new.hash_max_size;
+                self.running.log_level = new.log_level;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let why = format!("reload failed: {e}");
+                error!("{why}");
+                Err(why)
+            }
+            Err(_) => Err("the daemon is stopping".to_owned()),
+        }
+    }
+}
+
+/// The `[daemon]` keys that differ between `running` and `new` and take effect only at
+/// a restart (a reload applies the rules, `hash_max_size` and `log_level`).
+fn restart_only_changes(running: &config::Daemon, new: &config::Daemon) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if running.sensor != new.sensor {
+        changed.push("`daemon.sensor`");
+    }
+    if running.state_dir != new.state_dir {
+        changed.push("`daemon.state_dir`");
+    }
+    if running.threads != new.threads {
+        changed.push("`daemon.threads`");
+    }
+    if running.hash_quiet != new.hash_quiet {
+        changed.push("`daemon.hash_quiet`");
+    }
+    if running.rescan_interval != new.rescan_interval {
+        changed.push("`daemon.rescan_interval`");
+    }
+    changed
+}
+
+/// The one place signals are handled: SIGINT or SIGTERM starts a clean shutdown, SIGHUP
+/// a reload.
+struct Signals {
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
+    shutdown: CancellationToken,
+}
+
+impl Signals {
+    /// Takes the signals over from their defaults (SIGHUP would end the process).
+    fn install(shutdown: CancellationToken) -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(int), Ok(term), Ok(hup)) => Some([int, term, hup]),
+            _ => {
+                log::warn!("cannot install signal handlers; stop fim with SIGKILL");
+                None
+            }
+        };
+        Self { streams, shutdown }
+    }
+
+    /// Serves the signals until a stop: each SIGHUP reloads, and its outcome goes to the
+    /// state directory for `fim reload`.
+    async fn serve(
+        self,
+        mut reloader: Reloader,
+        daemon: tokio::sync::mpsc::Sender<Reload>,
+        state_dir: PathBuf,
+    ) {
+        let Some([mut int, mut term, mut hup]) = self.streams else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    log::info!("reload asked for: reading the configuration again");
+                    let outcome = reloader.reload(&daemon).await;
+                    reloader.generation += 1;
+                    let status = control::Status {
+                        pid: std::process::id() as i32,
+                        generation: reloader.generation,
+                        outcome,
+                    };
+                    if let Err(e) = control::write_status(&state_dir, &status) {
+                        log::warn!("{e}");
+                    }
+                }
+            }
+        }
+        self.shutdown.cancel();
+    }
+}
+
+/// `fim reload`: signals the daemon on the state directory and reports its answer.
+fn reload(args: &ReloadArgs) -> ExitCode {
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => match load(args.config.as_deref()) {
+            Ok((config, _)) => config.daemon.state_dir,
+            Err(e) => return refuse(&[e.to_string()], EXIT_BAD_CONFIG),
+        },
     };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    match control::reload(&state_dir, args.wait.into()) {
+        Ok(Ok(())) => {
+            println!("reloaded");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(why)) => refuse(&[why], EXIT_BAD_CONFIG),
+        Err(e) => refuse(&[e.to_string()], 1),
     }
 }
 

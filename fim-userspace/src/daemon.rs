@@ -7,11 +7,17 @@
 //! filter, then the engine (after settling open bursts and committing the baseline), then
 //! the fan-out, then each sink after what it holds, so every event read from the kernel is
 //! delivered.
+//!
+//! A live reload ([`Update`], from `fim reload` or SIGHUP) goes to each stage in the order
+//! that loses nothing: the fan-out's rules first, then the filter, which forwards the new
+//! watch set to the engine in line with the events (those before were checked against the
+//! old set), and last the source's kernel side. What only the new set watches reaches the
+//! kernel after every later stage takes it; what both watch is never let go.
 
 use std::sync::Arc;
 
 use log::{error, info};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use fim_core::{
@@ -21,9 +27,12 @@ use fim_core::{
 };
 
 use crate::{
-    integrity::engine::{Engine, EngineConfig, EngineError},
+    integrity::{
+        engine::{Engine, EngineConfig, EngineError, Input, Rewatch},
+        observe::Limits,
+    },
     sinks::{SinkError, SinkSpec, fanout},
-    sources::{SourceError, SourceSpec},
+    sources::{self, SourceError, SourceSpec},
 };
 
 /// What `fim run` runs: where events come from and where they go.
@@ -36,6 +45,46 @@ pub struct Pipeline {
     pub rules: Arc<RuleSet>,
     /// The sinks; every event goes to each.
     pub sinks: Vec<SinkSpec>,
+}
+
+/// A new configuration for the running daemon (a live reload): what to watch, what the
+/// rules make of events, and how files are read.
+pub struct Update {
+    /// The new watch set.
+    pub watch: WatchSet,
+    /// The new rules.
+    pub rules: Arc<RuleSet>,
+    /// The new hashing limit, rules and package digests.
+    pub limits: Limits,
+}
+
+/// A reload asked of the running daemon, and where it answers: `Ok` once every stage
+/// follows the new configuration.
+pub struct Reload {
+    /// What to apply.
+    pub update: Update,
+    /// The answer.
+    pub done: oneshot::Sender<Result<(), ReloadError>>,
+}
+
+/// A reload the daemon could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The source's kernel side could not follow the new watch set; the rules and the
+    /// later stages follow it, the kernel watches what it managed to add.
+    #[error("the sensor could not follow the new watch set: {0}")]
+    Source(#[source] SourceError),
+    /// The pipeline is stopping, or a stage ended.
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
+/// What the filter is asked to do between batches.
+struct FilterRewatch {
+    watch: Arc<WatchSet>,
+    limits: Limits,
+    /// Answered once the engine has the new set in line.
+    done: oneshot::Sender<()>,
 }
 
 /// Events buffered between stages.
@@ -93,6 +142,7 @@ pub async fn run(
     pipeline: Pipeline,
     integrity: EngineConfig,
     telemetry: Arc<Telemetry>,
+    reloads: mpsc::Receiver<Reload>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let watch = Arc::new(watch);
@@ -109,34 +159,51 @@ pub async fn run(
     let (source_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (engine_tx, engine_rx) = flume::bounded(ENGINE_BATCHES);
     let tracker = TaskTracker::new();
-    let sensor_task = tracker.spawn(source.run(source_tx, shutdown.clone()));
+    let (source_rewatch, source_rewatches) = mpsc::channel(1);
+    let sensor_task = tracker.spawn(source.run(source_tx, source_rewatches, shutdown.clone()));
     let watched_paths = watch.len();
-    let filter_watch = watch.clone();
+    let (filter_rewatch, mut filter_rewatches) = mpsc::channel::<FilterRewatch>(1);
+    let mut filter_watch = watch.clone();
     let filter_task = tracker.spawn(async move {
         // The kernel filter is a conservative prefix match; this is the exact rule check.
         let mut batch = Vec::with_capacity(FILTER_BATCH);
-        // What arrived together goes on together: one wakeup of the engine per batch.
-        while filter_rx.recv_many(&mut batch, FILTER_BATCH).await > 0 {
-            let mut watched = Vec::with_capacity(batch.len());
-            for mut ev in batch.drain(..) {
-                canonical_spelling(&filter_watch, &mut ev);
-                if filter_watch.matches(&ev.path.bytes)
-                    || ev.source.as_ref().is_some_and(|s| {
-                        ev.action != fim_core::event::Action::Symlink
-                            && filter_watch.matches(&s.bytes)
-                    })
-                {
-                    watched.push(ev);
+        let mut rewatches_open = true;
+        loop {
+            // What arrived together goes on together: one wakeup of the engine per batch.
+            // Not biased: a flood of events must not hold a reload back. Which set checks
+            // the events already read does not matter: only what both sets watch can be
+            // there for now (the kernel takes the new set last).
+            tokio::select! {
+                n = filter_rx.recv_many(&mut batch, FILTER_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let watched = watched_of(&filter_watch, &mut batch);
+                    if !watched.is_empty()
+                        && engine_tx.send_async(Input::Events(watched)).await.is_err()
+                    {
+                        break;
+                    }
                 }
-            }
-            if !watched.is_empty() && engine_tx.send_async(watched).await.is_err() {
-                break;
+                r = filter_rewatches.recv(), if rewatches_open => {
+                    let Some(FilterRewatch { watch, limits, done }) = r else {
+                        rewatches_open = false;
+                        continue;
+                    };
+                    filter_watch = watch.clone();
+                    let rewatch = Input::Rewatch(Box::new(Rewatch { watch, limits }));
+                    if engine_tx.send_async(rewatch).await.is_err() {
+                        break;
+                    }
+                    let _ = done.send(());
+                }
             }
         }
     });
     let losses = telemetry.clone();
     let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, || losses.losses()));
-    let rules = pipeline.rules;
+    let rules: fanout::LiveRules = Arc::new(std::sync::RwLock::new(pipeline.rules));
+    let reload_rules = rules.clone();
     let mut outlets = Vec::new();
     let mut sink_tasks = Vec::new();
     let mut sink_names = Vec::new();
@@ -154,6 +221,13 @@ pub async fn run(
             Box::new(crate::sensors::procfs::ParentCache::default().into_lookup());
         fanout::run(fanout_rx, outlets, rules, Some(ancestry), fanout_telemetry)
     });
+    tracker.spawn(apply_reloads(
+        reloads,
+        reload_rules,
+        filter_rewatch,
+        source_rewatch,
+        shutdown.clone(),
+    ));
     tracker.close();
     info!("ready: watching {watched_paths} paths");
 
@@ -187,6 +261,95 @@ pub async fn run(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The exact watch-set check of `batch` (emptied): the events `watch` covers, each named
+/// by its canonical spelling.
+fn watched_of(
+    watch: &WatchSet,
+    batch: &mut Vec<fim_core::event::FileEvent>,
+) -> Vec<fim_core::event::FileEvent> {
+    let mut watched = Vec::with_capacity(batch.len());
+    for mut ev in batch.drain(..) {
+        canonical_spelling(watch, &mut ev);
+        if watch.matches(&ev.path.bytes)
+            || ev.source.as_ref().is_some_and(|s| {
+                ev.action != fim_core::event::Action::Symlink && watch.matches(&s.bytes)
+            })
+        {
+            watched.push(ev);
+        }
+    }
+    watched
+}
+
+/// Applies each reload, in the order the module's documentation gives, until `shutdown`.
+async fn apply_reloads(
+    mut reloads: mpsc::Receiver<Reload>,
+    rules: fanout::LiveRules,
+    filter: mpsc::Sender<FilterRewatch>,
+    source: mpsc::Sender<sources::Rewatch>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let reload = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = reloads.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let Reload { update, done } = reload;
+        let result = tokio::select! {
+            () = shutdown.cancelled() => Err(ReloadError::Stopping),
+            r = apply(update, &rules, &filter, &source) => r,
+        };
+        let _ = done.send(result);
+    }
+}
+
+/// One reload through every stage.
+async fn apply(
+    update: Update,
+    rules: &fanout::LiveRules,
+    filter: &mpsc::Sender<FilterRewatch>,
+    source: &mpsc::Sender<sources::Rewatch>,
+) -> Result<(), ReloadError> {
+    let Update {
+        watch,
+        rules: new_rules,
+        limits,
+    } = update;
+    let watch = Arc::new(watch);
+    match rules.write() {
+        Ok(mut r) => *r = new_rules,
+        Err(poisoned) => *poisoned.into_inner() = new_rules,
+    }
+    let (done, filtered) = oneshot::channel();
+    let rewatch = FilterRewatch {
+        watch: watch.clone(),
+        limits,
+        done,
+    };
+    if filter.send(rewatch).await.is_err() || filtered.await.is_err() {
+        return Err(ReloadError::Stopping);
+    }
+    let (done, followed) = oneshot::channel();
+    let rewatch = sources::Rewatch {
+        watch: watch.clone(),
+        done,
+    };
+    if source.send(rewatch).await.is_err() {
+        return Err(ReloadError::Stopping);
+    }
+    match followed.await {
+        Ok(Ok(())) => {
+            info!("reloaded: watching {} paths", watch.len());
+            Ok(())
+        }
+        Ok(Err(e)) => Err(ReloadError::Source(e)),
+        Err(_) => Err(ReloadError::Stopping),
+    }
 }
 
 /// The summary at stop, from the telemetry.

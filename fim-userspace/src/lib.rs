@@ -14,6 +14,8 @@
 #[cfg(target_os = "linux")]
 pub mod commands;
 #[cfg(target_os = "linux")]
+pub mod control;
+#[cfg(target_os = "linux")]
 pub mod daemon;
 #[cfg(target_os = "linux")]
 pub mod integrity;

@@ -34,14 +34,29 @@ pub enum SourceError {
 /// event turned out not to start a write to a regular file (its write burst ends).
 pub type Namer = fn(&mut FileEvent, Option<&Snapshot>, Option<&Snapshot>, &[Attr]) -> bool;
 
+/// A live reload, as a source applies it: from now on it reports what `watch` covers; it
+/// answers on `done` once its kernel side (filters, marks) covers the new set.
+pub struct Rewatch {
+    /// The new watch set.
+    pub watch: Arc<WatchSet>,
+    /// Where the source answers.
+    pub done: tokio::sync::oneshot::Sender<Result<(), SourceError>>,
+}
+
 /// A source's running task.
 pub type Running = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
 
 /// One origin of events. What it loses it reports to the pipeline's telemetry (given when
 /// it is built), where the integrity engine reads the totals.
 pub trait Source: Send {
-    /// Runs until `shutdown`, then delivers what it holds and closes `tx`.
-    fn run(self: Box<Self>, tx: mpsc::Sender<FileEvent>, shutdown: CancellationToken) -> Running;
+    /// Runs until `shutdown`, then delivers what it holds and closes `tx`. Between reads
+    /// it applies the live reloads that come on `rewatch`.
+    fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<FileEvent>,
+        rewatch: mpsc::Receiver<Rewatch>,
+        shutdown: CancellationToken,
+    ) -> Running;
 }
 
 /// The sources a pipeline can have.
@@ -82,7 +97,12 @@ impl SourceSpec {
 
 #[cfg(target_os = "linux")]
 impl Source for Sensor {
-    fn run(self: Box<Self>, tx: mpsc::Sender<FileEvent>, shutdown: CancellationToken) -> Running {
-        Box::pin(async move { Ok(Sensor::run(*self, tx, shutdown).await?) })
+    fn run(
+        self: Box<Self>,
+        tx: mpsc::Sender<FileEvent>,
+        rewatch: mpsc::Receiver<Rewatch>,
+        shutdown: CancellationToken,
+    ) -> Running {
+        Box::pin(async move { Ok(Sensor::run(*self, tx, rewatch, shutdown).await?) })
     }
 }

@@ -61,6 +61,25 @@ pub struct EngineConfig {
     pub max_backlog: usize,
 }
 
+/// What the engine takes from the source's side, in order.
+#[derive(Debug)]
+pub enum Input {
+    /// Events that passed the watch-set check.
+    Events(Vec<FileEvent>),
+    /// From here on, another watch set and other limits (a live reload): the events
+    /// before were checked against the old set, those after against the new one.
+    Rewatch(Box<Rewatch>),
+}
+
+/// A live reload, as the engine applies it.
+#[derive(Debug)]
+pub struct Rewatch {
+    /// What is watched from now on.
+    pub watch: Arc<WatchSet>,
+    /// How files are read from now on (hashing limit, rules, package digests).
+    pub limits: Limits,
+}
+
 /// The integrity stage failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -82,6 +101,8 @@ const COMMIT_EVERY: Duration = Duration::from_millis(200);
 struct Job {
     /// The event's place in the engine's input order.
     ticket: Ticket,
+    /// How to read the file (the limits in force when the event was taken).
+    limits: Arc<Limits>,
     /// Canonical keys the job holds (path; rename: new then old).
     keys: Vec<Vec<u8>>,
     event: FileEvent,
@@ -129,6 +150,8 @@ enum Finished {
 /// The integrity stage, started (baseline open, first scan running) but not yet consuming.
 pub struct Engine {
     cfg: EngineConfig,
+    /// `cfg.limits`, shared with the jobs.
+    limits: Arc<Limits>,
     watch: Arc<WatchSet>,
     /// Names the source's unnamed events from their values.
     namer: Option<Namer>,
@@ -179,7 +202,6 @@ impl Engine {
         for i in 0..workers_n {
             let rx = job_rx.clone();
             let tx = done_tx.clone();
-            let limits = cfg.limits.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("fim-hash-{i}"))
                 .spawn(move || {
@@ -187,7 +209,7 @@ impl Engine {
                     for job in rx.iter() {
                         let path = job.keys[0].clone();
                         let hashing = job.hashing();
-                        let result = observe(&path, hashing, &limits, &mut scratch);
+                        let result = observe(&path, hashing, &job.limits, &mut scratch);
                         if tx.send(Done { job, result }).is_err() {
                             break;
                         }
@@ -201,6 +223,7 @@ impl Engine {
         let next_rescan = cfg.rescan_interval.map(|d| Instant::now() + d);
         let bursts = Bursts::new(cfg.quiet);
         let mut engine = Self {
+            limits: Arc::new(cfg.limits.clone()),
             cfg,
             watch,
             namer,
@@ -234,7 +257,7 @@ impl Engine {
     /// repair rescan is scheduled.
     pub fn run(
         mut self,
-        input: &flume::Receiver<Vec<FileEvent>>,
+        input: &flume::Receiver<Input>,
         lost_in_kernel: impl Fn() -> Losses,
     ) -> Result<(), EngineError> {
         let result = self.event_loop(input, lost_in_kernel);
@@ -244,7 +267,7 @@ impl Engine {
 
     fn event_loop(
         &mut self,
-        input: &flume::Receiver<Vec<FileEvent>>,
+        input: &flume::Receiver<Input>,
         lost_in_kernel: impl Fn() -> Losses,
     ) -> Result<(), EngineError> {
         let mut input_open = true;
@@ -261,7 +284,7 @@ impl Engine {
             let taking = input_open && self.order.len() < 4 * self.cfg.max_backlog;
             let deadline = self.next_deadline();
             enum Msg {
-                Events(Option<Vec<FileEvent>>),
+                Events(Option<Input>),
                 Done(Box<Done>),
                 Scan(Option<Box<ScanItem>>),
                 Tick,
@@ -281,7 +304,8 @@ impl Engine {
             match msg {
                 // A batch is taken whole (its results leave together): the back-pressure
                 // above holds at most one batch more.
-                Msg::Events(Some(batch)) => {
+                Msg::Events(Some(Input::Rewatch(rewatch))) => self.rewatch(*rewatch),
+                Msg::Events(Some(Input::Events(batch))) => {
                     let keys: Vec<Vec<Vec<u8>>> = batch.iter().map(|ev| self.keys(ev)).collect();
                     let pairs: Vec<(Action, &[Vec<u8>])> = batch
                         .iter()
@@ -560,6 +584,7 @@ impl Engine {
         self.busy.hold(&keys);
         self.submit(Job {
             ticket,
+            limits: self.limits.clone(),
             keys,
             event: ev,
             step,
@@ -583,7 +608,7 @@ impl Engine {
         match observe_within(
             &job.keys[0],
             job.hashing(),
-            &self.cfg.limits,
+            &job.limits,
             &mut self.scratch,
             INLINE_HASH_BYTES,
         ) {
@@ -795,6 +820,28 @@ impl Engine {
             self.order.fill(ticket, Finished::Emit(Box::new(f)));
         }
         Ok(())
+    }
+
+    /// A live reload: the new watch set and limits apply to what comes after, and a scan
+    /// records the newly watched roots without reporting what is already there (see
+    /// [`ScanRun`]) while it checks the others. A scan in progress is given up: it walked
+    /// the old set.
+    fn rewatch(&mut self, rewatch: Rewatch) {
+        let Rewatch { watch, limits } = rewatch;
+        self.watch = watch;
+        self.limits = Arc::new(limits.clone());
+        self.cfg.limits = limits;
+        // A start-up scan given up is started again, for the same purpose: a first one
+        // still records everything silently.
+        let (origin, initial) = match self.scan.take() {
+            Some(s) => {
+                let again = (s.origin == Origin::Start).then_some((Origin::Start, s.initial));
+                s.drain();
+                again.unwrap_or((Origin::Reload, false))
+            }
+            None => (Origin::Reload, false),
+        };
+        self.start_scan(origin, initial);
     }
 
     fn start_scan(&mut self, origin: Origin, initial: bool) {

@@ -20,7 +20,7 @@ use fim_core::{
 };
 
 use super::{
-    engine::{Engine, EngineConfig, EngineError},
+    engine::{Engine, EngineConfig, EngineError, Input, Rewatch},
     observe::Limits,
 };
 
@@ -29,7 +29,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A running engine fed by the test.
 struct Harness {
-    input: Option<flume::Sender<Vec<FileEvent>>>,
+    input: Option<flume::Sender<Input>>,
     output: flume::Receiver<Vec<FileEvent>>,
     telemetry: Arc<Telemetry>,
     /// What the scripted source says it lost so far.
@@ -52,8 +52,7 @@ impl Harness {
     /// Starts the engine on `dir` with its baseline in `state`, and waits for its first
     /// scan (building or reconciling the baseline) to end.
     fn start(dir: &Path, state: &Path, max_backlog: usize) -> Self {
-        let patterns = [dir.to_str().expect("utf-8").to_owned()];
-        let watch = Arc::new(WatchSet::new(&patterns, true, probe_disk).expect("watch set"));
+        let watch = Arc::new(watch_set(&[dir]));
         let telemetry = Arc::new(Telemetry::default());
         let (out_tx, output) = flume::bounded(1024);
         let engine = Engine::start(
@@ -95,7 +94,19 @@ impl Harness {
         self.input
             .as_ref()
             .expect("running")
-            .send(batch)
+            .send(Input::Events(batch))
+            .expect("engine running");
+    }
+
+    /// A live reload: from now on, `dirs` are watched.
+    fn rewatch(&self, dirs: &[&Path]) {
+        self.input
+            .as_ref()
+            .expect("running")
+            .send(Input::Rewatch(Box::new(Rewatch {
+                watch: Arc::new(watch_set(dirs)),
+                limits: Limits::default(),
+            })))
             .expect("engine running");
     }
 
@@ -135,6 +146,15 @@ impl Harness {
         }
         rest
     }
+}
+
+/// The watch set of directories `dirs`.
+fn watch_set(dirs: &[&Path]) -> WatchSet {
+    let patterns: Vec<String> = dirs
+        .iter()
+        .map(|d| d.to_str().expect("utf-8").to_owned())
+        .collect();
+    WatchSet::new(&patterns, true, probe_disk).expect("watch set")
 }
 
 fn event(action: Action, path: &Path) -> FileEvent {
@@ -387,4 +407,72 @@ fn what_changed_while_stopped_is_reconciled_at_start() {
     assert_eq!(digest(&got[2], before), sha256(b"x"));
     assert_eq!(digest(&got[2], after), sha256(b"y"));
     assert_eq!(digest(&got[3], before), sha256(b"x"), "what was removed");
+}
+
+#[test]
+fn a_reload_records_new_roots_silently_finds_what_changed_and_follows_the_new_set() {
+    let (dir, state, w) = dirs();
+    let added = dir.path().join("added");
+    fs::create_dir(&added).expect("second dir");
+    fs::write(added.join("there-before"), b"old").expect("seed");
+    fs::write(w.join("kept"), b"v1").expect("seed");
+    let mut h = Harness::start(&w, state.path(), 64);
+    // Changed while no event said so: the reload's scan finds it.
+    fs::write(w.join("kept"), b"v2, longer").expect("change");
+    h.rewatch(&[&w, &added]);
+    h.until("the reload's scan ends", || {
+        h.telemetry.get(telemetry::SCANS, &[Origin::Reload.as_str()]) == 1
+    });
+    let [found] = h.take(1).try_into().expect("one change found");
+    assert_eq!(found.action, Action::Changed);
+    assert_eq!(found.path.bytes, w.join("kept").to_str().expect("utf-8").as_bytes());
+    assert_eq!(found.integrity.as_ref().expect("values").origin, Origin::Reload);
+    // A change in the new root after the reload has its values: the silent scan recorded
+    // what was there.
+    let old = added.join("there-before");
+    fs::write(&old, b"new").expect("write");
+    h.send(vec![event(Action::CloseWrite, &old)]);
+    let [ev] = h.take(1).try_into().expect("one event");
+    assert_eq!(ev.action, Action::CloseWrite);
+    assert_eq!(digest(&ev, before), sha256(b"old"));
+    assert_eq!(digest(&ev, after), sha256(b"new"));
+    assert!(h.stop().is_empty(), "nothing else: the new root's files were not \"added\"");
+}
+
+#[test]
+fn a_reload_during_the_first_scan_still_builds_the_baseline_silently() {
+    let (dir, state, w) = dirs();
+    let added = dir.path().join("added");
+    fs::create_dir(&added).expect("second dir");
+    for i in 0..2000 {
+        fs::write(w.join(format!("f{i}")), b"x").expect("seed");
+    }
+    fs::write(added.join("a"), b"x").expect("seed");
+    let patterns = [w.to_str().expect("utf-8").to_owned()];
+    let watch = Arc::new(WatchSet::new(&patterns, true, probe_disk).expect("watch set"));
+    let telemetry = Arc::new(Telemetry::default());
+    let (out_tx, output) = flume::bounded(1024);
+    let engine = Engine::start(config(state.path(), 64), watch, out_tx, telemetry.clone(), None)
+        .expect("engine starts");
+    let (input, input_rx) = flume::bounded(64);
+    // The reload is queued before the engine runs: the first scan has barely begun.
+    input
+        .send(Input::Rewatch(Box::new(Rewatch {
+            watch: Arc::new(watch_set(&[&w, &added])),
+            limits: Limits::default(),
+        })))
+        .expect("queued");
+    let thread = std::thread::spawn(move || engine.run(&input_rx, Losses::default));
+    let deadline = Instant::now() + WAIT;
+    while telemetry.get(telemetry::SCANS, &[Origin::Start.as_str()]) == 0 {
+        assert!(Instant::now() < deadline, "the start-up scan never ended");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(input);
+    thread.join().expect("engine thread").expect("engine ends cleanly");
+    let reported: Vec<FileEvent> = output.try_iter().flatten().collect();
+    assert!(reported.is_empty(), "a first baseline reports nothing: {reported:#?}");
+    let b = fim_core::baseline::Baseline::open(state.path(), fim_core::baseline::Access::Read)
+        .expect("baseline");
+    assert!(b.get(added.join("a").to_str().expect("utf-8").as_bytes()).expect("read").is_some());
 }

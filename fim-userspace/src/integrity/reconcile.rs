@@ -244,10 +244,10 @@ impl ScanRun {
         } else {
             info!(
                 "{}: {seen} paths checked, {added} added, {removed} removed, {changed} changed in {secs:.1} s",
-                if self.origin == Origin::Start {
-                    "reconciled"
-                } else {
-                    "rescanned"
+                match self.origin {
+                    Origin::Start => "reconciled",
+                    Origin::Reload => "rescanned after the reload",
+                    _ => "rescanned",
                 }
             );
         }

@@ -25,6 +25,37 @@ use fim_core::{event::FileEvent, telemetry::Telemetry, watch::WatchSet};
 /// within this time.
 pub const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The live reloads a running sensor is asked to apply, in turn. Once nobody can ask any
+/// more, [`Self::next`] waits forever (a `select!` arm that never fires).
+pub struct Rewatches(Option<mpsc::Receiver<crate::sources::Rewatch>>);
+
+impl Rewatches {
+    /// The reloads that come on `rx`.
+    pub fn new(rx: mpsc::Receiver<crate::sources::Rewatch>) -> Self {
+        Self(Some(rx))
+    }
+
+    /// The next reload asked for.
+    pub async fn next(&mut self) -> crate::sources::Rewatch {
+        if let Some(rx) = self.0.as_mut() {
+            if let Some(r) = rx.recv().await {
+                return r;
+            }
+            self.0 = None;
+        }
+        std::future::pending().await
+    }
+}
+
+/// Applies reload `r` with `apply` and answers it; logs a failure.
+pub(crate) fn answer(r: crate::sources::Rewatch, apply: impl FnOnce(&Arc<WatchSet>) -> Result<(), SensorError>) {
+    let result = apply(&r.watch);
+    if let Err(e) = &result {
+        warn!("reload: the sensor could not follow the new watch set: {e}");
+    }
+    let _ = r.done.send(result.map_err(Into::into));
+}
+
 /// What keeps the process table current (the eBPF process-table programs): the fanotify
 /// sensor brings it up to date before it attributes a batch of events.
 pub trait ProcessFeed: Send {
@@ -203,18 +234,20 @@ impl Sensor {
         }
     }
 
-    /// Runs until `shutdown`, then drains and closes `tx`.
+    /// Runs until `shutdown`, then drains and closes `tx`. Applies the reloads that come
+    /// on `rewatch` between reads.
     pub async fn run(
         self,
         tx: mpsc::Sender<FileEvent>,
+        rewatch: mpsc::Receiver<crate::sources::Rewatch>,
         shutdown: CancellationToken,
     ) -> Result<(), SensorError> {
+        let rewatch = Rewatches::new(rewatch);
         match self {
-            Self::Ebpf(s) => Ok((*s).run(tx, shutdown).await?),
-            Self::Fanotify(s) => Ok(s.run(tx, shutdown).await?),
-            Self::Auto { files, .. } => Ok(files.run(tx, shutdown).await?),
+            Self::Ebpf(s) => Ok((*s).run(tx, rewatch, shutdown).await?),
+            Self::Fanotify(s) | Self::Auto { files: s } => Ok(s.run(tx, rewatch, shutdown).await?),
             Self::Witnessed { events, files } => {
-                Ok(run_witnessed(*events, files, tx, shutdown).await?)
+                Ok(run_witnessed(*events, files, tx, rewatch, shutdown).await?)
             }
         }
     }
@@ -245,6 +278,7 @@ async fn run_witnessed(
     mut events: ebpf::EbpfSensor,
     mut files: fanotify::FanotifySensor,
     tx: mpsc::Sender<FileEvent>,
+    mut rewatch: Rewatches,
     shutdown: CancellationToken,
 ) -> Result<(), SensorError> {
     use witness::{Merger, Reporter};
@@ -269,6 +303,15 @@ async fn run_witnessed(
             () = housekeeping.tick() => {
                 events.housekeeping();
                 files.tick();
+                false
+            }
+            r = rewatch.next() => {
+                // The tracepoint tier first, then its witness: both watch the new set before
+                // the next round reads either.
+                answer(r, |watch| {
+                    events.rewatch(watch)?;
+                    Ok(files.rewatch(watch.clone())?)
+                });
                 false
             }
         };

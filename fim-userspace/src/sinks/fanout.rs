@@ -86,10 +86,15 @@ impl Outlet {
     }
 }
 
+/// The rules in force, replaced whole by a live reload.
+pub type LiveRules = Arc<std::sync::RwLock<Arc<RuleSet>>>;
+
 /// The numbering and the outlets.
 pub struct Fanout {
     stamper: Stamper,
     rules: Arc<RuleSet>,
+    /// Where a live reload puts new rules; looked at once per batch.
+    live: Option<LiveRules>,
     limits: RateLimiter,
     /// A live process's name and parent (the platform's process table), to find the
     /// package manager behind a change.
@@ -104,10 +109,26 @@ impl Fanout {
         Self {
             stamper: Stamper::default(),
             rules,
+            live: None,
             limits: RateLimiter::default(),
             parent_of: None,
             outlets,
             telemetry,
+        }
+    }
+
+    /// Takes its rules from `live` from now on, and again whenever a reload replaces them.
+    pub fn with_live_rules(mut self, live: LiveRules) -> Self {
+        self.refresh_rules_from(&live);
+        self.live = Some(live);
+        self
+    }
+
+    fn refresh_rules_from(&mut self, live: &LiveRules) {
+        if let Ok(current) = live.read()
+            && !Arc::ptr_eq(&current, &self.rules)
+        {
+            self.rules = current.clone();
         }
     }
 
@@ -155,6 +176,9 @@ impl Fanout {
     /// Classifies `events` by the rules, numbers those reported and hands them to every
     /// sink. Returns whether any sink is left.
     pub fn deliver(&mut self, events: Vec<FileEvent>) -> bool {
+        if let Some(live) = self.live.clone() {
+            self.refresh_rules_from(&live);
+        }
         let mut counts: HashMap<(&'static str, Action), u64> = HashMap::new();
         let mut suppressed: HashMap<Action, u64> = HashMap::new();
         let mut batch = Vec::with_capacity(events.len());
@@ -265,11 +289,12 @@ pub type ParentOf = Box<dyn FnMut(u32) -> Option<(String, u32)> + Send>;
 pub fn run(
     input: flume::Receiver<Vec<FileEvent>>,
     outlets: Vec<Outlet>,
-    rules: Arc<RuleSet>,
+    rules: LiveRules,
     parent_of: Option<ParentOf>,
     telemetry: Arc<Telemetry>,
 ) {
-    let mut fanout = Fanout::new(outlets, rules, telemetry);
+    let first = rules.read().map(|r| r.clone()).unwrap_or_else(|e| e.into_inner().clone());
+    let mut fanout = Fanout::new(outlets, first, telemetry).with_live_rules(rules);
     if let Some(parent_of) = parent_of {
         fanout = fanout.with_ancestry(parent_of);
     }
@@ -410,6 +435,43 @@ mod tests {
         assert_eq!(telemetry.total(EVENTS), 2);
     }
 
+    #[test]
+    fn a_reload_replaces_the_rules_from_the_next_batch_on_and_the_numbering_goes_on() {
+        let live: LiveRules = Arc::new(std::sync::RwLock::new(rules_of(
+            "[[rule]]\nname = \"before\"\npaths = [\"/w\"]\n",
+        )));
+        let (tx, rx) = flume::bounded(8);
+        let sink = Keep(WhenFull::Block);
+        let mut fanout = Fanout::new(
+            vec![Outlet::new(&sink, tx)],
+            Arc::new(RuleSet::none()),
+            Arc::new(Telemetry::default()),
+        )
+        .with_live_rules(live.clone());
+        assert!(fanout.deliver(events(1)));
+        *live.write().expect("lock") = rules_of(
+            "[[rule]]\nname = \"after\"\npaths = [\"/w\"]\nseverity = \"high\"\n",
+        );
+        assert!(fanout.deliver(events(1)));
+        let got: Vec<(u64, String)> = rx
+            .try_iter()
+            .flat_map(|b| b.iter().cloned().collect::<Vec<_>>())
+            .map(|s| {
+                let rule = s
+                    .rules
+                    .as_ref()
+                    .and_then(|m| m.rules.first())
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_default();
+                (s.stamp.sequence, rule)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(1, "before".to_owned()), (2, "after".to_owned())]
+        );
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_new_setuid_bit_is_reported_whatever_the_rule_and_an_old_one_is_not_news() {
@@ -516,7 +578,7 @@ mod tests {
             run(
                 input_rx,
                 vec![outlet],
-                Arc::new(RuleSet::none()),
+                Arc::new(std::sync::RwLock::new(Arc::new(RuleSet::none()))),
                 None,
                 fan_telemetry,
             )

@@ -20,14 +20,24 @@ pub type InodeKey = (u32, u64);
 #[derive(Debug, Default)]
 pub struct Identities {
     roots: Vec<Vec<u8>>,
+    /// Each root's id, by path: a root watched again after a reload keeps its id, so a
+    /// record the kernel sent before the reload is named as it was meant.
+    ids: HashMap<Vec<u8>, u32>,
     by_inode: HashMap<InodeKey, Vec<u8>>,
 }
 
 impl Identities {
-    /// Adds a watched root; returns its id for the kernel (`WatchedObject::id`).
+    /// Adds a watched root; returns its id for the kernel (`WatchedObject::id`). A root
+    /// known already keeps its id; one no longer watched keeps its name (records about it
+    /// may still wait in the ring).
     pub fn add_root(&mut self, path: Vec<u8>) -> u32 {
-        self.roots.push(path);
-        self.roots.len() as u32
+        if let Some(&id) = self.ids.get(&path) {
+            return id;
+        }
+        self.roots.push(path.clone());
+        let id = self.roots.len() as u32;
+        self.ids.insert(path, id);
+        id
     }
 
     /// A watched file at `path` with other names.
@@ -126,6 +136,8 @@ mod tests {
         assert!(ids.forget((5, 77), b"/tmp/wt2/g"));
         assert_eq!(ids.canonical(by_inode, b"/tmp/hl", Some((5, 77))), None);
         assert_eq!(ids.canonical(m(0, 0), b"/x", None), None);
+        assert_eq!(ids.add_root(b"/tmp/wt".to_vec()), wt, "known: its id");
+        assert_eq!(ids.add_root(b"/srv".to_vec()), 3, "new: the next id");
         assert_eq!(ids.canonical(m(9, 0), b"/x", None), None, "unknown id");
         assert_eq!(
             ids.canonical(m(wt, 9), b"/x", None),

@@ -218,30 +218,18 @@ fn kernel_dev(dev: u64) -> u32 {
     fim_common::dev::encode(libc::major(dev), libc::minor(dev))
 }
 
-/// Fills `WATCHED_OBJECTS` with the watched roots as they are on disk and the watched files
-/// with other hard links, and returns the table that names them.
-fn fill_watched_objects(ebpf: &mut Ebpf, watch: &WatchSet) -> Result<Identities, EbpfError> {
+/// What `WATCHED_OBJECTS` must hold for `watch`: the watched roots as they are on disk and
+/// the watched files with other hard links, by (device, inode). Names them in `ids`.
+fn watched_objects(
+    watch: &WatchSet,
+    ids: &mut Identities,
+) -> std::collections::HashMap<(u32, u64), WatchedObject> {
     use std::os::unix::fs::MetadataExt;
-    let map = ebpf.map_mut(maps::WATCHED_OBJECTS).ok_or(EbpfError::Map {
-        name: maps::WATCHED_OBJECTS,
-        source: aya::maps::MapError::InvalidName {
-            name: maps::WATCHED_OBJECTS.into(),
-        },
-    })?;
-    let mut objects: aya::maps::HashMap<_, ObjectKey, WatchedObject> =
-        aya::maps::HashMap::try_from(map).map_err(|source| EbpfError::Map {
-            name: maps::WATCHED_OBJECTS,
-            source,
-        })?;
-    let mut ids = Identities::default();
-    let mut refused = 0u64;
+    let mut objects: std::collections::HashMap<(u32, u64), WatchedObject> =
+        std::collections::HashMap::new();
     let (mut roots, mut linked) = (0u64, 0u64);
     seed::walk(watch, |path, meta, place, root| {
-        let key = ObjectKey {
-            ino: meta.ino(),
-            dev: kernel_dev(meta.dev()),
-            _pad: 0,
-        };
+        let key = (kernel_dev(meta.dev()), meta.ino());
         let is_root = matches!(place, Place::Root);
         let mut value = match place {
             Place::Root => {
@@ -257,7 +245,7 @@ fn fill_watched_objects(ebpf: &mut Ebpf, watch: &WatchSet) -> Result<Identities,
                 }
             }
             Place::Below if meta.is_file() && meta.nlink() > 1 && root.covers(path) => {
-                ids.learn((key.dev, key.ino), path.to_vec());
+                ids.learn(key, path.to_vec());
                 linked += 1;
                 WatchedObject {
                     id: OBJECT_BY_INODE,
@@ -268,21 +256,118 @@ fn fill_watched_objects(ebpf: &mut Ebpf, watch: &WatchSet) -> Result<Identities,
         };
         // A directory watched without recursion is two scan roots (itself, its entries):
         // one object with both flags.
-        if is_root && let Ok(existing) = objects.get(&key, 0) {
+        if is_root && let Some(existing) = objects.get(&key) {
             value.flags |= existing.flags;
             value.id = existing.id;
         }
-        if objects.insert(key, value, 0).is_err() {
-            refused += 1;
-        }
+        objects.insert(key, value);
     });
     info!("watched by identity: {roots} roots, {linked} files with other hard links");
+    objects
+}
+
+/// Makes `WATCHED_OBJECTS` hold what `watch` needs (see [`watched_objects`]): what is
+/// watched before and after keeps its entry throughout, new objects go in first, and
+/// objects no longer watched leave last (or first, when the table is too full for both).
+fn fill_watched_objects(
+    ebpf: &mut Ebpf,
+    watch: &WatchSet,
+    ids: &mut Identities,
+) -> Result<(), EbpfError> {
+    let map = ebpf.map_mut(maps::WATCHED_OBJECTS).ok_or(EbpfError::Map {
+        name: maps::WATCHED_OBJECTS,
+        source: aya::maps::MapError::InvalidName {
+            name: maps::WATCHED_OBJECTS.into(),
+        },
+    })?;
+    let mut table: aya::maps::HashMap<_, ObjectKey, WatchedObject> =
+        aya::maps::HashMap::try_from(map).map_err(|source| EbpfError::Map {
+            name: maps::WATCHED_OBJECTS,
+            source,
+        })?;
+    let wanted = watched_objects(watch, ids);
+    let object_key = |&(dev, ino): &(u32, u64)| ObjectKey { ino, dev, _pad: 0 };
+    let stale: Vec<ObjectKey> = table
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains_key(&(k.dev, k.ino)))
+        .collect();
+    let mut refused = Vec::new();
+    for (key, value) in &wanted {
+        if table.insert(object_key(key), *value, 0).is_err() {
+            refused.push(*key);
+        }
+    }
+    for key in &stale {
+        let _ = table.remove(key);
+    }
+    let refused = refused
+        .iter()
+        .filter(|key| table.insert(object_key(key), wanted[key], 0).is_err())
+        .count();
     if refused > 0 {
         warn!(
             "{refused} watched objects did not fit the kernel's table ({MAX_WATCHED_OBJECTS}); they are watched by their path only"
         );
     }
-    Ok(ids)
+    Ok(())
+}
+
+/// Makes `WATCH_ROOTS` hold `watch`'s kernel prefixes, the same way: prefixes watched
+/// before and after are updated in place, new ones go in before old ones leave (unless
+/// the table is too full for both).
+fn fill_watch_roots(ebpf: &mut Ebpf, watch: &WatchSet) -> Result<(), EbpfError> {
+    let map = ebpf.map_mut(maps::WATCH_ROOTS).ok_or(EbpfError::Map {
+        name: maps::WATCH_ROOTS,
+        source: aya::maps::MapError::InvalidName {
+            name: maps::WATCH_ROOTS.into(),
+        },
+    })?;
+    let mut trie: LpmTrie<_, [u8; ROOT_KEY_LEN], WatchRoot> =
+        LpmTrie::try_from(map).map_err(|source| EbpfError::Map {
+            name: maps::WATCH_ROOTS,
+            source,
+        })?;
+    let roots = watch.kernel_roots();
+    if roots.len() > fim_common::MAX_WATCH_ROOTS as usize {
+        return Err(EbpfError::TooManyRoots {
+            count: roots.len(),
+            max: fim_common::MAX_WATCH_ROOTS,
+        });
+    }
+    let wanted: Vec<(Key<[u8; ROOT_KEY_LEN]>, WatchRoot)> = roots
+        .into_iter()
+        .map(|(prefix, root)| {
+            let mut data = [0u8; ROOT_KEY_LEN];
+            data[..prefix.len()].copy_from_slice(&prefix);
+            (Key::new((prefix.len() * 8) as u32, data), root)
+        })
+        .collect();
+    let same = |a: &Key<[u8; ROOT_KEY_LEN]>, b: &Key<[u8; ROOT_KEY_LEN]>| {
+        a.prefix_len() == b.prefix_len() && a.data() == b.data()
+    };
+    let stale: Vec<Key<[u8; ROOT_KEY_LEN]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.iter().any(|(w, _)| same(w, k)))
+        .collect();
+    let mut refused = Vec::new();
+    for (key, root) in &wanted {
+        if trie.insert(key, *root, 0).is_err() {
+            refused.push((key, root));
+        }
+    }
+    for key in &stale {
+        let _ = trie.remove(key);
+    }
+    for (key, root) in refused {
+        trie.insert(key, *root, 0)
+            .map_err(|source| EbpfError::Map {
+                name: maps::WATCH_ROOTS,
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Loads and attaches the process table's programs.
@@ -748,36 +833,7 @@ impl EbpfSensor {
             .override_global(globals::TRACEPOINT_FIELDS, &fields, true)
             .override_global(globals::OUTCOME_RETURNS_PTR, &returns_ptr, true)
             .load(object::OBJECT)?;
-        {
-            let map = ebpf.map_mut(maps::WATCH_ROOTS).ok_or(EbpfError::Map {
-                name: maps::WATCH_ROOTS,
-                source: aya::maps::MapError::InvalidName {
-                    name: maps::WATCH_ROOTS.into(),
-                },
-            })?;
-            let mut trie: LpmTrie<_, [u8; ROOT_KEY_LEN], WatchRoot> = LpmTrie::try_from(map)
-                .map_err(|source| EbpfError::Map {
-                    name: maps::WATCH_ROOTS,
-                    source,
-                })?;
-            let roots = watch.kernel_roots();
-            if roots.len() > fim_common::MAX_WATCH_ROOTS as usize {
-                return Err(EbpfError::TooManyRoots {
-                    count: roots.len(),
-                    max: fim_common::MAX_WATCH_ROOTS,
-                });
-            }
-            for (prefix, root) in roots {
-                let mut data = [0u8; ROOT_KEY_LEN];
-                data[..prefix.len()].copy_from_slice(&prefix);
-                let key = Key::new((prefix.len() * 8) as u32, data);
-                trie.insert(&key, root, 0)
-                    .map_err(|source| EbpfError::Map {
-                        name: maps::WATCH_ROOTS,
-                        source,
-                    })?;
-            }
-        }
+        fill_watch_roots(&mut ebpf, watch)?;
         Ok((
             ebpf,
             KernelBtf {
@@ -819,7 +875,8 @@ impl EbpfSensor {
         crate::memory::give_back();
         // Walked once the tier is accepted: a refused tier (`--sensor ebpf` tries up to
         // three) costs no walk of the watched trees.
-        let identities = fill_watched_objects(&mut ebpf, watch)?;
+        let mut identities = Identities::default();
+        fill_watched_objects(&mut ebpf, watch, &mut identities)?;
         info!("sensor: {} attached", tier.describe());
         Self::finish_start(ebpf, tier.sensor_name(), identities, telemetry)
     }
@@ -892,6 +949,14 @@ impl EbpfSensor {
             last_drop_check: std::time::Instant::now(),
             identities,
         })
+    }
+
+    /// A live reload: the kernel's filter follows `watch` from now on. What both sets
+    /// watch stays watched throughout; what only the new one watches is watched before
+    /// what only the old one watched is let go.
+    pub fn rewatch(&mut self, watch: &WatchSet) -> Result<(), EbpfError> {
+        fill_watch_roots(&mut self._ebpf, watch)?;
+        fill_watched_objects(&mut self._ebpf, watch, &mut self.identities)
     }
 
     /// The sensor's name in events (`ebpf-lsm`, `ebpf-fentry`, `ebpf-tracepoint`).
@@ -978,6 +1043,7 @@ impl EbpfSensor {
     pub async fn run(
         mut self,
         tx: mpsc::Sender<FileEvent>,
+        mut rewatch: crate::sensors::Rewatches,
         shutdown: CancellationToken,
     ) -> Result<(), EbpfError> {
         let drop_check =
@@ -991,6 +1057,10 @@ impl EbpfSensor {
                 () = tokio::time::sleep(BATCH_PAUSE), if batched => false,
                 () = drop_check.tick() => {
                     self.housekeeping();
+                    false
+                }
+                r = rewatch.next() => {
+                    crate::sensors::answer(r, |watch| Ok(self.rewatch(watch)?));
                     false
                 }
             };

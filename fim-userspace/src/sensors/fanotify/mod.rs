@@ -160,6 +160,40 @@ fn existing_dir(path: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Finds each file system holding a watched root of `watch` (or, for a root that does not
+/// exist yet, its nearest existing ancestor) that `mounts` does not hold yet, and adds it
+/// there, marked when `scope` marks file systems.
+fn mark_file_systems(
+    group: &Fanotify,
+    watch: &WatchSet,
+    scope: MarkScope,
+    mounts: &mut Vec<([i32; 2], OwnedFd)>,
+) -> Result<(), FanotifyError> {
+    for root in watch.scan_roots() {
+        let path = match &root {
+            ScanRoot::Tree(p) | ScanRoot::Exact(p) => p.clone(),
+            ScanRoot::Children { dir, .. } => dir.clone(),
+        };
+        let dir = existing_dir(&path);
+        let render = || fim_core::paths::render_bytes(&dir);
+        let (fd, fsid) = sys::mount_ref(&dir).map_err(|source| FanotifyError::Mark {
+            path: render(),
+            source,
+        })?;
+        if mounts.iter().any(|(id, _)| *id == fsid) {
+            continue;
+        }
+        if scope == MarkScope::Filesystem {
+            sys::mark_filesystem(group, &dir).map_err(|source| FanotifyError::Mark {
+                path: render(),
+                source,
+            })?;
+        }
+        mounts.push((fsid, fd));
+    }
+    Ok(())
+}
+
 /// How long an answer of `is_self` stands, and how many are kept.
 const SELF_CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 const SELF_CHECK_MAX: usize = 4096;
@@ -179,28 +213,7 @@ impl FanotifySensor {
     ) -> Result<Self, FanotifyError> {
         let group = sys::init().map_err(FanotifyError::Init)?;
         let mut mounts: Vec<([i32; 2], OwnedFd)> = Vec::new();
-        for root in watch.scan_roots() {
-            let path = match &root {
-                ScanRoot::Tree(p) | ScanRoot::Exact(p) => p.clone(),
-                ScanRoot::Children { dir, .. } => dir.clone(),
-            };
-            let dir = existing_dir(&path);
-            let render = || fim_core::paths::render_bytes(&dir);
-            let (fd, fsid) = sys::mount_ref(&dir).map_err(|source| FanotifyError::Mark {
-                path: render(),
-                source,
-            })?;
-            if mounts.iter().any(|(id, _)| *id == fsid) {
-                continue;
-            }
-            if scope == MarkScope::Filesystem {
-                sys::mark_filesystem(&group, &dir).map_err(|source| FanotifyError::Mark {
-                    path: render(),
-                    source,
-                })?;
-            }
-            mounts.push((fsid, fd));
-        }
+        mark_file_systems(&group, &watch, scope, &mut mounts)?;
         if scope == MarkScope::Filesystem {
             info!("fanotify sensor: {} file system(s) marked", mounts.len());
         }
@@ -234,6 +247,25 @@ impl FanotifySensor {
         // before is found by the walk.
         sensor.seed();
         Ok(sensor)
+    }
+
+    /// A live reload: from now on, what `watch` covers is reported. A file system it needs
+    /// is marked first, then the directories that matter are learned again (and, with
+    /// per-directory marks, each new one marked) before the next read. Marks the old set
+    /// needed and the new one does not stay until the daemon stops: their events are
+    /// dropped here, and the file systems' descriptors still resolve events queued before.
+    pub fn rewatch(&mut self, watch: Arc<WatchSet>) -> Result<(), FanotifyError> {
+        let before = self.mounts.len();
+        mark_file_systems(&self.group, &watch, self.scope, &mut self.mounts)?;
+        if self.mounts.len() > before && self.scope == MarkScope::Filesystem {
+            info!(
+                "fanotify sensor: {} more file system(s) marked",
+                self.mounts.len() - before
+            );
+        }
+        self.watch = watch;
+        self.seed();
+        Ok(())
     }
 
     /// Learns every directory that matters, and every watched file with other hard links,
@@ -427,6 +459,7 @@ impl FanotifySensor {
     pub async fn run(
         mut self,
         tx: mpsc::Sender<FileEvent>,
+        mut rewatch: crate::sensors::Rewatches,
         shutdown: CancellationToken,
     ) -> Result<(), FanotifyError> {
         let mut reader = self.reader()?;
@@ -447,6 +480,10 @@ impl FanotifySensor {
                 () = tokio::task::yield_now(), if more => false,
                 () = tick.tick() => {
                     self.tick();
+                    false
+                }
+                r = rewatch.next() => {
+                    crate::sensors::answer(r, |watch| Ok(self.rewatch(watch.clone())?));
                     false
                 }
             };
