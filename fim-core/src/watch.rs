@@ -123,7 +123,25 @@ pub enum ScanRoot {
     },
 }
 
+/// The roots of `new` that `old` does not have (a reload's additions), compared by
+/// [`ScanRoot::describe`].
+pub fn added_roots(old: &[ScanRoot], new: &[ScanRoot]) -> Vec<ScanRoot> {
+    let before: std::collections::HashSet<String> = old.iter().map(ScanRoot::describe).collect();
+    new.iter()
+        .filter(|r| !before.contains(&r.describe()))
+        .cloned()
+        .collect()
+}
+
 impl ScanRoot {
+    /// The path the root starts from (for [`Self::Children`], the directory).
+    pub fn path(&self) -> &[u8] {
+        match self {
+            Self::Tree(p) | Self::Exact(p) => p,
+            Self::Children { dir, .. } => dir,
+        }
+    }
+
     /// Whether scanning this root visits `path`.
     pub fn covers(&self, path: &[u8]) -> bool {
         match self {

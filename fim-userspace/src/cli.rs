@@ -574,7 +574,7 @@ impl Reloader {
             Err(problems) => {
                 let why = format!(
                     "reload refused, the running configuration stays: {}",
-                    problems.join("; ")
+                    control::one_line(&problems.join("\n"))
                 );
                 error!("{why}");
                 return Err(why);

@@ -113,12 +113,7 @@ impl Status {
     pub fn render(&self) -> String {
         match &self.outcome {
             Ok(()) => format!("{} {} ok\n", self.pid, self.generation),
-            Err(why) => format!(
-                "{} {} refused: {}\n",
-                self.pid,
-                self.generation,
-                why.replace('\n', "; ")
-            ),
+            Err(why) => format!("{} {} refused: {}\n", self.pid, self.generation, one_line(why)),
         }
     }
 
@@ -138,6 +133,18 @@ impl Status {
             outcome,
         })
     }
+}
+
+/// `text`'s lines on one: a line ending with `:` goes on with a space, others with `; `.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// Records how a reload ended, for `fim reload`.
@@ -218,7 +225,8 @@ mod tests {
 
     #[test]
     fn a_status_line_reads_back_as_written() {
-        for outcome in [Ok(()), Err("line 3: `rule.paths`: bad glob\nline 9: x".to_owned())] {
+        let why = "2 problem(s):\n  line 3: `rule.paths`: bad glob\n  line 9: x";
+        for outcome in [Ok(()), Err(why.to_owned())] {
             let s = Status {
                 pid: 42,
                 generation: 7,
@@ -228,8 +236,9 @@ mod tests {
             assert_eq!(back.pid, 42);
             assert_eq!(back.generation, 7);
             assert_eq!(
-                back.outcome.map_err(|e| e.contains("bad glob; line 9")),
-                s.outcome.map_err(|_| true)
+                back.outcome,
+                s.outcome
+                    .map_err(|_| "2 problem(s): line 3: `rule.paths`: bad glob; line 9: x".to_owned())
             );
         }
         assert_eq!(Status::parse("42 x ok"), None);

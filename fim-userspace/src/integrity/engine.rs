@@ -177,6 +177,10 @@ pub struct Engine {
     scan: Option<ScanRun>,
     /// Keys touched by events since the current scan started: the scan must not override.
     touched: HashSet<Vec<u8>>,
+    /// Watched directories whose entries events changed: their times and size changed with
+    /// them, which is no news. Their baseline entries are brought up to date silently
+    /// before the next commit, so no later scan reports them as changed.
+    entries_changed: HashSet<Vec<u8>>,
     next_rescan: Option<Instant>,
     repair_wanted: bool,
     /// When the sensor's losses were last read unchanged: a gap began after it.
@@ -242,6 +246,7 @@ impl Engine {
             bursts,
             scan: None,
             touched: HashSet::new(),
+            entries_changed: HashSet::new(),
             next_rescan,
             repair_wanted: false,
             losses_checked_ns: unix_now_ns(),
@@ -387,6 +392,7 @@ impl Engine {
             }
         }
         if now.duration_since(self.last_commit) >= COMMIT_EVERY {
+            self.refresh_directories()?;
             self.baseline.commit()?;
             self.last_commit = now;
         } else {
@@ -514,6 +520,13 @@ impl Engine {
     /// Takes one event in: it gets its place in the output order, then runs now or queues
     /// behind the job holding its path.
     fn accept(&mut self, ev: FileEvent, superseded: bool) -> Result<(), EngineError> {
+        if changes_entries(ev.action) {
+            for key in self.keys(&ev) {
+                let parent = parent_of(&key);
+                self.touched.insert(parent.clone());
+                self.entries_changed.insert(parent);
+            }
+        }
         let ticket = self.order.ticket();
         self.accept_group(ticket, ev, Vec::new(), superseded)
     }
@@ -844,7 +857,36 @@ impl Engine {
         self.start_scan(origin, initial);
     }
 
+    /// Brings the baseline entries of the directories whose entries events changed up to
+    /// date (see `entries_changed`); one with an observation in flight waits for the next
+    /// time.
+    fn refresh_directories(&mut self) -> Result<(), EngineError> {
+        if self.entries_changed.is_empty() {
+            return Ok(());
+        }
+        let dirs: Vec<Vec<u8>> = self.entries_changed.drain().collect();
+        for dir in dirs {
+            if self.busy.is_busy(&dir) {
+                self.entries_changed.insert(dir);
+                continue;
+            }
+            if !self.watch.matches(&dir) || self.baseline.get(&dir)?.is_none() {
+                continue;
+            }
+            // Gone or no longer a directory: its own event, or the next scan, says so.
+            if let Ok(Some(now)) = observe(&dir, Hashing::Defer, &self.limits, &mut self.scratch)
+                && now.attrs.file_type == fim_core::attrs::FileType::Dir
+            {
+                self.baseline.put(&dir, &now)?;
+            }
+        }
+        Ok(())
+    }
+
     fn start_scan(&mut self, origin: Origin, initial: bool) {
+        if let Err(e) = self.refresh_directories() {
+            warn!("bringing changed directories up to date in the baseline: {e}");
+        }
         self.touched.clear();
         self.scan = ScanRun::start(&mut self.baseline, &self.watch, &self.cfg, origin, initial);
     }
@@ -942,6 +984,9 @@ impl Engine {
         if let Some(s) = self.scan.take() {
             s.drain();
         }
+        if let Err(e) = self.refresh_directories() {
+            warn!("bringing changed directories up to date in the baseline: {e}");
+        }
         if let Err(e) = self.baseline.commit() {
             warn!("committing the baseline: {e}");
         }
@@ -951,6 +996,29 @@ impl Engine {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+    }
+}
+
+/// Whether `action` adds or removes a directory entry (its directory's times change).
+fn changes_entries(action: Action) -> bool {
+    matches!(
+        action,
+        Action::Create
+            | Action::Unlink
+            | Action::Mkdir
+            | Action::Rmdir
+            | Action::Rename
+            | Action::Link
+            | Action::Symlink
+            | Action::Mknod
+    )
+}
+
+/// The directory holding `path` (`/` for a name at the top).
+fn parent_of(path: &[u8]) -> Vec<u8> {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
     }
 }
 

@@ -476,3 +476,27 @@ fn a_reload_during_the_first_scan_still_builds_the_baseline_silently() {
         .expect("baseline");
     assert!(b.get(added.join("a").to_str().expect("utf-8").as_bytes()).expect("read").is_some());
 }
+
+#[test]
+fn a_directory_whose_entries_events_changed_is_not_found_changed_later() {
+    let (_dir, state, w) = dirs();
+    let sub = w.join("sub");
+    fs::create_dir(&sub).expect("mkdir");
+    let mut h = Harness::start(&w, state.path(), 64);
+    let (f, g) = (sub.join("new"), w.join("moved"));
+    fs::write(&f, b"x").expect("create");
+    fs::rename(&f, &g).expect("rename");
+    h.send(vec![
+        event(Action::Create, &f),
+        event(Action::CloseWrite, &f),
+        rename(&f, &g),
+    ]);
+    h.take(3);
+    let rest = h.stop();
+    assert!(rest.is_empty(), "{rest:#?}");
+    // The next start compares the disk with the baseline: both directories' times moved
+    // with the events already reported.
+    let h = Harness::start(&w, state.path(), 64);
+    let found = h.stop();
+    assert!(found.is_empty(), "{found:#?}");
+}

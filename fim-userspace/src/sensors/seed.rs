@@ -62,22 +62,27 @@ fn at(
 }
 
 /// Visits every existing path of the walk with its metadata (`lstat`).
-pub fn walk(watch: &WatchSet, mut visit: impl FnMut(&[u8], &Metadata, Place, &ScanRoot)) {
-    for root in watch.scan_roots() {
+pub fn walk(watch: &WatchSet, visit: impl FnMut(&[u8], &Metadata, Place, &ScanRoot)) {
+    walk_roots(&watch.scan_roots(), visit);
+}
+
+/// [`walk`] over some of a watch set's roots (those a reload added).
+pub fn walk_roots(roots: &[ScanRoot], mut visit: impl FnMut(&[u8], &Metadata, Place, &ScanRoot)) {
+    for root in roots {
         let (path, tree) = match &root {
             ScanRoot::Tree(p) => (p.clone(), true),
             ScanRoot::Exact(p) => (p.clone(), false),
             ScanRoot::Children { dir, .. } => (dir.clone(), false),
         };
         for ancestor in ancestors(&path) {
-            at(ancestor, Place::Ancestor, &root, &mut visit);
+            at(ancestor, Place::Ancestor, root, &mut visit);
         }
-        at(&path, Place::Root, &root, &mut visit);
+        at(&path, Place::Root, root, &mut visit);
         if tree {
-            below(&path, &root, &mut visit);
-        } else if let ScanRoot::Children { dir, .. } = &root {
+            below(&path, root, &mut visit);
+        } else if let ScanRoot::Children { dir, .. } = root {
             for (child, _) in children(dir) {
-                at(&child, Place::Below, &root, &mut visit);
+                at(&child, Place::Below, root, &mut visit);
             }
         }
     }

@@ -64,6 +64,26 @@ impl Identities {
         false
     }
 
+    /// The id of watched root `path`, if it is one.
+    pub fn root_id(&self, path: &[u8]) -> Option<u32> {
+        self.ids.get(path).copied()
+    }
+
+    /// Forgets the watched files with other names that `keep` no longer wants; returns
+    /// their inodes.
+    pub fn forget_files(&mut self, mut keep: impl FnMut(&[u8]) -> bool) -> Vec<InodeKey> {
+        let gone: Vec<InodeKey> = self
+            .by_inode
+            .iter()
+            .filter(|(_, path)| !keep(path))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &gone {
+            self.by_inode.remove(key);
+        }
+        gone
+    }
+
     /// The watched name of the path `accessed` the kernel matched as `watch` (`inode`: the
     /// object's own identity, when the event carries it). `None` when nothing matched or
     /// the match cannot be named.

@@ -194,6 +194,8 @@ pub struct EbpfSensor {
     last_drop_check: std::time::Instant,
     /// Names of what the kernel matches by identity.
     identities: Identities,
+    /// The watched roots whose objects the kernel knows.
+    roots: Vec<ScanRoot>,
 }
 
 /// The offset of `field` in a tracefs `format` description. Pure (unit-tested below).
@@ -218,18 +220,41 @@ fn kernel_dev(dev: u64) -> u32 {
     fim_common::dev::encode(libc::major(dev), libc::minor(dev))
 }
 
-/// What `WATCHED_OBJECTS` must hold for `watch`: the watched roots as they are on disk and
-/// the watched files with other hard links, by (device, inode). Names them in `ids`.
-fn watched_objects(
-    watch: &WatchSet,
+/// Opens `WATCHED_OBJECTS`.
+fn objects_table(
+    ebpf: &mut Ebpf,
+) -> Result<aya::maps::HashMap<&mut MapData, ObjectKey, WatchedObject>, EbpfError> {
+    let map = ebpf.map_mut(maps::WATCHED_OBJECTS).ok_or(EbpfError::Map {
+        name: maps::WATCHED_OBJECTS,
+        source: aya::maps::MapError::InvalidName {
+            name: maps::WATCHED_OBJECTS.into(),
+        },
+    })?;
+    aya::maps::HashMap::try_from(map).map_err(|source| EbpfError::Map {
+        name: maps::WATCHED_OBJECTS,
+        source,
+    })
+}
+
+/// Adds to `WATCHED_OBJECTS` the objects of `roots` (a whole watch set's at start, a
+/// reload's additions later): each root as it is on disk, and each watched file below
+/// with other hard links, named in `ids`. A root object already there (the same
+/// directory watched with and without recursion) keeps its id and gains the new flags.
+fn watch_objects(
+    ebpf: &mut Ebpf,
+    roots: &[ScanRoot],
     ids: &mut Identities,
-) -> std::collections::HashMap<(u32, u64), WatchedObject> {
+) -> Result<(), EbpfError> {
     use std::os::unix::fs::MetadataExt;
-    let mut objects: std::collections::HashMap<(u32, u64), WatchedObject> =
-        std::collections::HashMap::new();
-    let (mut roots, mut linked) = (0u64, 0u64);
-    seed::walk(watch, |path, meta, place, root| {
-        let key = (kernel_dev(meta.dev()), meta.ino());
+    let mut table = objects_table(ebpf)?;
+    let mut refused = 0u64;
+    let (mut root_count, mut linked) = (0u64, 0u64);
+    seed::walk_roots(roots, |path, meta, place, root| {
+        let key = ObjectKey {
+            ino: meta.ino(),
+            dev: kernel_dev(meta.dev()),
+            _pad: 0,
+        };
         let is_root = matches!(place, Place::Root);
         let mut value = match place {
             Place::Root => {
@@ -238,14 +263,14 @@ fn watched_objects(
                     ScanRoot::Exact(_) => root_flags::SELF,
                     ScanRoot::Children { .. } => root_flags::CHILDREN,
                 };
-                roots += 1;
+                root_count += 1;
                 WatchedObject {
                     id: ids.add_root(path.to_vec()),
                     flags,
                 }
             }
             Place::Below if meta.is_file() && meta.nlink() > 1 && root.covers(path) => {
-                ids.learn(key, path.to_vec());
+                ids.learn((key.dev, key.ino), path.to_vec());
                 linked += 1;
                 WatchedObject {
                     id: OBJECT_BY_INODE,
@@ -256,59 +281,60 @@ fn watched_objects(
         };
         // A directory watched without recursion is two scan roots (itself, its entries):
         // one object with both flags.
-        if is_root && let Some(existing) = objects.get(&key) {
+        if is_root && let Ok(existing) = table.get(&key, 0) {
             value.flags |= existing.flags;
             value.id = existing.id;
         }
-        objects.insert(key, value);
-    });
-    info!("watched by identity: {roots} roots, {linked} files with other hard links");
-    objects
-}
-
-/// Makes `WATCHED_OBJECTS` hold what `watch` needs (see [`watched_objects`]): what is
-/// watched before and after keeps its entry throughout, new objects go in first, and
-/// objects no longer watched leave last (or first, when the table is too full for both).
-fn fill_watched_objects(
-    ebpf: &mut Ebpf,
-    watch: &WatchSet,
-    ids: &mut Identities,
-) -> Result<(), EbpfError> {
-    let map = ebpf.map_mut(maps::WATCHED_OBJECTS).ok_or(EbpfError::Map {
-        name: maps::WATCHED_OBJECTS,
-        source: aya::maps::MapError::InvalidName {
-            name: maps::WATCHED_OBJECTS.into(),
-        },
-    })?;
-    let mut table: aya::maps::HashMap<_, ObjectKey, WatchedObject> =
-        aya::maps::HashMap::try_from(map).map_err(|source| EbpfError::Map {
-            name: maps::WATCHED_OBJECTS,
-            source,
-        })?;
-    let wanted = watched_objects(watch, ids);
-    let object_key = |&(dev, ino): &(u32, u64)| ObjectKey { ino, dev, _pad: 0 };
-    let stale: Vec<ObjectKey> = table
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !wanted.contains_key(&(k.dev, k.ino)))
-        .collect();
-    let mut refused = Vec::new();
-    for (key, value) in &wanted {
-        if table.insert(object_key(key), *value, 0).is_err() {
-            refused.push(*key);
+        if table.insert(key, value, 0).is_err() {
+            refused += 1;
         }
-    }
-    for key in &stale {
-        let _ = table.remove(key);
-    }
-    let refused = refused
-        .iter()
-        .filter(|key| table.insert(object_key(key), wanted[key], 0).is_err())
-        .count();
+    });
+    info!("watched by identity: {root_count} roots, {linked} files with other hard links");
     if refused > 0 {
         warn!(
             "{refused} watched objects did not fit the kernel's table ({MAX_WATCHED_OBJECTS}); they are watched by their path only"
         );
+    }
+    Ok(())
+}
+
+/// Takes out of `WATCHED_OBJECTS` what a reload stopped watching: the objects of roots
+/// `gone` (unless `watch` still has a root there) and the files with other names that
+/// `watch` no longer covers.
+fn unwatch_objects(
+    ebpf: &mut Ebpf,
+    gone: &[ScanRoot],
+    watch: &WatchSet,
+    ids: &mut Identities,
+) -> Result<(), EbpfError> {
+    use std::os::unix::{ffi::OsStrExt, fs::MetadataExt};
+    let mut table = objects_table(ebpf)?;
+    let still: std::collections::HashSet<Vec<u8>> =
+        watch.scan_roots().iter().map(|r| r.path().to_vec()).collect();
+    for root in gone {
+        let path = root.path();
+        if still.contains(path) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(path)) else {
+            continue;
+        };
+        let key = ObjectKey {
+            ino: meta.ino(),
+            dev: kernel_dev(meta.dev()),
+            _pad: 0,
+        };
+        if let (Ok(entry), Some(id)) = (table.get(&key, 0), ids.root_id(path))
+            && entry.id == id
+        {
+            let _ = table.remove(&key);
+        }
+    }
+    for (dev, ino) in ids.forget_files(|path| watch.matches(path)) {
+        let key = ObjectKey { ino, dev, _pad: 0 };
+        if table.get(&key, 0).is_ok_and(|e| e.id == OBJECT_BY_INODE) {
+            let _ = table.remove(&key);
+        }
     }
     Ok(())
 }
@@ -876,9 +902,10 @@ impl EbpfSensor {
         // Walked once the tier is accepted: a refused tier (`--sensor ebpf` tries up to
         // three) costs no walk of the watched trees.
         let mut identities = Identities::default();
-        fill_watched_objects(&mut ebpf, watch, &mut identities)?;
+        let roots = watch.scan_roots();
+        watch_objects(&mut ebpf, &roots, &mut identities)?;
         info!("sensor: {} attached", tier.describe());
-        Self::finish_start(ebpf, tier.sensor_name(), identities, telemetry)
+        Self::finish_start(ebpf, tier.sensor_name(), (identities, roots), telemetry)
     }
 
     /// Only the process table's programs (for `--sensor auto` with fanotify).
@@ -891,7 +918,7 @@ impl EbpfSensor {
         Self::finish_start(
             ebpf,
             Tier::Tracepoint.sensor_name(),
-            Identities::default(),
+            (Identities::default(), Vec::new()),
             telemetry,
         )
     }
@@ -909,7 +936,7 @@ impl EbpfSensor {
     fn finish_start(
         mut ebpf: Ebpf,
         name: &'static str,
-        identities: Identities,
+        (identities, roots): (Identities, Vec<ScanRoot>),
         telemetry: &Arc<Telemetry>,
     ) -> Result<Self, EbpfError> {
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).ok_or(EbpfError::Map {
@@ -948,6 +975,7 @@ impl EbpfSensor {
             pairing: outcomes::Pairing::default(),
             last_drop_check: std::time::Instant::now(),
             identities,
+            roots,
         })
     }
 
@@ -956,7 +984,15 @@ impl EbpfSensor {
     /// what only the old one watched is let go.
     pub fn rewatch(&mut self, watch: &WatchSet) -> Result<(), EbpfError> {
         fill_watch_roots(&mut self._ebpf, watch)?;
-        fill_watched_objects(&mut self._ebpf, watch, &mut self.identities)
+        // Only what changed is walked: a large tree watched before and after is not
+        // walked again while the ring fills. Objects let go first, so the table has room.
+        let roots = watch.scan_roots();
+        let gone = fim_core::watch::added_roots(&roots, &self.roots);
+        let added = fim_core::watch::added_roots(&self.roots, &roots);
+        unwatch_objects(&mut self._ebpf, &gone, watch, &mut self.identities)?;
+        watch_objects(&mut self._ebpf, &added, &mut self.identities)?;
+        self.roots = roots;
+        Ok(())
     }
 
     /// The sensor's name in events (`ebpf-lsm`, `ebpf-fentry`, `ebpf-tracepoint`).

@@ -263,8 +263,23 @@ impl FanotifySensor {
                 self.mounts.len() - before
             );
         }
+        let added = fim_core::watch::added_roots(&self.watch.scan_roots(), &watch.scan_roots());
         self.watch = watch;
-        self.seed();
+        // Only what the reload added is walked: what the old set knew stays known (a
+        // directory no longer relevant is no longer reported), and a large tree watched
+        // before and after is not walked again while the queue fills.
+        let started = std::time::Instant::now();
+        let known = self.known.dirs.len();
+        let mut fsids: Vec<(u64, [i32; 2])> = Vec::new();
+        seed::walk_roots(&added, |path, meta, _, root| {
+            self.seed_entry(path, meta, root, &mut fsids);
+        });
+        info!(
+            "fanotify: {} newly watched root(s), {} more directories known by handle ({:.2} s)",
+            added.len(),
+            self.known.dirs.len().saturating_sub(known),
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
