@@ -561,11 +561,14 @@ impl Reloader {
         let prepared = tokio::task::spawn_blocking(move || {
             let (config, set, rules) = prepare(&common, &flags)?;
             let limits = limits_of(&config, &rules, &common.root, &set);
-            Ok::<_, Vec<String>>((config, Update {
-                watch: set,
-                rules,
-                limits,
-            }))
+            Ok::<_, Vec<String>>((
+                config,
+                Update {
+                    watch: set,
+                    rules,
+                    limits,
+                },
+            ))
         })
         .await
         .map_err(|e| vec![format!("internal task failed: {e}")]);

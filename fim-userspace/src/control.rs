@@ -44,6 +44,14 @@ pub enum ControlError {
         /// Why it failed.
         source: io::Error,
     },
+    /// Another live daemon wrote the pid file.
+    #[error("`{path}` names another running daemon (pid {pid})")]
+    Taken {
+        /// The pid file.
+        path: PathBuf,
+        /// Its pid.
+        pid: i32,
+    },
     /// The pid file does not hold a pid.
     #[error("`{path}` does not hold a process id")]
     BadPidFile {
@@ -74,9 +82,16 @@ pub struct PidFile {
 }
 
 impl PidFile {
-    /// Writes this process's pid to `state_dir/fim.pid`.
+    /// Writes this process's pid to `state_dir/fim.pid`, unless another live process
+    /// wrote it (a second daemon on the same directory, which will not get the baseline).
     pub fn create(state_dir: &Path) -> Result<Self, ControlError> {
         let path = state_dir.join(PID_FILE);
+        if let Ok(pid) = read_pid_file(&path)
+            && pid != std::process::id() as i32
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        {
+            return Err(ControlError::Taken { path, pid });
+        }
         write_atomically(&path, &format!("{}\n", std::process::id())).map_err(|source| {
             ControlError::Io {
                 what: "writing the pid file",
@@ -113,7 +128,12 @@ impl Status {
     pub fn render(&self) -> String {
         match &self.outcome {
             Ok(()) => format!("{} {} ok\n", self.pid, self.generation),
-            Err(why) => format!("{} {} refused: {}\n", self.pid, self.generation, one_line(why)),
+            Err(why) => format!(
+                "{} {} refused: {}\n",
+                self.pid,
+                self.generation,
+                one_line(why)
+            ),
         }
     }
 
@@ -237,8 +257,9 @@ mod tests {
             assert_eq!(back.generation, 7);
             assert_eq!(
                 back.outcome,
-                s.outcome
-                    .map_err(|_| "2 problem(s): line 3: `rule.paths`: bad glob; line 9: x".to_owned())
+                s.outcome.map_err(
+                    |_| "2 problem(s): line 3: `rule.paths`: bad glob; line 9: x".to_owned()
+                )
             );
         }
         assert_eq!(Status::parse("42 x ok"), None);
@@ -254,10 +275,7 @@ mod tests {
         // A pid file left by a daemon that died without removing it.
         std::fs::write(dir.path().join(PID_FILE), "999999999\n").expect("write");
         let e = reload(dir.path(), Duration::from_secs(1)).expect_err("gone");
-        assert!(
-            matches!(e, ControlError::Gone { .. }),
-            "{e}"
-        );
+        assert!(matches!(e, ControlError::Gone { .. }), "{e}");
     }
 
     #[test]
@@ -268,7 +286,18 @@ mod tests {
             read_pid_file(&dir.path().join(PID_FILE)).expect("readable"),
             std::process::id() as i32
         );
+        // Another live process's file is left alone (pid 1 lives as long as the host).
         drop(file);
         assert!(!dir.path().join(PID_FILE).exists());
+        std::fs::write(dir.path().join(PID_FILE), "1\n").expect("write");
+        let taken = PidFile::create(dir.path()).err().expect("taken");
+        assert!(
+            matches!(taken, ControlError::Taken { pid: 1, .. }),
+            "{taken}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(PID_FILE)).expect("read"),
+            "1\n"
+        );
     }
 }

@@ -19,6 +19,7 @@ fim_tests::per_sensor!(
     the_builtin_ruleset_reports_each_of_its_places_with_its_rule,
     a_directory_without_recursion_reports_its_entries_only_and_a_listed_file_anywhere,
     setuid_chmod_and_timestomp_carry_their_technique_under_any_rule,
+    a_reload_under_a_write_load_loses_nothing_and_follows_the_new_rules,
 );
 
 /// Writes `text` as `fim.toml` in `dir`.
@@ -1067,4 +1068,191 @@ fn the_log_level_comes_from_the_configuration_and_the_flag_overrides_it() {
         told.contains("INFO ] package digests"),
         "the flag wins:\n{told}"
     );
+}
+
+/// Creates `dir/f1`, `dir/f2`, ... until `stop`, ten back to back at a time with a pause
+/// of 10 ms between (a load of up to 1,000 files a second that the daemon sustains: what
+/// is lost to an overload is a gap, not this test's subject); returns how many, and the
+/// thread id that made them.
+fn create_until(
+    dir: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, u32)> {
+    std::thread::spawn(move || {
+        let tid = unsafe { libc::gettid() } as u32;
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for _ in 0..10 {
+                n += 1;
+                fs::File::create(dir.join(format!("f{n}"))).expect("create under load");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (n, tid)
+    })
+}
+
+/// `fim reload --state-dir STATE`: (exit code, stdout, stderr).
+fn fim_reload(state: &Path) -> (i32, String, String) {
+    fim_tests::fim(&["reload".as_ref(), "--state-dir".as_ref(), state.as_os_str()])
+}
+
+fn a_reload_under_a_write_load_loses_nothing_and_follows_the_new_rules(sensor: &str) {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let (busy, added, conf_dir, state) = (
+        root.join("busy"),
+        root.join("added"),
+        root.join("conf"),
+        root.join("state"),
+    );
+    for d in [&busy, &added, &conf_dir, &state] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    // Already there when its directory comes to be watched: recorded, not reported.
+    let there_before = added.join("there-before");
+    fs::write(&there_before, b"old").expect("seed");
+    let rule = |name: &str, dir: &Path, severity: &str| {
+        format!(
+            "[[rule]]\nname = \"{name}\"\npaths = {}\nseverity = \"{severity}\"\n\n",
+            toml_paths(&[dir.to_path_buf()])
+        )
+    };
+    let daemon = "[daemon]\nrescan_interval = \"0\"\n\n";
+    let config = config_file(
+        &conf_dir,
+        &format!("{daemon}{}", rule("busy", &busy, "low")),
+    );
+    let config_arg = config.to_str().expect("utf-8");
+    let mut d = Daemon::start_with(
+        &[],
+        Some(&state),
+        &["--config", config_arg, "--sensor", sensor],
+    );
+    d.wait_log("baseline built", Duration::from_secs(120));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = create_until(busy.clone(), stop.clone());
+    // The load is well under way before the first reload.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !busy.join("f100").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Two rules now: the second watches a directory not watched before.
+    fs::write(
+        &config,
+        format!(
+            "{daemon}{}{}",
+            rule("busy", &busy, "medium"),
+            rule("added", &added, "high")
+        ),
+    )
+    .expect("new configuration");
+    let (code, out, err) = fim_reload(&state);
+    assert_eq!((code, out.trim()), (0, "reloaded"), "fim reload: {err}");
+    // A broken file is refused, with its line, and the running configuration stays.
+    fs::write(
+        &config,
+        format!("{daemon}[[rule]]\nname = \"x\"\npaths = [\"relative\"]\n"),
+    )
+    .expect("broken configuration");
+    let (code, _, err) = fim_reload(&state);
+    assert_eq!(code, 2, "a broken file must be refused: {err}");
+    assert!(
+        err.contains("line 6") && err.contains("running configuration stays"),
+        "{err}"
+    );
+    // SIGHUP does what `fim reload` does.
+    fs::write(
+        &config,
+        format!(
+            "{daemon}{}{}",
+            rule("busy", &busy, "critical"),
+            rule("added", &added, "high")
+        ),
+    )
+    .expect("third configuration");
+    unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+    d.wait_log("reloaded: watching", Duration::from_secs(60));
+    let new_file = added.join("new");
+    fs::write(&new_file, b"new").expect("write in the newly watched directory");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (made, writer_tid) = writer.join().expect("writer");
+    let seen = stop_after_marker(d, &busy);
+
+    // Every file the load made, once, in order, by the thread that made it, under its rule.
+    let creates: Vec<&Value> = seen
+        .iter()
+        .filter(|v| v["event"]["action"] == "create" && path_in(v, &busy))
+        .collect();
+    let names: Vec<String> = creates
+        .iter()
+        .map(|v| v["file"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let want: Vec<String> = (1..=made).map(|i| format!("f{i}")).collect();
+    if names != want {
+        let missing: Vec<&String> = want.iter().filter(|w| !names.contains(w)).collect();
+        panic!(
+            "{} of {made} creations reported; missing (first 20): {:?}; reported out of order or twice: {}",
+            names.len(),
+            &missing[..missing.len().min(20)],
+            names.len() + missing.len() != made
+        );
+    }
+    for v in &creates {
+        assert_eq!(v["process"]["pid"], std::process::id(), "{v}");
+        assert_eq!(v["process"]["thread"]["id"], writer_tid, "{v}");
+        assert_eq!(v["rule"]["name"], "busy", "{v}");
+    }
+    // The rules changed under the load: its first events are `low`, its last `critical`,
+    // and the severity only ever rose.
+    let severities: Vec<u64> = creates
+        .iter()
+        .map(|v| v["event"]["severity"].as_u64().unwrap_or_default())
+        .collect();
+    assert!(
+        severities.windows(2).all(|w| w[0] <= w[1]),
+        "{severities:?}"
+    );
+    assert_eq!(severities.first(), Some(&21), "low before the reload");
+    // The newly watched directory: what was there is not news; what came after is.
+    let about_added: Vec<(String, String, Value)> = seen
+        .iter()
+        .filter(|v| path_in(v, &added) || v["file"]["path"] == added.to_str().unwrap_or_default())
+        .map(|v| {
+            (
+                v["event"]["action"].as_str().unwrap_or_default().to_owned(),
+                v["file"]["path"].as_str().unwrap_or_default().to_owned(),
+                v["rule"]["name"].clone(),
+            )
+        })
+        .collect();
+    let n = new_file.display().to_string();
+    assert_eq!(
+        about_added,
+        vec![
+            ("create".to_owned(), n.clone(), Value::from("added")),
+            ("write".to_owned(), n.clone(), Value::from("added")),
+            ("close_write".to_owned(), n, Value::from("added")),
+        ]
+    );
+    // Nothing else: no directory "changed", no gap.
+    let others: Vec<&Value> = seen
+        .iter()
+        .filter(|v| !path_in(v, &busy) && !path_in(v, &added))
+        .collect();
+    assert!(others.is_empty(), "unexpected events: {others:#?}");
+}
+
+/// Whether `v`'s path is below `dir`.
+fn path_in(v: &Value, dir: &Path) -> bool {
+    v["file"]["path"]
+        .as_str()
+        .is_some_and(|p| Path::new(p).parent() == Some(dir))
 }

@@ -837,8 +837,9 @@ impl Engine {
 
     /// A live reload: the new watch set and limits apply to what comes after, and a scan
     /// records the newly watched roots without reporting what is already there (see
-    /// [`ScanRun`]) while it checks the others. A scan in progress is given up: it walked
-    /// the old set.
+    /// [`ScanRun::start`]). A scan in progress is given up (it walked the old set); a
+    /// start-up or scheduled one is started again on the new set, so nothing it was to
+    /// check goes unchecked.
     fn rewatch(&mut self, rewatch: Rewatch) {
         let Rewatch { watch, limits } = rewatch;
         self.watch = watch;
@@ -848,7 +849,7 @@ impl Engine {
         // still records everything silently.
         let (origin, initial) = match self.scan.take() {
             Some(s) => {
-                let again = (s.origin == Origin::Start).then_some((Origin::Start, s.initial));
+                let again = (s.origin != Origin::Reload).then_some((s.origin, s.initial));
                 s.drain();
                 again.unwrap_or((Origin::Reload, false))
             }
@@ -940,9 +941,9 @@ impl Engine {
             return Ok(());
         };
         if !run.cancelled() {
-            // Whatever the scan did not see is gone.
+            // Whatever the scan did not see is gone (a partial scan saw only its roots).
             let mut unseen = Unseen::default();
-            loop {
+            while !run.partial() {
                 let batch = unseen.next_batch(&self.baseline)?;
                 if batch.is_empty() {
                     break;

@@ -131,7 +131,12 @@ pub struct ScanRun {
 
 impl ScanRun {
     /// Starts a scan of `watch`'s roots (`initial`: the baseline is empty). `None` when the
-    /// walk cannot start (logged).
+    /// walk cannot start (logged), or when a reload's scan has nothing to do.
+    ///
+    /// After a live reload ([`Origin::Reload`]) only the newly watched roots are walked,
+    /// to record what is there: the others were watched in real time all along, and
+    /// walking them while events are on their way would report as found what those
+    /// events are about to report.
     pub fn start(
         baseline: &mut Baseline,
         watch: &WatchSet,
@@ -153,6 +158,19 @@ impl ScanRun {
                 .cloned()
                 .collect(),
             _ => Vec::new(),
+        };
+        let roots = if origin == Origin::Reload {
+            if quiet.is_empty() {
+                // Roots only taken away: the baseline's list follows.
+                let described: Vec<String> = roots.iter().map(ScanRoot::describe).collect();
+                if let Err(e) = baseline.set_meta("roots", &described.join("\n")) {
+                    warn!("recording the watched roots: {e}");
+                }
+                return None;
+            }
+            quiet.clone()
+        } else {
+            roots
         };
         if !quiet.is_empty() {
             info!(
@@ -198,6 +216,11 @@ impl ScanRun {
         })
     }
 
+    /// Whether the scan walks some roots only (a reload's): what it did not see is not gone.
+    pub fn partial(&self) -> bool {
+        self.origin == Origin::Reload
+    }
+
     /// Whether a change at `path` is recorded without being reported.
     pub fn records_silently(&self, path: &[u8]) -> bool {
         self.initial || self.quiet.iter().any(|r| r.covers(path))
@@ -241,13 +264,15 @@ impl ScanRun {
         let secs = self.started.elapsed().as_secs_f64();
         if self.initial {
             info!("baseline built: {seen} paths in {secs:.1} s");
+        } else if self.partial() {
+            info!("newly watched roots recorded: {seen} paths in {secs:.1} s");
         } else {
             info!(
                 "{}: {seen} paths checked, {added} added, {removed} removed, {changed} changed in {secs:.1} s",
-                match self.origin {
-                    Origin::Start => "reconciled",
-                    Origin::Reload => "rescanned after the reload",
-                    _ => "rescanned",
+                if self.origin == Origin::Start {
+                    "reconciled"
+                } else {
+                    "rescanned"
                 }
             );
         }

@@ -48,7 +48,10 @@ impl Rewatches {
 }
 
 /// Applies reload `r` with `apply` and answers it; logs a failure.
-pub(crate) fn answer(r: crate::sources::Rewatch, apply: impl FnOnce(&Arc<WatchSet>) -> Result<(), SensorError>) {
+pub(crate) fn answer(
+    r: crate::sources::Rewatch,
+    apply: impl FnOnce(&Arc<WatchSet>) -> Result<(), SensorError>,
+) {
     let result = apply(&r.watch);
     if let Err(e) = &result {
         warn!("reload: the sensor could not follow the new watch set: {e}");

@@ -293,7 +293,10 @@ pub fn run(
     parent_of: Option<ParentOf>,
     telemetry: Arc<Telemetry>,
 ) {
-    let first = rules.read().map(|r| r.clone()).unwrap_or_else(|e| e.into_inner().clone());
+    let first = rules
+        .read()
+        .map(|r| r.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
     let mut fanout = Fanout::new(outlets, first, telemetry).with_live_rules(rules);
     if let Some(parent_of) = parent_of {
         fanout = fanout.with_ancestry(parent_of);
@@ -449,9 +452,8 @@ mod tests {
         )
         .with_live_rules(live.clone());
         assert!(fanout.deliver(events(1)));
-        *live.write().expect("lock") = rules_of(
-            "[[rule]]\nname = \"after\"\npaths = [\"/w\"]\nseverity = \"high\"\n",
-        );
+        *live.write().expect("lock") =
+            rules_of("[[rule]]\nname = \"after\"\npaths = [\"/w\"]\nseverity = \"high\"\n");
         assert!(fanout.deliver(events(1)));
         let got: Vec<(u64, String)> = rx
             .try_iter()
@@ -466,10 +468,7 @@ mod tests {
                 (s.stamp.sequence, rule)
             })
             .collect();
-        assert_eq!(
-            got,
-            vec![(1, "before".to_owned()), (2, "after".to_owned())]
-        );
+        assert_eq!(got, vec![(1, "before".to_owned()), (2, "after".to_owned())]);
     }
 
     #[cfg(target_os = "linux")]

@@ -309,8 +309,11 @@ fn unwatch_objects(
 ) -> Result<(), EbpfError> {
     use std::os::unix::{ffi::OsStrExt, fs::MetadataExt};
     let mut table = objects_table(ebpf)?;
-    let still: std::collections::HashSet<Vec<u8>> =
-        watch.scan_roots().iter().map(|r| r.path().to_vec()).collect();
+    let still: std::collections::HashSet<Vec<u8>> = watch
+        .scan_roots()
+        .iter()
+        .map(|r| r.path().to_vec())
+        .collect();
     for root in gone {
         let path = root.path();
         if still.contains(path) {
