@@ -250,10 +250,10 @@ impl FanotifySensor {
     }
 
     /// A live reload: from now on, what `watch` covers is reported. A file system it needs
-    /// is marked first, then the directories that matter are learned again (and, with
-    /// per-directory marks, each new one marked) before the next read. Marks the old set
-    /// needed and the new one does not stay until the daemon stops: their events are
-    /// dropped here, and the file systems' descriptors still resolve events queued before.
+    /// is marked first, then the directories of the roots it adds are learned (and, with
+    /// per-directory marks, marked) before the next read. Marks the old set needed and the
+    /// new one does not stay until the daemon stops: their events are dropped here, and
+    /// the file systems' descriptors still resolve events queued before.
     pub fn rewatch(&mut self, watch: Arc<WatchSet>) -> Result<(), FanotifyError> {
         let before = self.mounts.len();
         mark_file_systems(&self.group, &watch, self.scope, &mut self.mounts)?;
