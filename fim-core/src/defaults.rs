@@ -9,6 +9,9 @@ pub const HASH_QUIET: Duration = Duration::from_secs(2);
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(3600);
 /// Files larger than this many bytes are reported as "not hashed: too large".
 pub const HASH_MAX_SIZE: u64 = 1 << 30;
+
+/// Largest size of a sink's on-disk spool (`spool_max_size`).
+pub const SPOOL_MAX_SIZE: u64 = 1 << 30;
 /// Events waiting in the integrity engine past which new ones pass without before/after
 /// values (counted, and repaired by a rescan): a bound on memory.
 pub const MAX_BACKLOG: usize = 8_192;

@@ -20,6 +20,64 @@ use crate::{
     rules::Matched,
 };
 
+/// The version of the event schema (`schema/fim-event.schema.json`), in every event as
+/// `fim.schema_version`. A field added is a minor version; one renamed, removed or given
+/// another meaning, a major one.
+pub const SCHEMA_VERSION: &str = "1.0.0";
+
+/// The ECS version the field names follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// Who reports: this host and this agent, the same in every event of a run (ECS `host`,
+/// `agent`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Reporter {
+    host: HostDoc,
+    agent: AgentDoc,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct HostDoc {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct AgentDoc {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+struct EcsDoc {
+    version: &'static str,
+}
+
+impl Reporter {
+    /// The host named `name`, with its stable id (`/etc/machine-id`) when it has one.
+    pub fn new(name: String, id: Option<String>) -> Self {
+        Self {
+            host: HostDoc { name, id },
+            agent: AgentDoc {
+                kind: "fim",
+                version: env!("CARGO_PKG_VERSION"),
+            },
+        }
+    }
+
+    /// Inserts `ecs`, `host` and `agent` into `doc`, and `fim.schema_version`.
+    fn stamp_doc(&self, doc: &mut Value) {
+        doc["ecs"] = json!(EcsDoc {
+            version: ECS_VERSION
+        });
+        doc["host"] = json!(self.host);
+        doc["agent"] = json!(self.agent);
+        doc["fim"]["schema_version"] = json!(SCHEMA_VERSION);
+    }
+}
+
 fn file_type(mode: u32) -> &'static str {
     use fim_common::mode::*;
     match mode & S_IFMT {
@@ -139,6 +197,7 @@ struct Fallocate {
 /// `fim.*`: everything ECS has no field for.
 #[derive(Serialize)]
 struct FimObject<'a> {
+    schema_version: &'static str,
     sensor: &'static str,
     /// Every rule the event falls under, when there are several (`rule` names the first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -282,6 +341,9 @@ fn event_of(category: &'static str, action: Action, stamp: &Stamp) -> EventObjec
 struct FileDoc<'a> {
     #[serde(rename = "@timestamp")]
     timestamp: String,
+    ecs: EcsDoc,
+    host: &'a HostDoc,
+    agent: &'a AgentDoc,
     event: EventObject,
     file: FileObject,
     fim: FimObject<'a>,
@@ -336,41 +398,55 @@ struct Technique<'a> {
     id: &'a [String],
 }
 
-/// Writes the ECS document for one event as one line of JSON (without the newline).
-pub fn write_ecs(out: impl std::io::Write, ev: &Stamped) -> serde_json::Result<()> {
+/// Writes the ECS document for one event, as `by` reports it, as one line of JSON
+/// (without the newline).
+pub fn write_ecs(out: impl std::io::Write, ev: &Stamped, by: &Reporter) -> serde_json::Result<()> {
     let Stamped {
         stamp,
         event,
         rules,
     } = ev;
-    match event {
-        Event::File(event) => match (&event.gap, &event.suppressed) {
-            (Some(gap), _) => serde_json::to_writer(out, &gap_doc(event, gap, stamp)),
-            (None, Some(s)) => serde_json::to_writer(out, &suppressed_doc(event, s, stamp)),
-            (None, None) => serde_json::to_writer(out, &file_doc(event, stamp, rules.as_deref())),
-        },
-        Event::Registry(event) => serde_json::to_writer(out, &registry_doc(event, stamp)),
-    }
-}
-
-/// The ECS document for one event, as a JSON value (the tests compare it with what
-/// [`write_ecs`] writes).
-#[cfg(test)]
-pub fn to_ecs(ev: &Stamped) -> Value {
-    let Stamped {
-        stamp,
-        event,
-        rules,
-    } = ev;
-    match event {
+    // The common case is written as it is built; the rare ones are built as values.
+    let mut doc = match event {
         Event::File(event) => match (&event.gap, &event.suppressed) {
             (Some(gap), _) => gap_doc(event, gap, stamp),
             (None, Some(s)) => suppressed_doc(event, s, stamp),
-            (None, None) => serde_json::to_value(file_doc(event, stamp, rules.as_deref()))
-                .unwrap_or(Value::Null),
+            (None, None) => {
+                return serde_json::to_writer(out, &file_doc(event, stamp, rules.as_deref(), by));
+            }
         },
         Event::Registry(event) => registry_doc(event, stamp),
-    }
+    };
+    by.stamp_doc(&mut doc);
+    serde_json::to_writer(out, &doc)
+}
+
+/// The ECS document for one event, as a JSON value, checked against the event schema
+/// (`schema/fim-event.schema.json`): every document a unit test renders follows it.
+#[cfg(test)]
+pub fn to_ecs(ev: &Stamped) -> Value {
+    let mut text = Vec::new();
+    let by = Reporter::new("test-host".into(), Some("0123456789abcdef".into()));
+    write_ecs(&mut text, ev, &by).expect("serializable");
+    let doc: Value = serde_json::from_slice(&text).expect("valid JSON");
+    let errors = schema_errors(&doc);
+    assert!(errors.is_empty(), "{errors:?} in {doc}");
+    doc
+}
+
+/// Why `doc` does not follow the event schema (nothing: it does).
+#[cfg(test)]
+fn schema_errors(doc: &Value) -> Vec<String> {
+    static VALIDATOR: std::sync::LazyLock<jsonschema::Validator> = std::sync::LazyLock::new(|| {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../schema/fim-event.schema.json"))
+                .expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the schema is a JSON Schema")
+    });
+    VALIDATOR
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
 }
 
 /// A registry value's data, for `registry.data` and `fim.before` / `fim.after`.
@@ -416,7 +492,12 @@ fn registry_doc(ev: &RegistryEvent, stamp: &Stamp) -> Value {
     })
 }
 
-fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp, rules: Option<&'a Matched>) -> FileDoc<'a> {
+fn file_doc<'a>(
+    ev: &'a FileEvent,
+    stamp: &Stamp,
+    rules: Option<&'a Matched>,
+    by: &'a Reporter,
+) -> FileDoc<'a> {
     let slash = ev.path.bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
     let mut file = FileObject {
         path: render_bytes(&ev.path.bytes),
@@ -475,6 +556,7 @@ fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp, rules: Option<&'a Matched>) ->
     let integrity = ev.integrity.as_ref();
     let exited = ev.process.as_ref().is_some_and(|p| p.exited);
     let mut fim = FimObject {
+        schema_version: SCHEMA_VERSION,
         rules: Vec::new(),
         sensor: ev.sensor,
         path: path_info(&ev.path),
@@ -564,6 +646,11 @@ fn file_doc<'a>(ev: &'a FileEvent, stamp: &Stamp, rules: Option<&'a Matched>) ->
     }
     FileDoc {
         timestamp: time_ns(ev.time_unix_ns),
+        ecs: EcsDoc {
+            version: ECS_VERSION,
+        },
+        host: &by.host,
+        agent: &by.agent,
         event,
         file,
         fim,
@@ -788,8 +875,19 @@ mod tests {
             rules: None,
         };
         let mut text = Vec::new();
-        write_ecs(&mut text, &stamped(&ev, 3)).expect("written");
+        let by = Reporter::new("test-host".into(), Some("0123456789abcdef".into()));
+        write_ecs(&mut text, &stamped(&ev, 3), &by).expect("written");
         let v: Value = serde_json::from_slice(&text).expect("JSON");
+        assert_eq!(
+            v["host"],
+            json!({"name": "test-host", "id": "0123456789abcdef"})
+        );
+        assert_eq!(
+            v["agent"],
+            json!({"type": "fim", "version": env!("CARGO_PKG_VERSION")})
+        );
+        assert_eq!(v["ecs"]["version"], ECS_VERSION);
+        assert_eq!(v["fim"]["schema_version"], SCHEMA_VERSION);
         assert_eq!(v["event"]["action"], "rename");
         assert_eq!(v["event"]["sequence"], 3);
         assert_eq!(v["event"]["id"], "01927e1a-b2c3-7d4e-8f90-123456789abc");
@@ -855,9 +953,12 @@ mod tests {
             rules: None,
         };
         let mut text = Vec::new();
-        write_ecs(&mut text, &stamped).expect("written");
+        let by = Reporter::new("test-host".into(), Some("0123456789abcdef".into()));
+        write_ecs(&mut text, &stamped, &by).expect("written");
         let v: Value = serde_json::from_slice(&text).expect("JSON");
         assert_eq!(v, to_ecs(&stamped));
+        assert_eq!(v["host"]["name"], "test-host");
+        assert_eq!(v["fim"]["schema_version"], SCHEMA_VERSION);
         assert_eq!(v["event"]["category"][0], "registry");
         assert_eq!(v["event"]["type"][0], "change");
         assert_eq!(v["event"]["dataset"], "fim.registry");
@@ -873,6 +974,67 @@ mod tests {
         assert_eq!(v["fim"]["before"]["strings"][0], "C:\\good.exe");
         assert_eq!(v["fim"]["origin"], "rescan");
         assert!(v.get("file").is_none());
+    }
+
+    #[test]
+    fn gaps_and_rate_limit_summaries_follow_the_schema_and_a_stray_field_does_not() {
+        let mut ev = FileEvent::new(
+            Action::Gap,
+            ReportedPath::new(b"/etc".to_vec(), PathSource::Scan),
+            "fim",
+        );
+        ev.gap = Some(Box::new(crate::event::Gap {
+            operations: 12,
+            unknown_more: true,
+            causes: vec![("ring_buffer_full", 12), ("queue_overflow", 1)],
+            since_unix_ns: 1_700_000_000_000_000_000,
+            roots: vec![b"/etc".to_vec(), b"/usr/bin".to_vec()],
+        }));
+        let stamp = Stamp {
+            sequence: 1,
+            id: uuid::Uuid::from_u128(7),
+        };
+        let gap = to_ecs(&Stamped {
+            stamp,
+            event: Event::File(ev),
+            rules: None,
+        });
+        assert_eq!(gap["fim"]["gap"]["operations"], 12);
+        let matched = std::sync::Arc::new(Matched {
+            rules: vec![("noisy".into(), "FIM-1".into())],
+            severity: crate::config::Severity::High,
+            techniques: vec!["T1070.002".into()],
+            tags: vec!["PCI-DSS 11.5".into()],
+            compare: None,
+            rate: Some((3, std::time::Duration::from_secs(2))),
+        });
+        let mut ev = FileEvent::new(
+            Action::Suppressed,
+            ReportedPath::new(b"/var/log/x".to_vec(), PathSource::SyscallString),
+            "fim",
+        );
+        ev.suppressed = Some(Box::new(crate::ratelimit::Summary {
+            matched: matched.clone(),
+            held: 12,
+            first_ns: 1_700_000_000_000_000_000,
+            last_ns: 1_700_000_001_000_000_000,
+            last_path: b"/var/log/x".to_vec(),
+            limit: 3,
+            window: std::time::Duration::from_secs(2),
+        }));
+        let summary = to_ecs(&Stamped {
+            stamp,
+            event: Event::File(ev),
+            rules: Some(matched),
+        });
+        assert_eq!(summary["fim"]["suppressed"]["events"], 12);
+        // The schema documents every field: one it does not know is an error.
+        let mut stray = summary.clone();
+        stray["fim"]["surprise"] = json!(1);
+        assert!(!schema_errors(&stray).is_empty());
+        let mut no_id = gap;
+        no_id["event"].as_object_mut().expect("object").remove("id");
+        assert!(!schema_errors(&no_id).is_empty());
     }
 
     #[test]

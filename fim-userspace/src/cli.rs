@@ -344,6 +344,7 @@ pub fn main() -> ExitCode {
                 source: SourceSpec::Sensor(sensor_kind(d.sensor)),
                 rules,
                 sinks: vec![SinkSpec::Stdout],
+                reporter: Arc::new(fim_userspace::host::reporter()),
             };
             let reloader = Reloader {
                 common,

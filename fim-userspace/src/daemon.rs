@@ -45,6 +45,8 @@ pub struct Pipeline {
     pub rules: Arc<RuleSet>,
     /// The sinks; every event goes to each.
     pub sinks: Vec<SinkSpec>,
+    /// The host and agent every event names.
+    pub reporter: Arc<fim_core::ecs::Reporter>,
 }
 
 /// A new configuration for the running daemon (a live reload): what to watch, what the
@@ -208,7 +210,7 @@ pub async fn run(
     let mut sink_tasks = Vec::new();
     let mut sink_names = Vec::new();
     for spec in &pipeline.sinks {
-        let sink = spec.build();
+        let sink = spec.build(&pipeline.reporter);
         let (queue_tx, queue_rx) = flume::bounded(SINK_BATCHES);
         outlets.push(fanout::Outlet::new(sink.as_ref(), queue_tx));
         sink_names.push(sink.name());

@@ -17,6 +17,7 @@ pub mod commands;
 pub mod control;
 #[cfg(target_os = "linux")]
 pub mod daemon;
+pub mod host;
 #[cfg(target_os = "linux")]
 pub mod integrity;
 #[cfg(target_os = "linux")]

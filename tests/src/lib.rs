@@ -14,6 +14,29 @@ use std::{
 
 use serde_json::Value;
 
+/// The event schema every event the daemon prints must follow (`schema/`).
+const EVENT_SCHEMA: &str = include_str!("../../schema/fim-event.schema.json");
+
+/// Checks `event` against the event schema; the reasons it fails, with the event.
+pub fn schema_check(event: &Value) -> Result<(), String> {
+    static VALIDATOR: std::sync::LazyLock<jsonschema::Validator> = std::sync::LazyLock::new(|| {
+        let schema: Value = serde_json::from_str(EVENT_SCHEMA).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema")
+    });
+    let errors: Vec<String> = VALIDATOR
+        .iter_errors(event)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "an event does not follow schema/fim-event.schema.json: {}\nthe event: {event}",
+            errors.join("; ")
+        ))
+    }
+}
+
 /// How long a test waits for an expected event (before [`scaled`]).
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -196,7 +219,8 @@ pub fn require_privileges() -> bool {
 /// A running daemon and the events it printed so far.
 pub struct Daemon {
     child: Child,
-    lines: mpsc::Receiver<Value>,
+    /// Each line as JSON, or why it is not a valid event.
+    lines: mpsc::Receiver<Result<Value, String>>,
     log: mpsc::Receiver<String>,
     log_seen: Vec<String>,
     stderr: std::thread::JoinHandle<String>,
@@ -257,9 +281,10 @@ impl Daemon {
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
-                if tx.send(v).is_err() {
+                let checked = serde_json::from_str(&line)
+                    .map_err(|e| format!("bad JSON line {line:?}: {e}"))
+                    .and_then(|v| schema_check(&v).map(|()| v));
+                if tx.send(checked).is_err() {
                     break;
                 }
             }
@@ -390,7 +415,8 @@ impl Daemon {
         let end = Instant::now() + timeout;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(v) => {
+                Ok(Err(invalid)) => panic!("{invalid}"),
+                Ok(Ok(v)) => {
                     self.seen.push(v.clone());
                     if pred(&v) {
                         return Some(v);
@@ -412,7 +438,8 @@ impl Daemon {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait().expect("waiting for fim");
         while let Ok(v) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(v);
+            self.seen
+                .push(v.unwrap_or_else(|invalid| panic!("{invalid}")));
         }
         let seen = std::mem::take(&mut self.seen);
         // `Daemon` has a Drop impl, so the handle is swapped out rather than moved.

@@ -156,6 +156,8 @@ struct Report {
     json: bool,
     out: std::io::BufWriter<std::io::Stdout>,
     stamper: Stamper,
+    /// The host and agent each event names.
+    reporter: fim_core::ecs::Reporter,
     counts: [u64; 3],
 }
 
@@ -183,6 +185,7 @@ impl Report {
                     event: event.into(),
                     rules: None,
                 },
+                &self.reporter,
             )?;
             writeln!(self.out)
         } else {
@@ -216,6 +219,7 @@ pub fn check(args: &ScanArgs<'_>) -> ExitCode {
         json: !std::io::stdout().is_terminal(),
         out: std::io::BufWriter::new(std::io::stdout()),
         stamper: Stamper::default(),
+        reporter: crate::host::reporter(),
         counts: [0; 3],
     };
     let bar = progress();

@@ -569,7 +569,10 @@ mod tests {
                 Ok(())
             }
         }
-        let sink: Box<dyn Sink> = Box::new(Stdout::new(Shared(text.clone())));
+        let sink: Box<dyn Sink> = Box::new(Stdout::new(
+            Shared(text.clone()),
+            Arc::new(fim_core::ecs::Reporter::new("test-host".into(), None)),
+        ));
         let outlet = Outlet::new(sink.as_ref(), tx);
         let telemetry = Arc::new(Telemetry::default());
         let fan_telemetry = telemetry.clone();

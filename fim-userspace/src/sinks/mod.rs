@@ -65,10 +65,10 @@ pub enum SinkSpec {
 }
 
 impl SinkSpec {
-    /// Builds the sink.
-    pub fn build(self) -> Box<dyn Sink> {
+    /// Builds the sink, for events `by` reports.
+    pub fn build(self, by: &Arc<fim_core::ecs::Reporter>) -> Box<dyn Sink> {
         match self {
-            Self::Stdout => Box::new(stdout::Stdout::new(std::io::stdout())),
+            Self::Stdout => Box::new(stdout::Stdout::new(std::io::stdout(), by.clone())),
         }
     }
 }

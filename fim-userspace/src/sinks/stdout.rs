@@ -7,7 +7,7 @@
 use std::{io::Write, sync::Arc};
 
 use fim_core::{
-    ecs::write_ecs,
+    ecs::{Reporter, write_ecs},
     telemetry::{Internal, Telemetry},
 };
 
@@ -19,12 +19,13 @@ const BATCHES_PER_WRITE: usize = 16;
 /// The sink, writing to standard output (or, in tests, to any writer).
 pub struct Stdout<W> {
     out: W,
+    by: Arc<Reporter>,
 }
 
 impl<W: Write + Send> Stdout<W> {
-    /// A sink writing to `out`.
-    pub fn new(out: W) -> Self {
-        Self { out }
+    /// A sink writing to `out` what `by` reports.
+    pub fn new(out: W, by: Arc<Reporter>) -> Self {
+        Self { out, by }
     }
 
     fn write(
@@ -56,7 +57,7 @@ impl<W: Write + Send> Stdout<W> {
     fn write_batches(&mut self, batches: &[Batch], text: &mut Vec<u8>) -> std::io::Result<()> {
         text.clear();
         for ev in batches.iter().flat_map(|b| b.iter()) {
-            write_ecs(&mut *text, ev)?;
+            write_ecs(&mut *text, ev, &self.by)?;
             text.push(b'\n');
         }
         self.out.write_all(text)?;
