@@ -28,7 +28,12 @@ fn run(cmd: &str, dir: &Path, state: &Path) -> (i32, Vec<Value>, String) {
     let (code, out, err) = fim(&refs);
     let docs = out
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}"));
+            fim_tests::schema_check(&v).unwrap_or_else(|invalid| panic!("{invalid}"));
+            v
+        })
         .collect();
     (code, docs, err)
 }
