@@ -20,7 +20,7 @@ use fim_userspace::{
     integrity::{engine::EngineConfig, observe::Limits, scan::default_threads},
     packages,
     sensors::{SensorKind, ebpf::Tier},
-    sinks::SinkSpec,
+    sinks::{self, runner::Reopen},
     sources::SourceSpec,
 };
 use log::error;
@@ -343,13 +343,19 @@ pub fn main() -> ExitCode {
             let pipeline = Pipeline {
                 source: SourceSpec::Sensor(sensor_kind(d.sensor)),
                 rules,
-                sinks: vec![SinkSpec::Stdout],
+                sinks: if config.sinks.is_empty() {
+                    sinks::default_sinks()
+                } else {
+                    config.sinks.clone()
+                },
                 reporter: Arc::new(fim_userspace::host::reporter()),
+                reopen: Reopen::default(),
             };
             let reloader = Reloader {
                 common,
                 flags,
                 running: config.daemon.clone(),
+                sinks: config.sinks.clone(),
                 flag_level,
                 generation: 0,
             };
@@ -486,6 +492,12 @@ fn check(file: Option<&Path>) -> ExitCode {
             let _ = writeln!(out, "  {line}");
         }
     }
+    if config.sinks.is_empty() {
+        let _ = writeln!(out, "sinks: standard output (no [sinks] table)");
+    }
+    for sink in &config.sinks {
+        let _ = writeln!(out, "sink `{}`: {}", sink.name, sink.kind.type_name());
+    }
     let _ = writeln!(
         out,
         "kernel filter: {} prefixes (the table holds {})",
@@ -528,7 +540,8 @@ fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig, reloader: Reloader)
                 None
             }
         };
-        tokio::spawn(signals.serve(reloader, reload_tx, state_dir.clone()));
+        let reopen = pipeline.reopen.clone();
+        tokio::spawn(signals.serve(reloader, reload_tx, state_dir.clone(), reopen));
         daemon::run(set, pipeline, cfg, Arc::default(), reloads, shutdown).await
     });
     match result {
@@ -548,6 +561,8 @@ struct Reloader {
     flags: RunFlags,
     /// The `[daemon]` settings in force.
     running: config::Daemon,
+    /// The sinks in force.
+    sinks: Vec<config::SinkConfig>,
     /// `--log-level`, which the configuration does not override.
     flag_level: Option<log::LevelFilter>,
     /// Reloads so far.
@@ -585,7 +600,10 @@ impl Reloader {
             }
         };
         let new = &config.daemon;
-        let restart_only = restart_only_changes(&self.running, new);
+        let mut restart_only = restart_only_changes(&self.running, new);
+        if config.sinks != self.sinks {
+            restart_only.push("`[sinks]`");
+        }
         if !restart_only.is_empty() {
             log::warn!(
                 "reload: {} changed; the running daemon keeps the old value until it is restarted",
@@ -667,6 +685,7 @@ impl Signals {
         mut reloader: Reloader,
         daemon: tokio::sync::mpsc::Sender<Reload>,
         state_dir: PathBuf,
+        reopen: Reopen,
     ) {
         let Some([mut int, mut term, mut hup]) = self.streams else {
             return;
@@ -676,6 +695,8 @@ impl Signals {
                 _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => {
+                    // Files the sinks write to are reopened (logrotate moved them away).
+                    reopen.request();
                     log::info!("reload asked for: reading the configuration again");
                     let outcome = reloader.reload(&daemon).await;
                     reloader.generation += 1;

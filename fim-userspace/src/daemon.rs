@@ -31,7 +31,7 @@ use crate::{
         engine::{Engine, EngineConfig, EngineError, Input, Rewatch},
         observe::Limits,
     },
-    sinks::{SinkError, SinkSpec, fanout},
+    sinks::{self, SinkError, fanout, runner::Reopen},
     sources::{self, SourceError, SourceSpec},
 };
 
@@ -44,7 +44,9 @@ pub struct Pipeline {
     /// not, and with which rule names, severity, techniques and tags.
     pub rules: Arc<RuleSet>,
     /// The sinks; every event goes to each.
-    pub sinks: Vec<SinkSpec>,
+    pub sinks: Vec<fim_core::config::SinkConfig>,
+    /// Where SIGHUP asks the sinks to reopen what they write to.
+    pub reopen: Reopen,
     /// The host and agent every event names.
     pub reporter: Arc<fim_core::ecs::Reporter>,
 }
@@ -147,6 +149,12 @@ pub async fn run(
     reloads: mpsc::Receiver<Reload>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    // Every sink is built first: one that cannot start stops the daemon before it begins.
+    let built = pipeline
+        .sinks
+        .iter()
+        .map(|config| sinks::build(config, &pipeline.reporter))
+        .collect::<Result<Vec<_>, _>>()?;
     let watch = Arc::new(watch);
     let (fanout_tx, fanout_rx) = flume::bounded(SINK_BATCHES);
     let state_dir = integrity.state_dir.clone();
@@ -209,13 +217,14 @@ pub async fn run(
     let mut outlets = Vec::new();
     let mut sink_tasks = Vec::new();
     let mut sink_names = Vec::new();
-    for spec in &pipeline.sinks {
-        let sink = spec.build(&pipeline.reporter);
+    for sink in built {
         let (queue_tx, queue_rx) = flume::bounded(SINK_BATCHES);
         outlets.push(fanout::Outlet::new(sink.as_ref(), queue_tx));
-        sink_names.push(sink.name());
+        sink_names.push(sink.name().to_owned());
         let t = telemetry.clone();
-        sink_tasks.push(tracker.spawn_blocking(move || sink.run(queue_rx, t)));
+        let reopen = pipeline.reopen.clone();
+        sink_tasks
+            .push(tracker.spawn_blocking(move || sinks::runner::run(sink, queue_rx, t, reopen)));
     }
     let fanout_telemetry = telemetry.clone();
     let fanout_task = tracker.spawn_blocking(move || {
@@ -355,7 +364,7 @@ async fn apply(
 }
 
 /// The summary at stop, from the telemetry.
-fn log_summary(t: &Telemetry, sinks: &[&'static str]) {
+fn log_summary(t: &Telemetry, sinks: &[String]) {
     for sink in sinks {
         let dropped = t.get(telemetry::SINK_DROPPED, &[sink]);
         if dropped > 0 {

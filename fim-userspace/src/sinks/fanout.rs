@@ -27,7 +27,7 @@ use super::{Batch, Sink, WhenFull};
 
 /// One sink's end of the fan-out.
 pub struct Outlet {
-    name: &'static str,
+    name: String,
     when_full: WhenFull,
     queue: flume::Sender<Batch>,
     open: bool,
@@ -37,7 +37,7 @@ impl Outlet {
     /// The outlet feeding `sink` through `queue`.
     pub fn new(sink: &dyn Sink, queue: flume::Sender<Batch>) -> Self {
         Self {
-            name: sink.name(),
+            name: sink.name().to_owned(),
             when_full: sink.when_full(),
             queue,
             open: true,
@@ -59,7 +59,7 @@ impl Outlet {
         match sent {
             Ok(()) => {
                 telemetry.emit(Internal::SinkQueued {
-                    sink: self.name,
+                    sink: &self.name,
                     batches: self.queue.len() as u64,
                 });
             }
@@ -72,7 +72,7 @@ impl Outlet {
             }
             Err(false) => {
                 let dropped = telemetry.emit(Internal::SinkDropped {
-                    sink: self.name,
+                    sink: &self.name,
                     events: batch.len() as u64,
                 });
                 if dropped == batch.len() as u64 {
@@ -332,7 +332,7 @@ mod tests {
     use fim_core::event::{Action, PathSource, ReportedPath};
 
     use super::*;
-    use crate::sinks::{SinkError, stdout::Stdout};
+    use crate::sinks::{runner, stdout::Stdout};
     use fim_core::telemetry::{EVENTS, SINK_DELIVERED, SINK_DROPPED};
 
     /// A sink that keeps what it is given (its policy chosen by the test).
@@ -345,17 +345,7 @@ mod tests {
         fn when_full(&self) -> WhenFull {
             self.0
         }
-        fn run(
-            self: Box<Self>,
-            queue: flume::Receiver<Batch>,
-            telemetry: Arc<Telemetry>,
-        ) -> Result<(), SinkError> {
-            for b in queue.iter() {
-                telemetry.emit(Internal::SinkDelivered {
-                    sink: "keep",
-                    events: b.len() as u64,
-                });
-            }
+        fn deliver(&mut self, _: &[Batch]) -> Result<(), crate::sinks::Failure> {
             Ok(())
         }
     }
@@ -570,6 +560,7 @@ mod tests {
             }
         }
         let sink: Box<dyn Sink> = Box::new(Stdout::new(
+            "stdout".into(),
             Shared(text.clone()),
             Arc::new(fim_core::ecs::Reporter::new("test-host".into(), None)),
         ));
@@ -586,7 +577,9 @@ mod tests {
             )
         });
         let sink_telemetry = telemetry.clone();
-        let writer = std::thread::spawn(move || sink.run(rx, sink_telemetry));
+        let writer = std::thread::spawn(move || {
+            runner::run(sink, rx, sink_telemetry, runner::Reopen::default())
+        });
         for _ in 0..50 {
             input_tx.send(events(20)).expect("fan-out running");
         }

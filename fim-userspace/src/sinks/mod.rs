@@ -1,19 +1,26 @@
 //! Where events go, as components.
 //!
-//! A sink is a module with its running task: it implements [`Sink`] and is built from its
-//! [`SinkSpec`] (one line in [`SinkSpec::build`] registers it). The daemon gives each sink
-//! a bounded queue of its own; [`fanout`] numbers every event once ([`Stamp`]: the same
-//! `event.sequence` and `event.id` in every sink) and hands every sink the same batches,
-//! applying the policy the sink states for a full queue ([`WhenFull`]).
+//! A sink implements [`Sink`]: it delivers a slice of events, and says whether a failure is
+//! worth retrying. It is built from its configuration (`[sinks.NAME]`, see [`build`]) and
+//! runs on a thread of its own ([`runner`]), which feeds it from its bounded queue, retries
+//! with backoff, and reopens it on SIGHUP. [`fanout`] numbers every event once ([`Stamp`]:
+//! the same `event.sequence` and `event.id` in every sink) and hands every sink the same
+//! batches, applying the policy the sink states for a full queue ([`WhenFull`]).
 
 pub mod fanout;
+pub mod file;
+pub mod runner;
 pub mod stdout;
 
 use std::sync::Arc;
 
 #[cfg(doc)]
 use fim_core::event::Stamp;
-use fim_core::{event::Stamped, telemetry::Telemetry};
+use fim_core::{
+    config::{SinkConfig, SinkKind},
+    ecs::{Reporter, write_ecs},
+    event::Stamped,
+};
 
 /// What the engine reported in one turn, numbered, shared by every sink.
 pub type Batch = Arc<Vec<Stamped>>;
@@ -29,46 +36,98 @@ pub enum WhenFull {
     DropNewest,
 }
 
-/// Why a sink stopped.
+/// Why a sink could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// Writing failed.
-    #[error("writing events to {sink}: {source}")]
-    Write {
-        /// The sink.
-        sink: &'static str,
+    /// Writing failed for good.
+    #[error("sink {sink}: {what}: {source}")]
+    Io {
+        /// The sink's name.
+        sink: String,
+        /// What was being done.
+        what: String,
         /// The I/O error.
         source: std::io::Error,
     },
+    /// This build cannot run a sink of this type yet.
+    #[error("sink {sink}: `type = \"{kind}\"` is not available in this version of fim")]
+    Unavailable {
+        /// The sink's name.
+        sink: String,
+        /// Its type.
+        kind: &'static str,
+    },
+}
+
+/// How a delivery failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The receiver is unreachable or busy: the same events are delivered again later.
+    Retry(String),
+    /// The receiver refused these events for good: they are counted and logged, not
+    /// retried.
+    Reject(String),
+    /// The sink cannot go on.
+    Fatal(SinkError),
 }
 
 /// One destination of events.
 pub trait Sink: Send {
-    /// Its name in logs and counters.
-    fn name(&self) -> &'static str;
+    /// Its name (`[sinks.NAME]`), in logs and counters.
+    fn name(&self) -> &str;
     /// Its policy when its queue is full.
     fn when_full(&self) -> WhenFull;
-    /// Delivers batches until its queue closes and is empty, on a thread of its own,
-    /// reporting what it delivered (and failed to) to `telemetry`.
-    fn run(
-        self: Box<Self>,
-        queue: flume::Receiver<Batch>,
-        telemetry: Arc<Telemetry>,
-    ) -> Result<(), SinkError>;
+    /// Delivers the events of `batches`, in order: all of them, or none (a retry sends
+    /// them again).
+    fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure>;
+    /// Reopens what it writes to (SIGHUP, after logrotate moved a file away).
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
-/// The sinks a pipeline can have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SinkSpec {
-    /// One ECS JSON document per line on standard output.
-    Stdout,
+/// Renders the events of `batches` as JSON lines into `text` (emptied first).
+pub fn json_lines(batches: &[Batch], by: &Reporter, text: &mut Vec<u8>) -> std::io::Result<()> {
+    text.clear();
+    for ev in batches.iter().flat_map(|b| b.iter()) {
+        write_ecs(&mut *text, ev, by)?;
+        text.push(b'\n');
+    }
+    Ok(())
 }
 
-impl SinkSpec {
-    /// Builds the sink, for events `by` reports.
-    pub fn build(self, by: &Arc<fim_core::ecs::Reporter>) -> Box<dyn Sink> {
-        match self {
-            Self::Stdout => Box::new(stdout::Stdout::new(std::io::stdout(), by.clone())),
-        }
+/// The sinks of a configuration that names none: standard output.
+pub fn default_sinks() -> Vec<SinkConfig> {
+    vec![SinkConfig {
+        name: "stdout".into(),
+        kind: SinkKind::Stdout,
+        spool: fim_core::config::Spool::default(),
+    }]
+}
+
+/// Builds the sink `config` describes, for events `by` reports.
+pub fn build(config: &SinkConfig, by: &Arc<Reporter>) -> Result<Box<dyn Sink>, SinkError> {
+    let name = config.name.clone();
+    match &config.kind {
+        SinkKind::Stdout => Ok(Box::new(stdout::Stdout::new(
+            name,
+            std::io::stdout(),
+            by.clone(),
+        ))),
+        SinkKind::File {
+            path,
+            max_size,
+            keep,
+        } => Ok(Box::new(file::FileSink::open(
+            name,
+            path.clone(),
+            *max_size,
+            *keep,
+            by.clone(),
+        )?)),
+        other => Err(SinkError::Unavailable {
+            sink: name,
+            kind: other.type_name(),
+        }),
     }
 }
