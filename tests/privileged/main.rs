@@ -10,5 +10,6 @@ mod fanotify;
 mod integrity;
 mod ops;
 mod scan;
+mod sinks;
 mod tiers;
 mod volume;
