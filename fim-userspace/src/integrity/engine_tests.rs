@@ -454,13 +454,11 @@ fn a_reload_during_the_first_scan_still_builds_the_baseline_silently() {
         fs::write(w.join(format!("f{i}")), b"x").expect("seed");
     }
     fs::write(added.join("a"), b"x").expect("seed");
-    let patterns = [w.to_str().expect("utf-8").to_owned()];
-    let watch = Arc::new(WatchSet::new(&patterns, true, probe_disk).expect("watch set"));
     let telemetry = Arc::new(Telemetry::default());
     let (out_tx, output) = flume::bounded(1024);
     let engine = Engine::start(
         config(state.path(), 64),
-        watch,
+        Arc::new(watch_set(&[&w])),
         out_tx,
         telemetry.clone(),
         None,
