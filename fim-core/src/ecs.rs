@@ -67,6 +67,11 @@ impl Reporter {
         }
     }
 
+    /// The host's name.
+    pub fn host_name(&self) -> &str {
+        &self.host.name
+    }
+
     /// Inserts `ecs`, `host` and `agent` into `doc`, and `fim.schema_version`.
     fn stamp_doc(&self, doc: &mut Value) {
         doc["ecs"] = json!(EcsDoc {

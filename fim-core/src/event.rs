@@ -252,6 +252,14 @@ impl Event {
         }
     }
 
+    /// When it happened (ns since the Unix epoch).
+    pub fn time_unix_ns(&self) -> i128 {
+        match self {
+            Self::File(e) => e.time_unix_ns,
+            Self::Registry(e) => e.time_unix_ns,
+        }
+    }
+
     /// The sensor or module that saw it.
     pub fn sensor(&self) -> &'static str {
         match self {

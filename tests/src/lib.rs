@@ -14,6 +14,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod receivers;
+
 /// The event schema every event the daemon prints must follow (`schema/`).
 const EVENT_SCHEMA: &str = include_str!("../../schema/fim-event.schema.json");
 

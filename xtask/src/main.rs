@@ -31,6 +31,9 @@ const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
 const WINDOWS_CRATES: &[&str] = &["fim-common", "fim-core", "fim-userspace"];
 /// Debian packages for checking them: a MinGW C compiler (SQLite is compiled from C).
 const WINDOWS_PACKAGES: &[&str] = &["gcc-mingw-w64-x86-64"];
+/// Debian packages of the receivers the sink tests send to (rsyslog over TCP and TLS),
+/// and the `openssl` that makes their test certificates.
+const RECEIVER_PACKAGES: &[&str] = &["rsyslog", "rsyslog-gnutls", "openssl"];
 /// Debian packages needed to build bpf-linker against LLVM 22.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -262,6 +265,7 @@ fn test(host_only: bool) -> Result<()> {
     step("checking formatting");
     cargo(&["fmt", "--all", "--", "--check"])?;
     check_windows()?;
+    apt_install(RECEIVER_PACKAGES)?;
     step("building fim (debug) for the privileged tests");
     cargo(&["build", "-p", "fim-userspace"])?;
     let privileged = is_root();

@@ -9,7 +9,6 @@
 use std::{
     fs::{File, OpenOptions},
     io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -19,6 +18,7 @@ use fim_core::ecs::Reporter;
 use super::{Batch, Failure, Sink, SinkError, WhenFull, json_lines};
 
 /// Mode of a file the sink creates: events name files and processes, not for everyone.
+#[cfg(unix)]
 const FILE_MODE: u32 = 0o640;
 
 /// The sink.
@@ -35,11 +35,11 @@ pub struct FileSink {
 }
 
 fn open_append(path: &Path) -> std::io::Result<(File, u64)> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(FILE_MODE)
-        .open(path)?;
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    let file = options.open(path)?;
     let size = file.metadata()?.len();
     Ok((file, size))
 }
@@ -227,6 +227,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn after_the_file_is_moved_away_a_reopen_starts_a_new_one_and_nothing_is_lost() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod file;
 pub mod runner;
 pub mod stdout;
+pub mod syslog;
 
 use std::sync::Arc;
 
@@ -123,6 +124,11 @@ pub fn build(config: &SinkConfig, by: &Arc<Reporter>) -> Result<Box<dyn Sink>, S
             path.clone(),
             *max_size,
             *keep,
+            by.clone(),
+        )?)),
+        SinkKind::Syslog(s) => Ok(Box::new(syslog::SyslogSink::new(
+            name,
+            s.clone(),
             by.clone(),
         )?)),
         other => Err(SinkError::Unavailable {

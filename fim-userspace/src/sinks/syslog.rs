@@ -1,0 +1,316 @@
+//! The syslog sink: RFC 5424 messages carrying the event's JSON document or its CEF line,
+//! over TCP or TLS (octet-counted frames, RFC 6587 and 5425) or UDP (a datagram each).
+//!
+//! One connection, opened when first needed and again after it fails. Before each
+//! delivery a stream connection is checked for a receiver that closed it (a restart), so
+//! events are not written into a socket nobody reads; a write that fails drops the
+//! connection and the runner delivers the same events again (at least once: a receiver may
+//! get a message twice, with the same `event.id`, never lose one). A TLS 1.3 server that
+//! refuses the client's certificate says so only after the handshake: the sink waits a
+//! moment for that answer before it sends anything. UDP can lose messages silently; it is
+//! there for receivers that take nothing else.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpStream, ToSocketAddrs, UdpSocket},
+    sync::Arc,
+    time::Duration,
+};
+
+use fim_core::{
+    cef,
+    config::{Payload, Syslog, Tls, Transport},
+    ecs::{Reporter, write_ecs},
+    syslog::{Sender, frame, message},
+};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+
+use super::{Batch, Failure, Sink, SinkError, WhenFull};
+
+/// How long connecting, and each write, may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new TLS connection waits for the server to refuse the client's certificate.
+const TLS_VERDICT: Duration = Duration::from_millis(300);
+
+enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Udp(UdpSocket),
+}
+
+/// The sink.
+pub struct SyslogSink {
+    name: String,
+    config: Syslog,
+    sender: Sender,
+    by: Arc<Reporter>,
+    tls: Option<Arc<ClientConfig>>,
+    conn: Option<Conn>,
+    /// The frames (or, for UDP, the messages) of one delivery.
+    out: Vec<u8>,
+    json: Vec<u8>,
+    msg: Vec<u8>,
+}
+
+/// The TLS settings of `tls`: its CA file, else the system's roots; its client
+/// certificate, when it has one.
+fn tls_config(name: &str, tls: &Tls) -> Result<ClientConfig, SinkError> {
+    let fail = |what: String, e: &dyn std::fmt::Display| SinkError::Io {
+        sink: name.to_owned(),
+        what,
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(ca) => {
+            let certs = CertificateDer::pem_file_iter(ca)
+                .map_err(|e| fail(format!("reading the CA file `{}`", ca.display()), &e))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| fail(format!("reading the CA file `{}`", ca.display()), &e))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| fail(format!("using the CA file `{}`", ca.display()), &e))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail("setting up TLS".into(), &e))?
+            .with_root_certificates(roots);
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    fail(
+                        format!("reading the client certificate `{}`", cert.display()),
+                        &e,
+                    )
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| fail(format!("reading the client key `{}`", key.display()), &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| fail("using the client certificate".into(), &e))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+impl SyslogSink {
+    /// A sink named `name` sending to `config.address`, for events `by` reports. Reads its
+    /// certificates now: a missing or bad file stops the daemon at start.
+    pub fn new(name: String, config: Syslog, by: Arc<Reporter>) -> Result<Self, SinkError> {
+        let tls = match config.transport {
+            Transport::Tls => Some(Arc::new(tls_config(&name, &config.tls)?)),
+            _ => None,
+        };
+        let sender = Sender::new(
+            config.facility,
+            by.host_name(),
+            &config.app_name,
+            std::process::id(),
+        );
+        Ok(Self {
+            name,
+            config,
+            sender,
+            by,
+            tls,
+            conn: None,
+            out: Vec::with_capacity(64 * 1024),
+            json: Vec::with_capacity(4096),
+            msg: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Drops a stream connection the receiver closed (or broke) since the last delivery.
+    fn drop_if_closed(&mut self) {
+        let closed = match &mut self.conn {
+            Some(Conn::Tcp(s)) => peer_closed(s),
+            Some(Conn::Tls(s)) => {
+                let s = s.as_mut();
+                if s.sock.set_nonblocking(true).is_err() {
+                    true
+                } else {
+                    let mut probe = [0u8; 1];
+                    // A syslog server sends nothing: anything read is unexpected too.
+                    let closed = match s.read(&mut probe) {
+                        Ok(_) => true,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    };
+                    let _ = s.sock.set_nonblocking(false);
+                    closed
+                }
+            }
+            _ => false,
+        };
+        if closed {
+            self.conn = None;
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), String> {
+        let address = &self.config.address;
+        let addrs: Vec<_> = address
+            .to_socket_addrs()
+            .map_err(|e| format!("resolving `{address}`: {e}"))?
+            .collect();
+        let Some(addr) = addrs.first().copied() else {
+            return Err(format!("`{address}` resolves to no address"));
+        };
+        let conn = match self.config.transport {
+            Transport::Udp => {
+                let local = if addr.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                let sock =
+                    UdpSocket::bind(local).map_err(|e| format!("opening a UDP socket: {e}"))?;
+                sock.connect(addr)
+                    .map_err(|e| format!("connecting to {addr}: {e}"))?;
+                Conn::Udp(sock)
+            }
+            Transport::Tcp => Conn::Tcp(tcp(addr)?),
+            Transport::Tls => {
+                let sock = tcp(addr)?;
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let server = ServerName::try_from(host.to_owned())
+                    .map_err(|e| format!("`{host}` is not a server name: {e}"))?;
+                let config = self.tls.clone().ok_or("TLS is not set up")?;
+                let conn = ClientConnection::new(config, server)
+                    .map_err(|e| format!("starting TLS with {addr}: {e}"))?;
+                let mut stream = StreamOwned::new(conn, sock);
+                while stream.conn.is_handshaking() {
+                    stream
+                        .conn
+                        .complete_io(&mut stream.sock)
+                        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                }
+                // TLS 1.3: a refused client certificate is an alert after the handshake.
+                let _ = stream.sock.set_read_timeout(Some(TLS_VERDICT));
+                let mut probe = [0u8; 1];
+                match stream.read(&mut probe) {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Ok(0) => return Err(format!("{addr} closed the TLS connection")),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("{addr} refused the TLS connection: {e}")),
+                }
+                let _ = stream.sock.set_read_timeout(None);
+                Conn::Tls(Box::new(stream))
+            }
+        };
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// The payload of one event.
+    fn payload(&mut self, ev: &fim_core::event::Stamped) -> std::io::Result<()> {
+        self.json.clear();
+        write_ecs(&mut self.json, ev, &self.by)?;
+        if self.config.payload == Payload::Cef {
+            let doc: serde_json::Value = serde_json::from_slice(&self.json)?;
+            self.json.clear();
+            self.json.extend_from_slice(cef::from_ecs(&doc).as_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// Whether the peer of `s` closed the connection (or it broke), looking without waiting.
+fn peer_closed(s: &mut TcpStream) -> bool {
+    if s.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut probe = [0u8; 1];
+    let closed = match s.read(&mut probe) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = s.set_nonblocking(false);
+    closed
+}
+
+fn tcp(addr: std::net::SocketAddr) -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+    Ok(s)
+}
+
+impl Sink for SyslogSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn when_full(&self) -> WhenFull {
+        WhenFull::Block
+    }
+
+    fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
+        self.drop_if_closed();
+        if self.conn.is_none() {
+            self.connect().map_err(Failure::Retry)?;
+        }
+        let udp = self.config.transport == Transport::Udp;
+        self.out.clear();
+        let mut datagrams: Vec<std::ops::Range<usize>> = Vec::new();
+        for ev in batches.iter().flat_map(|b| b.iter()) {
+            self.payload(ev).map_err(|e| {
+                Failure::Fatal(SinkError::Io {
+                    sink: self.name.clone(),
+                    what: "rendering an event".into(),
+                    source: e,
+                })
+            })?;
+            self.msg.clear();
+            message(&self.sender, ev, &self.json, &mut self.msg);
+            if udp {
+                let start = self.out.len();
+                self.out.extend_from_slice(&self.msg);
+                datagrams.push(start..self.out.len());
+            } else {
+                frame(&self.msg, &mut self.out);
+            }
+        }
+        let written = match self.conn.as_mut() {
+            Some(Conn::Udp(s)) => datagrams
+                .iter()
+                .try_for_each(|r| s.send(&self.out[r.clone()]).map(|_| ())),
+            Some(Conn::Tcp(s)) => s.write_all(&self.out).and_then(|()| s.flush()),
+            Some(Conn::Tls(s)) => s.write_all(&self.out).and_then(|()| s.flush()),
+            None => Ok(()),
+        };
+        written.map_err(|e| {
+            self.conn = None;
+            Failure::Retry(format!("sending to {}: {e}", self.config.address))
+        })
+    }
+}
+
+impl Drop for SyslogSink {
+    fn drop(&mut self) {
+        // A clean TLS close: the receiver logs no truncated connection.
+        if let Some(Conn::Tls(s)) = self.conn.as_mut() {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Real receivers for the sink tests: rsyslog (Debian's, in the foreground, on ports of
+//! its own), with a test CA and certificates made by `openssl`.
+
+use std::{
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::scaled;
+
+/// A CA, a server certificate for `localhost`, and a client certificate named
+/// `fim-client`, all PEM, in `dir`.
+pub struct Pki {
+    /// The CA's certificate.
+    pub ca: PathBuf,
+    /// The server's certificate and key.
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// The client's certificate and key.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running openssl (Debian's `openssl`): {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    /// Makes the CA and both certificates in `dir`.
+    pub fn make(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("pki dir");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-days",
+            "2",
+            "-subj",
+            "/CN=fim test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(dir, &ca);
+        for (name, cn, usage) in [
+            ("server", "localhost", "serverAuth"),
+            ("client", "fim-client", "clientAuth"),
+        ] {
+            let mut req = vec!["req"];
+            req.extend(ec);
+            let subj = format!("/CN={cn}");
+            let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+            req.extend(["-subj", &subj, "-keyout", &key, "-out", &csr]);
+            openssl(dir, &req);
+            let ext = format!("{name}.ext");
+            std::fs::write(
+                dir.join(&ext),
+                format!("subjectAltName=DNS:{cn}\nextendedKeyUsage={usage}\n"),
+            )
+            .expect("extensions");
+            let pem = format!("{name}.pem");
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-out",
+                    &pem,
+                    "-extfile",
+                    &ext,
+                ],
+            );
+        }
+        Self {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An rsyslog listening on 127.0.0.1 for octet-counted (or LF-framed) syslog over plain
+/// TCP and over TLS (the client must present a certificate of the test CA named
+/// `fim-client`), writing each message it receives, as received, one per line, to
+/// `plain.log` and `tls.log`.
+pub struct Rsyslog {
+    child: Child,
+    /// The plain TCP port.
+    pub tcp: u16,
+    /// The TLS port.
+    pub tls: u16,
+    /// What arrived over TCP.
+    pub plain_log: PathBuf,
+    /// What arrived over TLS.
+    pub tls_log: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Rsyslog {
+    /// Starts rsyslog in `dir` with the server certificate of `pki`, and waits until it
+    /// listens. In CI a missing rsyslog fails the test; outside it, `None` says why.
+    pub fn start(dir: &Path, pki: &Pki) -> Option<Self> {
+        let binary = Path::new("/usr/sbin/rsyslogd");
+        let driver = Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so");
+        if !binary.exists() || !driver.exists() {
+            let why =
+                "rsyslog and rsyslog-gnutls are not installed (`cargo xtask test` installs them)";
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("skipping: {why}");
+            return None;
+        }
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).expect("work dir");
+        let (tcp, tls) = (free_port(), free_port());
+        let (plain_log, tls_log) = (dir.join("plain.log"), dir.join("tls.log"));
+        let conf = dir.join("rsyslog.conf");
+        let p = |p: &Path| p.display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{work}" maxMessageSize="64k")
+module(load="imtcp" maxSessions="100")
+template(name="raw" type="string" string="%rawmsg%\n")
+ruleset(name="plain") {{ action(type="omfile" file="{plain}" template="raw" flushOnTXEnd="on") }}
+ruleset(name="tls") {{ action(type="omfile" file="{tlslog}" template="raw" flushOnTXEnd="on") }}
+input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="plain")
+input(type="imtcp" port="{tls}" address="127.0.0.1" ruleset="tls"
+      streamDriver.name="gtls" streamDriver.mode="1"
+      streamDriver.authMode="x509/name" permittedPeer=["fim-client"]
+      streamDriver.caFile="{ca}" streamDriver.certFile="{cert}" streamDriver.keyFile="{key}")
+"#,
+                work = p(&work),
+                plain = p(&plain_log),
+                tlslog = p(&tls_log),
+                ca = p(&pki.ca),
+                cert = p(&pki.server_cert),
+                key = p(&pki.server_key),
+            ),
+        )
+        .expect("rsyslog.conf");
+        let stderr = dir.join("rsyslogd.stderr");
+        let child = Command::new(binary)
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("starting rsyslogd");
+        let r = Self {
+            child,
+            tcp,
+            tls,
+            plain_log,
+            tls_log,
+            stderr,
+        };
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
+        for port in [tcp, tls] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "rsyslog does not listen on {port}: {}",
+                    r.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Some(r)
+    }
+
+    /// What rsyslog said on stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The lines of `file` once it has `n` (or the deadline passed).
+    pub fn wait_lines(&self, file: &Path, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
+        loop {
+            let lines: Vec<String> = std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= n || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
