@@ -17,9 +17,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 /// The CEF severity (0..=10) of an event: from its rules' severity (low 3, medium 5, high
 /// 8, critical 10), a gap or a rate limit's summary 5, anything else 1.
 pub fn severity(doc: &Value) -> u8 {
-    match doc["event"]["action"].as_str() {
-        Some("gap" | "suppressed") => return 5,
-        _ => {}
+    if let Some("gap" | "suppressed") = doc["event"]["action"].as_str() {
+        return 5;
     }
     match doc["event"]["severity"].as_u64() {
         Some(99) => 10,

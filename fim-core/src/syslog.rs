@@ -27,9 +27,8 @@ pub mod severity {
 /// medium 4, low 5), a gap or a rate limit's summary 4 (something was not seen or not
 /// said), anything else 6.
 pub fn severity_of(ev: &Stamped) -> u8 {
-    match ev.event.action() {
-        Action::Gap | Action::Suppressed => return severity::WARNING,
-        _ => {}
+    if let Action::Gap | Action::Suppressed = ev.event.action() {
+        return severity::WARNING;
     }
     match ev.rules.as_ref().map(|m| m.severity.ecs()) {
         Some(99) => severity::CRITICAL,

@@ -221,7 +221,7 @@ pub(super) fn read_sinks(mut t: Table<'_, '_>, errors: &mut Vec<ConfigError>) ->
             continue;
         };
         let line = table.line;
-        if !is_sink_name(&name) {
+        if !is_sink_name(name) {
             errors.push(table.error_here(format!(
                 "`{name}` is not a sink name (letters, digits, `-` and `_`, up to 64)"
             )));
