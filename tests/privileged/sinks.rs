@@ -276,3 +276,274 @@ fn syslog_over_tcp_with_json_and_over_tls_with_cef_reaches_rsyslog_once_each() {
         rsyslog.log()
     );
 }
+
+/// Starts the daemon on `watched` with a stdout sink and the sink in `sink_toml`, makes
+/// `names` back to back, and returns what stdout got (each event's document) and the log,
+/// once the daemon stopped.
+fn run_with_sink(
+    root: &Path,
+    watched: &Path,
+    sink_toml: &str,
+    names: &[String],
+) -> (Vec<Value>, String) {
+    let config = root.join("fim.toml");
+    fs::write(
+        &config,
+        format!(
+            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{:?}]\n\n\
+             [sinks.console]\ntype = \"stdout\"\n\n{sink_toml}",
+            watched.display().to_string()
+        ),
+    )
+    .expect("configuration");
+    let config_arg = config.to_str().expect("utf-8");
+    let mut d = Daemon::start_with(&[], None, &["--config", config_arg]);
+    d.wait_log("baseline built", Duration::from_secs(60));
+    for n in names {
+        fs::write(watched.join(n), b"x").expect("write");
+    }
+    let last = watched.join(names.last().expect("names"));
+    d.wait_for("the last write", |v| is(v, "close_write", &last));
+    let (seen, log, status) = d.stop();
+    assert!(status.success(), "fim exited with {status}: {log}");
+    (seen, log)
+}
+
+/// The id of each event about a path containing `bad`, and of the others.
+fn split_bad(seen: &[Value]) -> (Vec<String>, Vec<String>) {
+    let id = |v: &Value| v["event"]["id"].as_str().expect("id").to_owned();
+    let bad = |v: &Value| {
+        v["file"]["path"]
+            .as_str()
+            .is_some_and(|p| p.contains("bad"))
+    };
+    (
+        seen.iter().filter(|v| bad(v)).map(id).collect(),
+        seen.iter().filter(|v| !bad(v)).map(id).collect(),
+    )
+}
+
+#[test]
+fn elasticsearch_gets_a_bulk_body_retries_what_was_busy_and_logs_what_it_refused() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let watched = root.join("watched");
+    fs::create_dir(&watched).expect("mkdir");
+    // A receiver like Elasticsearch: stores each `_id` once (409 after), refuses a
+    // document whose path holds "bad" (400), and is busy (429) the first time it sees the
+    // second item of a request.
+    let es = fim_tests::receivers::HttpReceiver::start(|req, before| {
+        let stored: std::collections::HashSet<String> = before
+            .iter()
+            .flat_map(|r| bulk_items(&r.body))
+            .filter(|(_, doc)| !doc.contains("bad"))
+            .map(|(id, _)| id)
+            .collect();
+        let mut seen_now = std::collections::HashSet::new();
+        let items: Vec<String> = bulk_items(&req.body)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, doc))| {
+                let status = if doc.contains("bad") {
+                    400
+                } else if stored.contains(&id) || !seen_now.insert(id.clone()) {
+                    409
+                } else if i == 1 && !before.iter().any(|r| bulk_items(&r.body).iter().any(|(b, _)| *b == id)) {
+                    429
+                } else {
+                    201
+                };
+                let error = match status {
+                    400 => r#","error":{"type":"document_parsing_exception","reason":"failed to parse"}"#,
+                    409 => r#","error":{"type":"version_conflict_engine_exception","reason":"exists"}"#,
+                    429 => r#","error":{"type":"es_rejected_execution_exception","reason":"busy"}"#,
+                    _ => "",
+                };
+                format!(r#"{{"create":{{"_id":"{id}","status":{status}{error}}}}}"#)
+            })
+            .collect();
+        (
+            200,
+            format!(
+                r#"{{"took":1,"errors":true,"items":[{}]}}"#,
+                items.join(",")
+            ),
+        )
+    });
+    let names: Vec<String> = (0..10)
+        .map(|i| {
+            if i == 6 {
+                "bad-6".to_owned()
+            } else {
+                format!("f{i}")
+            }
+        })
+        .collect();
+    let (seen, log) = run_with_sink(
+        &root,
+        &watched,
+        &format!(
+            "[sinks.elastic]\ntype = \"elasticsearch\"\nurl = \"http://127.0.0.1:{}\"\n\
+             index = \"logs-fim.file-default\"\napi_key = \"a2V5OnNlY3JldA==\"\nbatch_events = 5\n",
+            es.port
+        ),
+        &names,
+    );
+    let by_id: std::collections::HashMap<String, &Value> = seen
+        .iter()
+        .map(|v| (v["event"]["id"].as_str().expect("id").to_owned(), v))
+        .collect();
+    let requests = es.requests();
+    assert!(requests.len() >= 2, "{} requests\n{log}", requests.len());
+    assert!(
+        log.contains("refused by the receiver") && log.contains("document_parsing_exception"),
+        "the refused events are logged with the receiver's reason: {log}"
+    );
+    let mut stored = Vec::new();
+    for r in &requests {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/_bulk"));
+        assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert_eq!(r.header("authorization"), Some("ApiKey a2V5OnNlY3JldA=="));
+        assert!(r.body.ends_with(b"\n"), "a bulk body ends with a newline");
+        let text = String::from_utf8(r.body.clone()).expect("UTF-8");
+        let lines: Vec<&str> = text.trim_end_matches('\n').split('\n').collect();
+        assert!(
+            lines.len() % 2 == 0 && lines.len() <= 10,
+            "{} lines",
+            lines.len()
+        );
+        for pair in lines.chunks(2) {
+            let doc: Value = serde_json::from_str(pair[1]).expect("a document line");
+            let id = doc["event"]["id"].as_str().expect("event.id");
+            // The action line, to the byte.
+            assert_eq!(
+                pair[0],
+                format!(r#"{{"create":{{"_id":"{id}","_index":"logs-fim.file-default"}}}}"#)
+            );
+            assert_eq!(Some(&&doc), by_id.get(id), "the document stdout printed");
+        }
+    }
+    // What the receiver stored: every event but the refused ones, once.
+    for r in &requests {
+        stored.extend(
+            bulk_items(&r.body)
+                .into_iter()
+                .filter(|(_, doc)| !doc.contains("bad"))
+                .map(|(id, _)| id),
+        );
+    }
+    stored.sort();
+    stored.dedup();
+    let (bad, good) = split_bad(&seen);
+    assert!(!bad.is_empty());
+    let mut good = good;
+    good.sort();
+    assert_eq!(
+        stored, good,
+        "every event but the refused ones reached Elasticsearch"
+    );
+}
+
+/// (`_id`, document line) of each item of a bulk body.
+fn bulk_items(body: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(body);
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .chunks(2)
+        .filter_map(|pair| {
+            let action: Value = serde_json::from_str(pair.first()?).ok()?;
+            Some((
+                action["create"]["_id"].as_str()?.to_owned(),
+                (*pair.get(1)?).to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn splunk_hec_gets_one_object_per_event_and_a_refused_event_does_not_hold_the_rest() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let watched = root.join("watched");
+    fs::create_dir(&watched).expect("mkdir");
+    // Busy the first time; then it refuses an event whose path holds "bad" by its number,
+    // having indexed those before it.
+    let hec = fim_tests::receivers::HttpReceiver::start(|req, before| {
+        if before.is_empty() {
+            return (503, r#"{"text":"Server is busy","code":9}"#.into());
+        }
+        let text = String::from_utf8_lossy(&req.body).into_owned();
+        match text.lines().position(|l| l.contains("bad")) {
+            Some(n) => (
+                400,
+                format!(r#"{{"text":"Invalid data format","code":6,"invalid-event-number":{n}}}"#),
+            ),
+            None => (200, r#"{"text":"Success","code":0}"#.into()),
+        }
+    });
+    let names: Vec<String> = (0..8)
+        .map(|i| {
+            if i == 3 {
+                "bad-3".to_owned()
+            } else {
+                format!("f{i}")
+            }
+        })
+        .collect();
+    // The token from a file, as a secret should come.
+    let token = root.join("hec.token");
+    fs::write(&token, "12345678-abcd\n").expect("token file");
+    let (seen, log) = run_with_sink(
+        &root,
+        &watched,
+        &format!(
+            "[sinks.splunk]\ntype = \"splunk_hec\"\nurl = \"http://127.0.0.1:{}\"\n\
+             token_file = {:?}\nindex = \"fim\"\ngzip = false\n",
+            hec.port,
+            token.display().to_string()
+        ),
+        &names,
+    );
+    assert!(
+        log.contains("refused by the receiver") && log.contains("Invalid data format"),
+        "the refused event is logged with the receiver's reason: {log}"
+    );
+    let mut indexed = Vec::new();
+    for (i, r) in hec.requests().iter().enumerate() {
+        assert_eq!(r.path, "/services/collector/event");
+        assert_eq!(r.header("authorization"), Some("Splunk 12345678-abcd"));
+        assert_eq!(r.header("content-encoding"), None, "gzip = false");
+        let text = String::from_utf8(r.body.clone()).expect("UTF-8");
+        let objects: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        for o in &objects {
+            assert_eq!(o["source"], "fim");
+            assert_eq!(o["sourcetype"], "_json");
+            assert_eq!(o["index"], "fim");
+            assert!(o["time"].as_f64().is_some_and(|t| t > 1.7e9), "{o}");
+            schema_check(&o["event"]).unwrap_or_else(|invalid| panic!("{invalid}"));
+        }
+        // What the receiver indexed: all of a successful request; before the refused one
+        // of a refused request; nothing of the busy first one.
+        let took = match text.lines().position(|l| l.contains("bad")) {
+            _ if i == 0 => 0,
+            Some(n) => n,
+            None => objects.len(),
+        };
+        indexed.extend(
+            objects[..took]
+                .iter()
+                .map(|o| o["event"]["event"]["id"].as_str().expect("id").to_owned()),
+        );
+    }
+    let (bad, good) = split_bad(&seen);
+    assert!(!bad.is_empty());
+    assert_eq!(indexed, good, "every other event once, in order");
+}

@@ -239,3 +239,118 @@ impl Drop for Rsyslog {
         let _ = self.child.wait();
     }
 }
+
+/// One request an [`HttpReceiver`] got.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// `POST /_bulk`.
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body, gunzipped when it came with `Content-Encoding: gzip`.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 server on 127.0.0.1 that keeps every request and answers each with
+/// what `answer` makes of it (status, JSON body).
+pub struct HttpReceiver {
+    /// Its port.
+    pub port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<Request> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut raw = vec![0u8; len];
+    reader.read_exact(&mut raw).ok()?;
+    let gzip = headers
+        .iter()
+        .any(|(n, v)| n == "content-encoding" && v == "gzip");
+    let body = if gzip {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .expect("a gzip body");
+        out
+    } else {
+        raw
+    };
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+impl HttpReceiver {
+    /// Starts the server; `answer` sees every request and the ones before it.
+    pub fn start(answer: impl Fn(&Request, &[Request]) -> (u16, String) + Send + 'static) -> Self {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Request>::new()));
+        let kept = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                // Keep-alive: one request after another on the connection.
+                while let Some(request) = read_request(&mut stream) {
+                    let (status, body) = {
+                        let mut all = kept.lock().expect("lock");
+                        let answered = answer(&request, &all);
+                        all.push(request);
+                        answered
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Self { port, requests }
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().expect("lock").clone()
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod fanout;
 pub mod file;
+pub mod http;
 pub mod runner;
 pub mod stdout;
 pub mod syslog;
@@ -50,14 +51,6 @@ pub enum SinkError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// This build cannot run a sink of this type yet.
-    #[error("sink {sink}: `type = \"{kind}\"` is not available in this version of fim")]
-    Unavailable {
-        /// The sink's name.
-        sink: String,
-        /// Its type.
-        kind: &'static str,
-    },
 }
 
 /// How a delivery failed.
@@ -68,6 +61,13 @@ pub enum Failure {
     /// The receiver refused these events for good: they are counted and logged, not
     /// retried.
     Reject(String),
+    /// The receiver took all but `events` of them, which it refused for good.
+    Refused {
+        /// How many it refused.
+        events: u64,
+        /// Why, each.
+        why: String,
+    },
     /// The sink cannot go on.
     Fatal(SinkError),
 }
@@ -131,9 +131,23 @@ pub fn build(config: &SinkConfig, by: &Arc<Reporter>) -> Result<Box<dyn Sink>, S
             s.clone(),
             by.clone(),
         )?)),
-        other => Err(SinkError::Unavailable {
-            sink: name,
-            kind: other.type_name(),
-        }),
+        SinkKind::Elasticsearch(h) => Ok(Box::new(http::HttpSink::new(
+            name,
+            http::Api::Elasticsearch,
+            h,
+            by.clone(),
+        )?)),
+        SinkKind::SplunkHec(h) => Ok(Box::new(http::HttpSink::new(
+            name,
+            http::Api::SplunkHec,
+            h,
+            by.clone(),
+        )?)),
+        SinkKind::Webhook(h) => Ok(Box::new(http::HttpSink::new(
+            name,
+            http::Api::Webhook,
+            h,
+            by.clone(),
+        )?)),
     }
 }

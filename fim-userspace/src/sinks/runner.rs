@@ -100,6 +100,20 @@ pub fn run(
                     events,
                 });
             }
+            Err(Failure::Refused {
+                events: refused,
+                why,
+            }) => {
+                telemetry.emit(Internal::SinkDelivered {
+                    sink: &name,
+                    events: events.saturating_sub(refused),
+                });
+                telemetry.emit(Internal::SinkFailed {
+                    sink: &name,
+                    events: refused,
+                });
+                error!("sink {name}: {refused} events refused by the receiver, not retried: {why}");
+            }
             Err(Failure::Reject(why)) => {
                 telemetry.emit(Internal::SinkFailed {
                     sink: &name,

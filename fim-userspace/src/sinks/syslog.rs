@@ -18,10 +18,12 @@ use std::{
 };
 
 use fim_core::{
-    cef,
     config::{Payload, Syslog, Tls, Transport},
     ecs::{Reporter, write_ecs},
-    syslog::{Sender, frame, message},
+    wire::{
+        cef,
+        syslog::{Sender, frame, message},
+    },
 };
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
