@@ -411,7 +411,7 @@ fn elasticsearch_gets_a_bulk_body_retries_what_was_busy_and_logs_what_it_refused
         let text = String::from_utf8(r.body.clone()).expect("UTF-8");
         let lines: Vec<&str> = text.trim_end_matches('\n').split('\n').collect();
         assert!(
-            lines.len() % 2 == 0 && lines.len() <= 10,
+            lines.len().is_multiple_of(2) && lines.len() <= 10,
             "{} lines",
             lines.len()
         );
