@@ -1071,9 +1071,9 @@ fn the_log_level_comes_from_the_configuration_and_the_flag_overrides_it() {
 }
 
 /// Creates `dir/f1`, `dir/f2`, ... until `stop`, ten back to back at a time with a pause
-/// of 10 ms between (a load of up to 1,000 files a second that the daemon sustains: what
-/// is lost to an overload is a gap, not this test's subject); returns how many, and the
-/// thread id that made them.
+/// of 10 ms between, stretched in the emulated guests (a load of up to 1,000 files a
+/// second on a host, which the daemon sustains: what is lost to an overload is a gap, not
+/// this test's subject); returns how many, and the thread id that made them.
 fn create_until(
     dir: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -1086,7 +1086,8 @@ fn create_until(
                 n += 1;
                 fs::File::create(dir.join(format!("f{n}"))).expect("create under load");
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // Slower where everything is (the kernel matrix's emulated guests).
+            std::thread::sleep(fim_tests::scaled(Duration::from_millis(10)));
         }
         (n, tid)
     })
@@ -1094,7 +1095,14 @@ fn create_until(
 
 /// `fim reload --state-dir STATE`: (exit code, stdout, stderr).
 fn fim_reload(state: &Path) -> (i32, String, String) {
-    fim_tests::fim(&["reload".as_ref(), "--state-dir".as_ref(), state.as_os_str()])
+    let wait = format!("{}s", fim_tests::scaled(Duration::from_secs(120)).as_secs());
+    fim_tests::fim(&[
+        "reload".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--wait".as_ref(),
+        wait.as_ref(),
+    ])
 }
 
 fn a_reload_under_a_write_load_loses_nothing_and_follows_the_new_rules(sensor: &str) {

@@ -45,6 +45,13 @@ impl Rewatches {
         }
         std::future::pending().await
     }
+
+    /// A reload already asked for, without waiting: a sensor looks between its rounds of
+    /// reading too, so a flood (which keeps its other wakeups ready) cannot hold a reload
+    /// back for long.
+    pub fn try_next(&mut self) -> Option<crate::sources::Rewatch> {
+        self.0.as_mut()?.try_recv().ok()
+    }
 }
 
 /// Applies reload `r` with `apply` and answers it; logs a failure.
@@ -353,6 +360,12 @@ async fn run_witnessed(
             if tx.send(ev).await.is_err() {
                 return Ok(());
             }
+        }
+        if let Some(r) = rewatch.try_next() {
+            answer(r, |watch| {
+                events.rewatch(watch)?;
+                Ok(files.rewatch(watch.clone())?)
+            });
         }
         if stopping {
             events.finish();

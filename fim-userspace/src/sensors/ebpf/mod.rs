@@ -1114,6 +1114,9 @@ impl EbpfSensor {
             if stopping {
                 break;
             }
+            if let Some(r) = rewatch.try_next() {
+                crate::sensors::answer(r, |watch| Ok(self.rewatch(watch)?));
+            }
         }
         self.finish();
         Ok(())

@@ -514,6 +514,9 @@ impl FanotifySensor {
             if stopping {
                 return Ok(());
             }
+            if let Some(r) = rewatch.try_next() {
+                crate::sensors::answer(r, |watch| Ok(self.rewatch(watch.clone())?));
+            }
         }
     }
 
