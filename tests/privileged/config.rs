@@ -1163,7 +1163,13 @@ fn a_reload_under_a_write_load_loses_nothing_and_follows_the_new_rules(sensor: &
     )
     .expect("new configuration");
     let (code, out, err) = fim_reload(&state);
-    assert_eq!((code, out.trim()), (0, "reloaded"), "fim reload: {err}");
+    if (code, out.trim()) != (0, "reloaded") {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        panic!(
+            "fim reload: exit {code}: {err}\nthe daemon's log:\n{}",
+            d.log_so_far()
+        );
+    }
     // A broken file is refused, with its line, and the running configuration stays.
     fs::write(
         &config,

@@ -430,6 +430,14 @@ impl Daemon {
         None
     }
 
+    /// What the daemon logged so far (for a failure's message).
+    pub fn log_so_far(&mut self) -> String {
+        while let Ok(line) = self.log.try_recv() {
+            self.log_seen.push(line);
+        }
+        self.log_seen.concat()
+    }
+
     /// Everything seen so far, one line each.
     pub fn dump(&self) -> String {
         self.seen.iter().map(|v| format!("  {v}\n")).collect()
