@@ -342,9 +342,11 @@ async fn apply(
         limits,
         done,
     };
+    log::debug!("reload: the rules follow; handing the watch set to the filter");
     if filter.send(rewatch).await.is_err() || filtered.await.is_err() {
         return Err(ReloadError::Stopping);
     }
+    log::debug!("reload: the filter and the engine follow; handing the watch set to the sensor");
     let (done, followed) = oneshot::channel();
     let rewatch = sources::Rewatch {
         watch: watch.clone(),

@@ -59,6 +59,7 @@ pub(crate) fn answer(
     r: crate::sources::Rewatch,
     apply: impl FnOnce(&Arc<WatchSet>) -> Result<(), SensorError>,
 ) {
+    log::debug!("reload: the sensor applies the new watch set");
     let result = apply(&r.watch);
     if let Err(e) = &result {
         warn!("reload: the sensor could not follow the new watch set: {e}");
