@@ -44,6 +44,7 @@ pub struct HttpSink {
     authorization: Option<String>,
     index: Option<String>,
     batch_events: usize,
+    batch_wait: Duration,
     gzip: bool,
     agent: ureq::Agent,
     by: Arc<Reporter>,
@@ -145,6 +146,7 @@ impl HttpSink {
             authorization,
             index: config.index.clone(),
             batch_events: config.batch_events.max(1),
+            batch_wait: config.batch_wait,
             gzip: config.gzip,
             agent,
             by,
@@ -300,6 +302,10 @@ impl Sink for HttpSink {
 
     fn when_full(&self) -> WhenFull {
         WhenFull::Block
+    }
+
+    fn batching(&self) -> Option<(usize, Duration)> {
+        Some((self.batch_events, self.batch_wait))
     }
 
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {

@@ -81,6 +81,11 @@ pub trait Sink: Send {
     /// Delivers the events of `batches`, in order: all of them, or none (a retry sends
     /// them again).
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure>;
+    /// For a sink that sends requests: how many events it wants in one delivery, and how
+    /// long a partial one may wait for more (`None`: it takes what is there).
+    fn batching(&self) -> Option<(usize, std::time::Duration)> {
+        None
+    }
     /// Reopens what it writes to (SIGHUP, after logrotate moved a file away).
     fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())

@@ -91,6 +91,16 @@ pub fn run(
             {
                 batches.push(more);
             }
+            // A sink that sends requests waits a moment for a fuller one.
+            if let Some((want, wait)) = sink.batching() {
+                let until = std::time::Instant::now() + wait;
+                while batches.iter().map(|b| b.len()).sum::<usize>() < want {
+                    match queue.recv_deadline(until) {
+                        Ok(more) => batches.push(more),
+                        Err(_) => break,
+                    }
+                }
+            }
         }
         let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
         match deliver_with_retries(sink.as_mut(), &batches, &queue, &mut closed) {
@@ -277,6 +287,62 @@ mod tests {
         let failed = telemetry.get(SINK_FAILED, &["flaky"]);
         assert_eq!(delivered, got.len() as u64);
         assert_eq!(delivered + failed, 8, "every event counted once");
+    }
+
+    /// Keeps the size of each delivery; wants 4 events per delivery, waiting up to 5 s.
+    struct Batching(Arc<Mutex<Vec<usize>>>);
+
+    impl Sink for Batching {
+        fn name(&self) -> &str {
+            "batching"
+        }
+        fn when_full(&self) -> WhenFull {
+            WhenFull::Block
+        }
+        fn batching(&self) -> Option<(usize, Duration)> {
+            Some((4, Duration::from_secs(5)))
+        }
+        fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
+            let n = batches.iter().map(|b| b.len()).sum();
+            self.0.lock().expect("lock").push(n);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_batching_sink_waits_for_a_fuller_delivery_and_not_past_a_stop() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = flume::bounded(64);
+        let mut stamper = Stamper::default();
+        let mut batch = |n: usize| -> Batch {
+            Arc::new(
+                (0..n)
+                    .map(|_| {
+                        stamper.stamp(FileEvent::new(
+                            Action::Create,
+                            ReportedPath::new(b"/w/f".to_vec(), PathSource::Scan),
+                            "test",
+                        ))
+                    })
+                    .collect(),
+            )
+        };
+        let runner = {
+            let sink = Box::new(Batching(sizes.clone()));
+            let t = Arc::new(Telemetry::default());
+            std::thread::spawn(move || run(sink, rx, t, Reopen::default()))
+        };
+        tx.send(batch(2)).expect("queued");
+        std::thread::sleep(Duration::from_millis(100));
+        tx.send(batch(2)).expect("queued");
+        std::thread::sleep(Duration::from_millis(100));
+        // A partial one, then the stop: delivered at once, not after the wait.
+        tx.send(batch(1)).expect("queued");
+        let stopped = Instant::now();
+        drop(tx);
+        runner.join().expect("runner").expect("ends cleanly");
+        assert!(stopped.elapsed() < Duration::from_secs(4));
+        assert_eq!(*sizes.lock().expect("lock"), vec![4, 1]);
     }
 
     #[test]
