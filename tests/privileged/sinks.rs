@@ -547,3 +547,53 @@ fn splunk_hec_gets_one_object_per_event_and_a_refused_event_does_not_hold_the_re
     assert!(!bad.is_empty());
     assert_eq!(indexed, good, "every other event once, in order");
 }
+
+#[test]
+fn syslog_over_tcp_is_octet_counted_as_syslog_ng_demands() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let Some(sng) = fim_tests::receivers::SyslogNg::start(&root.join("syslog-ng")) else {
+        return;
+    };
+    let watched = root.join("watched");
+    fs::create_dir(&watched).expect("mkdir");
+    let config = root.join("fim.toml");
+    fs::write(
+        &config,
+        format!(
+            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{:?}]\n\n\
+             [sinks.console]\ntype = \"stdout\"\n\n\
+             [sinks.siem]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\n",
+            watched.display().to_string(),
+            sng.tcp
+        ),
+    )
+    .expect("configuration");
+    let config_arg = config.to_str().expect("utf-8");
+    let mut d = Daemon::start_with(&[], None, &["--config", config_arg]);
+    d.wait_log("baseline built", Duration::from_secs(60));
+    // A name with a space and a line break: a frame is counted in bytes, not cut at LF.
+    for i in 0..10 {
+        fs::write(watched.join(format!("f {i}\nx")), b"x").expect("write");
+    }
+    let last = watched.join("f 9\nx");
+    d.wait_for("the last write", |v| is(v, "close_write", &last));
+    let (seen, log, status) = d.stop();
+    assert!(status.success(), "fim exited with {status}: {log}");
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|v| v["event"]["id"].as_str().expect("id"))
+        .collect();
+    let lines = sng.wait_lines(ids.len());
+    let got: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let (_, _, msg) = rfc5424(line);
+            let v: Value = serde_json::from_str(&msg).unwrap_or_else(|e| panic!("{e}: {msg}"));
+            v["event"]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(got, ids, "every event once, in order\n{}", sng.log());
+}

@@ -354,3 +354,120 @@ impl HttpReceiver {
         self.requests.lock().expect("lock").clone()
     }
 }
+
+/// Debian's syslog-ng, unpacked by `cargo xtask test` (it conflicts with rsyslog), listening
+/// on 127.0.0.1 for RFC 5424 over TCP with octet-counted frames only (a frame it cannot read
+/// is dropped and logged), writing each message as received to `raw.log`.
+pub struct SyslogNg {
+    child: Child,
+    /// Its TCP port.
+    pub tcp: u16,
+    /// What arrived.
+    pub raw_log: PathBuf,
+    stderr: PathBuf,
+}
+
+impl SyslogNg {
+    /// Starts syslog-ng in `dir` and waits until it listens. In CI a missing syslog-ng
+    /// fails the test; outside it, `None` says why.
+    pub fn start(dir: &Path) -> Option<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/receivers/syslog-ng");
+        let binary = root.join("usr/sbin/syslog-ng");
+        let libs = root.join("usr/lib/syslog-ng");
+        // The modules are in a directory named by the version (3.38, 4.8, ...).
+        let modules = std::fs::read_dir(&libs).ok().and_then(|entries| {
+            entries.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(char::is_numeric))
+            })
+        });
+        let (true, Some(modules)) = (binary.exists(), modules) else {
+            let why = format!(
+                "syslog-ng is not unpacked at {} (`cargo xtask test` does it)",
+                root.display()
+            );
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("skipping: {why}");
+            return None;
+        };
+        std::fs::create_dir_all(dir).expect("syslog-ng dir");
+        let tcp = free_port();
+        let raw_log = dir.join("raw.log");
+        let conf = dir.join("syslog-ng.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "@version: current\n\
+                 options {{ keep-hostname(yes); keep-timestamp(yes); log-msg-size(65536); stats-freq(0); }};\n\
+                 source s_tcp {{ syslog(transport(\"tcp\") ip(\"127.0.0.1\") port({tcp}) flags(store-raw-message)); }};\n\
+                 destination d_raw {{ file(\"{raw}\" template(\"$RAWMSG\\n\")); }};\n\
+                 log {{ source(s_tcp); destination(d_raw); }};\n",
+                raw = raw_log.display()
+            ),
+        )
+        .expect("syslog-ng.conf");
+        let stderr = dir.join("syslog-ng.stderr");
+        let child = Command::new(&binary)
+            .env("LD_LIBRARY_PATH", &libs)
+            .arg("-F")
+            .arg("-e")
+            .arg("-f")
+            .arg(&conf)
+            .arg(format!("--module-path={}", modules.display()))
+            .arg(format!("--pidfile={}", dir.join("sng.pid").display()))
+            .arg(format!(
+                "--persist-file={}",
+                dir.join("sng.persist").display()
+            ))
+            .arg(format!("--control={}", dir.join("sng.ctl").display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("starting syslog-ng");
+        let s = Self {
+            child,
+            tcp,
+            raw_log,
+            stderr,
+        };
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
+        while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "syslog-ng does not listen on {tcp}: {}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(s)
+    }
+
+    /// What syslog-ng said on stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The lines of `raw.log` once it has `n` (or the deadline passed).
+    pub fn wait_lines(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
+        loop {
+            let lines: Vec<String> = std::fs::read_to_string(&self.raw_log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= n || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SyslogNg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -33,7 +33,18 @@ const WINDOWS_CRATES: &[&str] = &["fim-common", "fim-core", "fim-userspace"];
 const WINDOWS_PACKAGES: &[&str] = &["gcc-mingw-w64-x86-64"];
 /// Debian packages of the receivers the sink tests send to (rsyslog over TCP and TLS),
 /// and the `openssl` that makes their test certificates.
-const RECEIVER_PACKAGES: &[&str] = &["rsyslog", "rsyslog-gnutls", "openssl"];
+const RECEIVER_PACKAGES: &[&str] = &[
+    "rsyslog",
+    "rsyslog-gnutls",
+    "openssl",
+    // syslog-ng's libraries: syslog-ng itself conflicts with rsyslog in Debian, so its
+    // package is unpacked, not installed (see `syslog_ng`).
+    "libivykis0",
+    "libnet1",
+    "libpcre3",
+];
+/// Where `syslog_ng` unpacks syslog-ng-core (the tests look there).
+const SYSLOG_NG_DIR: &str = "target/receivers/syslog-ng";
 /// Debian packages needed to build bpf-linker against LLVM 22.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -179,6 +190,30 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// Unpacks Debian's syslog-ng-core under [`SYSLOG_NG_DIR`] (once): the second syslog
+/// receiver of the sink tests, the strict one about RFC 6587 framing. Installing it would
+/// remove rsyslog (both provide `system-log-daemon`).
+fn syslog_ng() -> Result<()> {
+    let dir = root().join(SYSLOG_NG_DIR);
+    if dir.join("usr/sbin/syslog-ng").exists() {
+        return Ok(());
+    }
+    step("unpacking syslog-ng-core (it cannot be installed beside rsyslog)");
+    let download = root().join("target/receivers");
+    std::fs::create_dir_all(&download).context("creating target/receivers")?;
+    run(Command::new("apt-get")
+        .current_dir(&download)
+        .args(["download", "syslog-ng-core"]))?;
+    let deb = std::fs::read_dir(&download)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("syslog-ng-core_"))
+        })
+        .context("apt-get download left no syslog-ng-core .deb")?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))
+}
+
 /// What rustup has installed of `what` (`component`, `target`) for the pinned toolchain.
 fn rustup_installed(what: &str) -> String {
     output(Command::new("rustup").args([what, "list", "--installed", "--toolchain", TOOLCHAIN]))
@@ -266,6 +301,7 @@ fn test(host_only: bool) -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     check_windows()?;
     apt_install(RECEIVER_PACKAGES)?;
+    syslog_ng()?;
     step("building fim (debug) for the privileged tests");
     cargo(&["build", "-p", "fim-userspace"])?;
     let privileged = is_root();
