@@ -201,9 +201,16 @@ fn syslog_ng() -> Result<()> {
     step("unpacking syslog-ng-core (it cannot be installed beside rsyslog)");
     let download = root().join("target/receivers");
     std::fs::create_dir_all(&download).context("creating target/receivers")?;
-    run(Command::new("apt-get")
-        .current_dir(&download)
-        .args(["download", "syslog-ng-core"]))?;
+    let fetch = || {
+        run(Command::new("apt-get")
+            .current_dir(&download)
+            .args(["download", "syslog-ng-core"]))
+    };
+    if fetch().is_err() {
+        // Package lists older than the archive: read them again.
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        fetch()?;
+    }
     let deb = std::fs::read_dir(&download)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
