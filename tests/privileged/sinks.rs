@@ -194,37 +194,24 @@ fn syslog_over_tcp_with_json_and_over_tls_with_cef_reaches_rsyslog_once_each() {
     };
     let watched = root.join("watched");
     fs::create_dir(&watched).expect("mkdir");
-    let config = root.join("fim.toml");
-    let p = |p: &Path| format!("{:?}", p.display().to_string());
-    fs::write(
-        &config,
-        format!(
-            "[daemon]\nrescan_interval = \"0\"\n\n\
-             [[rule]]\nname = \"keys\"\npaths = [{w}]\nseverity = \"high\"\n\n\
-             [sinks.console]\ntype = \"stdout\"\n\n\
-             [sinks.siem]\ntype = \"syslog\"\naddress = \"127.0.0.1:{tcp}\"\ntransport = \"tcp\"\n\n\
+    let d = daemon_with_sinks(
+        &root,
+        &watched,
+        "severity = \"high\"\n",
+        &format!(
+            "[sinks.siem]\ntype = \"syslog\"\naddress = \"127.0.0.1:{tcp}\"\ntransport = \"tcp\"\n\n\
              [sinks.sentinel]\ntype = \"syslog\"\naddress = \"localhost:{tls}\"\ntransport = \"tls\"\n\
              format = \"cef\"\nfacility = \"authpriv\"\nca_file = {ca}\nclient_cert = {cert}\nclient_key = {key}\n",
-            w = p(&watched),
             tcp = rsyslog.tcp,
             tls = rsyslog.tls,
-            ca = p(&pki.ca),
-            cert = p(&pki.client_cert),
-            key = p(&pki.client_key),
+            ca = toml(&pki.ca),
+            cert = toml(&pki.client_cert),
+            key = toml(&pki.client_key),
         ),
-    )
-    .expect("configuration");
-    let config_arg = config.to_str().expect("utf-8");
-    let mut d = Daemon::start_with(&[], None, &["--config", config_arg]);
-    d.wait_log("baseline built", Duration::from_secs(60));
-    // A name with what CEF must escape.
-    for i in 0..20 {
-        fs::write(watched.join(format!("key={i}|x")), b"ssh-ed25519 AAAA").expect("write");
-    }
-    let last = watched.join("key=19|x");
-    d.wait_for("the last write", |v| is(v, "close_write", &last));
-    let (seen, log, status) = d.stop();
-    assert!(status.success(), "fim exited with {status}: {log}");
+    );
+    // Names with what CEF must escape.
+    let names: Vec<String> = (0..20).map(|i| format!("key={i}|x")).collect();
+    let (seen, _) = write_and_stop(d, &watched, &names);
     let ids: Vec<String> = seen
         .iter()
         .map(|v| v["event"]["id"].as_str().expect("event.id").to_owned())
@@ -232,7 +219,7 @@ fn syslog_over_tcp_with_json_and_over_tls_with_cef_reaches_rsyslog_once_each() {
     assert!(ids.len() >= 60, "3 events per file: {}", ids.len());
 
     // TCP: RFC 5424 carrying the event's JSON document, each event once, in order.
-    let plain = rsyslog.wait_lines(&rsyslog.plain_log, ids.len());
+    let plain = fim_tests::receivers::wait_lines(&rsyslog.plain_log, ids.len());
     let mut got = Vec::new();
     for line in &plain {
         let (pri, msgid, msg) = rfc5424(line);
@@ -251,7 +238,7 @@ fn syslog_over_tcp_with_json_and_over_tls_with_cef_reaches_rsyslog_once_each() {
     );
 
     // TLS with a client certificate: CEF, each event once, in order.
-    let tls = rsyslog.wait_lines(&rsyslog.tls_log, ids.len());
+    let tls = fim_tests::receivers::wait_lines(&rsyslog.tls_log, ids.len());
     let mut got = Vec::new();
     for (line, doc) in tls.iter().zip(&seen) {
         let (pri, msgid, msg) = rfc5424(line);
@@ -260,7 +247,7 @@ fn syslog_over_tcp_with_json_and_over_tls_with_cef_reaches_rsyslog_once_each() {
         let header: Vec<&str> = msg.splitn(8, '|').collect();
         assert_eq!(header[4], msgid);
         assert_eq!(header[6], "8", "a high rule: CEF severity 8");
-        assert_eq!(cef_value(&msg, "cs1").as_deref(), Some("keys"));
+        assert_eq!(cef_value(&msg, "cs1").as_deref(), Some("w"));
         let path = doc["file"]["path"].as_str().expect("path");
         assert_eq!(
             cef_value(&msg, "filePath"),
@@ -277,28 +264,33 @@ fn syslog_over_tcp_with_json_and_over_tls_with_cef_reaches_rsyslog_once_each() {
     );
 }
 
-/// Starts the daemon on `watched` with a stdout sink and the sink in `sink_toml`, makes
-/// `names` back to back, and returns what stdout got (each event's document) and the log,
-/// once the daemon stopped.
-fn run_with_sink(
-    root: &Path,
-    watched: &Path,
-    sink_toml: &str,
-    names: &[String],
-) -> (Vec<Value>, String) {
+/// `path` as a TOML string.
+fn toml(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+/// Starts the daemon on `watched` (rule `w`, with `rule_extra` keys) with a stdout sink and
+/// the sinks in `sinks`, and waits for its baseline.
+fn daemon_with_sinks(root: &Path, watched: &Path, rule_extra: &str, sinks: &str) -> Daemon {
     let config = root.join("fim.toml");
     fs::write(
         &config,
         format!(
-            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{:?}]\n\n\
-             [sinks.console]\ntype = \"stdout\"\n\n{sink_toml}",
-            watched.display().to_string()
+            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{}]\n{rule_extra}\n\
+             [sinks.console]\ntype = \"stdout\"\n\n{sinks}",
+            toml(watched)
         ),
     )
     .expect("configuration");
     let config_arg = config.to_str().expect("utf-8");
     let mut d = Daemon::start_with(&[], None, &["--config", config_arg]);
     d.wait_log("baseline built", Duration::from_secs(60));
+    d
+}
+
+/// Makes `names` in `watched` back to back, waits for the last one's event, stops the
+/// daemon and returns what stdout got (each event's document) and the log.
+fn write_and_stop(mut d: Daemon, watched: &Path, names: &[String]) -> (Vec<Value>, String) {
     for n in names {
         fs::write(watched.join(n), b"x").expect("write");
     }
@@ -307,6 +299,17 @@ fn run_with_sink(
     let (seen, log, status) = d.stop();
     assert!(status.success(), "fim exited with {status}: {log}");
     (seen, log)
+}
+
+/// [`daemon_with_sinks`] with `sink_toml`, then [`write_and_stop`] with `names`.
+fn run_with_sink(
+    root: &Path,
+    watched: &Path,
+    sink_toml: &str,
+    names: &[String],
+) -> (Vec<Value>, String) {
+    let d = daemon_with_sinks(root, watched, "", sink_toml);
+    write_and_stop(d, watched, names)
 }
 
 /// The id of each event about a path containing `bad`, and of the others.
@@ -559,34 +562,23 @@ fn syslog_over_tcp_is_octet_counted_as_syslog_ng_demands() {
     };
     let watched = root.join("watched");
     fs::create_dir(&watched).expect("mkdir");
-    let config = root.join("fim.toml");
-    fs::write(
-        &config,
-        format!(
-            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{:?}]\n\n\
-             [sinks.console]\ntype = \"stdout\"\n\n\
-             [sinks.siem]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\n",
-            watched.display().to_string(),
+    let d = daemon_with_sinks(
+        &root,
+        &watched,
+        "",
+        &format!(
+            "[sinks.siem]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\n",
             sng.tcp
         ),
-    )
-    .expect("configuration");
-    let config_arg = config.to_str().expect("utf-8");
-    let mut d = Daemon::start_with(&[], None, &["--config", config_arg]);
-    d.wait_log("baseline built", Duration::from_secs(60));
-    // A name with a space and a line break: a frame is counted in bytes, not cut at LF.
-    for i in 0..10 {
-        fs::write(watched.join(format!("f {i}\nx")), b"x").expect("write");
-    }
-    let last = watched.join("f 9\nx");
-    d.wait_for("the last write", |v| is(v, "close_write", &last));
-    let (seen, log, status) = d.stop();
-    assert!(status.success(), "fim exited with {status}: {log}");
+    );
+    // Names with a space and a line break: a frame is counted in bytes, not cut at LF.
+    let names: Vec<String> = (0..10).map(|i| format!("f {i}\nx")).collect();
+    let (seen, _) = write_and_stop(d, &watched, &names);
     let ids: Vec<&str> = seen
         .iter()
         .map(|v| v["event"]["id"].as_str().expect("id"))
         .collect();
-    let lines = sng.wait_lines(ids.len());
+    let lines = fim_tests::receivers::wait_lines(&sng.raw_log, ids.len());
     let got: Vec<String> = lines
         .iter()
         .map(|line| {

@@ -112,6 +112,36 @@ impl Pki {
     }
 }
 
+/// Waits until something listens on 127.0.0.1:`port`; panics with `log()` at the deadline.
+fn wait_listening(port: u16, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} does not listen on {port}: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The lines of `file` once it has `n` (or the deadline passed): a receiver writes what it
+/// got within a second or so.
+pub fn wait_lines(file: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    loop {
+        let lines: Vec<String> = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= n || Instant::now() >= deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -197,16 +227,8 @@ input(type="imtcp" port="{tls}" address="127.0.0.1" ruleset="tls"
             tls_log,
             stderr,
         };
-        let deadline = Instant::now() + scaled(Duration::from_secs(20));
         for port in [tcp, tls] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "rsyslog does not listen on {port}: {}",
-                    r.log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_listening(port, "rsyslog", || r.log());
         }
         Some(r)
     }
@@ -214,22 +236,6 @@ input(type="imtcp" port="{tls}" address="127.0.0.1" ruleset="tls"
     /// What rsyslog said on stderr.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// The lines of `file` once it has `n` (or the deadline passed).
-    pub fn wait_lines(&self, file: &Path, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + scaled(Duration::from_secs(20));
-        loop {
-            let lines: Vec<String> = std::fs::read_to_string(file)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect();
-            if lines.len() >= n || Instant::now() >= deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
@@ -431,37 +437,13 @@ impl SyslogNg {
             raw_log,
             stderr,
         };
-        let deadline = Instant::now() + scaled(Duration::from_secs(20));
-        while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "syslog-ng does not listen on {tcp}: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(tcp, "syslog-ng", || s.log());
         Some(s)
     }
 
     /// What syslog-ng said on stderr.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// The lines of `raw.log` once it has `n` (or the deadline passed).
-    pub fn wait_lines(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + scaled(Duration::from_secs(20));
-        loop {
-            let lines: Vec<String> = std::fs::read_to_string(&self.raw_log)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect();
-            if lines.len() >= n || Instant::now() >= deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 

@@ -209,6 +209,21 @@ mod tests {
     use super::*;
     use crate::sinks::WhenFull;
 
+    /// `n` events, numbered by `stamper`.
+    fn batch(stamper: &mut Stamper, n: usize) -> Batch {
+        Arc::new(
+            (0..n)
+                .map(|_| {
+                    stamper.stamp(FileEvent::new(
+                        Action::Create,
+                        ReportedPath::new(b"/w/f".to_vec(), PathSource::Scan),
+                        "test",
+                    ))
+                })
+                .collect(),
+        )
+    }
+
     /// Fails its first `down` deliveries as a receiver that is down would, refuses any
     /// batch holding sequence `refuse`, and keeps the sequences it delivered.
     struct Flaky {
@@ -253,26 +268,13 @@ mod tests {
         let mut stamper = Stamper::default();
         // Four batches of two, sent before the runner starts: taken together, refused
         // together (sequence 5 is in them), then one at a time.
-        let batch = |stamper: &mut Stamper| -> Batch {
-            Arc::new(
-                (0..2)
-                    .map(|_| {
-                        stamper.stamp(FileEvent::new(
-                            Action::Create,
-                            ReportedPath::new(b"/w/f".to_vec(), PathSource::Scan),
-                            "test",
-                        ))
-                    })
-                    .collect(),
-            )
-        };
-        tx.send(batch(&mut stamper)).expect("queued");
+        tx.send(batch(&mut stamper, 2)).expect("queued");
         let telemetry = Arc::new(Telemetry::default());
         let t = telemetry.clone();
         let runner = std::thread::spawn(move || run(sink, rx, t, Reopen::default()));
         std::thread::sleep(Duration::from_millis(50));
         for _ in 0..3 {
-            tx.send(batch(&mut stamper)).expect("queued");
+            tx.send(batch(&mut stamper, 2)).expect("queued");
         }
         drop(tx);
         runner.join().expect("runner").expect("ends cleanly");
@@ -314,30 +316,17 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = flume::bounded(64);
         let mut stamper = Stamper::default();
-        let mut batch = |n: usize| -> Batch {
-            Arc::new(
-                (0..n)
-                    .map(|_| {
-                        stamper.stamp(FileEvent::new(
-                            Action::Create,
-                            ReportedPath::new(b"/w/f".to_vec(), PathSource::Scan),
-                            "test",
-                        ))
-                    })
-                    .collect(),
-            )
-        };
         let runner = {
             let sink = Box::new(Batching(sizes.clone()));
             let t = Arc::new(Telemetry::default());
             std::thread::spawn(move || run(sink, rx, t, Reopen::default()))
         };
-        tx.send(batch(2)).expect("queued");
+        tx.send(batch(&mut stamper, 2)).expect("queued");
         std::thread::sleep(Duration::from_millis(100));
-        tx.send(batch(2)).expect("queued");
+        tx.send(batch(&mut stamper, 2)).expect("queued");
         std::thread::sleep(Duration::from_millis(100));
         // A partial one, then the stop: delivered at once, not after the wait.
-        tx.send(batch(1)).expect("queued");
+        tx.send(batch(&mut stamper, 1)).expect("queued");
         let stopped = Instant::now();
         drop(tx);
         runner.join().expect("runner").expect("ends cleanly");
