@@ -52,6 +52,27 @@ pub(crate) fn release_fim() -> Result<PathBuf> {
     Ok(root().join("target/release/fim"))
 }
 
+/// Each sink's events per second and CPU time per event (`fim-userspace/examples/sink_speed.rs`).
+pub fn sinks() -> Result<()> {
+    step("building the sink benchmark (release)");
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "fim-userspace",
+        "--example",
+        "sink_speed",
+    ])?;
+    let bin = root().join("target/release/examples/sink_speed");
+    let status = Command::new(&bin)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("{} failed: {status}", bin.display());
+    }
+    Ok(())
+}
+
 /// fim's SHA-256 against OpenSSL's, one core each, 16 KiB blocks.
 pub fn hash() -> Result<()> {
     apt_install(&["openssl"])?;

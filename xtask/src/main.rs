@@ -98,6 +98,8 @@ enum BenchWhat {
     Marks,
     /// The churn workload under every monitor this machine runs, side by side (root).
     Churn,
+    /// Each sink's events per second and CPU per event, to receivers on this machine.
+    Sinks,
 }
 
 fn main() -> Result<()> {
@@ -129,6 +131,7 @@ fn main() -> Result<()> {
                 BenchWhat::Memory => bench::memory(),
                 BenchWhat::Marks => bench::marks(),
                 BenchWhat::Churn => churn::churn(),
+                BenchWhat::Sinks => bench::sinks(),
             }
         }
     }

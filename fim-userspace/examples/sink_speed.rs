@@ -1,0 +1,334 @@
+//! How fast each sink delivers, and what it costs: `cargo xtask bench sinks` runs this.
+//!
+//! Each sink gets the same events (realistic ones: a write with values before and after,
+//! its process, its rule) through its real runner thread, as the fan-out hands them over,
+//! and delivers them to a receiver on this machine: a file, a TCP syslog receiver that
+//! counts octet-counted frames, an HTTP server that answers like Elasticsearch. Measured:
+//! events per second until the receiver has them all, and the CPU time of the sink's
+//! thread per event (rendering, framing, compressing, sending), which the receivers'
+//! threads do not count in.
+
+#[cfg(target_os = "linux")]
+fn main() {
+    bench::main();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {}
+
+#[cfg(target_os = "linux")]
+mod bench {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::TcpListener,
+        sync::{
+            Arc,
+            atomic::{AtomicU64, Ordering},
+        },
+        time::{Duration, Instant},
+    };
+
+    use fim_core::{
+        attrs::{Attrs, Content, FileType, Snapshot},
+        config::{Http, Payload, SinkConfig, SinkKind, Spool, Syslog, Tls, Transport},
+        ecs::Reporter,
+        event::{Action, FileEvent, Integrity, Origin, PathSource, Process, ReportedPath, Stamper},
+        telemetry::Telemetry,
+    };
+    use fim_userspace::sinks::{self, Batch, runner};
+
+    /// Events per run, and per batch (one turn of the engine).
+    const EVENTS: usize = 200_000;
+    const BATCH: usize = 200;
+
+    fn snapshot(size: u64, digest: u8) -> Snapshot {
+        Snapshot {
+            attrs: Attrs {
+                file_type: FileType::File,
+                size,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                ino: 1_234_567,
+                dev_major: 254,
+                dev_minor: 1,
+                nlink: 1,
+                mtime_ns: 1_764_460_800_123_456_789,
+                ctime_ns: 1_764_460_800_123_456_789,
+                symlink_target: None,
+                acl_access: None,
+                acl_default: None,
+                capability: None,
+                xattrs: Default::default(),
+            },
+            content: Some(Content::Sha256([digest; 32])),
+            package: None,
+        }
+    }
+
+    /// The batches: `EVENTS` writes to files under /etc/app, each with its values.
+    fn batches() -> Vec<Batch> {
+        let mut stamper = Stamper::default();
+        (0..EVENTS / BATCH)
+            .map(|b| {
+                Arc::new(
+                    (0..BATCH)
+                        .map(|i| {
+                            let n = b * BATCH + i;
+                            let mut ev = FileEvent::new(
+                                Action::CloseWrite,
+                                ReportedPath::new(
+                                    format!("/etc/app/conf.d/service-{n}.conf").into_bytes(),
+                                    PathSource::KernelObject,
+                                ),
+                                "ebpf-lsm",
+                            );
+                            ev.time_unix_ns = 1_764_460_800_000_000_000 + n as i128;
+                            ev.process = Some(Process {
+                                pid: 4242,
+                                tid: 4242,
+                                ppid: 1,
+                                uid: 1000,
+                                euid: 0,
+                                gid: 1000,
+                                egid: 0,
+                                name: "vim".into(),
+                                executable: Some(b"/usr/bin/vim.basic".to_vec()),
+                                cgroup_id: 1,
+                                start_boot_ns: 5_000_000_000,
+                                exited: false,
+                            });
+                            ev.integrity = Some(
+                                Integrity {
+                                    before: Some(snapshot(100, 1)),
+                                    after: Some(snapshot(120, 2)),
+                                    changed: vec![
+                                        fim_core::attrs::Attr::Size,
+                                        fim_core::attrs::Attr::Sha256,
+                                    ],
+                                    origin: Origin::Realtime,
+                                    replaced_target: false,
+                                    note: None,
+                                }
+                                .into(),
+                            );
+                            stamper.stamp(ev)
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The calling thread's CPU time.
+    fn thread_cpu() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the call to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    /// Runs the sink `config` over every batch; (wall time until `received` reaches
+    /// `EVENTS`, CPU time of the sink's thread).
+    fn run(config: SinkConfig, received: &AtomicU64, all: &[Batch]) -> (Duration, Duration) {
+        let by = Arc::new(Reporter::new(
+            "bench-host".into(),
+            Some("0123456789abcdef".into()),
+        ));
+        let sink = sinks::build(&config, &by).expect("the sink starts");
+        let (tx, rx) = flume::bounded(64);
+        let telemetry = Arc::new(Telemetry::default());
+        let started = Instant::now();
+        let thread = std::thread::spawn(move || {
+            let before = thread_cpu();
+            runner::run(sink, rx, telemetry, runner::Reopen::default()).expect("delivered");
+            thread_cpu() - before
+        });
+        for b in all {
+            tx.send(b.clone()).expect("sink running");
+        }
+        drop(tx);
+        let cpu = thread.join().expect("sink thread");
+        while received.load(Ordering::Relaxed) < EVENTS as u64 {
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "the receiver never got them all"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (started.elapsed(), cpu)
+    }
+
+    /// A TCP receiver counting octet-counted frames.
+    fn syslog_receiver(count: Arc<AtomicU64>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::with_capacity(1 << 20, stream);
+                    let mut len = Vec::new();
+                    let mut msg = Vec::new();
+                    loop {
+                        len.clear();
+                        if r.read_until(b' ', &mut len).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let n: usize = std::str::from_utf8(&len[..len.len() - 1])
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .expect("an octet count");
+                        msg.resize(n, 0);
+                        r.read_exact(&mut msg).expect("the message");
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// An HTTP server answering bulk requests as Elasticsearch does when all is stored.
+    fn elastic_receiver(count: Arc<AtomicU64>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(stream.try_clone().expect("clone"));
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let (mut len, mut gzip) = (0usize, false);
+                        loop {
+                            let mut h = String::new();
+                            r.read_line(&mut h).expect("header");
+                            let h = h.trim_end().to_ascii_lowercase();
+                            if h.is_empty() {
+                                break;
+                            }
+                            if let Some(v) = h.strip_prefix("content-length:") {
+                                len = v.trim().parse().expect("length");
+                            }
+                            gzip |= h == "content-encoding: gzip";
+                        }
+                        let mut body = vec![0u8; len];
+                        r.read_exact(&mut body).expect("body");
+                        let mut plain = Vec::new();
+                        if gzip {
+                            flate2::read::GzDecoder::new(&body[..])
+                                .read_to_end(&mut plain)
+                                .expect("gzip");
+                        } else {
+                            plain = body;
+                        }
+                        let items = plain.iter().filter(|b| **b == b'\n').count() / 2;
+                        let one = r#"{"create":{"status":201}}"#;
+                        let answer = format!(
+                            r#"{{"took":1,"errors":false,"items":[{}]}}"#,
+                            vec![one; items].join(",")
+                        );
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        stream.write_all(reply.as_bytes()).expect("reply");
+                        count.fetch_add(items as u64, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn config(name: &str, kind: SinkKind) -> SinkConfig {
+        SinkConfig {
+            name: name.into(),
+            kind,
+            spool: Spool::default(),
+        }
+    }
+
+    fn http(port: u16, gzip: bool) -> Http {
+        Http {
+            url: format!("http://127.0.0.1:{port}"),
+            index: Some("logs-fim.file-default".into()),
+            token: None,
+            batch_events: 500,
+            batch_wait: Duration::from_millis(200),
+            gzip,
+            tls: Tls::default(),
+        }
+    }
+
+    pub fn main() {
+        let all = batches();
+        let dir = std::env::temp_dir().join(format!("fim-sink-speed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        println!(
+            "{EVENTS} events in batches of {BATCH}, each sink on its runner thread to a receiver on this host"
+        );
+        println!("{:<28} {:>12} {:>14}", "sink", "events/s", "CPU µs/event");
+        let report = |label: &str, (wall, cpu): (Duration, Duration)| {
+            println!(
+                "{label:<28} {:>12.0} {:>14.2}",
+                EVENTS as f64 / wall.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / EVENTS as f64
+            );
+        };
+        // File: what was written is what the receiver has.
+        let path = dir.join("events.json");
+        let file = config(
+            "file",
+            SinkKind::File {
+                path: path.clone(),
+                max_size: None,
+                keep: 1,
+            },
+        );
+        let written = AtomicU64::new(EVENTS as u64);
+        report("file", run(file, &written, &all));
+        let lines = std::fs::read(&path)
+            .map(|t| t.iter().filter(|b| **b == b'\n').count())
+            .unwrap_or(0);
+        assert_eq!(lines, EVENTS, "the file holds every event");
+        for (label, payload) in [
+            ("syslog tcp, json", Payload::Json),
+            ("syslog tcp, cef", Payload::Cef),
+        ] {
+            let count = Arc::new(AtomicU64::new(0));
+            let port = syslog_receiver(count.clone());
+            let sink = config(
+                "syslog",
+                SinkKind::Syslog(Syslog {
+                    address: format!("127.0.0.1:{port}"),
+                    transport: Transport::Tcp,
+                    payload,
+                    facility: 16,
+                    app_name: "fim".into(),
+                    tls: Tls::default(),
+                }),
+            );
+            report(label, run(sink, &count, &all));
+        }
+        for (label, gzip) in [
+            ("elasticsearch, gzip", true),
+            ("elasticsearch, plain", false),
+        ] {
+            let count = Arc::new(AtomicU64::new(0));
+            let port = elastic_receiver(count.clone());
+            let sink = config("elastic", SinkKind::Elasticsearch(http(port, gzip)));
+            report(label, run(sink, &count, &all));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
