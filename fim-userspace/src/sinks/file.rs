@@ -91,8 +91,14 @@ impl FileSink {
         }
     }
 
-    /// Moves the files one place down and opens a new `PATH`.
+    /// Moves the files one place down and opens a new `PATH`. When `PATH` is gone already
+    /// (logrotate moved it away and the SIGHUP has not come yet), a new `PATH` is all it
+    /// takes: the moved file is someone else's now.
     fn rotate(&mut self) -> std::io::Result<()> {
+        if !self.path.exists() {
+            (self.file, self.size) = open_append(&self.path)?;
+            return Ok(());
+        }
         let _ = std::fs::remove_file(rotated(&self.path, self.keep));
         for n in (1..self.keep).rev() {
             match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
@@ -249,6 +255,27 @@ mod tests {
         for p in [&path, &rotated(&path, 1)] {
             assert!(std::fs::metadata(p).expect("exists").len() <= 4096);
         }
+    }
+
+    #[test]
+    fn a_rotation_due_after_the_file_was_moved_away_starts_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.json");
+        let moved = dir.path().join("events.json.moved");
+        let mut s = sink(&path, Some(2048), 3);
+        let mut stamper = Stamper::default();
+        s.deliver(&[batch(&mut stamper, 2)]).expect("delivered");
+        std::fs::rename(&path, &moved).expect("rename");
+        for _ in 0..4 {
+            s.deliver(&[batch(&mut stamper, 2)])
+                .expect("delivered without a reopen");
+        }
+        let mut all: Vec<u64> = [&moved, &path, &rotated(&path, 1), &rotated(&path, 2)]
+            .iter()
+            .flat_map(|p| sequences(p))
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=10).collect::<Vec<_>>(), "every event once");
     }
 
     #[cfg(unix)]

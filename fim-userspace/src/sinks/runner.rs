@@ -103,7 +103,13 @@ pub fn run(
             }
         }
         let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        match deliver_with_retries(sink.as_mut(), &batches, &queue, &mut closed) {
+        match deliver_with_retries(
+            sink.as_mut(),
+            &batches,
+            &queue,
+            &mut closed,
+            (&reopen, &mut seen_reopen),
+        ) {
             Ok(()) => {
                 telemetry.emit(Internal::SinkDelivered {
                     sink: &name,
@@ -158,14 +164,16 @@ pub fn run(
     }
 }
 
-/// Delivers `batches`, again and again while the receiver is down. Gives up with the last
-/// [`Failure::Retry`] only when the queue has closed (the daemon stops) and no attempt
+/// Delivers `batches`, again and again while the receiver is down, reopening the sink
+/// between attempts when asked (a file moved away may be what fails). Gives up with the
+/// last [`Failure::Retry`] only when the queue has closed (the daemon stops) and no attempt
 /// succeeded for [`STOP_GRACE`].
 fn deliver_with_retries(
     sink: &mut dyn Sink,
     batches: &[Batch],
     queue: &flume::Receiver<Batch>,
     closed: &mut bool,
+    (reopen, seen): (&Reopen, &mut u64),
 ) -> Result<(), Failure> {
     let mut failures = 0u32;
     let mut stopping_since: Option<Instant> = None;
@@ -197,6 +205,11 @@ fn deliver_with_retries(
             }
         }
         std::thread::sleep(backoff(failures, jitter()));
+        if reopen.generation() != *seen {
+            *seen = reopen.generation();
+            sink.reopen().map_err(Failure::Fatal)?;
+            info!("sink {}: reopened", sink.name());
+        }
     }
 }
 
