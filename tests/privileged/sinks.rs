@@ -312,13 +312,24 @@ fn run_with_sink(
     write_and_stop(d, watched, names)
 }
 
-/// The id of each event about a path containing `bad`, and of the others.
+/// Whether a JSON document (or a HEC object holding one) is about a file named `bad-*`
+/// (by its path: an id or a digest may hold the letters too).
+fn is_bad(json: &str) -> bool {
+    let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    let path = v["file"]["path"]
+        .as_str()
+        .or(v["event"]["file"]["path"].as_str())
+        .unwrap_or_default();
+    path.contains("/bad-")
+}
+
+/// The id of each event about a file named `bad-*`, and of the others.
 fn split_bad(seen: &[Value]) -> (Vec<String>, Vec<String>) {
     let id = |v: &Value| v["event"]["id"].as_str().expect("id").to_owned();
     let bad = |v: &Value| {
         v["file"]["path"]
             .as_str()
-            .is_some_and(|p| p.contains("bad"))
+            .is_some_and(|p| p.contains("/bad-"))
     };
     (
         seen.iter().filter(|v| bad(v)).map(id).collect(),
@@ -341,7 +352,7 @@ fn elasticsearch_gets_a_bulk_body_retries_what_was_busy_and_logs_what_it_refused
         let stored: std::collections::HashSet<String> = before
             .iter()
             .flat_map(|r| bulk_items(&r.body))
-            .filter(|(_, doc)| !doc.contains("bad"))
+            .filter(|(_, doc)| !is_bad(doc))
             .map(|(id, _)| id)
             .collect();
         let mut seen_now = std::collections::HashSet::new();
@@ -349,7 +360,7 @@ fn elasticsearch_gets_a_bulk_body_retries_what_was_busy_and_logs_what_it_refused
             .into_iter()
             .enumerate()
             .map(|(i, (id, doc))| {
-                let status = if doc.contains("bad") {
+                let status = if is_bad(&doc) {
                     400
                 } else if stored.contains(&id) || !seen_now.insert(id.clone()) {
                     409
@@ -434,7 +445,7 @@ fn elasticsearch_gets_a_bulk_body_retries_what_was_busy_and_logs_what_it_refused
         stored.extend(
             bulk_items(&r.body)
                 .into_iter()
-                .filter(|(_, doc)| !doc.contains("bad"))
+                .filter(|(_, doc)| !is_bad(doc))
                 .map(|(id, _)| id),
         );
     }
@@ -481,7 +492,7 @@ fn splunk_hec_gets_one_object_per_event_and_a_refused_event_does_not_hold_the_re
             return (503, r#"{"text":"Server is busy","code":9}"#.into());
         }
         let text = String::from_utf8_lossy(&req.body).into_owned();
-        match text.lines().position(|l| l.contains("bad")) {
+        match text.lines().position(is_bad) {
             Some(n) => (
                 400,
                 format!(r#"{{"text":"Invalid data format","code":6,"invalid-event-number":{n}}}"#),
@@ -535,7 +546,7 @@ fn splunk_hec_gets_one_object_per_event_and_a_refused_event_does_not_hold_the_re
         }
         // What the receiver indexed: all of a successful request; before the refused one
         // of a refused request; nothing of the busy first one.
-        let took = match text.lines().position(|l| l.contains("bad")) {
+        let took = match text.lines().position(is_bad) {
             _ if i == 0 => 0,
             Some(n) => n,
             None => objects.len(),
