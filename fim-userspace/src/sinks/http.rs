@@ -111,10 +111,9 @@ impl HttpSink {
         config: &Http,
         by: Arc<Reporter>,
     ) -> Result<Self, SinkError> {
-        let fail = |what: String| SinkError::Io {
+        let fail = |what: String| SinkError::Setup {
             sink: name.clone(),
             what,
-            source: std::io::Error::other("refused"),
         };
         let secret = config
             .token

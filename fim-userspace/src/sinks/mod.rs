@@ -41,6 +41,14 @@ pub enum WhenFull {
 /// Why a sink could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// Its settings could not be used (a certificate, a secret): `what` says which and why.
+    #[error("sink {sink}: {what}")]
+    Setup {
+        /// The sink's name.
+        sink: String,
+        /// What could not be used, and why.
+        what: String,
+    },
     /// Writing failed for good.
     #[error("sink {sink}: {what}: {source}")]
     Io {

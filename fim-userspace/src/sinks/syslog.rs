@@ -58,10 +58,9 @@ pub struct SyslogSink {
 /// The TLS settings of `tls`: its CA file, else the system's roots; its client
 /// certificate, when it has one.
 fn tls_config(name: &str, tls: &Tls) -> Result<ClientConfig, SinkError> {
-    let fail = |what: String, e: &dyn std::fmt::Display| SinkError::Io {
+    let fail = |what: String, e: &dyn std::fmt::Display| SinkError::Setup {
         sink: name.to_owned(),
-        what,
-        source: std::io::Error::other(e.to_string()),
+        what: format!("{what}: {e}"),
     };
     let mut roots = rustls::RootCertStore::empty();
     match &tls.ca_file {
@@ -137,21 +136,14 @@ impl SyslogSink {
     /// Drops a stream connection the receiver closed (or broke) since the last delivery.
     fn drop_if_closed(&mut self) {
         let closed = match &mut self.conn {
-            Some(Conn::Tcp(s)) => peer_closed(s),
+            Some(Conn::Tcp(s)) => {
+                let sock = s.try_clone();
+                sock.is_ok_and(|sock| peer_closed(&sock, s))
+            }
             Some(Conn::Tls(s)) => {
                 let s = s.as_mut();
-                if s.sock.set_nonblocking(true).is_err() {
-                    true
-                } else {
-                    let mut probe = [0u8; 1];
-                    // A syslog server sends nothing: anything read is unexpected too.
-                    let closed = match s.read(&mut probe) {
-                        Ok(_) => true,
-                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-                    };
-                    let _ = s.sock.set_nonblocking(false);
-                    closed
-                }
+                let sock = s.sock.try_clone();
+                sock.is_ok_and(|sock| peer_closed(&sock, s))
             }
             _ => false,
         };
@@ -235,17 +227,19 @@ impl SyslogSink {
     }
 }
 
-/// Whether the peer of `s` closed the connection (or it broke), looking without waiting.
-fn peer_closed(s: &mut TcpStream) -> bool {
-    if s.set_nonblocking(true).is_err() {
+/// Whether the peer behind `sock` closed the connection (or it broke), reading `stream`
+/// (the socket itself, or TLS over it) without waiting. A syslog server sends nothing: a
+/// byte read is as unexpected as the end.
+fn peer_closed(sock: &TcpStream, stream: &mut impl Read) -> bool {
+    if sock.set_nonblocking(true).is_err() {
         return true;
     }
     let mut probe = [0u8; 1];
-    let closed = match s.read(&mut probe) {
+    let closed = match stream.read(&mut probe) {
         Ok(_) => true,
         Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
     };
-    let _ = s.set_nonblocking(false);
+    let _ = sock.set_nonblocking(false);
     closed
 }
 
