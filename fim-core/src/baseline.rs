@@ -69,9 +69,11 @@ pub enum Access {
 
 /// An open baseline.
 pub struct Baseline {
-    conn: Connection,
+    pub(crate) conn: Connection,
     in_tx: bool,
     writes: u64,
+    /// Where the outbox's next row starts, once read ([`crate::outbox`]).
+    pub(crate) outbox_end: Option<i64>,
     _lock: Option<File>,
 }
 
@@ -259,7 +261,9 @@ impl Baseline {
                     target BLOB, acl_access TEXT, acl_default TEXT, capability TEXT,
                     xattrs BLOB, sha256 BLOB, note TEXT) WITHOUT ROWID;
                  CREATE INDEX IF NOT EXISTS entries_by_inode ON entries (ino, dev_major, dev_minor);
-                 INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');"
+                 INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');
+                 {}",
+                crate::outbox::SCHEMA
             ))?;
         }
         let found: i64 = conn
@@ -280,11 +284,12 @@ impl Baseline {
             conn,
             in_tx: false,
             writes: 0,
+            outbox_end: None,
             _lock: lock,
         })
     }
 
-    fn tx(&mut self) -> Result<(), BaselineError> {
+    pub(crate) fn tx(&mut self) -> Result<(), BaselineError> {
         if !self.in_tx {
             self.conn.execute_batch("BEGIN")?;
             self.in_tx = true;
@@ -293,18 +298,24 @@ impl Baseline {
         Ok(())
     }
 
-    /// Makes every change so far durable.
     /// Whether changes wait for a commit.
     pub fn uncommitted(&self) -> bool {
         self.in_tx
     }
 
+    /// Makes every change so far durable.
     pub fn commit(&mut self) -> Result<(), BaselineError> {
         if self.in_tx {
             self.conn.execute_batch("COMMIT")?;
             self.in_tx = false;
         }
+        self.writes = 0;
         Ok(())
+    }
+
+    /// Writes since the last commit.
+    pub fn pending_writes(&self) -> u64 {
+        self.writes
     }
 
     /// Commits when many writes are pending, so transactions stay short.

@@ -694,9 +694,15 @@ fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, stamp: &Stamp) -> Value {
     json!({
         "@timestamp": time_ns(ev.time_unix_ns),
         "event": event_object(ev, stamp),
-        "message": format!(
-            "{count} file operations were lost before they were reported; the watched paths are rescanned to report what they changed"
-        ),
+        "message": if gap.causes.iter().any(|(c, _)| *c == crate::event::SPOOL_FULL) {
+            format!(
+                "{count} events were not delivered to this destination: its spool reached its size cap and let the oldest go"
+            )
+        } else {
+            format!(
+                "{count} file operations were lost before they were reported; the watched paths are rescanned to report what they changed"
+            )
+        },
         "fim": {
             "gap": {
                 "operations": gap.operations,

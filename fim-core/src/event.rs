@@ -288,6 +288,16 @@ pub struct Stamper {
 }
 
 impl Stamper {
+    /// A stamper whose first stamp follows sequence `last` (one kept from an earlier run).
+    pub fn after(last: u64) -> Self {
+        Self { last }
+    }
+
+    /// The last sequence handed out.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
     /// The next stamp.
     pub fn next_stamp(&mut self) -> Stamp {
         self.last += 1;
@@ -505,6 +515,9 @@ pub struct Gap {
     /// The watched roots whose events may be missing.
     pub roots: Vec<Vec<u8>>,
 }
+
+/// The cause a sink's gap names when its spool reached its size cap and let events go.
+pub const SPOOL_FULL: &str = "spool_full";
 
 /// How a change came to be known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub mod defaults;
 pub mod ecs;
 pub mod event;
 pub mod hash;
+pub mod outbox;
 pub mod packages;
 pub mod paths;
 pub mod ratelimit;

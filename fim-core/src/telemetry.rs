@@ -137,10 +137,19 @@ pub const SINK_FAILED: Family = Family {
     kind: Kind::Counter,
     labels: &["sink"],
 };
-/// Events dropped because a sink's queue was full (its policy when full).
+/// Events a sink lost: its spool reached its size cap and let its oldest events go (or,
+/// for a sink without a spool, its queue was full).
 pub const SINK_DROPPED: Family = Family {
     name: "fim_sink_events_dropped_total",
-    help: "Events dropped because a sink's queue was full and its policy is to drop",
+    help: "Events a sink lost because its spool reached its size cap",
+    kind: Kind::Counter,
+    labels: &["sink"],
+};
+/// Events a sink read back from the spool (the outbox) because they did not fit in its
+/// queue while it was behind: not lost, only slower.
+pub const SINK_SPOOLED: Family = Family {
+    name: "fim_sink_events_spooled_total",
+    help: "Events a sink read back from its on-disk spool because it was behind",
     kind: Kind::Counter,
     labels: &["sink"],
 };
@@ -169,6 +178,7 @@ pub const FAMILIES: &[Family] = &[
     SINK_DELIVERED,
     SINK_FAILED,
     SINK_DROPPED,
+    SINK_SPOOLED,
     SINK_QUEUED,
 ];
 
@@ -262,6 +272,8 @@ pub enum Internal<'a> {
     SinkFailed { sink: &'a str, events: u64 },
     /// Events dropped at a full sink queue.
     SinkDropped { sink: &'a str, events: u64 },
+    /// Events a sink read back from its spool.
+    SinkSpooled { sink: &'a str, events: u64 },
     /// Batches now waiting in a sink's queue.
     SinkQueued { sink: &'a str, batches: u64 },
 }
@@ -402,6 +414,9 @@ impl Telemetry {
             I::SinkFailed { sink, events } => (SINK_FAILED, Labels::one(sink), Change::Add(events)),
             I::SinkDropped { sink, events } => {
                 (SINK_DROPPED, Labels::one(sink), Change::Add(events))
+            }
+            I::SinkSpooled { sink, events } => {
+                (SINK_SPOOLED, Labels::one(sink), Change::Add(events))
             }
             I::SinkQueued { sink, batches } => {
                 (SINK_QUEUED, Labels::one(sink), Change::Set(batches))

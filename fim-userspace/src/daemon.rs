@@ -1,12 +1,13 @@
 //! `fim run`: a pipeline built from its description ([`Pipeline`]): a source, the watch-set
 //! check, the integrity engine, the fan-out and its sinks, and shutdown by construction.
 //!
-//! source task -> filter task -> integrity engine (own thread) -> fan-out (own thread) ->
-//! each sink (own thread, own bounded queue), over bounded channels. One
-//! [`CancellationToken`] stops the source; it drains and closes its channel, which ends the
-//! filter, then the engine (after settling open bursts and committing the baseline), then
-//! the fan-out, then each sink after what it holds, so every event read from the kernel is
-//! delivered.
+//! source task -> filter task -> integrity engine and fan-out (own thread) -> each sink
+//! (own thread, own bounded queue and spool), over bounded channels. The engine commits
+//! each report to the outbox with the baseline change it reports before any sink sees it
+//! ([`fim_core::outbox`]). One [`CancellationToken`] stops the source; it drains and closes
+//! its channel, which ends the filter, then the engine (after settling open bursts and
+//! committing the baseline), then each sink after what it holds; what a receiver did not
+//! take stays in the outbox for the next start.
 //!
 //! A live reload ([`Update`], from `fim reload` or SIGHUP) goes to each stage in the order
 //! that loses nothing: the fan-out's rules first, then the filter, which forwards the new
@@ -14,7 +15,7 @@
 //! old set), and last the source's kernel side. What only the new set watches reaches the
 //! kernel after every later stage takes it; what both watch is never let go.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::AtomicU64};
 
 use log::{error, info};
 use tokio::sync::{mpsc, oneshot};
@@ -31,7 +32,10 @@ use crate::{
         engine::{Engine, EngineConfig, EngineError, Input, Rewatch},
         observe::Limits,
     },
-    sinks::{self, SinkError, fanout, runner::Reopen},
+    sinks::{
+        self, SinkError, fanout,
+        runner::{Reopen, Spool},
+    },
     sources::{self, SourceError, SourceSpec},
 };
 
@@ -156,19 +160,51 @@ pub async fn run(
         .map(|config| sinks::build(config, &pipeline.reporter))
         .collect::<Result<Vec<_>, _>>()?;
     let watch = Arc::new(watch);
-    let (fanout_tx, fanout_rx) = flume::bounded(SINK_BATCHES);
     let state_dir = integrity.state_dir.clone();
+    // Every sink resumes from its cursor in the outbox; numbering goes on from the last
+    // event committed.
+    let last = last_sequence(&state_dir)?;
+    let head = Arc::new(AtomicU64::new(last));
+    let tracker = TaskTracker::new();
+    let mut outlets = Vec::new();
+    let mut shares = Vec::new();
+    let mut sink_tasks = Vec::new();
+    let mut sink_names = Vec::new();
+    for (sink, config) in built.into_iter().zip(&pipeline.sinks) {
+        let name = sink.name().to_owned();
+        let spool = Spool::open(&state_dir, &name, head.clone(), pipeline.reporter.clone())?;
+        shares.push(fanout::SpoolShare {
+            name: name.clone(),
+            recorded: spool.recorded(),
+            max_size: config.spool.max_size,
+        });
+        let (queue_tx, queue_rx) = flume::bounded(SINK_BATCHES);
+        outlets.push(fanout::Outlet::spooled(&name, queue_tx));
+        let t = telemetry.clone();
+        let reopen = pipeline.reopen.clone();
+        sink_tasks.push(tracker.spawn_blocking(move || {
+            sinks::runner::run(sink, queue_rx, t, reopen, Some(spool))
+        }));
+        sink_names.push(name);
+    }
+    let rules: fanout::LiveRules = Arc::new(std::sync::RwLock::new(pipeline.rules.clone()));
+    let ancestry: fanout::ParentOf =
+        Box::new(crate::sensors::procfs::ParentCache::default().into_lookup());
+    let output = fanout::Fanout::new(outlets, pipeline.rules.clone(), telemetry.clone())
+        .with_live_rules(rules.clone())
+        .with_ancestry(ancestry)
+        .reporting_as(pipeline.reporter.clone())
+        .with_outbox(last, head, shares);
     let engine = Engine::start(
         integrity,
         watch.clone(),
-        fanout_tx,
+        Box::new(output),
         telemetry.clone(),
         pipeline.source.namer(),
     )?;
     let source = pipeline.source.build(&watch, &state_dir, &telemetry)?;
     let (source_tx, mut filter_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (engine_tx, engine_rx) = flume::bounded(ENGINE_BATCHES);
-    let tracker = TaskTracker::new();
     let (source_rewatch, source_rewatches) = mpsc::channel(1);
     let sensor_task = tracker.spawn(source.run(source_tx, source_rewatches, shutdown.clone()));
     let watched_paths = watch.len();
@@ -212,29 +248,9 @@ pub async fn run(
     });
     let losses = telemetry.clone();
     let engine_task = tracker.spawn_blocking(move || engine.run(&engine_rx, || losses.losses()));
-    let rules: fanout::LiveRules = Arc::new(std::sync::RwLock::new(pipeline.rules));
-    let reload_rules = rules.clone();
-    let mut outlets = Vec::new();
-    let mut sink_tasks = Vec::new();
-    let mut sink_names = Vec::new();
-    for sink in built {
-        let (queue_tx, queue_rx) = flume::bounded(SINK_BATCHES);
-        outlets.push(fanout::Outlet::new(sink.as_ref(), queue_tx));
-        sink_names.push(sink.name().to_owned());
-        let t = telemetry.clone();
-        let reopen = pipeline.reopen.clone();
-        sink_tasks
-            .push(tracker.spawn_blocking(move || sinks::runner::run(sink, queue_rx, t, reopen)));
-    }
-    let fanout_telemetry = telemetry.clone();
-    let fanout_task = tracker.spawn_blocking(move || {
-        let ancestry: fanout::ParentOf =
-            Box::new(crate::sensors::procfs::ParentCache::default().into_lookup());
-        fanout::run(fanout_rx, outlets, rules, Some(ancestry), fanout_telemetry)
-    });
     tracker.spawn(apply_reloads(
         reloads,
-        reload_rules,
+        rules,
         filter_rewatch,
         source_rewatch,
         shutdown.clone(),
@@ -249,9 +265,6 @@ pub async fn run(
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;
     let engine_result = engine_task
-        .await
-        .map_err(|e| DaemonError::Task(e.to_string()))?;
-    fanout_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;
     let mut sink_error = None;
@@ -272,6 +285,14 @@ pub async fn run(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The last sequence the outbox in `state_dir` handed out (0: no baseline yet).
+fn last_sequence(state_dir: &std::path::Path) -> Result<u64, EngineError> {
+    if !state_dir.join(fim_core::baseline::DB_FILE).exists() {
+        return Ok(0);
+    }
+    Ok(fim_core::outbox::OutboxReader::open(state_dir)?.last_sequence()?)
 }
 
 /// The exact watch-set check of `batch` (emptied): the events `watch` covers, each named
@@ -370,7 +391,9 @@ fn log_summary(t: &Telemetry, sinks: &[String]) {
     for sink in sinks {
         let dropped = t.get(telemetry::SINK_DROPPED, &[sink]);
         if dropped > 0 {
-            error!("sink {sink}: {dropped} events dropped because its queue was full");
+            error!(
+                "sink {sink}: {dropped} events lost because its spool reached its size cap"
+            );
         }
     }
     // What every sink wrote (the fewest, where one stopped or dropped).

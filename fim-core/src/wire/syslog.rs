@@ -103,17 +103,17 @@ pub fn timestamp(unix_ns: i128) -> String {
 }
 
 /// Appends the message for `ev` with payload `msg` to `out`.
-pub fn message(sender: &Sender, ev: &Stamped, msg: &[u8], out: &mut Vec<u8>) {
+pub fn message(sender: &Sender, ev: &crate::outbox::Record, msg: &[u8], out: &mut Vec<u8>) {
     use std::io::Write as _;
-    let pri = u16::from(sender.facility) * 8 + u16::from(severity_of(ev));
+    let pri = u16::from(sender.facility) * 8 + u16::from(ev.severity.min(7));
     let _ = write!(
         out,
         "<{pri}>1 {} {} {} {} {} - ",
-        timestamp(ev.event.time_unix_ns()),
+        timestamp(ev.time_unix_ns),
         sender.hostname,
         sender.app_name,
         sender.procid,
-        header_field(ev.event.action().as_str(), 32),
+        header_field(&ev.action, 32),
     );
     out.extend_from_slice(msg);
 }
@@ -139,9 +139,11 @@ mod tests {
         );
         ev.time_unix_ns = 1_764_460_800_123_456_789;
         let stamped = Stamper::default().stamp(ev);
+        let by = crate::ecs::Reporter::new("web-01".into(), None);
+        let record = crate::outbox::Record::render(&stamped, &by).expect("renders");
         let sender = Sender::new(16, "web 01", "fim", 4242);
         let mut msg = Vec::new();
-        message(&sender, &stamped, b"{\"a\":1}", &mut msg);
+        message(&sender, &record, b"{\"a\":1}", &mut msg);
         assert_eq!(
             String::from_utf8(msg.clone()).expect("ASCII"),
             "<134>1 2025-11-30T00:00:00.123456Z web_01 fim 4242 close_write - {\"a\":1}"

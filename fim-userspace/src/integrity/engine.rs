@@ -95,8 +95,76 @@ pub enum EngineError {
 /// to a hashing worker, so one large file does not hold up the events behind it.
 const INLINE_HASH_BYTES: u64 = 64 * 1024;
 
-/// How often the baseline's changes are committed, at most.
+/// How often the baseline's changes are committed when nothing is reported.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// How long reported events may wait for the commit that makes them and their baseline
+/// changes durable together (group commit: one commit serves every event of a burst).
+const COMMIT_LATENCY: Duration = Duration::from_millis(1);
+/// Writes after which the baseline is committed without waiting, so transactions stay
+/// short.
+const LARGE_TRANSACTION: u64 = 4096;
+
+/// Where the engine's reports go. What it is handed is made durable in the baseline's
+/// transaction (the outbox), and goes out only once that transaction is committed: the
+/// baseline never holds a change whose report a crash could lose.
+pub trait Output: Send {
+    /// Takes the events reported since the last call and writes them, numbered, into
+    /// `baseline`'s open transaction.
+    fn stage(&mut self, events: Vec<FileEvent>, baseline: &mut Baseline)
+    -> Result<(), BaselineError>;
+    /// Stages what is due by `now` without an event (a rate limit's summary; every one
+    /// still held when `None`, at the end).
+    fn stage_due(
+        &mut self,
+        now: Option<Instant>,
+        baseline: &mut Baseline,
+    ) -> Result<(), BaselineError>;
+    /// When [`Output::stage_due`] has something.
+    fn next_due(&self) -> Option<Instant>;
+    /// Whether staged events wait for a commit.
+    fn staged(&self) -> bool;
+    /// The transaction is committed: hands the staged events out. `false`: nobody takes
+    /// them any more.
+    fn publish(&mut self, baseline: &mut Baseline) -> Result<bool, BaselineError>;
+}
+
+/// An [`Output`] that sends the events of each commit, as they are, to a channel (tests).
+pub struct ChannelOutput {
+    tx: flume::Sender<Vec<FileEvent>>,
+    staged: Vec<FileEvent>,
+}
+
+impl ChannelOutput {
+    /// Sends to `tx`.
+    pub fn new(tx: flume::Sender<Vec<FileEvent>>) -> Self {
+        Self {
+            tx,
+            staged: Vec::new(),
+        }
+    }
+}
+
+impl Output for ChannelOutput {
+    fn stage(&mut self, events: Vec<FileEvent>, _: &mut Baseline) -> Result<(), BaselineError> {
+        self.staged.extend(events);
+        Ok(())
+    }
+    fn stage_due(&mut self, _: Option<Instant>, _: &mut Baseline) -> Result<(), BaselineError> {
+        Ok(())
+    }
+    fn next_due(&self) -> Option<Instant> {
+        None
+    }
+    fn staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+    fn publish(&mut self, _: &mut Baseline) -> Result<bool, BaselineError> {
+        if self.staged.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.tx.send(std::mem::take(&mut self.staged)).is_ok())
+    }
+}
 
 struct Job {
     /// The event's place in the engine's input order.
@@ -145,6 +213,9 @@ enum Finished {
     Forget(Box<FileEvent>, Vec<u8>),
     /// Report as it is.
     Emit(Box<FileEvent>),
+    /// A scan's finding, whose baseline change is written already: report it (no commit
+    /// happens while one waits, so the change is never durable without it).
+    Found(Box<FileEvent>),
 }
 
 /// The integrity stage, started (baseline open, first scan running) but not yet consuming.
@@ -156,10 +227,12 @@ pub struct Engine {
     /// Names the source's unnamed events from their values.
     namer: Option<Namer>,
     baseline: Baseline,
-    output: flume::Sender<Vec<FileEvent>>,
-    /// Events reported since the last send: sent as one batch per turn of the loop, so the
-    /// sink wakes once per batch rather than once per event.
+    output: Box<dyn Output>,
+    /// Events reported since they were last staged in the output (once per turn of the
+    /// loop, so the sinks wake once per batch rather than once per event).
     outbox: Vec<FileEvent>,
+    /// Scan findings waiting for their turn whose baseline change is written already.
+    found_waiting: usize,
     telemetry: Arc<Telemetry>,
     jobs: flume::Sender<Job>,
     done: flume::Receiver<Done>,
@@ -194,7 +267,7 @@ impl Engine {
     pub fn start(
         cfg: EngineConfig,
         watch: Arc<WatchSet>,
-        output: flume::Sender<Vec<FileEvent>>,
+        output: Box<dyn Output>,
         telemetry: Arc<Telemetry>,
         namer: Option<Namer>,
     ) -> Result<Self, EngineError> {
@@ -234,6 +307,7 @@ impl Engine {
             baseline,
             output,
             outbox: Vec::new(),
+            found_waiting: 0,
             telemetry,
             jobs,
             done,
@@ -278,7 +352,10 @@ impl Engine {
         let mut input_open = true;
         let mut lost_seen = lost_in_kernel();
         loop {
-            self.send_outbox()?;
+            self.stage_reports()?;
+            if self.output.staged() && self.last_commit.elapsed() >= COMMIT_LATENCY {
+                self.commit()?;
+            }
             if !input_open && self.in_flight == 0 && self.ready.is_empty() && self.order.is_empty()
             {
                 return Ok(());
@@ -362,8 +439,13 @@ impl Engine {
         if let Some(burst) = self.bursts.next_deadline() {
             d = d.min(burst);
         }
-        if self.baseline.uncommitted() {
+        if self.output.staged() {
+            d = d.min(self.last_commit + COMMIT_LATENCY);
+        } else if self.baseline.uncommitted() {
             d = d.min(self.last_commit + COMMIT_EVERY);
+        }
+        if let Some(due) = self.output.next_due() {
+            d = d.min(due);
         }
         if let Some(t) = self.next_rescan {
             d = d.min(t);
@@ -391,12 +473,13 @@ impl Engine {
                 self.start_scan(Origin::Rescan, false);
             }
         }
-        if now.duration_since(self.last_commit) >= COMMIT_EVERY {
-            self.refresh_directories()?;
-            self.baseline.commit()?;
-            self.last_commit = now;
-        } else {
-            self.baseline.commit_if_large()?;
+        if self.output.next_due().is_some_and(|due| due <= now) {
+            self.output.stage_due(Some(now), &mut self.baseline)?;
+        }
+        if now.duration_since(self.last_commit) >= COMMIT_EVERY
+            || self.baseline.pending_writes() >= LARGE_TRANSACTION
+        {
+            self.commit()?;
         }
         Ok(())
     }
@@ -470,21 +553,45 @@ impl Engine {
         self.outbox.push(ev);
     }
 
-    /// Sends what was reported since the last send, as one batch (blocking while the sink
-    /// is full: back-pressure).
-    fn send_outbox(&mut self) -> Result<(), EngineError> {
+    /// Stages what was reported since the last call in the output (the baseline's open
+    /// transaction).
+    fn stage_reports(&mut self) -> Result<(), EngineError> {
         if self.outbox.is_empty() {
             return Ok(());
         }
         self.output
-            .send(std::mem::take(&mut self.outbox))
-            .map_err(|_| EngineError::OutputClosed)
+            .stage(std::mem::take(&mut self.outbox), &mut self.baseline)?;
+        Ok(())
+    }
+
+    /// Commits the baseline with the reports of its changes, then hands the reports out.
+    /// Waits while a scan's finding whose change is written waits for its turn.
+    fn commit(&mut self) -> Result<(), EngineError> {
+        if self.found_waiting > 0 {
+            return Ok(());
+        }
+        self.stage_reports()?;
+        self.refresh_directories()?;
+        self.baseline.commit()?;
+        self.last_commit = Instant::now();
+        if !self.output.publish(&mut self.baseline)? {
+            return Err(EngineError::OutputClosed);
+        }
+        Ok(())
     }
 
     /// Reports `ev` in its turn (after every event that came in before it).
     fn emit_in_order(&mut self, ev: FileEvent) {
         let ticket = self.order.ticket();
         self.order.fill(ticket, Finished::Emit(Box::new(ev)));
+    }
+
+    /// Reports a scan's finding, whose baseline change is written, in its turn; no commit
+    /// happens until it is staged.
+    fn emit_found(&mut self, ev: FileEvent) {
+        self.found_waiting += 1;
+        let ticket = self.order.ticket();
+        self.order.fill(ticket, Finished::Found(Box::new(ev)));
     }
 
     /// Applies and reports every result whose turn has come.
@@ -497,6 +604,10 @@ impl Engine {
                 }
                 Finished::Forget(ev, key) => self.forget(*ev, &key)?,
                 Finished::Emit(ev) => self.emit(*ev),
+                Finished::Found(ev) => {
+                    self.found_waiting -= 1;
+                    self.emit(*ev);
+                }
             }
         }
         Ok(())
@@ -932,7 +1043,7 @@ impl Engine {
         }
         self.telemetry.emit(Internal::ChangeFound { action });
         let ev = found_event(action, path, before, Some(after), changed, origin);
-        self.emit_in_order(ev);
+        self.emit_found(ev);
         Ok(())
     }
 
@@ -968,10 +1079,11 @@ impl Engine {
                         Vec::new(),
                         run.origin,
                     );
-                    self.emit_in_order(ev);
+                    self.emit_found(ev);
                 }
             }
             run.completed(&mut self.baseline, &self.watch)?;
+            self.commit()?;
             // A scan's channels and buffers held thousands of entries: give them back.
             crate::memory::give_back();
             self.telemetry
@@ -985,10 +1097,10 @@ impl Engine {
         if let Some(s) = self.scan.take() {
             s.drain();
         }
-        if let Err(e) = self.refresh_directories() {
-            warn!("bringing changed directories up to date in the baseline: {e}");
-        }
-        if let Err(e) = self.baseline.commit() {
+        let staged = self
+            .stage_reports()
+            .and_then(|()| Ok(self.output.stage_due(None, &mut self.baseline)?));
+        if let Err(e) = staged.and_then(|()| self.commit()) {
             warn!("committing the baseline: {e}");
         }
         // Closing the job channel ends the workers.

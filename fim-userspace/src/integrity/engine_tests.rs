@@ -58,7 +58,7 @@ impl Harness {
         let engine = Engine::start(
             config(state, max_backlog),
             watch,
-            out_tx,
+            Box::new(super::engine::ChannelOutput::new(out_tx)),
             telemetry.clone(),
             None,
         )
@@ -459,7 +459,7 @@ fn a_reload_during_the_first_scan_still_builds_the_baseline_silently() {
     let engine = Engine::start(
         config(state.path(), 64),
         Arc::new(watch_set(&[&w])),
-        out_tx,
+        Box::new(super::engine::ChannelOutput::new(out_tx)),
         telemetry.clone(),
         None,
     )

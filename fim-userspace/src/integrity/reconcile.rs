@@ -242,8 +242,8 @@ impl ScanRun {
         while self.items.recv().is_ok() {}
     }
 
-    /// Records a finished scan in the baseline (built, and which roots it covered), commits
-    /// and logs what it found.
+    /// Records a finished scan in the baseline (built, and which roots it covered; the
+    /// engine commits it with the reports of its findings) and logs what it found.
     pub fn completed(
         &self,
         baseline: &mut Baseline,
@@ -254,7 +254,6 @@ impl ScanRun {
         }
         let roots: Vec<String> = watch.scan_roots().iter().map(ScanRoot::describe).collect();
         baseline.set_meta("roots", &roots.join("\n"))?;
-        baseline.commit()?;
         let Counts {
             seen,
             added,

@@ -1,14 +1,23 @@
-//! Numbering and fan-out: the one place events get their [`Stamp`], and from where every
-//! sink gets the same batches.
+//! Numbering and fan-out: the one place events get their [`Stamp`], are rendered, and are
+//! put in the outbox, and from where every sink gets the same batches.
 //!
-//! It runs on a thread of its own between the integrity engine and the sinks. Each sink has
-//! a bounded queue; a batch goes to every queue, by the sink's [`WhenFull`] policy: a
-//! `Block` sink that is full holds the fan-out (and so the engine) back, a `DropNewest`
-//! sink loses that batch alone, counted. A sink that stopped is left out; when none is
-//! left, the fan-out stops, which closes the engine's output as a stopped sink did before.
-//! Events are counted here, by sensor and action, once for every sink.
+//! It runs on the integrity engine's thread, as its [`Output`]: what the engine reports
+//! in one turn is classified by the rules, numbered, rendered once, and appended to the
+//! outbox in the transaction that records its baseline changes ([`fim_core::outbox`]).
+//! Once the engine commits, the batch goes to each sink's bounded queue. A spooled sink's
+//! queue never holds the engine back: when it is full the batch is skipped for that sink,
+//! which reads it back from the outbox in its turn ([`super::runner`]). A sink that
+//! stopped is left out. Events are counted here, by sensor and action, once for every
+//! sink.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use log::{error, warn};
 
@@ -16,45 +25,61 @@ use log::{error, warn};
 use fim_core::event::Stamp;
 use fim_core::{
     ancestry::package_manager,
+    baseline::{Baseline, BaselineError},
+    ecs::Reporter,
     event::{Action, FileEvent, Stamper},
     event::{PathSource, ReportedPath, Stamped, unix_now_ns},
+    outbox::Record,
     ratelimit::{RateLimiter, Summary},
     rules::{RuleSet, Verdict, behaviour, with_behaviour},
     telemetry::{Internal, Telemetry},
 };
 
-use super::{Batch, Sink, WhenFull};
+use super::Batch;
+use crate::integrity::engine::Output;
 
 /// One sink's end of the fan-out.
 pub struct Outlet {
     name: String,
-    when_full: WhenFull,
+    /// Whether a full queue is skipped (the sink reads the batch back from the outbox)
+    /// rather than waited for.
+    spooled: bool,
     queue: flume::Sender<Batch>,
     open: bool,
 }
 
 impl Outlet {
-    /// The outlet feeding `sink` through `queue`.
-    pub fn new(sink: &dyn Sink, queue: flume::Sender<Batch>) -> Self {
+    /// The outlet feeding sink `name` through `queue`, waiting for room when it is full.
+    pub fn blocking(name: &str, queue: flume::Sender<Batch>) -> Self {
         Self {
-            name: sink.name().to_owned(),
-            when_full: sink.when_full(),
+            name: name.to_owned(),
+            spooled: false,
             queue,
             open: true,
         }
     }
 
-    /// Hands `batch` to the sink by its policy.
+    /// The outlet feeding sink `name` through `queue`, which reads from the outbox what
+    /// did not fit.
+    pub fn spooled(name: &str, queue: flume::Sender<Batch>) -> Self {
+        Self {
+            spooled: true,
+            ..Self::blocking(name, queue)
+        }
+    }
+
+    /// Hands `batch` to the sink.
     fn offer(&mut self, batch: &Batch, telemetry: &Telemetry) {
         if !self.open {
             return;
         }
-        let sent = match self.when_full {
-            WhenFull::Block => self.queue.send(batch.clone()).map_err(|_| true),
-            WhenFull::DropNewest => self.queue.try_send(batch.clone()).map_err(|e| match e {
-                flume::TrySendError::Full(_) => false,
-                flume::TrySendError::Disconnected(_) => true,
-            }),
+        let sent = if self.spooled {
+            match self.queue.try_send(batch.clone()) {
+                Ok(()) | Err(flume::TrySendError::Full(_)) => Ok(()),
+                Err(flume::TrySendError::Disconnected(_)) => Err(()),
+            }
+        } else {
+            self.queue.send(batch.clone()).map_err(|_| ())
         };
         match sent {
             Ok(()) => {
@@ -63,33 +88,36 @@ impl Outlet {
                     batches: self.queue.len() as u64,
                 });
             }
-            Err(true) => {
+            Err(()) => {
                 error!(
                     "sink {}: stopped; the other sinks go on without it",
                     self.name
                 );
                 self.open = false;
             }
-            Err(false) => {
-                let dropped = telemetry.emit(Internal::SinkDropped {
-                    sink: &self.name,
-                    events: batch.len() as u64,
-                });
-                if dropped == batch.len() as u64 {
-                    warn!(
-                        "sink {}: its queue is full; events are dropped for it (counted)",
-                        self.name
-                    );
-                }
-            }
         }
     }
 }
 
+/// What the fan-out knows of one spooled sink, to prune the outbox: the last sequence it
+/// delivered and recorded (so a restart resumes after it), and how much it may hold.
+#[derive(Clone, Debug)]
+pub struct SpoolShare {
+    /// The sink's name.
+    pub name: String,
+    /// Its recorded cursor ([`super::runner::Cursor`]).
+    pub recorded: Arc<AtomicU64>,
+    /// Its spool's size cap, in bytes of events.
+    pub max_size: u64,
+}
+
+/// How often the outbox is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
 /// The rules in force, replaced whole by a live reload.
 pub type LiveRules = Arc<std::sync::RwLock<Arc<RuleSet>>>;
 
-/// The numbering and the outlets.
+/// The numbering, the outbox and the outlets.
 pub struct Fanout {
     stamper: Stamper,
     rules: Arc<RuleSet>,
@@ -99,8 +127,16 @@ pub struct Fanout {
     /// A live process's name and parent (the platform's process table), to find the
     /// package manager behind a change.
     parent_of: Option<ParentOf>,
+    reporter: Arc<Reporter>,
     outlets: Vec<Outlet>,
     telemetry: Arc<Telemetry>,
+    /// What was put in the outbox and waits for the commit to go out.
+    staged: Vec<Record>,
+    /// The last sequence committed to the outbox, which the sinks read up to.
+    head: Arc<AtomicU64>,
+    /// The spooled sinks, for pruning.
+    shares: Vec<SpoolShare>,
+    last_prune: Instant,
 }
 
 impl Fanout {
@@ -112,8 +148,13 @@ impl Fanout {
             live: None,
             limits: RateLimiter::default(),
             parent_of: None,
+            reporter: Arc::new(Reporter::new("localhost".into(), None)),
             outlets,
             telemetry,
+            staged: Vec::new(),
+            head: Arc::new(AtomicU64::new(0)),
+            shares: Vec::new(),
+            last_prune: Instant::now(),
         }
     }
 
@@ -138,6 +179,22 @@ impl Fanout {
         self
     }
 
+    /// Renders events as `reporter` reports them.
+    pub fn reporting_as(mut self, reporter: Arc<Reporter>) -> Self {
+        self.reporter = reporter;
+        self
+    }
+
+    /// Numbers on from `last` (the outbox's), publishes each committed sequence in `head`,
+    /// and prunes the outbox by the `shares` of the spooled sinks.
+    pub fn with_outbox(mut self, last: u64, head: Arc<AtomicU64>, shares: Vec<SpoolShare>) -> Self {
+        self.stamper = Stamper::after(last);
+        head.store(last, Ordering::Release);
+        self.head = head;
+        self.shares = shares;
+        self
+    }
+
     /// The summary event of a rate limit's window, numbered.
     fn summary(&mut self, summary: Summary) -> Stamped {
         let mut ev = FileEvent::new(
@@ -151,21 +208,14 @@ impl Fanout {
         self.stamper.stamp_with(ev, rules)
     }
 
-    /// Numbers and delivers the summaries of the rate-limit windows that ended by `now`
-    /// (or of every open one, at the end). Returns whether any sink is left.
-    pub fn summarize(&mut self, now: Option<Instant>) -> bool {
+    /// The summaries of the rate-limit windows that ended by `now` (or of every open one,
+    /// at the end), numbered.
+    pub fn summaries(&mut self, now: Option<Instant>) -> Vec<Stamped> {
         let due = match now {
             Some(now) => self.limits.due(now),
             None => self.limits.drain(),
         };
-        if due.is_empty() {
-            return self.outlets.iter().any(|o| o.open);
-        }
-        let batch: Batch = Arc::new(due.into_iter().map(|s| self.summary(s)).collect());
-        for outlet in &mut self.outlets {
-            outlet.offer(&batch, &self.telemetry);
-        }
-        self.outlets.iter().any(|o| o.open)
+        due.into_iter().map(|s| self.summary(s)).collect()
     }
 
     /// When the next rate-limit window with held events ends.
@@ -173,9 +223,8 @@ impl Fanout {
         self.limits.next_due()
     }
 
-    /// Classifies `events` by the rules, numbers those reported and hands them to every
-    /// sink. Returns whether any sink is left.
-    pub fn deliver(&mut self, events: Vec<FileEvent>) -> bool {
+    /// Classifies `events` by the rules and numbers those reported.
+    pub fn number(&mut self, events: Vec<FileEvent>) -> Vec<Stamped> {
         if let Some(live) = self.live.clone() {
             self.refresh_rules_from(&live);
         }
@@ -240,14 +289,118 @@ impl Fanout {
             self.telemetry
                 .emit(Internal::RuleSuppressed { action, count });
         }
-        if batch.is_empty() {
-            return self.outlets.iter().any(|o| o.open);
-        }
-        let batch: Batch = Arc::new(batch);
-        for outlet in &mut self.outlets {
-            outlet.offer(&batch, &self.telemetry);
+        batch
+    }
+
+    /// Renders `stamped` once for every sink.
+    fn render(&self, stamped: &[Stamped]) -> Vec<Record> {
+        stamped
+            .iter()
+            .filter_map(|ev| match Record::render(ev, &self.reporter) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    error!("rendering event {}: {e}", ev.stamp.id);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Hands `batch` to every sink. Returns whether any sink is left.
+    pub fn offer(&mut self, batch: Vec<Record>) -> bool {
+        if !batch.is_empty() {
+            let batch: Batch = Arc::new(batch);
+            for outlet in &mut self.outlets {
+                outlet.offer(&batch, &self.telemetry);
+            }
         }
         self.outlets.iter().any(|o| o.open)
+    }
+
+    /// Numbers, renders and hands `events` to every sink at once (no outbox). Returns
+    /// whether any sink is left.
+    pub fn deliver(&mut self, events: Vec<FileEvent>) -> bool {
+        let stamped = self.number(events);
+        let records = self.render(&stamped);
+        self.offer(records)
+    }
+
+    /// Lets the outbox go up to where every spooled sink has recorded its delivery, or
+    /// its cap lets go of it.
+    fn prune(&mut self, baseline: &mut Baseline) -> Result<(), BaselineError> {
+        let mut upto = u64::MAX;
+        for share in &self.shares {
+            let recorded = share.recorded.load(Ordering::Acquire);
+            let floor = baseline.spool_floor(share.max_size)?.unwrap_or(0);
+            if floor > recorded {
+                // The sink's runner finds the hole and reports it as a gap.
+                warn!(
+                    "sink {}: its spool is over its cap of {} bytes: events up to sequence {floor} are let go",
+                    share.name, share.max_size
+                );
+            }
+            upto = upto.min(recorded.max(floor));
+        }
+        let upto = upto.min(self.head.load(Ordering::Acquire));
+        if upto > 0 {
+            baseline.prune_outbox(upto)?;
+        }
+        Ok(())
+    }
+}
+
+impl Output for Fanout {
+    fn stage(
+        &mut self,
+        events: Vec<FileEvent>,
+        baseline: &mut Baseline,
+    ) -> Result<(), BaselineError> {
+        let stamped = self.number(events);
+        self.stage_stamped(&stamped, baseline)
+    }
+
+    fn stage_due(
+        &mut self,
+        now: Option<Instant>,
+        baseline: &mut Baseline,
+    ) -> Result<(), BaselineError> {
+        let stamped = self.summaries(now);
+        self.stage_stamped(&stamped, baseline)
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        Fanout::next_due(self)
+    }
+
+    fn staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    fn publish(&mut self, baseline: &mut Baseline) -> Result<bool, BaselineError> {
+        self.head.store(self.stamper.last(), Ordering::Release);
+        let staged = std::mem::take(&mut self.staged);
+        let open = self.offer(staged);
+        if !self.shares.is_empty() && self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.last_prune = Instant::now();
+            self.prune(baseline)?;
+        }
+        Ok(open)
+    }
+}
+
+impl Fanout {
+    fn stage_stamped(
+        &mut self,
+        stamped: &[Stamped],
+        baseline: &mut Baseline,
+    ) -> Result<(), BaselineError> {
+        if stamped.is_empty() {
+            return Ok(());
+        }
+        let records = self.render(stamped);
+        baseline.append_outbox(&records)?;
+        self.staged.extend(records);
+        Ok(())
     }
 }
 
@@ -284,49 +437,6 @@ fn compared(verdict: Verdict, ev: &mut FileEvent) -> Verdict {
 /// A live process's name and parent, by pid.
 pub type ParentOf = Box<dyn FnMut(u32) -> Option<(String, u32)> + Send>;
 
-/// Numbers what the engine reports and feeds the sinks until the engine closes its output
-/// or no sink is left; then closes every queue, so each sink finishes what it holds.
-pub fn run(
-    input: flume::Receiver<Vec<FileEvent>>,
-    outlets: Vec<Outlet>,
-    rules: LiveRules,
-    parent_of: Option<ParentOf>,
-    telemetry: Arc<Telemetry>,
-) {
-    let first = rules
-        .read()
-        .map(|r| r.clone())
-        .unwrap_or_else(|e| e.into_inner().clone());
-    let mut fanout = Fanout::new(outlets, first, telemetry).with_live_rules(rules);
-    if let Some(parent_of) = parent_of {
-        fanout = fanout.with_ancestry(parent_of);
-    }
-    loop {
-        let received = match fanout.next_due() {
-            Some(due) => input.recv_deadline(due),
-            None => input
-                .recv()
-                .map_err(|_| flume::RecvTimeoutError::Disconnected),
-        };
-        let open = match received {
-            // A busy input must not hold back a window's summary past its end.
-            Ok(events) => {
-                fanout.deliver(events)
-                    && (fanout.next_due().is_none_or(|due| due > Instant::now())
-                        || fanout.summarize(Some(Instant::now())))
-            }
-            Err(flume::RecvTimeoutError::Timeout) => fanout.summarize(Some(Instant::now())),
-            Err(flume::RecvTimeoutError::Disconnected) => {
-                fanout.summarize(None);
-                break;
-            }
-        };
-        if !open {
-            break;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use fim_core::event::{Action, PathSource, ReportedPath};
@@ -335,20 +445,6 @@ mod tests {
     use crate::sinks::{runner, stdout::Stdout};
     use fim_core::telemetry::{EVENTS, SINK_DELIVERED, SINK_DROPPED};
 
-    /// A sink that keeps what it is given (its policy chosen by the test).
-    struct Keep(WhenFull);
-
-    impl Sink for Keep {
-        fn name(&self) -> &'static str {
-            "keep"
-        }
-        fn when_full(&self) -> WhenFull {
-            self.0
-        }
-        fn deliver(&mut self, _: &[Batch]) -> Result<(), crate::sinks::Failure> {
-            Ok(())
-        }
-    }
 
     fn events(n: usize) -> Vec<FileEvent> {
         (0..n)
@@ -366,10 +462,9 @@ mod tests {
     fn every_sink_gets_every_event_with_the_same_number_and_id() {
         let (tx_a, rx_a) = flume::bounded(8);
         let (tx_b, rx_b) = flume::bounded(8);
-        let sink = Keep(WhenFull::Block);
         let telemetry = Arc::new(Telemetry::default());
         let mut fanout = Fanout::new(
-            vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)],
+            vec![Outlet::blocking("a", tx_a), Outlet::blocking("b", tx_b)],
             Arc::new(RuleSet::none()),
             telemetry.clone(),
         );
@@ -378,9 +473,9 @@ mod tests {
         let a: Vec<_> = rx_a.try_iter().flat_map(|b| b.to_vec()).collect();
         let b: Vec<_> = rx_b.try_iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(a, b, "both sinks see the same stamped events");
-        let numbers: Vec<u64> = a.iter().map(|s| s.stamp.sequence).collect();
+        let numbers: Vec<u64> = a.iter().map(|r| r.sequence).collect();
         assert_eq!(numbers, [1, 2, 3, 4, 5]);
-        let ids: std::collections::BTreeSet<_> = a.iter().map(|s| s.stamp.id).collect();
+        let ids: std::collections::BTreeSet<_> = a.iter().map(|r| r.id).collect();
         assert_eq!(ids.len(), 5, "ids are unique");
         assert_eq!(telemetry.get(EVENTS, &["test", "create"]), 5);
         assert_eq!(telemetry.total(SINK_DROPPED), 0);
@@ -402,19 +497,16 @@ mod tests {
             "[[rule]]\nname = \"w\"\npaths = [\"/w\"]\noperations = [\"unlink\"]\n\
              severity = \"critical\"\n",
         );
-        let (tx, rx) = flume::bounded(8);
-        let sink = Keep(WhenFull::Block);
         let telemetry = Arc::new(Telemetry::default());
-        let mut fanout = Fanout::new(vec![Outlet::new(&sink, tx)], rules, telemetry.clone());
+        let mut fanout = Fanout::new(Vec::new(), rules, telemetry.clone());
         let mut batch = events(3);
         batch[1].action = Action::Unlink;
         let mut more = events(2);
         more[0].action = Action::Unlink;
-        assert!(fanout.deliver(batch));
-        assert!(fanout.deliver(more));
-        let got: Vec<(u64, Action, u8)> = rx
-            .try_iter()
-            .flat_map(|b| b.iter().cloned().collect::<Vec<_>>())
+        let mut numbered = fanout.number(batch);
+        numbered.extend(fanout.number(more));
+        let got: Vec<(u64, Action, u8)> = numbered
+            .into_iter()
             .map(|s| {
                 let severity = s.rules.as_ref().map_or(0, |m| m.severity.ecs());
                 (s.stamp.sequence, s.event.action(), severity)
@@ -433,21 +525,18 @@ mod tests {
         let live: LiveRules = Arc::new(std::sync::RwLock::new(rules_of(
             "[[rule]]\nname = \"before\"\npaths = [\"/w\"]\n",
         )));
-        let (tx, rx) = flume::bounded(8);
-        let sink = Keep(WhenFull::Block);
         let mut fanout = Fanout::new(
-            vec![Outlet::new(&sink, tx)],
+            Vec::new(),
             Arc::new(RuleSet::none()),
             Arc::new(Telemetry::default()),
         )
         .with_live_rules(live.clone());
-        assert!(fanout.deliver(events(1)));
+        let mut numbered = fanout.number(events(1));
         *live.write().expect("lock") =
             rules_of("[[rule]]\nname = \"after\"\npaths = [\"/w\"]\nseverity = \"high\"\n");
-        assert!(fanout.deliver(events(1)));
-        let got: Vec<(u64, String)> = rx
-            .try_iter()
-            .flat_map(|b| b.iter().cloned().collect::<Vec<_>>())
+        numbered.extend(fanout.number(events(1)));
+        let got: Vec<(u64, String)> = numbered
+            .into_iter()
             .map(|s| {
                 let rule = s
                     .rules
@@ -470,13 +559,7 @@ mod tests {
         };
         let rules =
             rules_of("[[rule]]\nname = \"w\"\npaths = [\"/w\"]\noperations = [\"content\"]\n");
-        let (tx, rx) = flume::bounded(8);
-        let sink = Keep(WhenFull::Block);
-        let mut fanout = Fanout::new(
-            vec![Outlet::new(&sink, tx)],
-            rules,
-            Arc::new(Telemetry::default()),
-        );
+        let mut fanout = Fanout::new(Vec::new(), rules, Arc::new(Telemetry::default()));
         let chmod = |old: u32, new: u32| {
             let mut ev = events(1).remove(0);
             ev.action = Action::Chmod;
@@ -488,10 +571,9 @@ mod tests {
         };
         // The rule reports content only: a chmod is not its business, but a new setuid bit
         // is anybody's. A file that was setuid already gains nothing.
-        assert!(fanout.deliver(vec![chmod(0o755, 0o4755), chmod(0o4755, 0o4750)]));
-        let got: Vec<(Action, Vec<String>)> = rx
-            .try_iter()
-            .flat_map(|b| b.iter().cloned().collect::<Vec<_>>())
+        let got: Vec<(Action, Vec<String>)> = fanout
+            .number(vec![chmod(0o755, 0o4755), chmod(0o4755, 0o4750)])
+            .into_iter()
             .map(|s| {
                 let techniques = s
                     .rules
@@ -505,16 +587,14 @@ mod tests {
     }
 
     #[test]
-    fn a_full_dropping_sink_loses_only_its_own_copy_counted() {
-        let (tx_drop, rx_drop) = flume::bounded(1);
+    fn a_full_spooled_sink_is_skipped_without_holding_the_others_back() {
+        let (tx_spool, rx_spool) = flume::bounded(1);
         let (tx_block, rx_block) = flume::bounded(8);
-        let dropping = Keep(WhenFull::DropNewest);
-        let blocking = Keep(WhenFull::Block);
         let telemetry = Arc::new(Telemetry::default());
         let mut fanout = Fanout::new(
             vec![
-                Outlet::new(&dropping, tx_drop),
-                Outlet::new(&blocking, tx_block),
+                Outlet::spooled("spooled", tx_spool),
+                Outlet::blocking("blocking", tx_block),
             ],
             Arc::new(RuleSet::none()),
             telemetry.clone(),
@@ -522,18 +602,18 @@ mod tests {
         fanout.deliver(events(2));
         fanout.deliver(events(3));
         fanout.deliver(events(4));
-        assert_eq!(rx_drop.try_iter().map(|b| b.len()).sum::<usize>(), 2);
+        // The spooled sink reads the other two batches back from the outbox: no loss.
+        assert_eq!(rx_spool.try_iter().map(|b| b.len()).sum::<usize>(), 2);
         assert_eq!(rx_block.try_iter().map(|b| b.len()).sum::<usize>(), 9);
-        assert_eq!(telemetry.get(SINK_DROPPED, &["keep"]), 7);
+        assert_eq!(telemetry.total(SINK_DROPPED), 0);
     }
 
     #[test]
     fn a_stopped_sink_is_left_out_and_the_last_one_stops_the_fanout() {
         let (tx_a, rx_a) = flume::bounded(8);
         let (tx_b, rx_b) = flume::bounded(8);
-        let sink = Keep(WhenFull::Block);
         let mut fanout = Fanout::new(
-            vec![Outlet::new(&sink, tx_a), Outlet::new(&sink, tx_b)],
+            vec![Outlet::blocking("a", tx_a), Outlet::blocking("b", tx_b)],
             Arc::new(RuleSet::none()),
             Arc::new(Telemetry::default()),
         );
@@ -546,7 +626,6 @@ mod tests {
 
     #[test]
     fn a_blocking_sink_holds_the_fanout_until_it_has_room() {
-        let (input_tx, input_rx) = flume::bounded(4);
         let (tx, rx) = flume::bounded(1);
         let text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -559,32 +638,22 @@ mod tests {
                 Ok(())
             }
         }
-        let sink: Box<dyn Sink> = Box::new(Stdout::new(
-            "stdout".into(),
-            Shared(text.clone()),
-            Arc::new(fim_core::ecs::Reporter::new("test-host".into(), None)),
-        ));
-        let outlet = Outlet::new(sink.as_ref(), tx);
+        let sink: Box<dyn crate::sinks::Sink> =
+            Box::new(Stdout::new("stdout".into(), Shared(text.clone())));
         let telemetry = Arc::new(Telemetry::default());
-        let fan_telemetry = telemetry.clone();
-        let fan = std::thread::spawn(move || {
-            run(
-                input_rx,
-                vec![outlet],
-                Arc::new(std::sync::RwLock::new(Arc::new(RuleSet::none()))),
-                None,
-                fan_telemetry,
-            )
-        });
+        let mut fanout = Fanout::new(
+            vec![Outlet::blocking("stdout", tx)],
+            Arc::new(RuleSet::none()),
+            telemetry.clone(),
+        );
         let sink_telemetry = telemetry.clone();
         let writer = std::thread::spawn(move || {
-            runner::run(sink, rx, sink_telemetry, runner::Reopen::default())
+            runner::run(sink, rx, sink_telemetry, runner::Reopen::default(), None)
         });
         for _ in 0..50 {
-            input_tx.send(events(20)).expect("fan-out running");
+            assert!(fanout.deliver(events(20)), "the sink is running");
         }
-        drop(input_tx);
-        fan.join().expect("fan-out");
+        drop(fanout);
         writer.join().expect("sink").expect("written");
         assert_eq!(telemetry.get(SINK_DELIVERED, &["stdout"]), 1000);
         assert_eq!(telemetry.total(EVENTS), 1000);

@@ -10,12 +10,9 @@ use std::{
     fs::{File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
-use fim_core::ecs::Reporter;
-
-use super::{Batch, Failure, Sink, SinkError, WhenFull, json_lines};
+use super::{Batch, Failure, Sink, SinkError, json_lines};
 
 /// Mode of a file the sink creates: events name files and processes, not for everyone.
 #[cfg(unix)]
@@ -30,7 +27,6 @@ pub struct FileSink {
     file: File,
     /// Bytes in `file`.
     size: u64,
-    by: Arc<Reporter>,
     text: Vec<u8>,
 }
 
@@ -58,7 +54,6 @@ impl FileSink {
         path: PathBuf,
         max_size: Option<u64>,
         keep: u32,
-        by: Arc<Reporter>,
     ) -> Result<Self, SinkError> {
         let io = |what: String, source| SinkError::Io {
             sink: name.clone(),
@@ -78,7 +73,6 @@ impl FileSink {
             keep,
             file,
             size,
-            by,
             text: Vec::with_capacity(64 * 1024),
         })
     }
@@ -164,13 +158,9 @@ impl Sink for FileSink {
         &self.name
     }
 
-    fn when_full(&self) -> WhenFull {
-        WhenFull::Block
-    }
 
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
-        json_lines(batches, &self.by, &mut self.text)
-            .map_err(|e| Failure::Fatal(self.error("rendering events".into(), e)))?;
+        json_lines(batches, &mut self.text);
         let text = std::mem::take(&mut self.text);
         let written = self.write_lines(&text);
         self.text = text;
@@ -187,22 +177,12 @@ impl Sink for FileSink {
 
 #[cfg(test)]
 mod tests {
-    use fim_core::event::{Action, FileEvent, PathSource, ReportedPath, Stamper};
+    use fim_core::event::Stamper;
 
     use super::*;
 
     fn batch(stamper: &mut Stamper, n: usize) -> Batch {
-        Arc::new(
-            (0..n)
-                .map(|i| {
-                    stamper.stamp(FileEvent::new(
-                        Action::Create,
-                        ReportedPath::new(format!("/w/f{i}").into_bytes(), PathSource::Scan),
-                        "test",
-                    ))
-                })
-                .collect(),
-        )
+        crate::sinks::test_batch(stamper, n)
     }
 
     fn sequences(path: &Path) -> Vec<u64> {
@@ -222,7 +202,6 @@ mod tests {
             path.to_owned(),
             max_size,
             keep,
-            Arc::new(Reporter::new("h".into(), None)),
         )
         .expect("opens")
     }

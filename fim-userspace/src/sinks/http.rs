@@ -13,13 +13,13 @@ use std::{io::Write, sync::Arc, time::Duration};
 
 use fim_core::{
     config::{Http, Secret, Tls},
-    ecs::{Reporter, write_ecs},
-    event::Stamped,
+    ecs::Reporter,
+    outbox::Record,
     wire::{elastic, splunk},
 };
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
-use super::{Batch, Failure, Sink, SinkError, WhenFull};
+use super::{Batch, Failure, Sink, SinkError};
 
 /// How long one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,7 +52,6 @@ pub struct HttpSink {
     /// already took, and which of those it refused: a retry of the same delivery goes on
     /// from there.
     progress: Option<(uuid::Uuid, usize, Vec<String>)>,
-    json: Vec<u8>,
     body: Vec<u8>,
 }
 
@@ -150,39 +149,36 @@ impl HttpSink {
             agent,
             by,
             progress: None,
-            json: Vec::with_capacity(4096),
             body: Vec::with_capacity(256 * 1024),
         })
     }
 
     /// The body for `events`, in `self.body`.
-    fn build_body(&mut self, events: &[&Stamped]) -> std::io::Result<()> {
+    fn build_body(&mut self, events: &[&Record]) -> std::io::Result<()> {
         self.body.clear();
         if self.api == Api::Webhook {
             self.body.push(b'[');
         }
         for (i, ev) in events.iter().enumerate() {
-            self.json.clear();
-            write_ecs(&mut self.json, ev, &self.by)?;
             match self.api {
                 Api::Elasticsearch => elastic::push(
                     self.index.as_deref().unwrap_or("logs-fim.file-default"),
-                    &ev.stamp.id.hyphenated().to_string(),
-                    &self.json,
+                    &ev.id.hyphenated().to_string(),
+                    &ev.doc,
                     &mut self.body,
                 ),
                 Api::SplunkHec => splunk::push(
-                    ev.event.time_unix_ns(),
+                    ev.time_unix_ns,
                     self.by.host_name(),
                     self.index.as_deref(),
-                    &self.json,
+                    &ev.doc,
                     &mut self.body,
                 ),
                 Api::Webhook => {
                     if i > 0 {
                         self.body.push(b',');
                     }
-                    self.body.extend_from_slice(&self.json);
+                    self.body.extend_from_slice(&ev.doc);
                 }
             }
         }
@@ -231,7 +227,7 @@ impl HttpSink {
 
     /// Sends `events` in one request. `Ok(refused)`: the receiver has them all but the
     /// refused ones (each with why).
-    fn send(&mut self, events: &[&Stamped]) -> Result<Vec<String>, Failure> {
+    fn send(&mut self, events: &[&Record]) -> Result<Vec<String>, Failure> {
         let fatal = |name: &str, e| {
             Failure::Fatal(SinkError::Io {
                 sink: name.to_owned(),
@@ -257,7 +253,7 @@ impl HttpSink {
                         .zip(events)
                         .filter_map(|(item, ev)| match item {
                             elastic::Item::Refused(why) => {
-                                Some(format!("event {}: {why}", ev.stamp.id))
+                                Some(format!("event {}: {why}", ev.id))
                             }
                             _ => None,
                         })
@@ -270,8 +266,8 @@ impl HttpSink {
                 splunk::Answer::Refused(why) => Err(Failure::Reject(why)),
                 splunk::Answer::RefusedAt(n, why) if n < events.len() => {
                     // Those before it are indexed; it is refused; the rest go again.
-                    let refused = format!("event {}: {why}", events[n].stamp.id);
-                    let rest: Vec<&Stamped> = events[n + 1..].to_vec();
+                    let refused = format!("event {}: {why}", events[n].id);
+                    let rest: Vec<&Record> = events[n + 1..].to_vec();
                     let mut more = if rest.is_empty() {
                         Vec::new()
                     } else {
@@ -299,17 +295,14 @@ impl Sink for HttpSink {
         &self.name
     }
 
-    fn when_full(&self) -> WhenFull {
-        WhenFull::Block
-    }
 
     fn batching(&self) -> Option<(usize, Duration)> {
         Some((self.batch_events, self.batch_wait))
     }
 
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
-        let events: Vec<&Stamped> = batches.iter().flat_map(|b| b.iter()).collect();
-        let Some(first) = events.first().map(|e| e.stamp.id) else {
+        let events: Vec<&Record> = batches.iter().flat_map(|b| b.iter()).collect();
+        let Some(first) = events.first().map(|e| e.id) else {
             return Ok(());
         };
         let (mut done, mut refused) = match self.progress.take() {
@@ -318,11 +311,11 @@ impl Sink for HttpSink {
         };
         while done < events.len() {
             let end = (done + self.batch_events).min(events.len());
-            let chunk: Vec<&Stamped> = events[done..end].to_vec();
+            let chunk: Vec<&Record> = events[done..end].to_vec();
             match self.send(&chunk) {
                 Ok(r) => refused.extend(r),
                 Err(Failure::Reject(why)) => {
-                    refused.extend(chunk.iter().map(|e| format!("event {}: {why}", e.stamp.id)));
+                    refused.extend(chunk.iter().map(|e| format!("event {}: {why}", e.id)));
                 }
                 Err(e) => {
                     self.progress = Some((first, done, refused));

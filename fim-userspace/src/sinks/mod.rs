@@ -2,10 +2,10 @@
 //!
 //! A sink implements [`Sink`]: it delivers a slice of events, and says whether a failure is
 //! worth retrying. It is built from its configuration (`[sinks.NAME]`, see [`build`]) and
-//! runs on a thread of its own ([`runner`]), which feeds it from its bounded queue, retries
-//! with backoff, and reopens it on SIGHUP. [`fanout`] numbers every event once ([`Stamp`]:
-//! the same `event.sequence` and `event.id` in every sink) and hands every sink the same
-//! batches, applying the policy the sink states for a full queue ([`WhenFull`]).
+//! runs on a thread of its own ([`runner`]), which feeds it from its bounded queue and its
+//! spool, retries with backoff, and reopens it on SIGHUP. [`fanout`] numbers every event
+//! once ([`Stamp`]: the same `event.sequence` and `event.id` in every sink), puts it in the
+//! outbox with the baseline change it reports, and hands every sink the same batches.
 
 pub mod fanout;
 pub mod file;
@@ -20,23 +20,13 @@ use std::sync::Arc;
 use fim_core::event::Stamp;
 use fim_core::{
     config::{SinkConfig, SinkKind},
-    ecs::{Reporter, write_ecs},
-    event::Stamped,
+    ecs::Reporter,
+    outbox::Record,
 };
 
-/// What the engine reported in one turn, numbered, shared by every sink.
-pub type Batch = Arc<Vec<Stamped>>;
-
-/// What happens to a batch when a sink's queue is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WhenFull {
-    /// Wait for room. The engine waits, then the sensor; what the kernel cannot hold
-    /// meanwhile is counted there and repaired by a rescan, so nothing is lost unsaid.
-    Block,
-    /// Drop the batch for this sink only, counting its events: for a sink that must never
-    /// hold the others back.
-    DropNewest,
-}
+/// What the engine reported in one turn (or what a sink read back from the outbox),
+/// numbered and rendered once, shared by every sink.
+pub type Batch = Arc<Vec<Record>>;
 
 /// Why a sink could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +74,6 @@ pub enum Failure {
 pub trait Sink: Send {
     /// Its name (`[sinks.NAME]`), in logs and counters.
     fn name(&self) -> &str;
-    /// Its policy when its queue is full.
-    fn when_full(&self) -> WhenFull;
     /// Delivers the events of `batches`, in order: all of them, or none (a retry sends
     /// them again).
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure>;
@@ -100,14 +88,32 @@ pub trait Sink: Send {
     }
 }
 
-/// Renders the events of `batches` as JSON lines into `text` (emptied first).
-pub fn json_lines(batches: &[Batch], by: &Reporter, text: &mut Vec<u8>) -> std::io::Result<()> {
+/// The events of `batches` as JSON lines, in `text` (emptied first).
+pub fn json_lines(batches: &[Batch], text: &mut Vec<u8>) {
     text.clear();
     for ev in batches.iter().flat_map(|b| b.iter()) {
-        write_ecs(&mut *text, ev, by)?;
+        text.extend_from_slice(&ev.doc);
         text.push(b'\n');
     }
-    Ok(())
+}
+
+/// `n` events about `/w/f`, numbered by `stamper` and rendered for host `test-host`.
+#[cfg(test)]
+pub fn test_batch(stamper: &mut fim_core::event::Stamper, n: usize) -> Batch {
+    use fim_core::event::{Action, FileEvent, PathSource, ReportedPath};
+    let by = Reporter::new("test-host".into(), None);
+    Arc::new(
+        (0..n)
+            .map(|_| {
+                let ev = FileEvent::new(
+                    Action::Create,
+                    ReportedPath::new(b"/w/f".to_vec(), PathSource::Scan),
+                    "test",
+                );
+                Record::render(&stamper.stamp(ev), &by).expect("renders")
+            })
+            .collect(),
+    )
 }
 
 /// The sinks of a configuration that names none: standard output.
@@ -123,11 +129,7 @@ pub fn default_sinks() -> Vec<SinkConfig> {
 pub fn build(config: &SinkConfig, by: &Arc<Reporter>) -> Result<Box<dyn Sink>, SinkError> {
     let name = config.name.clone();
     match &config.kind {
-        SinkKind::Stdout => Ok(Box::new(stdout::Stdout::new(
-            name,
-            std::io::stdout(),
-            by.clone(),
-        ))),
+        SinkKind::Stdout => Ok(Box::new(stdout::Stdout::new(name, std::io::stdout()))),
         SinkKind::File {
             path,
             max_size,
@@ -137,7 +139,6 @@ pub fn build(config: &SinkConfig, by: &Arc<Reporter>) -> Result<Box<dyn Sink>, S
             path.clone(),
             *max_size,
             *keep,
-            by.clone(),
         )?)),
         SinkKind::Syslog(s) => Ok(Box::new(syslog::SyslogSink::new(
             name,

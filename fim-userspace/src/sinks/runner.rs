@@ -1,9 +1,13 @@
 //! A sink's thread: takes what waits in its queue, has the sink deliver it, and when the
 //! receiver is down delivers the same events again after a pause that doubles (with
-//! jitter) up to [`MAX_BACKOFF`]. Meanwhile the queue fills and the sink's policy when full
-//! applies ([`super::WhenFull`]). Each SIGHUP has the sink reopen what it writes to.
+//! jitter) up to [`MAX_BACKOFF`]. Meanwhile its queue fills and the fan-out skips it; what
+//! the queue did not take, the sink reads back from its spool (the outbox, see
+//! [`fim_core::outbox`]) in order, so it delivers every event at least once, in sequence
+//! order, whatever the outage, across restarts. Each SIGHUP has the sink reopen what it
+//! writes to.
 
 use std::{
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -13,7 +17,12 @@ use std::{
 
 use log::{error, info, warn};
 
-use fim_core::telemetry::{Internal, Telemetry};
+use fim_core::{
+    ecs::Reporter,
+    event::{Action, FileEvent, Gap, PathSource, ReportedPath, SPOOL_FULL, Stamp, Stamped},
+    outbox::{OutboxReader, Record},
+    telemetry::{Internal, Telemetry},
+};
 
 use super::{Batch, Failure, Sink, SinkError};
 
@@ -62,54 +71,292 @@ fn jitter() -> u64 {
     ) % 1000
 }
 
-/// Runs `sink` until its queue closes and what it held is delivered (or, once stopping, no
-/// delivery succeeded for [`STOP_GRACE`]).
+/// Where a sink's cursors live, under the state directory.
+const CURSOR_DIR: &str = "sinks";
+/// How often a delivering sink records its cursor (and always when idle or stopping): a
+/// crash re-delivers at most what it delivered since, with the same `event.id`s.
+const RECORD_EVERY: Duration = Duration::from_millis(100);
+/// Events read back from the outbox for one delivery, at most.
+const READ_BACK: usize = 4096;
+
+/// A sink's spool: the outbox it reads what it missed from, and its cursor, the last
+/// sequence it delivered, kept in `STATE_DIR/sinks/NAME.cursor`.
+pub struct Spool {
+    state_dir: PathBuf,
+    reader: Option<OutboxReader>,
+    /// The last sequence committed to the outbox.
+    head: Arc<AtomicU64>,
+    path: PathBuf,
+    cursor: u64,
+    /// The cursor as last written to its file: the outbox keeps what follows it.
+    recorded: Arc<AtomicU64>,
+    recorded_at: Instant,
+    by: Arc<Reporter>,
+}
+
+impl Spool {
+    /// Sink `name`'s spool in `state_dir`. A sink seen for the first time starts after
+    /// `head` (what is in the outbox was someone else's), and its cursor file is written at
+    /// once, so a crash cannot make it skip what follows.
+    pub fn open(
+        state_dir: &Path,
+        name: &str,
+        head: Arc<AtomicU64>,
+        by: Arc<Reporter>,
+    ) -> Result<Self, SinkError> {
+        let dir = state_dir.join(CURSOR_DIR);
+        let io = |what: String| {
+            move |source| SinkError::Io {
+                sink: name.to_owned(),
+                what,
+                source,
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating `{}`", dir.display())))?;
+        let path = dir.join(format!("{}.cursor", name.replace('/', "_")));
+        let cursor = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|e| SinkError::Setup {
+                sink: name.to_owned(),
+                what: format!("its cursor `{}` holds no sequence: {e}", path.display()),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => head.load(Ordering::Acquire),
+            Err(e) => return Err(io(format!("reading `{}`", path.display()))(e)),
+        };
+        let mut spool = Self {
+            state_dir: state_dir.to_owned(),
+            reader: None,
+            head,
+            path,
+            cursor,
+            recorded: Arc::new(AtomicU64::new(cursor)),
+            recorded_at: Instant::now(),
+            by,
+        };
+        spool
+            .write_cursor()
+            .map_err(io(format!("writing `{}`", spool.path.display())))?;
+        Ok(spool)
+    }
+
+    /// The cursor as recorded, which the outbox's pruning follows.
+    pub fn recorded(&self) -> Arc<AtomicU64> {
+        self.recorded.clone()
+    }
+
+    fn write_cursor(&mut self) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("cursor.new");
+        std::fs::write(&tmp, format!("{}\n", self.cursor))?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.recorded.store(self.cursor, Ordering::Release);
+        self.recorded_at = Instant::now();
+        Ok(())
+    }
+
+    /// Records the cursor if it moved and `now` or [`RECORD_EVERY`] says so.
+    fn record(&mut self, name: &str, now: bool) {
+        if self.recorded.load(Ordering::Relaxed) == self.cursor
+            || !(now || self.recorded_at.elapsed() >= RECORD_EVERY)
+        {
+            return;
+        }
+        if let Err(e) = self.write_cursor() {
+            warn!(
+                "sink {name}: recording its cursor in `{}`: {e}",
+                self.path.display()
+            );
+        }
+    }
+
+    fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// What follows the cursor up to `upto`, read back from the outbox; a gap event first
+    /// when the outbox no longer holds what follows the cursor (the cap let it go).
+    fn read_back(&mut self, name: &str, upto: u64, telemetry: &Telemetry) -> Result<Batch, SinkError> {
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            None => self.reader.insert(OutboxReader::open(&self.state_dir).map_err(|e| {
+                SinkError::Setup {
+                    sink: name.to_owned(),
+                    what: format!("opening the outbox: {e}"),
+                }
+            })?),
+        };
+        let rows = reader
+            .read(self.cursor, upto, READ_BACK)
+            .map_err(|e| SinkError::Setup {
+                sink: name.to_owned(),
+                what: format!("reading the outbox: {e}"),
+            })?;
+        let first = rows.first().map_or(upto + 1, |r| r.sequence);
+        let mut batch = Vec::with_capacity(rows.len() + 1);
+        if first > self.cursor + 1 {
+            let lost = first - self.cursor - 1;
+            telemetry.emit(Internal::SinkDropped {
+                sink: name,
+                events: lost,
+            });
+            error!(
+                "sink {name}: {lost} events (sequences {} to {}) were let go: its spool reached its size cap; a gap event says so",
+                self.cursor + 1,
+                first - 1
+            );
+            batch.push(self.gap(first - 1, lost));
+        }
+        telemetry.emit(Internal::SinkSpooled {
+            sink: name,
+            events: rows.len() as u64,
+        });
+        batch.extend(rows);
+        Ok(Arc::new(batch))
+    }
+
+    /// The gap event of `lost` events up to sequence `last`, which it takes.
+    fn gap(&self, last: u64, lost: u64) -> Record {
+        let now = fim_core::event::unix_now_ns();
+        let mut ev = FileEvent::new(
+            Action::Gap,
+            ReportedPath::new(b"/".to_vec(), PathSource::Scan),
+            "fim",
+        );
+        ev.time_unix_ns = now;
+        ev.gap = Some(Box::new(Gap {
+            operations: lost,
+            unknown_more: false,
+            causes: vec![(SPOOL_FULL, lost)],
+            since_unix_ns: now,
+            roots: Vec::new(),
+        }));
+        let stamped = Stamped {
+            stamp: Stamp {
+                sequence: last,
+                id: uuid::Uuid::now_v7(),
+            },
+            event: ev.into(),
+            rules: None,
+        };
+        Record::render(&stamped, &self.by).unwrap_or_else(|_| Record {
+            sequence: last,
+            id: stamped.stamp.id,
+            time_unix_ns: now,
+            action: Action::Gap.as_str().into(),
+            severity: 4,
+            doc: Box::default(),
+        })
+    }
+}
+
+/// `batches` without the events up to `cursor` (delivered already, or read back).
+fn after_cursor(batches: Vec<Batch>, cursor: u64) -> Vec<Batch> {
+    batches
+        .into_iter()
+        .filter_map(|b| {
+            if b.first().is_none_or(|r| r.sequence > cursor) {
+                Some(b)
+            } else if b.last().is_some_and(|r| r.sequence > cursor) {
+                Some(Arc::new(
+                    b.iter().filter(|r| r.sequence > cursor).cloned().collect(),
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Runs `sink` until its queue closes and what it was handed is delivered. With a
+/// `spool`, events go out strictly in sequence order: what the queue did not hold is read
+/// back from the outbox, and at a stop what the receiver did not take stays there for the
+/// next start. Without one, a stopping daemon keeps trying for [`STOP_GRACE`].
 pub fn run(
     mut sink: Box<dyn Sink>,
     queue: flume::Receiver<Batch>,
     telemetry: Arc<Telemetry>,
     reopen: Reopen,
+    mut spool: Option<Spool>,
 ) -> Result<(), SinkError> {
     let name = sink.name().to_owned();
     let mut seen_reopen = reopen.generation();
-    let mut batches: Vec<Batch> = Vec::new();
+    let mut cursor = spool.as_ref().map_or(0, |s| s.cursor);
     let mut closed = false;
+    let grace = if spool.is_some() {
+        Duration::ZERO
+    } else {
+        STOP_GRACE
+    };
     loop {
         if reopen.generation() != seen_reopen {
             seen_reopen = reopen.generation();
             sink.reopen()?;
             info!("sink {name}: reopened");
         }
-        if batches.is_empty() {
+        let behind = spool.as_ref().is_some_and(|s| s.head() > cursor);
+        let mut batches: Vec<Batch> = Vec::new();
+        if !behind && !closed {
             match queue.recv_timeout(REOPEN_CHECK) {
                 Ok(b) => batches.push(b),
-                Err(flume::RecvTimeoutError::Timeout) => continue,
-                Err(flume::RecvTimeoutError::Disconnected) => return Ok(()),
-            }
-            while batches.len() < BATCHES_PER_DELIVERY
-                && let Ok(more) = queue.try_recv()
-            {
-                batches.push(more);
-            }
-            // A sink that sends requests waits a moment for a fuller one.
-            if let Some((want, wait)) = sink.batching() {
-                let until = std::time::Instant::now() + wait;
-                while batches.iter().map(|b| b.len()).sum::<usize>() < want {
-                    match queue.recv_deadline(until) {
-                        Ok(more) => batches.push(more),
-                        Err(_) => break,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    if let Some(s) = spool.as_mut() {
+                        s.record(&name, true);
                     }
+                    continue;
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => closed = true,
+            }
+        }
+        while batches.len() < BATCHES_PER_DELIVERY
+            && let Ok(more) = queue.try_recv()
+        {
+            batches.push(more);
+        }
+        closed = closed || queue.is_disconnected() && queue.is_empty();
+        let mut batches = after_cursor(batches, cursor);
+        if let Some(s) = spool.as_mut() {
+            // A hole before what the queue holds (or after it, up to the outbox's head):
+            // read it back. What the queue held then comes again from the outbox.
+            let next = batches.first().and_then(|b| b.first()).map(|r| r.sequence);
+            let upto = next.map_or(s.head(), |n| n - 1);
+            if upto > cursor {
+                s.cursor = cursor;
+                batches = vec![s.read_back(&name, upto, &telemetry)?];
+            }
+        }
+        if batches.iter().all(|b| b.is_empty()) {
+            if closed && spool.as_ref().is_none_or(|s| s.head() <= cursor) {
+                if let Some(s) = spool.as_mut() {
+                    s.record(&name, true);
+                }
+                return Ok(());
+            }
+            continue;
+        }
+        // A sink that sends requests waits a moment for a fuller one.
+        if let (Some((want, wait)), false) = (sink.batching(), closed) {
+            let until = Instant::now() + wait;
+            while batches.iter().map(|b| b.len()).sum::<usize>() < want {
+                match queue.recv_deadline(until) {
+                    Ok(more) => batches.extend(after_cursor(vec![more], cursor)),
+                    Err(_) => break,
                 }
             }
         }
+        let last = batches
+            .iter()
+            .filter_map(|b| b.last())
+            .map(|r| r.sequence)
+            .max()
+            .unwrap_or(cursor);
         let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        match deliver_with_retries(
+        let outcome = deliver_with_retries(
             sink.as_mut(),
             &batches,
             &queue,
             &mut closed,
+            grace,
             (&reopen, &mut seen_reopen),
-        ) {
+        );
+        match outcome {
             Ok(()) => {
                 telemetry.emit(Internal::SinkDelivered {
                     sink: &name,
@@ -137,6 +384,18 @@ pub fn run(
                 });
                 error!("sink {name}: {events} events refused by the receiver, not retried: {why}");
             }
+            Err(Failure::Retry(why)) if spool.is_some() => {
+                // Only when stopping: the outbox keeps them for the next start.
+                let waiting = spool.as_ref().map_or(0, |s| s.head().saturating_sub(cursor));
+                if let Some(s) = spool.as_mut() {
+                    s.cursor = cursor;
+                    s.record(&name, true);
+                }
+                warn!(
+                    "sink {name}: stopping with {waiting} events in its spool, delivered at the next start: {why}"
+                );
+                return Ok(());
+            }
             Err(Failure::Retry(why)) => {
                 // Only when stopping: the grace period is over.
                 telemetry.emit(Internal::SinkFailed {
@@ -154,12 +413,17 @@ pub fn run(
                     sink: &name,
                     events,
                 });
+                if let Some(s) = spool.as_mut() {
+                    s.cursor = cursor;
+                    s.record(&name, true);
+                }
                 return Err(e);
             }
         }
-        batches.clear();
-        if closed && queue.is_empty() {
-            return Ok(());
+        cursor = cursor.max(last);
+        if let Some(s) = spool.as_mut() {
+            s.cursor = cursor;
+            s.record(&name, false);
         }
     }
 }
@@ -173,6 +437,7 @@ fn deliver_with_retries(
     batches: &[Batch],
     queue: &flume::Receiver<Batch>,
     closed: &mut bool,
+    grace: Duration,
     (reopen, seen): (&Reopen, &mut u64),
 ) -> Result<(), Failure> {
     let mut failures = 0u32;
@@ -200,7 +465,7 @@ fn deliver_with_retries(
         *closed = *closed || queue.is_disconnected();
         if *closed {
             let since = *stopping_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= STOP_GRACE {
+            if since.elapsed() >= grace {
                 return Err(Failure::Retry(why));
             }
         }
@@ -217,24 +482,13 @@ fn deliver_with_retries(
 mod tests {
     use std::sync::Mutex;
 
-    use fim_core::event::{Action, FileEvent, PathSource, ReportedPath, Stamper};
+    use fim_core::event::Stamper;
 
     use super::*;
-    use crate::sinks::WhenFull;
 
     /// `n` events, numbered by `stamper`.
     fn batch(stamper: &mut Stamper, n: usize) -> Batch {
-        Arc::new(
-            (0..n)
-                .map(|_| {
-                    stamper.stamp(FileEvent::new(
-                        Action::Create,
-                        ReportedPath::new(b"/w/f".to_vec(), PathSource::Scan),
-                        "test",
-                    ))
-                })
-                .collect(),
-        )
+        crate::sinks::test_batch(stamper, n)
     }
 
     /// Fails its first `down` deliveries as a receiver that is down would, refuses any
@@ -249,9 +503,6 @@ mod tests {
         fn name(&self) -> &str {
             "flaky"
         }
-        fn when_full(&self) -> WhenFull {
-            WhenFull::Block
-        }
         fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
             if self.down > 0 {
                 self.down -= 1;
@@ -259,7 +510,7 @@ mod tests {
             }
             let seqs: Vec<u64> = batches
                 .iter()
-                .flat_map(|b| b.iter().map(|s| s.stamp.sequence))
+                .flat_map(|b| b.iter().map(|s| s.sequence))
                 .collect();
             if seqs.contains(&self.refuse) {
                 return Err(Failure::Reject("400 bad request".into()));
@@ -284,7 +535,7 @@ mod tests {
         tx.send(batch(&mut stamper, 2)).expect("queued");
         let telemetry = Arc::new(Telemetry::default());
         let t = telemetry.clone();
-        let runner = std::thread::spawn(move || run(sink, rx, t, Reopen::default()));
+        let runner = std::thread::spawn(move || run(sink, rx, t, Reopen::default(), None));
         std::thread::sleep(Duration::from_millis(50));
         for _ in 0..3 {
             tx.send(batch(&mut stamper, 2)).expect("queued");
@@ -311,9 +562,6 @@ mod tests {
         fn name(&self) -> &str {
             "batching"
         }
-        fn when_full(&self) -> WhenFull {
-            WhenFull::Block
-        }
         fn batching(&self) -> Option<(usize, Duration)> {
             Some((4, Duration::from_secs(5)))
         }
@@ -332,7 +580,7 @@ mod tests {
         let runner = {
             let sink = Box::new(Batching(sizes.clone()));
             let t = Arc::new(Telemetry::default());
-            std::thread::spawn(move || run(sink, rx, t, Reopen::default()))
+            std::thread::spawn(move || run(sink, rx, t, Reopen::default(), None))
         };
         tx.send(batch(&mut stamper, 2)).expect("queued");
         std::thread::sleep(Duration::from_millis(100));

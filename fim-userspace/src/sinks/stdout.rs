@@ -1,29 +1,25 @@
 //! The stdout sink: one ECS JSON document per line.
 //!
-//! When full: blocks. Back-pressure travels up the channels to the sensor, whose kernel
-//! ring buffer then fills and counts its losses, so nothing is dropped silently.
+//! Like every sink, it is fed from its queue and its spool: a reader that stalls holds
+//! nothing back but itself.
 
-use std::{io::Write, sync::Arc};
+use std::io::Write;
 
-use fim_core::ecs::Reporter;
-
-use super::{Batch, Failure, Sink, SinkError, WhenFull, json_lines};
+use super::{Batch, Failure, Sink, SinkError, json_lines};
 
 /// The sink, writing to standard output (or, in tests, to any writer).
 pub struct Stdout<W> {
     name: String,
     out: W,
-    by: Arc<Reporter>,
     text: Vec<u8>,
 }
 
 impl<W: Write + Send> Stdout<W> {
-    /// A sink named `name` writing to `out` what `by` reports.
-    pub fn new(name: String, out: W, by: Arc<Reporter>) -> Self {
+    /// A sink named `name` writing to `out`.
+    pub fn new(name: String, out: W) -> Self {
         Self {
             name,
             out,
-            by,
             text: Vec::with_capacity(64 * 1024),
         }
     }
@@ -34,9 +30,6 @@ impl<W: Write + Send> Sink for Stdout<W> {
         &self.name
     }
 
-    fn when_full(&self) -> WhenFull {
-        WhenFull::Block
-    }
 
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
         let fatal = |name: &str, what: &str, source| {
@@ -46,8 +39,7 @@ impl<W: Write + Send> Sink for Stdout<W> {
                 source,
             })
         };
-        json_lines(batches, &self.by, &mut self.text)
-            .map_err(|e| fatal(&self.name, "rendering events", e))?;
+        json_lines(batches, &mut self.text);
         // One write for all of them (stdout is line-buffered: written line by line, each
         // event would cost a syscall). A reader that went away stops the sink.
         self.out

@@ -14,12 +14,13 @@ use std::{
     io::{Read, Write},
     net::{TcpStream, ToSocketAddrs, UdpSocket},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use fim_core::{
     config::{Payload, Syslog, Tls, Transport},
-    ecs::{Reporter, write_ecs},
+    ecs::Reporter,
+    outbox::Record,
     wire::{
         cef,
         syslog::{Sender, frame, message},
@@ -28,10 +29,15 @@ use fim_core::{
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
-use super::{Batch, Failure, Sink, SinkError, WhenFull};
+use super::{Batch, Failure, Sink, SinkError};
 
 /// How long connecting, and each write, may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames written this long before a connection was found closed are sent again on the
+/// next one: a receiver that stops may not have read them.
+const RESEND_WINDOW: Duration = Duration::from_secs(5);
+/// At most this much is sent again.
+const RESEND_BYTES: usize = 4 << 20;
 /// How long a new TLS connection waits for the server to refuse the client's certificate.
 const TLS_VERDICT: Duration = Duration::from_millis(300);
 
@@ -46,13 +52,14 @@ pub struct SyslogSink {
     name: String,
     config: Syslog,
     sender: Sender,
-    by: Arc<Reporter>,
     tls: Option<Arc<ClientConfig>>,
     conn: Option<Conn>,
     /// The frames (or, for UDP, the messages) of one delivery.
     out: Vec<u8>,
     json: Vec<u8>,
     msg: Vec<u8>,
+    /// The frames of the latest deliveries on this connection, and when each was written.
+    recent: std::collections::VecDeque<(Instant, Vec<u8>)>,
 }
 
 /// The TLS settings of `tls`: its CA file, else the system's roots; its client
@@ -124,12 +131,12 @@ impl SyslogSink {
             name,
             config,
             sender,
-            by,
             tls,
             conn: None,
             out: Vec::with_capacity(64 * 1024),
             json: Vec::with_capacity(4096),
             msg: Vec::with_capacity(4096),
+            recent: std::collections::VecDeque::new(),
         })
     }
 
@@ -214,14 +221,33 @@ impl SyslogSink {
         Ok(())
     }
 
-    /// The payload of one event.
-    fn payload(&mut self, ev: &fim_core::event::Stamped) -> std::io::Result<()> {
+    /// Keeps the frames of the delivery just written (`self.out[fresh..]`) among those a
+    /// closed connection sends again, dropping what is older than [`RESEND_WINDOW`] or past
+    /// [`RESEND_BYTES`].
+    fn remember(&mut self, fresh: usize) {
+        if self.config.transport == Transport::Udp {
+            return;
+        }
+        let now = Instant::now();
+        self.recent.push_back((now, self.out[fresh..].to_vec()));
+        let mut bytes: usize = self.recent.iter().map(|(_, f)| f.len()).sum();
+        while let Some((at, frames)) = self.recent.front() {
+            if now.duration_since(*at) <= RESEND_WINDOW && bytes <= RESEND_BYTES {
+                break;
+            }
+            bytes -= frames.len();
+            self.recent.pop_front();
+        }
+    }
+
+    /// The CEF payload of one event, in `self.json`.
+    fn payload(&mut self, ev: &Record) -> std::io::Result<()> {
         self.json.clear();
-        write_ecs(&mut self.json, ev, &self.by)?;
         if self.config.payload == Payload::Cef {
-            let doc: serde_json::Value = serde_json::from_slice(&self.json)?;
-            self.json.clear();
+            let doc: serde_json::Value = serde_json::from_slice(&ev.doc)?;
             self.json.extend_from_slice(cef::from_ecs(&doc).as_bytes());
+        } else {
+            self.json.extend_from_slice(&ev.doc);
         }
         Ok(())
     }
@@ -256,28 +282,37 @@ impl Sink for SyslogSink {
         &self.name
     }
 
-    fn when_full(&self) -> WhenFull {
-        WhenFull::Block
-    }
 
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
         self.drop_if_closed();
-        if self.conn.is_none() {
+        let reconnected = self.conn.is_none();
+        if reconnected {
             self.connect().map_err(Failure::Retry)?;
         }
         let udp = self.config.transport == Transport::Udp;
         self.out.clear();
         let mut datagrams: Vec<std::ops::Range<usize>> = Vec::new();
+        // A connection the receiver closed may have dropped what was written last, unread:
+        // that goes again on the new one (the receiver may then hold it twice, with the
+        // same event.id; at least once is the promise).
+        if reconnected && !udp {
+            self.out.extend(self.recent.drain(..).flat_map(|(_, frames)| frames));
+        }
+        let fresh = self.out.len();
         for ev in batches.iter().flat_map(|b| b.iter()) {
-            self.payload(ev).map_err(|e| {
-                Failure::Fatal(SinkError::Io {
-                    sink: self.name.clone(),
-                    what: "rendering an event".into(),
-                    source: e,
-                })
-            })?;
             self.msg.clear();
-            message(&self.sender, ev, &self.json, &mut self.msg);
+            if self.config.payload == Payload::Cef {
+                self.payload(ev).map_err(|e| {
+                    Failure::Fatal(SinkError::Io {
+                        sink: self.name.clone(),
+                        what: "rendering an event".into(),
+                        source: e,
+                    })
+                })?;
+                message(&self.sender, ev, &self.json, &mut self.msg);
+            } else {
+                message(&self.sender, ev, &ev.doc, &mut self.msg);
+            }
             if udp {
                 let start = self.out.len();
                 self.out.extend_from_slice(&self.msg);
@@ -294,10 +329,24 @@ impl Sink for SyslogSink {
             Some(Conn::Tls(s)) => s.write_all(&self.out).and_then(|()| s.flush()),
             None => Ok(()),
         };
-        written.map_err(|e| {
-            self.conn = None;
-            Failure::Retry(format!("sending to {}: {e}", self.config.address))
-        })
+        match written {
+            Ok(()) => {
+                self.remember(fresh);
+                Ok(())
+            }
+            Err(e) => {
+                // What was taken from `recent` is part of this delivery: it goes again.
+                self.recent.clear();
+                if !udp {
+                    self.recent.push_back((Instant::now(), self.out[..fresh].to_vec()));
+                }
+                self.conn = None;
+                Err(Failure::Retry(format!(
+                    "sending to {}: {e}",
+                    self.config.address
+                )))
+            }
+        }
     }
 }
 
