@@ -97,7 +97,9 @@ impl Baseline {
                 insert.execute(params![
                     r.sequence as i64,
                     r.id.as_bytes().as_slice(),
-                    r.time_unix_ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+                    r.time_unix_ns
+                        .clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+                        as i64,
                     r.action.as_ref(),
                     i64::from(r.severity),
                     &*r.doc,

@@ -36,13 +36,13 @@ mod bench {
     use fim_core::{
         attrs::{Attrs, Content, FileType, Snapshot},
         baseline::{Access, Baseline},
-        outbox::Record,
         config::{Http, Payload, SinkConfig, SinkKind, Spool, Syslog, Tls, Transport},
         ecs::Reporter,
         event::{
             Action, FileEvent, Integrity, Origin, PathSource, Process, ReportedPath, Stamped,
             Stamper,
         },
+        outbox::Record,
         telemetry::Telemetry,
     };
     use fim_userspace::sinks::{self, Batch, runner};
@@ -81,49 +81,49 @@ mod bench {
         let mut stamper = Stamper::default();
         (0..EVENTS / BATCH)
             .map(|b| {
-                    (0..BATCH)
-                        .map(|i| {
-                            let n = b * BATCH + i;
-                            let mut ev = FileEvent::new(
-                                Action::CloseWrite,
-                                ReportedPath::new(
-                                    format!("/etc/app/conf.d/service-{n}.conf").into_bytes(),
-                                    PathSource::KernelObject,
-                                ),
-                                "ebpf-lsm",
-                            );
-                            ev.time_unix_ns = 1_764_460_800_000_000_000 + n as i128;
-                            ev.process = Some(Process {
-                                pid: 4242,
-                                tid: 4242,
-                                ppid: 1,
-                                uid: 1000,
-                                euid: 0,
-                                gid: 1000,
-                                egid: 0,
-                                name: "vim".into(),
-                                executable: Some(b"/usr/bin/vim.basic".to_vec()),
-                                cgroup_id: 1,
-                                start_boot_ns: 5_000_000_000,
-                                exited: false,
-                            });
-                            ev.integrity = Some(
-                                Integrity {
-                                    before: Some(snapshot(100, 1)),
-                                    after: Some(snapshot(120, 2)),
-                                    changed: vec![
-                                        fim_core::attrs::Attr::Size,
-                                        fim_core::attrs::Attr::Sha256,
-                                    ],
-                                    origin: Origin::Realtime,
-                                    replaced_target: false,
-                                    note: None,
-                                }
-                                .into(),
-                            );
-                            stamper.stamp(ev)
-                        })
-                        .collect::<Vec<_>>()
+                (0..BATCH)
+                    .map(|i| {
+                        let n = b * BATCH + i;
+                        let mut ev = FileEvent::new(
+                            Action::CloseWrite,
+                            ReportedPath::new(
+                                format!("/etc/app/conf.d/service-{n}.conf").into_bytes(),
+                                PathSource::KernelObject,
+                            ),
+                            "ebpf-lsm",
+                        );
+                        ev.time_unix_ns = 1_764_460_800_000_000_000 + n as i128;
+                        ev.process = Some(Process {
+                            pid: 4242,
+                            tid: 4242,
+                            ppid: 1,
+                            uid: 1000,
+                            euid: 0,
+                            gid: 1000,
+                            egid: 0,
+                            name: "vim".into(),
+                            executable: Some(b"/usr/bin/vim.basic".to_vec()),
+                            cgroup_id: 1,
+                            start_boot_ns: 5_000_000_000,
+                            exited: false,
+                        });
+                        ev.integrity = Some(
+                            Integrity {
+                                before: Some(snapshot(100, 1)),
+                                after: Some(snapshot(120, 2)),
+                                changed: vec![
+                                    fim_core::attrs::Attr::Size,
+                                    fim_core::attrs::Attr::Sha256,
+                                ],
+                                origin: Origin::Realtime,
+                                replaced_target: false,
+                                note: None,
+                            }
+                            .into(),
+                        );
+                        stamper.stamp(ev)
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -181,16 +181,15 @@ mod bench {
         let spool = spooled_in.map(|state| {
             let _ = std::fs::remove_dir_all(state.join("sinks"));
             let head = Arc::new(AtomicU64::new(0));
-            let spool = runner::Spool::open(state, &config.name, head.clone(), by.clone())
-                .expect("spool");
+            let spool =
+                runner::Spool::open(state, &config.name, head.clone(), by.clone()).expect("spool");
             head.store(EVENTS as u64, Ordering::Release);
             spool
         });
         let started = Instant::now();
         let thread = std::thread::spawn(move || {
             let before = thread_cpu();
-            runner::run(sink, rx, telemetry, runner::Reopen::default(), spool)
-                .expect("delivered");
+            runner::run(sink, rx, telemetry, runner::Reopen::default(), spool).expect("delivered");
             thread_cpu() - before
         });
         if spooled_in.is_none() {

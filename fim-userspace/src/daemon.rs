@@ -182,9 +182,10 @@ pub async fn run(
         outlets.push(fanout::Outlet::spooled(&name, queue_tx));
         let t = telemetry.clone();
         let reopen = pipeline.reopen.clone();
-        sink_tasks.push(tracker.spawn_blocking(move || {
-            sinks::runner::run(sink, queue_rx, t, reopen, Some(spool))
-        }));
+        sink_tasks
+            .push(tracker.spawn_blocking(move || {
+                sinks::runner::run(sink, queue_rx, t, reopen, Some(spool))
+            }));
         sink_names.push(name);
     }
     let rules: fanout::LiveRules = Arc::new(std::sync::RwLock::new(pipeline.rules.clone()));
@@ -391,9 +392,7 @@ fn log_summary(t: &Telemetry, sinks: &[String]) {
     for sink in sinks {
         let dropped = t.get(telemetry::SINK_DROPPED, &[sink]);
         if dropped > 0 {
-            error!(
-                "sink {sink}: {dropped} events lost because its spool reached its size cap"
-            );
+            error!("sink {sink}: {dropped} events lost because its spool reached its size cap");
         }
     }
     // What every sink wrote (the fewest, where one stopped or dropped).

@@ -11,5 +11,6 @@ mod integrity;
 mod ops;
 mod scan;
 mod sinks;
+mod spool;
 mod tiers;
 mod volume;

@@ -155,7 +155,9 @@ pub fn free_port() -> u16 {
 /// `fim-client`), writing each message it receives, as received, one per line, to
 /// `plain.log` and `tls.log`.
 pub struct Rsyslog {
-    child: Child,
+    child: Option<Child>,
+    conf: PathBuf,
+    dir: PathBuf,
     /// The plain TCP port.
     pub tcp: u16,
     /// The TLS port.
@@ -209,28 +211,49 @@ input(type="imtcp" port="{tls}" address="127.0.0.1" ruleset="tls"
             ),
         )
         .expect("rsyslog.conf");
-        let stderr = dir.join("rsyslogd.stderr");
-        let child = Command::new(binary)
-            .args(["-n", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(dir.join("rsyslogd.pid"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("starting rsyslogd");
-        let r = Self {
-            child,
+        let mut r = Self {
+            child: None,
+            conf,
+            dir: dir.to_owned(),
             tcp,
             tls,
             plain_log,
             tls_log,
-            stderr,
+            stderr: dir.join("rsyslogd.stderr"),
         };
-        for port in [tcp, tls] {
-            wait_listening(port, "rsyslog", || r.log());
-        }
+        r.resume();
         Some(r)
+    }
+
+    /// Starts rsyslog again (after [`Rsyslog::stop`]) on the same ports and files, and waits
+    /// until it listens.
+    pub fn resume(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)
+            .expect("stderr file");
+        let child = Command::new("/usr/sbin/rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&self.conf)
+            .arg("-i")
+            .arg(self.dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting rsyslogd");
+        self.child = Some(child);
+        for port in [self.tcp, self.tls] {
+            wait_listening(port, "rsyslog", || self.log());
+        }
+    }
+
+    /// Stops rsyslog as a service stop does (SIGTERM), and waits until it has exited.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
     }
 
     /// What rsyslog said on stderr.
@@ -241,8 +264,10 @@ input(type="imtcp" port="{tls}" address="127.0.0.1" ruleset="tls"
 
 impl Drop for Rsyslog {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

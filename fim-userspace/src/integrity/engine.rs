@@ -25,7 +25,7 @@ use log::warn;
 
 use crate::sources::Namer;
 use fim_core::{
-    attrs::{Snapshot, diff},
+    attrs::{Content, NotHashed, Snapshot, diff},
     baseline::{Access, Baseline, BaselineError},
     telemetry::{Internal, Telemetry},
 };
@@ -110,8 +110,11 @@ const LARGE_TRANSACTION: u64 = 4096;
 pub trait Output: Send {
     /// Takes the events reported since the last call and writes them, numbered, into
     /// `baseline`'s open transaction.
-    fn stage(&mut self, events: Vec<FileEvent>, baseline: &mut Baseline)
-    -> Result<(), BaselineError>;
+    fn stage(
+        &mut self,
+        events: Vec<FileEvent>,
+        baseline: &mut Baseline,
+    ) -> Result<(), BaselineError>;
     /// Stages what is due by `now` without an event (a rate limit's summary; every one
     /// still held when `None`, at the end).
     fn stage_due(
@@ -889,7 +892,21 @@ impl Engine {
             }
             _ => self.last_known(key)?,
         };
-        if step != Step::Defer {
+        if step == Step::Defer {
+            // A new file being written is reported now and hashed when the writes settle.
+            // Its entry goes in with the report, without a digest, so that after a crash
+            // the next start tells its content as a change rather than the file as new
+            // a second time.
+            if let (None, Some(a)) = (&before, &after)
+                && self.watch.matches(key)
+            {
+                let mut provisional = a.clone();
+                if a.attrs.file_type == fim_core::attrs::FileType::File {
+                    provisional.content = Some(Content::NotHashed(NotHashed::Deferred));
+                }
+                self.baseline.put(key, &provisional)?;
+            }
+        } else {
             match &after {
                 Some(a) if self.watch.matches(key) => self.baseline.put(key, a)?,
                 _ => {

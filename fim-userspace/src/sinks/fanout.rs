@@ -445,7 +445,6 @@ mod tests {
     use crate::sinks::{runner, stdout::Stdout};
     use fim_core::telemetry::{EVENTS, SINK_DELIVERED, SINK_DROPPED};
 
-
     fn events(n: usize) -> Vec<FileEvent> {
         (0..n)
             .map(|i| {

@@ -158,7 +158,6 @@ impl Sink for FileSink {
         &self.name
     }
 
-
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
         json_lines(batches, &mut self.text);
         let text = std::mem::take(&mut self.text);
@@ -197,13 +196,7 @@ mod tests {
     }
 
     fn sink(path: &Path, max_size: Option<u64>, keep: u32) -> FileSink {
-        FileSink::open(
-            "archive".into(),
-            path.to_owned(),
-            max_size,
-            keep,
-        )
-        .expect("opens")
+        FileSink::open("archive".into(), path.to_owned(), max_size, keep).expect("opens")
     }
 
     #[test]

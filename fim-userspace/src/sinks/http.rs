@@ -252,9 +252,7 @@ impl HttpSink {
                         .into_iter()
                         .zip(events)
                         .filter_map(|(item, ev)| match item {
-                            elastic::Item::Refused(why) => {
-                                Some(format!("event {}: {why}", ev.id))
-                            }
+                            elastic::Item::Refused(why) => Some(format!("event {}: {why}", ev.id)),
                             _ => None,
                         })
                         .collect())
@@ -294,7 +292,6 @@ impl Sink for HttpSink {
     fn name(&self) -> &str {
         &self.name
     }
-
 
     fn batching(&self) -> Option<(usize, Duration)> {
         Some((self.batch_events, self.batch_wait))

@@ -173,15 +173,22 @@ impl Spool {
 
     /// What follows the cursor up to `upto`, read back from the outbox; a gap event first
     /// when the outbox no longer holds what follows the cursor (the cap let it go).
-    fn read_back(&mut self, name: &str, upto: u64, telemetry: &Telemetry) -> Result<Batch, SinkError> {
+    fn read_back(
+        &mut self,
+        name: &str,
+        upto: u64,
+        telemetry: &Telemetry,
+    ) -> Result<Batch, SinkError> {
         let reader = match &mut self.reader {
             Some(r) => r,
-            None => self.reader.insert(OutboxReader::open(&self.state_dir).map_err(|e| {
-                SinkError::Setup {
-                    sink: name.to_owned(),
-                    what: format!("opening the outbox: {e}"),
-                }
-            })?),
+            None => self
+                .reader
+                .insert(
+                    OutboxReader::open(&self.state_dir).map_err(|e| SinkError::Setup {
+                        sink: name.to_owned(),
+                        what: format!("opening the outbox: {e}"),
+                    })?,
+                ),
         };
         let rows = reader
             .read(self.cursor, upto, READ_BACK)
@@ -386,7 +393,9 @@ pub fn run(
             }
             Err(Failure::Retry(why)) if spool.is_some() => {
                 // Only when stopping: the outbox keeps them for the next start.
-                let waiting = spool.as_ref().map_or(0, |s| s.head().saturating_sub(cursor));
+                let waiting = spool
+                    .as_ref()
+                    .map_or(0, |s| s.head().saturating_sub(cursor));
                 if let Some(s) = spool.as_mut() {
                     s.cursor = cursor;
                     s.record(&name, true);
@@ -469,7 +478,11 @@ fn deliver_with_retries(
                 return Err(Failure::Retry(why));
             }
         }
-        std::thread::sleep(backoff(failures, jitter()));
+        // A stop ends the pause: a spooled sink then leaves what is left to the next start.
+        let until = Instant::now() + backoff(failures, jitter());
+        while Instant::now() < until && !(grace.is_zero() && queue.is_disconnected()) {
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+        }
         if reopen.generation() != *seen {
             *seen = reopen.generation();
             sink.reopen().map_err(Failure::Fatal)?;

@@ -30,7 +30,6 @@ impl<W: Write + Send> Sink for Stdout<W> {
         &self.name
     }
 
-
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
         let fatal = |name: &str, what: &str, source| {
             Failure::Fatal(SinkError::Io {

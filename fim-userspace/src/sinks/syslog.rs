@@ -282,7 +282,6 @@ impl Sink for SyslogSink {
         &self.name
     }
 
-
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
         self.drop_if_closed();
         let reconnected = self.conn.is_none();
@@ -296,7 +295,8 @@ impl Sink for SyslogSink {
         // that goes again on the new one (the receiver may then hold it twice, with the
         // same event.id; at least once is the promise).
         if reconnected && !udp {
-            self.out.extend(self.recent.drain(..).flat_map(|(_, frames)| frames));
+            self.out
+                .extend(self.recent.drain(..).flat_map(|(_, frames)| frames));
         }
         let fresh = self.out.len();
         for ev in batches.iter().flat_map(|b| b.iter()) {
@@ -338,7 +338,8 @@ impl Sink for SyslogSink {
                 // What was taken from `recent` is part of this delivery: it goes again.
                 self.recent.clear();
                 if !udp {
-                    self.recent.push_back((Instant::now(), self.out[..fresh].to_vec()));
+                    self.recent
+                        .push_back((Instant::now(), self.out[..fresh].to_vec()));
                 }
                 self.conn = None;
                 Err(Failure::Retry(format!(
