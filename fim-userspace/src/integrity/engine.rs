@@ -23,6 +23,7 @@ use std::{
 
 use log::warn;
 
+pub use crate::sinks::Output;
 use crate::sources::Namer;
 use fim_core::{
     attrs::{Content, NotHashed, Snapshot, diff},
@@ -103,33 +104,6 @@ const COMMIT_LATENCY: Duration = Duration::from_millis(1);
 /// Writes after which the baseline is committed without waiting, so transactions stay
 /// short.
 const LARGE_TRANSACTION: u64 = 4096;
-
-/// Where the engine's reports go. What it is handed is made durable in the baseline's
-/// transaction (the outbox), and goes out only once that transaction is committed: the
-/// baseline never holds a change whose report a crash could lose.
-pub trait Output: Send {
-    /// Takes the events reported since the last call and writes them, numbered, into
-    /// `baseline`'s open transaction.
-    fn stage(
-        &mut self,
-        events: Vec<FileEvent>,
-        baseline: &mut Baseline,
-    ) -> Result<(), BaselineError>;
-    /// Stages what is due by `now` without an event (a rate limit's summary; every one
-    /// still held when `None`, at the end).
-    fn stage_due(
-        &mut self,
-        now: Option<Instant>,
-        baseline: &mut Baseline,
-    ) -> Result<(), BaselineError>;
-    /// When [`Output::stage_due`] has something.
-    fn next_due(&self) -> Option<Instant>;
-    /// Whether staged events wait for a commit.
-    fn staged(&self) -> bool;
-    /// The transaction is committed: hands the staged events out. `false`: nobody takes
-    /// them any more.
-    fn publish(&mut self, baseline: &mut Baseline) -> Result<bool, BaselineError>;
-}
 
 /// An [`Output`] that sends the events of each commit, as they are, to a channel (tests).
 pub struct ChannelOutput {

@@ -35,8 +35,7 @@ use fim_core::{
     telemetry::{Internal, Telemetry},
 };
 
-use super::Batch;
-use crate::integrity::engine::Output;
+use super::{Batch, Output};
 
 /// One sink's end of the fan-out.
 pub struct Outlet {

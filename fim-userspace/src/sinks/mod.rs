@@ -14,13 +14,15 @@ pub mod runner;
 pub mod stdout;
 pub mod syslog;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 #[cfg(doc)]
 use fim_core::event::Stamp;
 use fim_core::{
+    baseline::{Baseline, BaselineError},
     config::{SinkConfig, SinkKind},
     ecs::Reporter,
+    event::FileEvent,
     outbox::Record,
 };
 
@@ -114,6 +116,33 @@ pub fn test_batch(stamper: &mut fim_core::event::Stamper, n: usize) -> Batch {
             })
             .collect(),
     )
+}
+
+/// Where the integrity engine's reports go (the fan-out, [`fanout::Fanout`]). What it is handed is made durable in the baseline's
+/// transaction (the outbox), and goes out only once that transaction is committed: the
+/// baseline never holds a change whose report a crash could lose.
+pub trait Output: Send {
+    /// Takes the events reported since the last call and writes them, numbered, into
+    /// `baseline`'s open transaction.
+    fn stage(
+        &mut self,
+        events: Vec<FileEvent>,
+        baseline: &mut Baseline,
+    ) -> Result<(), BaselineError>;
+    /// Stages what is due by `now` without an event (a rate limit's summary; every one
+    /// still held when `None`, at the end).
+    fn stage_due(
+        &mut self,
+        now: Option<Instant>,
+        baseline: &mut Baseline,
+    ) -> Result<(), BaselineError>;
+    /// When [`Output::stage_due`] has something.
+    fn next_due(&self) -> Option<Instant>;
+    /// Whether staged events wait for a commit.
+    fn staged(&self) -> bool;
+    /// The transaction is committed: hands the staged events out. `false`: nobody takes
+    /// them any more.
+    fn publish(&mut self, baseline: &mut Baseline) -> Result<bool, BaselineError>;
 }
 
 /// The sinks of a configuration that names none: standard output.
