@@ -22,12 +22,13 @@ use crate::{
     wire::syslog::severity_of,
 };
 
-/// The outbox's table and index, created with the baseline's.
+/// The outbox's table, created with the baseline's. `end_bytes` (where each row's document
+/// ends, counting every document appended) grows with `seq`, so a cap is found by a binary
+/// search on the key rather than by an index that every append would pay for.
 pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
         seq INTEGER PRIMARY KEY, id BLOB NOT NULL, time INTEGER NOT NULL,
         action TEXT NOT NULL, severity INTEGER NOT NULL, doc BLOB NOT NULL,
-        end_bytes INTEGER NOT NULL);
-     CREATE INDEX IF NOT EXISTS outbox_by_end ON outbox (end_bytes);";
+        end_bytes INTEGER NOT NULL);";
 
 /// The metadata key of the last sequence handed out (it outlives pruned rows).
 const SEQUENCE_KEY: &str = "sequence";
@@ -53,15 +54,23 @@ pub struct Record {
 impl Record {
     /// `ev`, rendered as `by` reports it.
     pub fn render(ev: &Stamped, by: &Reporter) -> serde_json::Result<Self> {
-        let mut doc = Vec::with_capacity(1024);
-        write_ecs(&mut doc, ev, by)?;
+        thread_local! {
+            /// Where documents are written before they get their own, exact allocation.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(Vec::with_capacity(4096));
+        }
+        let doc = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.clear();
+            write_ecs(&mut *scratch, ev, by).map(|()| Box::<[u8]>::from(&scratch[..]))
+        })?;
         Ok(Self {
             sequence: ev.stamp.sequence,
             id: ev.stamp.id,
             time_unix_ns: ev.event.time_unix_ns(),
             action: Cow::Borrowed(ev.event.action().as_str()),
             severity: severity_of(ev),
-            doc: doc.into_boxed_slice(),
+            doc,
         })
     }
 
@@ -150,12 +159,34 @@ impl Baseline {
         if keep_from <= 0 {
             return Ok(None);
         }
-        let floor: Option<i64> = self.conn.query_row(
-            "SELECT MAX(seq) FROM outbox WHERE end_bytes <= ?1",
-            [keep_from],
-            |r| r.get(0),
+        let bounds: (Option<i64>, Option<i64>) =
+            self.conn
+                .query_row("SELECT MIN(seq), MAX(seq) FROM outbox", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        let (Some(mut lo), Some(mut hi)) = bounds else {
+            return Ok(None);
+        };
+        let mut probe = self.conn.prepare_cached(
+            "SELECT seq, end_bytes FROM outbox WHERE seq >= ?1 ORDER BY seq LIMIT 1",
         )?;
-        Ok(floor.map(|s| s as u64))
+        let mut at = |seq: i64| -> Result<(i64, i64), BaselineError> {
+            Ok(probe.query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?)
+        };
+        if at(lo)?.1 > keep_from {
+            return Ok(None);
+        }
+        // The last row ending at or before `keep_from`: `lo` always is one.
+        while lo < hi {
+            let mid = lo + (hi - lo + 1) / 2;
+            let (seq, end) = at(mid)?;
+            if end <= keep_from {
+                lo = seq;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(Some(lo as u64))
     }
 
     /// Removes the rows up to `sequence` (every sink has them, or gave them up).

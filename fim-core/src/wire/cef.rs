@@ -11,22 +11,22 @@
 //! executable, cs5 the ATT&CK techniques, cs6 the package check. Times are milliseconds
 //! since the epoch; a value that is absent is left out.
 
+use std::borrow::Cow;
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{MapAccess, SeqAccess, Visitor},
+};
 use serde_json::Value;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// The CEF severity (0..=10) of an event: from its rules' severity (low 3, medium 5, high
 /// 8, critical 10), a gap or a rate limit's summary 5, anything else 1.
 pub fn severity(doc: &Value) -> u8 {
-    if let Some("gap" | "suppressed") = doc["event"]["action"].as_str() {
-        return 5;
-    }
-    match doc["event"]["severity"].as_u64() {
-        Some(99) => 10,
-        Some(73) => 8,
-        Some(47) => 5,
-        Some(_) => 3,
-        None => 1,
-    }
+    cef_severity(
+        doc["event"]["action"].as_str().unwrap_or_default(),
+        doc["event"]["severity"].as_u64(),
+    )
 }
 
 /// A short name for what happened.
@@ -78,6 +78,16 @@ pub fn header_escape(text: &str) -> String {
 /// An extension value: `\` and `=` escaped, line breaks written `\n` and `\r`.
 pub fn value_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    escape_value_into(text, &mut out);
+    out
+}
+
+/// Appends `text`, escaped as an extension value, to `out`.
+fn escape_value_into(text: &str, out: &mut String) {
+    if !text.contains(['\\', '=', '\n', '\r']) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -87,97 +97,355 @@ pub fn value_escape(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time.
-fn millis(v: &Value) -> Option<String> {
-    let t = OffsetDateTime::parse(v.as_str()?, &Rfc3339).ok()?;
+fn millis(v: &str) -> Option<String> {
+    let t = OffsetDateTime::parse(v, &Rfc3339).ok()?;
     Some((t.unix_timestamp_nanos() / 1_000_000).to_string())
 }
 
 /// A value as text: strings as they are, numbers written out, arrays joined with `,`.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Array(items) if !items.is_empty() => {
-            Some(items.iter().filter_map(text).collect::<Vec<_>>().join(","))
+/// A value CEF writes as text: a string, a number, or a list of them (joined with `,`).
+#[derive(Debug, Default)]
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, a number or a list of them")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text((!v.is_empty()).then_some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text((!v.is_empty()).then(|| Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Borrowed(if v { "true" } else { "false" }))))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items: Vec<Cow<'de, str>> = Vec::new();
+                while let Some(Text(item)) = seq.next_element::<Text<'de>>()? {
+                    items.extend(item);
+                }
+                Ok(Text(
+                    (!items.is_empty()).then(|| Cow::Owned(items.join(","))),
+                ))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Text(None))
+            }
         }
-        _ => None,
+        d.deserialize_any(V)
     }
+}
+
+impl Text<'_> {
+    fn get(&self) -> Option<Cow<'_, str>> {
+        self.0.as_deref().map(Cow::Borrowed)
+    }
+    fn str(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+/// The parts of an ECS document CEF carries; everything else is skipped unread.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Doc<'a> {
+    #[serde(rename = "@timestamp", borrow)]
+    timestamp: Text<'a>,
+    /// `@timestamp` in ms, when the caller knows it.
+    #[serde(skip)]
+    time_ms: Option<i128>,
+    #[serde(borrow)]
+    event: EventPart<'a>,
+    #[serde(borrow)]
+    agent: AgentPart<'a>,
+    #[serde(borrow)]
+    file: FilePart<'a>,
+    #[serde(borrow)]
+    fim: FimPart<'a>,
+    #[serde(borrow)]
+    user: Named<'a>,
+    #[serde(borrow)]
+    process: ProcessPart<'a>,
+    #[serde(borrow)]
+    host: Named<'a>,
+    #[serde(borrow)]
+    message: Text<'a>,
+    #[serde(borrow)]
+    rule: Named<'a>,
+    #[serde(borrow)]
+    threat: ThreatPart<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct EventPart<'a> {
+    #[serde(borrow)]
+    action: Text<'a>,
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    sequence: Text<'a>,
+    severity: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AgentPart<'a> {
+    #[serde(borrow)]
+    version: Text<'a>,
+}
+
+/// `name` and `id` (host, user, rule).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Named<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    id: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FilePart<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    path: Text<'a>,
+    #[serde(borrow)]
+    hash: Hash<'a>,
+    #[serde(borrow)]
+    size: Text<'a>,
+    #[serde(borrow)]
+    mode: Text<'a>,
+    #[serde(borrow)]
+    inode: Text<'a>,
+    #[serde(borrow, rename = "type")]
+    kind: Text<'a>,
+    #[serde(borrow)]
+    mtime: Text<'a>,
+    #[serde(borrow)]
+    original: Original<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Hash<'a> {
+    #[serde(borrow)]
+    sha256: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Original<'a> {
+    #[serde(borrow)]
+    path: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FimPart<'a> {
+    #[serde(borrow)]
+    before: Before<'a>,
+    #[serde(borrow)]
+    suppressed: Suppressed<'a>,
+    #[serde(borrow)]
+    sensor: Text<'a>,
+    #[serde(borrow)]
+    changed: Text<'a>,
+    #[serde(borrow)]
+    package: Package<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Before<'a> {
+    #[serde(borrow)]
+    sha256: Text<'a>,
+    #[serde(borrow)]
+    size: Text<'a>,
+    #[serde(borrow)]
+    mode: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Suppressed<'a> {
+    #[serde(borrow)]
+    events: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Package<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    digest: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ProcessPart<'a> {
+    #[serde(borrow)]
+    pid: Text<'a>,
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    executable: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ThreatPart<'a> {
+    #[serde(borrow)]
+    technique: Technique<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Technique<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
 }
 
 /// The CEF line of ECS document `doc`.
 pub fn from_ecs(doc: &Value) -> String {
-    let action = doc["event"]["action"].as_str().unwrap_or("unknown");
-    let version = doc["agent"]["version"].as_str().unwrap_or("0");
+    Doc::deserialize(doc).map_or_else(|_| from_doc(&Doc::default()), |d| from_doc(&d))
+}
+
+/// The CEF line of the ECS document `json` (one rendered event), read without building a
+/// JSON tree: only the fields CEF carries are looked at.
+pub fn from_json(json: &[u8]) -> serde_json::Result<String> {
+    let doc: Doc<'_> = serde_json::from_slice(json)?;
+    Ok(from_doc(&doc))
+}
+
+/// [`from_json`] for an event that happened at `time_unix_ns` (its `@timestamp`, known
+/// already: not parsed again).
+pub fn from_json_at(json: &[u8], time_unix_ns: i128) -> serde_json::Result<String> {
+    let mut doc: Doc<'_> = serde_json::from_slice(json)?;
+    doc.time_ms = Some(time_unix_ns.div_euclid(1_000_000));
+    Ok(from_doc(&doc))
+}
+
+fn cef_severity(action: &str, ecs: Option<u64>) -> u8 {
+    if let "gap" | "suppressed" = action {
+        return 5;
+    }
+    match ecs {
+        Some(99) => 10,
+        Some(73) => 8,
+        Some(47) => 5,
+        Some(_) => 3,
+        None => 1,
+    }
+}
+
+fn from_doc(doc: &Doc<'_>) -> String {
+    let action = doc.event.action.str().unwrap_or("unknown");
+    let version = doc.agent.version.str().unwrap_or("0");
     let mut out = format!(
         "CEF:0|fim|fim|{}|{}|{}|{}|",
         header_escape(version),
         header_escape(action),
         header_escape(name(action)),
-        severity(doc)
+        cef_severity(action, doc.event.severity)
     );
-    let file = &doc["file"];
-    let before = &doc["fim"]["before"];
-    let old_path = &file["original"]["path"];
-    let old_name = old_path
-        .as_str()
+    let file = &doc.file;
+    let before = &doc.fim.before;
+    let old_path = file.original.path.get();
+    let old_name = file
+        .original
+        .path
+        .str()
         .and_then(|p| p.rsplit('/').next())
-        .map(|n| Value::String(n.to_owned()))
-        .unwrap_or(Value::Null);
-    let message = doc["message"].clone();
-    let count = doc["fim"]["suppressed"]["events"].clone();
-    let pairs: Vec<(&str, Option<String>)> = vec![
-        ("rt", millis(&doc["@timestamp"])),
-        ("act", Some(action.to_owned())),
-        ("externalId", text(&doc["event"]["id"])),
-        ("cn1Label", Some("sequence".into())),
-        ("cn1", text(&doc["event"]["sequence"])),
-        ("fname", text(&file["name"])),
-        ("filePath", text(&file["path"])),
-        ("fileHash", text(&file["hash"]["sha256"])),
-        ("fsize", text(&file["size"])),
-        ("filePermission", text(&file["mode"])),
-        ("fileId", text(&file["inode"])),
-        ("fileType", text(&file["type"])),
-        ("fileModificationTime", millis(&file["mtime"])),
-        ("oldFilePath", text(old_path)),
-        ("oldFileName", text(&old_name)),
-        ("oldFileHash", text(&before["sha256"])),
-        ("oldFileSize", text(&before["size"])),
-        ("oldFilePermission", text(&before["mode"])),
-        ("suid", text(&doc["user"]["id"])),
-        ("spid", text(&doc["process"]["pid"])),
-        ("sproc", text(&doc["process"]["name"])),
-        ("dvchost", text(&doc["host"]["name"])),
-        ("deviceExternalId", text(&doc["host"]["id"])),
-        ("msg", text(&message)),
-        ("cnt", text(&count)),
-        ("cs1Label", Some("rule".into())),
-        ("cs1", text(&doc["rule"]["name"])),
-        ("cs2Label", Some("sensor".into())),
-        ("cs2", text(&doc["fim"]["sensor"])),
-        ("cs3Label", Some("changed".into())),
-        ("cs3", text(&doc["fim"]["changed"])),
-        ("cs4Label", Some("executable".into())),
-        ("cs4", text(&doc["process"]["executable"])),
-        ("cs5Label", Some("technique".into())),
-        ("cs5", text(&doc["threat"]["technique"]["id"])),
-        ("cs6Label", Some("package".into())),
+        .map(Cow::Borrowed);
+    let pairs = [
+        (
+            "rt",
+            doc.time_ms
+                .map(|ms| ms.to_string())
+                .or_else(|| doc.timestamp.str().and_then(millis))
+                .map(Cow::Owned),
+        ),
+        ("act", Some(Cow::Borrowed(action))),
+        ("externalId", doc.event.id.get()),
+        ("cn1Label", Some(Cow::Borrowed("sequence"))),
+        ("cn1", doc.event.sequence.get()),
+        ("fname", file.name.get()),
+        ("filePath", file.path.get()),
+        ("fileHash", file.hash.sha256.get()),
+        ("fsize", file.size.get()),
+        ("filePermission", file.mode.get()),
+        ("fileId", file.inode.get()),
+        ("fileType", file.kind.get()),
+        (
+            "fileModificationTime",
+            file.mtime.str().and_then(millis).map(Cow::Owned),
+        ),
+        ("oldFilePath", old_path),
+        ("oldFileName", old_name),
+        ("oldFileHash", before.sha256.get()),
+        ("oldFileSize", before.size.get()),
+        ("oldFilePermission", before.mode.get()),
+        ("suid", doc.user.id.get()),
+        ("spid", doc.process.pid.get()),
+        ("sproc", doc.process.name.get()),
+        ("dvchost", doc.host.name.get()),
+        ("deviceExternalId", doc.host.id.get()),
+        ("msg", doc.message.get()),
+        ("cnt", doc.fim.suppressed.events.get()),
+        ("cs1Label", Some(Cow::Borrowed("rule"))),
+        ("cs1", doc.rule.name.get()),
+        ("cs2Label", Some(Cow::Borrowed("sensor"))),
+        ("cs2", doc.fim.sensor.get()),
+        ("cs3Label", Some(Cow::Borrowed("changed"))),
+        ("cs3", doc.fim.changed.get()),
+        ("cs4Label", Some(Cow::Borrowed("executable"))),
+        ("cs4", doc.process.executable.get()),
+        ("cs5Label", Some(Cow::Borrowed("technique"))),
+        ("cs5", doc.threat.technique.id.get()),
+        ("cs6Label", Some(Cow::Borrowed("package"))),
         (
             "cs6",
-            text(&doc["fim"]["package"]["digest"]).map(|d| {
-                format!(
+            doc.fim.package.digest.str().map(|d| {
+                Cow::Owned(format!(
                     "{} {d}",
-                    doc["fim"]["package"]["name"].as_str().unwrap_or_default()
-                )
+                    doc.fim.package.name.str().unwrap_or_default()
+                ))
             }),
         ),
     ];
     let mut first = true;
-    let mut labels_pending: Option<(&str, String)> = None;
+    let mut labels_pending: Option<(&str, Cow<'_, str>)> = None;
     for (key, value) in pairs {
         let Some(value) = value else {
             // A label without its value says nothing.
@@ -195,7 +463,7 @@ pub fn from_ecs(doc: &Value) -> String {
             first = false;
             out.push_str(k);
             out.push('=');
-            out.push_str(&value_escape(&v));
+            escape_value_into(&v, &mut out);
         }
     }
     out
@@ -239,6 +507,20 @@ mod tests {
              oldFileSize=12 oldFilePermission=0644 suid=0 spid=42 sproc=mv dvchost=web-1 \
              cs1Label=rule cs1=etc cs2Label=sensor cs2=ebpf-lsm cs3Label=changed cs3=ctime \
              cs4Label=executable cs4=/usr/bin/mv"
+        );
+        // Read from the rendered text (escapes included), the same line.
+        let text = serde_json::to_vec(&doc).expect("JSON");
+        assert_eq!(from_json(&text).expect("parses"), line);
+        let at = 1_796_040_000_123_456_789;
+        assert_eq!(from_json_at(&text, at).expect("parses"), line);
+        let mut quoted = doc.clone();
+        quoted["file"]["path"] = json!("/etc/\"q\"\\é\n");
+        let text = serde_json::to_vec(&quoted).expect("JSON");
+        assert!(
+            from_json(&text)
+                .expect("parses")
+                .contains("filePath=/etc/\"q\"\\\\é\\n "),
+            "escaped characters come back as they were, then CEF-escaped"
         );
         assert_eq!(severity(&json!({"event": {"action": "gap"}})), 5);
     }

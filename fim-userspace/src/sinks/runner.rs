@@ -616,4 +616,63 @@ mod tests {
         assert_eq!(backoff(40, 0), MAX_BACKOFF / 2);
         assert!(backoff(40, 999) <= MAX_BACKOFF);
     }
+
+    /// Keeps every record it is given.
+    struct Keep(Arc<Mutex<Vec<Record>>>);
+
+    impl Sink for Keep {
+        fn name(&self) -> &str {
+            "keep"
+        }
+        fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
+            let mut got = self.0.lock().expect("lock");
+            got.extend(batches.iter().flat_map(|b| b.iter().cloned()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_sink_reads_back_what_it_missed_in_order_and_a_hole_left_by_its_cap_becomes_a_gap() {
+        use fim_core::baseline::{Access, Baseline};
+        let state = tempfile::tempdir().expect("tempdir");
+        let mut stamper = Stamper::default();
+        let all = batch(&mut stamper, 10);
+        {
+            let mut b = Baseline::open(state.path(), Access::Write).expect("baseline");
+            b.append_outbox(&all).expect("append");
+            // The cap let the first four go.
+            b.prune_outbox(4).expect("prune");
+            b.commit().expect("commit");
+        }
+        // The sink had delivered up to 2 when its receiver went down.
+        std::fs::create_dir_all(state.path().join(CURSOR_DIR)).expect("dir");
+        std::fs::write(state.path().join(CURSOR_DIR).join("keep.cursor"), "2\n").expect("cursor");
+        let head = Arc::new(AtomicU64::new(10));
+        let by = Arc::new(Reporter::new("test-host".into(), None));
+        let spool = Spool::open(state.path(), "keep", head, by).expect("spool");
+        let recorded = spool.recorded();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let telemetry = Arc::new(Telemetry::default());
+        let (tx, rx) = flume::bounded::<Batch>(4);
+        // The last batch is in the queue too: taken once.
+        tx.send(Arc::new(all[8..].to_vec())).expect("queued");
+        drop(tx);
+        let sink = Box::new(Keep(got.clone()));
+        run(sink, rx, telemetry.clone(), Reopen::default(), Some(spool)).expect("runs");
+        let got = got.lock().expect("lock").clone();
+        let sequences: Vec<u64> = got.iter().map(|r| r.sequence).collect();
+        assert_eq!(sequences, [4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(got[0].action, "gap");
+        let gap: serde_json::Value = serde_json::from_slice(&got[0].doc).expect("JSON");
+        assert_eq!(gap["fim"]["gap"]["operations"], 2, "3 and 4 were let go");
+        assert_eq!(gap["fim"]["gap"]["causes"]["spool_full"], 2);
+        assert_eq!(got[1..], all[4..]);
+        use fim_core::telemetry::{SINK_DROPPED, SINK_SPOOLED};
+        assert_eq!(telemetry.get(SINK_DROPPED, &["keep"]), 2);
+        assert_eq!(telemetry.get(SINK_SPOOLED, &["keep"]), 6);
+        // Its cursor is recorded where it stopped, for the next start and the pruning.
+        assert_eq!(recorded.load(Ordering::Acquire), 10);
+        let cursor = std::fs::read_to_string(state.path().join(CURSOR_DIR).join("keep.cursor"));
+        assert_eq!(cursor.expect("cursor").trim(), "10");
+    }
 }

@@ -243,12 +243,8 @@ impl SyslogSink {
     /// The CEF payload of one event, in `self.json`.
     fn payload(&mut self, ev: &Record) -> std::io::Result<()> {
         self.json.clear();
-        if self.config.payload == Payload::Cef {
-            let doc: serde_json::Value = serde_json::from_slice(&ev.doc)?;
-            self.json.extend_from_slice(cef::from_ecs(&doc).as_bytes());
-        } else {
-            self.json.extend_from_slice(&ev.doc);
-        }
+        self.json
+            .extend_from_slice(cef::from_json_at(&ev.doc, ev.time_unix_ns)?.as_bytes());
         Ok(())
     }
 }
