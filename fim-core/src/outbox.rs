@@ -28,7 +28,7 @@ use crate::{
 pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
         seq INTEGER PRIMARY KEY, id BLOB NOT NULL, time INTEGER NOT NULL,
         action TEXT NOT NULL, severity INTEGER NOT NULL, doc BLOB NOT NULL,
-        end_bytes INTEGER NOT NULL);";
+        end_bytes INTEGER NOT NULL, cef BLOB);";
 
 /// The metadata key of the last sequence handed out (it outlives pruned rows).
 const SEQUENCE_KEY: &str = "sequence";
@@ -49,6 +49,8 @@ pub struct Record {
     pub severity: u8,
     /// The ECS document, one line of JSON without the newline.
     pub doc: Box<[u8]>,
+    /// Its CEF line, rendered once for every sink that sends CEF (`None`: none does).
+    pub cef: Option<Box<[u8]>>,
 }
 
 impl Record {
@@ -71,7 +73,21 @@ impl Record {
             action: Cow::Borrowed(ev.event.action().as_str()),
             severity: severity_of(ev),
             doc,
+            cef: None,
         })
+    }
+
+    /// Adds its CEF line ([`crate::wire::cef`]), for the sinks that send CEF.
+    pub fn add_cef(&mut self) -> serde_json::Result<()> {
+        let line = crate::wire::cef::from_json_at(&self.doc, self.time_unix_ns)?;
+        self.cef = Some(line.into_bytes().into_boxed_slice());
+        Ok(())
+    }
+
+    /// The record with its CEF line.
+    pub fn with_cef(mut self) -> serde_json::Result<Self> {
+        self.add_cef()?;
+        Ok(self)
     }
 
     fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
@@ -83,6 +99,7 @@ impl Record {
             action: Cow::Owned(row.get(3)?),
             severity: row.get::<_, i64>(4)? as u8,
             doc: row.get::<_, Vec<u8>>(5)?.into_boxed_slice(),
+            cef: row.get::<_, Option<Vec<u8>>>(6)?.map(Vec::into_boxed_slice),
         })
     }
 }
@@ -98,8 +115,8 @@ impl Baseline {
         let mut end = self.outbox_end()?;
         {
             let mut insert = self.conn.prepare_cached(
-                "INSERT OR REPLACE INTO outbox (seq, id, time, action, severity, doc, end_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO outbox (seq, id, time, action, severity, doc, end_bytes, cef)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for r in records {
                 end += r.doc.len() as i64;
@@ -113,6 +130,7 @@ impl Baseline {
                     i64::from(r.severity),
                     &*r.doc,
                     end,
+                    r.cef.as_deref(),
                 ])?;
             }
         }
@@ -236,7 +254,7 @@ impl OutboxReader {
     /// A row missing from the start (pruned) is missing from the answer.
     pub fn read(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Record>, BaselineError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, id, time, action, severity, doc FROM outbox
+            "SELECT seq, id, time, action, severity, doc, cef FROM outbox
              WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(

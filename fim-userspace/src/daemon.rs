@@ -195,6 +195,10 @@ pub async fn run(
         .with_live_rules(rules.clone())
         .with_ancestry(ancestry)
         .reporting_as(pipeline.reporter.clone())
+        .rendering_cef(pipeline.sinks.iter().any(|s| {
+            matches!(&s.kind, fim_core::config::SinkKind::Syslog(syslog)
+                if syslog.payload == fim_core::config::Payload::Cef)
+        }))
         .with_outbox(last, head, shares);
     let engine = Engine::start(
         integrity,

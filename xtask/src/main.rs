@@ -42,6 +42,10 @@ const RECEIVER_PACKAGES: &[&str] = &[
     "libivykis0",
     "libnet1",
     "libpcre3",
+    "libwrap0",
+    "libjson-c5",
+    "libglib2.0-0",
+    "libcap2",
 ];
 /// Where `syslog_ng` unpacks syslog-ng-core (the tests look there).
 const SYSLOG_NG_DIR: &str = "target/receivers/syslog-ng";

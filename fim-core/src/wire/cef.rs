@@ -172,6 +172,15 @@ impl Text<'_> {
     }
 }
 
+/// A part of the document that may be `null` (as `fim.before` of a new file): empty.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// The parts of an ECS document CEF carries; everything else is skipped unread.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -181,25 +190,25 @@ struct Doc<'a> {
     /// `@timestamp` in ms, when the caller knows it.
     #[serde(skip)]
     time_ms: Option<i128>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     event: EventPart<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     agent: AgentPart<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     file: FilePart<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     fim: FimPart<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     user: Named<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     process: ProcessPart<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     host: Named<'a>,
     #[serde(borrow)]
     message: Text<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     rule: Named<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     threat: ThreatPart<'a>,
 }
 
@@ -239,7 +248,7 @@ struct FilePart<'a> {
     name: Text<'a>,
     #[serde(borrow)]
     path: Text<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     hash: Hash<'a>,
     #[serde(borrow)]
     size: Text<'a>,
@@ -251,7 +260,7 @@ struct FilePart<'a> {
     kind: Text<'a>,
     #[serde(borrow)]
     mtime: Text<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     original: Original<'a>,
 }
 
@@ -272,15 +281,15 @@ struct Original<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct FimPart<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     before: Before<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     suppressed: Suppressed<'a>,
     #[serde(borrow)]
     sensor: Text<'a>,
     #[serde(borrow)]
     changed: Text<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     package: Package<'a>,
 }
 
@@ -325,7 +334,7 @@ struct ProcessPart<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ThreatPart<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "null_default")]
     technique: Technique<'a>,
 }
 
@@ -492,7 +501,7 @@ mod tests {
                      "mode": "0644", "inode": "99", "type": "file",
                      "original": {"path": "/etc/app/a.conf"},
                      "hash": {"sha256": "ab"}},
-            "fim": {"sensor": "ebpf-lsm", "changed": ["ctime"], "before": {"sha256": "ab", "size": 12, "mode": "0644"}},
+            "fim": {"sensor": "ebpf-lsm", "changed": ["ctime"], "before": {"sha256": "ab", "size": 12, "mode": "0644"}, "after": null, "package": null},
             "process": {"pid": 42, "name": "mv", "executable": "/usr/bin/mv"},
             "user": {"id": "0"},
             "rule": {"name": "etc", "id": "etc"}
@@ -513,6 +522,16 @@ mod tests {
         assert_eq!(from_json(&text).expect("parses"), line);
         let at = 1_796_040_000_123_456_789;
         assert_eq!(from_json_at(&text, at).expect("parses"), line);
+        // A new file: nothing before it.
+        let mut new = doc.clone();
+        new["fim"]["before"] = Value::Null;
+        new["file"]["original"] = Value::Null;
+        let text = serde_json::to_vec(&new).expect("JSON");
+        let line = from_json(&text).expect("a null part is an empty one");
+        assert!(
+            line.contains("filePath=") && !line.contains("oldFileHash"),
+            "{line}"
+        );
         let mut quoted = doc.clone();
         quoted["file"]["path"] = json!("/etc/\"q\"\\é\n");
         let text = serde_json::to_vec(&quoted).expect("JSON");

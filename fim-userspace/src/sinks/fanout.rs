@@ -127,6 +127,8 @@ pub struct Fanout {
     /// package manager behind a change.
     parent_of: Option<ParentOf>,
     reporter: Arc<Reporter>,
+    /// Whether a sink sends CEF: each record then carries its CEF line, made once.
+    cef: bool,
     outlets: Vec<Outlet>,
     telemetry: Arc<Telemetry>,
     /// What was put in the outbox and waits for the commit to go out.
@@ -148,6 +150,7 @@ impl Fanout {
             limits: RateLimiter::default(),
             parent_of: None,
             reporter: Arc::new(Reporter::new("localhost".into(), None)),
+            cef: false,
             outlets,
             telemetry,
             staged: Vec::new(),
@@ -181,6 +184,12 @@ impl Fanout {
     /// Renders events as `reporter` reports them.
     pub fn reporting_as(mut self, reporter: Arc<Reporter>) -> Self {
         self.reporter = reporter;
+        self
+    }
+
+    /// Renders each event's CEF line too, once for every sink that sends CEF.
+    pub fn rendering_cef(mut self, cef: bool) -> Self {
+        self.cef = cef;
         self
     }
 
@@ -295,12 +304,19 @@ impl Fanout {
     fn render(&self, stamped: &[Stamped]) -> Vec<Record> {
         stamped
             .iter()
-            .filter_map(|ev| match Record::render(ev, &self.reporter) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    error!("rendering event {}: {e}", ev.stamp.id);
-                    None
+            .filter_map(|ev| {
+                let mut record = match Record::render(ev, &self.reporter) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        error!("rendering event {}: {e}", ev.stamp.id);
+                        return None;
+                    }
+                };
+                // A CEF line that cannot be made is left to the sink, which says why.
+                if self.cef && record.add_cef().is_err() {
+                    record.cef = None;
                 }
+                Some(record)
             })
             .collect()
     }

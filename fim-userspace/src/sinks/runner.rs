@@ -250,6 +250,7 @@ impl Spool {
             action: Action::Gap.as_str().into(),
             severity: 4,
             doc: Box::default(),
+            cef: None,
         })
     }
 }

@@ -297,7 +297,9 @@ impl Sink for SyslogSink {
         let fresh = self.out.len();
         for ev in batches.iter().flat_map(|b| b.iter()) {
             self.msg.clear();
-            if self.config.payload == Payload::Cef {
+            if let (Payload::Cef, Some(line)) = (self.config.payload, ev.cef.as_deref()) {
+                message(&self.sender, ev, line, &mut self.msg);
+            } else if self.config.payload == Payload::Cef {
                 self.payload(ev).map_err(|e| {
                     Failure::Fatal(SinkError::Io {
                         sink: self.name.clone(),
