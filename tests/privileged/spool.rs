@@ -210,7 +210,19 @@ fn a_daemon_killed_during_a_write_storm_reports_every_change_once() {
 }
 
 #[test]
+fn a_receiver_down_for_ten_thousand_events_gets_every_one_in_order() {
+    receiver_down_for_ten_thousand_events(false);
+}
+
+#[test]
 fn a_receiver_down_for_ten_thousand_events_and_a_daemon_restart_gets_every_one_in_order() {
+    receiver_down_for_ten_thousand_events(true);
+}
+
+/// rsyslog stops after 400 files (about 1,200 events) and starts again after 3,400 (over
+/// 10,000 events); with `restart`, the daemon stops and starts again in the middle of the
+/// outage. Every event stdout got must reach rsyslog, first arrivals in sequence order.
+fn receiver_down_for_ten_thousand_events(restart: bool) {
     if !require_privileges() {
         return;
     }
@@ -253,10 +265,14 @@ fn a_receiver_down_for_ten_thousand_events_and_a_daemon_restart_gets_every_one_i
     last_written(&mut d, 1599);
     // The daemon stops in the middle of the outage; what the receiver did not take stays
     // in the spool.
-    let (first, log, status) = d.stop();
-    assert!(status.success(), "fim exited with {status}: {log}");
-    assert!(log.contains("in its spool"), "{log}");
-    let mut d = start(&config, &state);
+    let (first, mut d) = if restart {
+        let (first, log, status) = d.stop();
+        assert!(status.success(), "fim exited with {status}: {log}");
+        assert!(log.contains("in its spool"), "{log}");
+        (first, start(&config, &state))
+    } else {
+        (Vec::new(), d)
+    };
     write(1600, 3400);
     last_written(&mut d, 3399);
     rsyslog.resume();
