@@ -84,6 +84,15 @@ pub trait Sink: Send {
     fn batching(&self) -> Option<(usize, std::time::Duration)> {
         None
     }
+    /// Of the events it delivered last, how many the receiver may yet lose (syslog has no
+    /// acknowledgement: what a receiver had not read when its connection closed is gone).
+    /// The sink's recorded cursor stays before them, so a restart sends them again. When
+    /// `stopping`, the sink may first close its connection cleanly to learn that the
+    /// receiver read everything.
+    fn unconfirmed(&mut self, stopping: bool) -> u64 {
+        let _ = stopping;
+        0
+    }
     /// Reopens what it writes to (SIGHUP, after logrotate moved a file away).
     fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())

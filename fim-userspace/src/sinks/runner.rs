@@ -333,6 +333,7 @@ pub fn run(
         if batches.iter().all(|b| b.is_empty()) {
             if closed && spool.as_ref().is_none_or(|s| s.head() <= cursor) {
                 if let Some(s) = spool.as_mut() {
+                    s.cursor = cursor.saturating_sub(sink.unconfirmed(true));
                     s.record(&name, true);
                 }
                 return Ok(());
@@ -394,16 +395,14 @@ pub fn run(
             }
             Err(Failure::Retry(why)) if spool.is_some() => {
                 // Only when stopping: the outbox keeps them for the next start.
-                let waiting = spool
-                    .as_ref()
-                    .map_or(0, |s| s.head().saturating_sub(cursor));
                 if let Some(s) = spool.as_mut() {
-                    s.cursor = cursor;
+                    s.cursor = cursor.saturating_sub(sink.unconfirmed(true));
                     s.record(&name, true);
+                    let waiting = s.head().saturating_sub(s.cursor);
+                    warn!(
+                        "sink {name}: stopping with {waiting} events in its spool, delivered at the next start: {why}"
+                    );
                 }
-                warn!(
-                    "sink {name}: stopping with {waiting} events in its spool, delivered at the next start: {why}"
-                );
                 return Ok(());
             }
             Err(Failure::Retry(why)) => {
@@ -432,7 +431,8 @@ pub fn run(
         }
         cursor = cursor.max(last);
         if let Some(s) = spool.as_mut() {
-            s.cursor = cursor;
+            // What the receiver may yet lose stays in the outbox.
+            s.cursor = cursor.saturating_sub(sink.unconfirmed(false));
             s.record(&name, false);
         }
     }

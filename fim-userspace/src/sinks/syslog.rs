@@ -38,6 +38,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const RESEND_WINDOW: Duration = Duration::from_secs(5);
 /// At most this much is sent again.
 const RESEND_BYTES: usize = 4 << 20;
+/// How long a stopping sink waits for the receiver to close its side of the connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long a new TLS connection waits for the server to refuse the client's certificate.
 const TLS_VERDICT: Duration = Duration::from_millis(300);
 
@@ -45,6 +47,13 @@ enum Conn {
     Tcp(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
     Udp(UdpSocket),
+}
+
+/// One delivery written to the current connection.
+struct Sent {
+    at: Instant,
+    frames: Vec<u8>,
+    events: u64,
 }
 
 /// The sink.
@@ -59,7 +68,7 @@ pub struct SyslogSink {
     json: Vec<u8>,
     msg: Vec<u8>,
     /// The frames of the latest deliveries on this connection, and when each was written.
-    recent: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    recent: std::collections::VecDeque<Sent>,
 }
 
 /// The TLS settings of `tls`: its CA file, else the system's roots; its client
@@ -224,19 +233,42 @@ impl SyslogSink {
     /// Keeps the frames of the delivery just written (`self.out[fresh..]`) among those a
     /// closed connection sends again, dropping what is older than [`RESEND_WINDOW`] or past
     /// [`RESEND_BYTES`].
-    fn remember(&mut self, fresh: usize) {
+    fn remember(&mut self, fresh: usize, events: u64) {
         if self.config.transport == Transport::Udp {
             return;
         }
         let now = Instant::now();
-        self.recent.push_back((now, self.out[fresh..].to_vec()));
-        let mut bytes: usize = self.recent.iter().map(|(_, f)| f.len()).sum();
-        while let Some((at, frames)) = self.recent.front() {
-            if now.duration_since(*at) <= RESEND_WINDOW && bytes <= RESEND_BYTES {
+        self.recent.push_back(Sent {
+            at: now,
+            frames: self.out[fresh..].to_vec(),
+            events,
+        });
+        let mut bytes: usize = self.recent.iter().map(|s| s.frames.len()).sum();
+        while let Some(oldest) = self.recent.front() {
+            if now.duration_since(oldest.at) <= RESEND_WINDOW && bytes <= RESEND_BYTES {
                 break;
             }
-            bytes -= frames.len();
+            bytes -= oldest.frames.len();
             self.recent.pop_front();
+        }
+    }
+
+    /// Closes a stream connection and waits (briefly) for the receiver to close its side,
+    /// which it does once it has read everything: true if it did.
+    fn close_cleanly(&mut self) -> bool {
+        match self.conn.take() {
+            Some(Conn::Tcp(mut s)) => {
+                let _ = s.flush();
+                s.shutdown(std::net::Shutdown::Write).is_ok()
+                    && read_to_end(&s, &mut s.try_clone().ok())
+            }
+            Some(Conn::Tls(mut s)) => {
+                s.conn.send_close_notify();
+                let flushed = s.flush().is_ok();
+                let sock = s.sock.try_clone().ok();
+                flushed && sock.is_some_and(|sock| read_to_end(&sock, &mut Some(&mut *s)))
+            }
+            _ => false,
         }
     }
 
@@ -247,6 +279,31 @@ impl SyslogSink {
             .extend_from_slice(cef::from_json_at(&ev.doc, ev.time_unix_ns)?.as_bytes());
         Ok(())
     }
+}
+
+/// Reads `stream` (over `sock`) until the peer closes it, for at most [`CLOSE_WAIT`]:
+/// true if it did.
+fn read_to_end(sock: &TcpStream, stream: &mut Option<impl Read>) -> bool {
+    let Some(stream) = stream.as_mut() else {
+        return false;
+    };
+    let until = Instant::now() + CLOSE_WAIT;
+    let mut buf = [0u8; 512];
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if sock
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .is_err()
+        {
+            return false;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Whether the peer behind `sock` closed the connection (or it broke), reading `stream`
@@ -278,6 +335,13 @@ impl Sink for SyslogSink {
         &self.name
     }
 
+    fn unconfirmed(&mut self, stopping: bool) -> u64 {
+        if stopping && self.close_cleanly() {
+            self.recent.clear();
+        }
+        self.recent.iter().map(|s| s.events).sum()
+    }
+
     fn deliver(&mut self, batches: &[Batch]) -> Result<(), Failure> {
         self.drop_if_closed();
         let reconnected = self.conn.is_none();
@@ -290,12 +354,18 @@ impl Sink for SyslogSink {
         // A connection the receiver closed may have dropped what was written last, unread:
         // that goes again on the new one (the receiver may then hold it twice, with the
         // same event.id; at least once is the promise).
-        if reconnected && !udp {
-            self.out
-                .extend(self.recent.drain(..).flat_map(|(_, frames)| frames));
+        let resent: Vec<Sent> = if reconnected && !udp {
+            self.recent.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        for s in &resent {
+            self.out.extend_from_slice(&s.frames);
         }
         let fresh = self.out.len();
+        let mut events = 0;
         for ev in batches.iter().flat_map(|b| b.iter()) {
+            events += 1;
             self.msg.clear();
             if let (Payload::Cef, Some(line)) = (self.config.payload, ev.cef.as_deref()) {
                 message(&self.sender, ev, line, &mut self.msg);
@@ -329,16 +399,12 @@ impl Sink for SyslogSink {
         };
         match written {
             Ok(()) => {
-                self.remember(fresh);
+                self.remember(fresh, events);
                 Ok(())
             }
             Err(e) => {
-                // What was taken from `recent` is part of this delivery: it goes again.
-                self.recent.clear();
-                if !udp {
-                    self.recent
-                        .push_back((Instant::now(), self.out[..fresh].to_vec()));
-                }
+                // What was taken from `recent` goes again with the next attempt.
+                self.recent.extend(resent);
                 self.conn = None;
                 Err(Failure::Retry(format!(
                     "sending to {}: {e}",
