@@ -33,18 +33,16 @@ fn a_file_sink_gets_every_event_once_across_rotation_and_a_logrotate_move() {
     let (watched, logs) = (root.join("watched"), root.join("logs"));
     fs::create_dir(&watched).expect("mkdir");
     let archive = logs.join("events.json");
-    let config = root.join("fim.toml");
-    fs::write(
-        &config,
-        format!(
-            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{:?}]\n\n\
-             [sinks.console]\ntype = \"stdout\"\n\n\
+    let config = fim_tests::config_with_sinks(
+        &root,
+        &watched,
+        "",
+        &format!(
+            "[sinks.console]\ntype = \"stdout\"\n\n\
              [sinks.archive]\ntype = \"file\"\npath = {:?}\nmax_size = \"16 KiB\"\nkeep = 50\n",
-            watched.display().to_string(),
             archive.display().to_string()
         ),
-    )
-    .expect("configuration");
+    );
     let config_arg = config.to_str().expect("utf-8");
     let mut d = Daemon::start_with(&[], None, &["--config", config_arg]);
     d.wait_log("baseline built", Duration::from_secs(60));
@@ -272,16 +270,12 @@ fn toml(path: &Path) -> String {
 /// Starts the daemon on `watched` (rule `w`, with `rule_extra` keys) with a stdout sink and
 /// the sinks in `sinks`, and waits for its baseline.
 fn daemon_with_sinks(root: &Path, watched: &Path, rule_extra: &str, sinks: &str) -> Daemon {
-    let config = root.join("fim.toml");
-    fs::write(
-        &config,
-        format!(
-            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{}]\n{rule_extra}\n\
-             [sinks.console]\ntype = \"stdout\"\n\n{sinks}",
-            toml(watched)
-        ),
-    )
-    .expect("configuration");
+    let config = fim_tests::config_with_sinks(
+        root,
+        watched,
+        rule_extra,
+        &format!("[sinks.console]\ntype = \"stdout\"\n\n{sinks}"),
+    );
     let config_arg = config.to_str().expect("utf-8");
     let mut d = Daemon::start_with(&[], None, &["--config", config_arg]);
     d.wait_log("baseline built", Duration::from_secs(60));

@@ -12,7 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fim_tests::{Daemon, require_privileges, scaled, schema_check, sha256_hex, tempdir};
+use fim_tests::{
+    Daemon, config_with_sinks, require_privileges, scaled, schema_check, sha256_hex, tempdir,
+};
 use serde_json::Value;
 
 /// Every complete JSON line of `path` (a file sink's output), checked against the schema.
@@ -60,17 +62,15 @@ fn a_daemon_killed_during_a_write_storm_reports_every_change_once() {
     let (watched, state) = (root.join("watched"), root.join("state"));
     fs::create_dir(&watched).expect("mkdir");
     let events = root.join("events.json");
-    let config = root.join("fim.toml");
-    fs::write(
-        &config,
-        format!(
-            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{:?}]\n\n\
-             [sinks.archive]\ntype = \"file\"\npath = {:?}\n",
-            watched.display().to_string(),
+    let config = config_with_sinks(
+        &root,
+        &watched,
+        "",
+        &format!(
+            "[sinks.archive]\ntype = \"file\"\npath = {:?}\n",
             events.display().to_string()
         ),
-    )
-    .expect("configuration");
+    );
     let mut d = start(&config, &state);
     d.wait_log("baseline built", Duration::from_secs(60));
 
@@ -234,18 +234,16 @@ fn receiver_down_for_ten_thousand_events(restart: bool) {
     };
     let (watched, state) = (root.join("watched"), root.join("state"));
     fs::create_dir(&watched).expect("mkdir");
-    let config = root.join("fim.toml");
-    fs::write(
-        &config,
-        format!(
-            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{:?}]\n\n\
-             [sinks.console]\ntype = \"stdout\"\n\n\
+    let config = config_with_sinks(
+        &root,
+        &watched,
+        "",
+        &format!(
+            "[sinks.console]\ntype = \"stdout\"\n\n\
              [sinks.siem]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\ntransport = \"tcp\"\n",
-            watched.display().to_string(),
             rsyslog.tcp
         ),
-    )
-    .expect("configuration");
+    );
     let write = |from: usize, to: usize| {
         for i in from..to {
             fs::write(watched.join(format!("f{i}")), b"x").expect("write");

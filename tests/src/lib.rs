@@ -620,3 +620,18 @@ macro_rules! per_sensor {
         }
     };
 }
+
+/// Writes `root/fim.toml`: no scheduled rescan, rule `w` on `watched` (with `rule_extra`
+/// keys), and the sinks in `sinks` (TOML tables); returns its path.
+pub fn config_with_sinks(root: &Path, watched: &Path, rule_extra: &str, sinks: &str) -> PathBuf {
+    let config = root.join("fim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nrescan_interval = \"0\"\n\n[[rule]]\nname = \"w\"\npaths = [{:?}]\n{rule_extra}\n{sinks}",
+            watched.display().to_string()
+        ),
+    )
+    .expect("configuration");
+    config
+}
