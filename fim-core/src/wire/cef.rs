@@ -17,17 +17,7 @@ use serde::{
     Deserialize, Deserializer,
     de::{MapAccess, SeqAccess, Visitor},
 };
-use serde_json::Value;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-
-/// The CEF severity (0..=10) of an event: from its rules' severity (low 3, medium 5, high
-/// 8, critical 10), a gap or a rate limit's summary 5, anything else 1.
-pub fn severity(doc: &Value) -> u8 {
-    cef_severity(
-        doc["event"]["action"].as_str().unwrap_or_default(),
-        doc["event"]["severity"].as_u64(),
-    )
-}
 
 /// A short name for what happened.
 fn name(action: &str) -> &'static str {
@@ -345,11 +335,6 @@ struct Technique<'a> {
     id: Text<'a>,
 }
 
-/// The CEF line of ECS document `doc`.
-pub fn from_ecs(doc: &Value) -> String {
-    Doc::deserialize(doc).map_or_else(|_| from_doc(&Doc::default()), |d| from_doc(&d))
-}
-
 /// The CEF line of the ECS document `json` (one rendered event), read without building a
 /// JSON tree: only the fields CEF carries are looked at.
 pub fn from_json(json: &[u8]) -> serde_json::Result<String> {
@@ -365,7 +350,10 @@ pub fn from_json_at(json: &[u8], time_unix_ns: i128) -> serde_json::Result<Strin
     Ok(from_doc(&doc))
 }
 
-fn cef_severity(action: &str, ecs: Option<u64>) -> u8 {
+/// The CEF severity (0..=10) of an event with `action` and ECS `event.severity`: from its
+/// rules' severity (low 3, medium 5, high 8, critical 10), a gap or a rate limit's summary
+/// 5, anything else 1.
+fn severity(action: &str, ecs: Option<u64>) -> u8 {
     if let "gap" | "suppressed" = action {
         return 5;
     }
@@ -386,7 +374,7 @@ fn from_doc(doc: &Doc<'_>) -> String {
         header_escape(version),
         header_escape(action),
         header_escape(name(action)),
-        cef_severity(action, doc.event.severity)
+        severity(action, doc.event.severity)
     );
     let file = &doc.file;
     let before = &doc.fim.before;
@@ -480,7 +468,7 @@ fn from_doc(doc: &Doc<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -506,7 +494,7 @@ mod tests {
             "user": {"id": "0"},
             "rule": {"name": "etc", "id": "etc"}
         });
-        let line = from_ecs(&doc);
+        let line = from_json(&serde_json::to_vec(&doc).expect("JSON")).expect("parses");
         assert_eq!(
             line,
             "CEF:0|fim|fim|0.1.0|rename|File renamed|8|rt=1796040000123 act=rename \
@@ -541,6 +529,6 @@ mod tests {
                 .contains("filePath=/etc/\"q\"\\\\é\\n "),
             "escaped characters come back as they were, then CEF-escaped"
         );
-        assert_eq!(severity(&json!({"event": {"action": "gap"}})), 5);
+        assert_eq!(severity("gap", None), 5);
     }
 }

@@ -106,11 +106,13 @@ const COMMIT_LATENCY: Duration = Duration::from_millis(1);
 const LARGE_TRANSACTION: u64 = 4096;
 
 /// An [`Output`] that sends the events of each commit, as they are, to a channel (tests).
+#[cfg(test)]
 pub struct ChannelOutput {
     tx: flume::Sender<Vec<FileEvent>>,
     staged: Vec<FileEvent>,
 }
 
+#[cfg(test)]
 impl ChannelOutput {
     /// Sends to `tx`.
     pub fn new(tx: flume::Sender<Vec<FileEvent>>) -> Self {
@@ -121,6 +123,7 @@ impl ChannelOutput {
     }
 }
 
+#[cfg(test)]
 impl Output for ChannelOutput {
     fn stage(&mut self, events: Vec<FileEvent>, _: &mut Baseline) -> Result<(), BaselineError> {
         self.staged.extend(events);

@@ -334,6 +334,7 @@ impl Fanout {
 
     /// Numbers, renders and hands `events` to every sink at once (no outbox). Returns
     /// whether any sink is left.
+    #[cfg(test)]
     pub fn deliver(&mut self, events: Vec<FileEvent>) -> bool {
         let stamped = self.number(events);
         let records = self.render(&stamped);
