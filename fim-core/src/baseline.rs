@@ -56,6 +56,14 @@ pub enum BaselineError {
     /// SQLite failed.
     #[error("baseline database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The outbox's segments cannot be written or read.
+    #[error("outbox `{path}`: {source}")]
+    Outbox {
+        /// Its directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Whether this handle may write.
@@ -72,8 +80,8 @@ pub struct Baseline {
     pub(crate) conn: Connection,
     in_tx: bool,
     writes: u64,
-    /// Where the outbox's next row starts, once read ([`crate::outbox`]).
-    pub(crate) outbox_end: Option<i64>,
+    /// The outbox, for a writer ([`crate::outbox`]).
+    pub(crate) outbox: Option<crate::outbox::Writer>,
     _lock: Option<File>,
 }
 
@@ -262,8 +270,7 @@ impl Baseline {
                     xattrs BLOB, sha256 BLOB, note TEXT) WITHOUT ROWID;
                  CREATE INDEX IF NOT EXISTS entries_by_inode ON entries (ino, dev_major, dev_minor);
                  INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');
-                 {}",
-                crate::outbox::SCHEMA
+                 DROP TABLE IF EXISTS outbox;"
             ))?;
         }
         let found: i64 = conn
@@ -280,13 +287,17 @@ impl Baseline {
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS seen (path BLOB PRIMARY KEY) WITHOUT ROWID;",
         )?;
-        Ok(Self {
+        let mut baseline = Self {
             conn,
             in_tx: false,
             writes: 0,
-            outbox_end: None,
+            outbox: None,
             _lock: lock,
-        })
+        };
+        if access == Access::Write {
+            baseline.open_outbox(state_dir)?;
+        }
+        Ok(baseline)
     }
 
     pub(crate) fn tx(&mut self) -> Result<(), BaselineError> {
@@ -306,6 +317,7 @@ impl Baseline {
     /// Makes every change so far durable.
     pub fn commit(&mut self) -> Result<(), BaselineError> {
         if self.in_tx {
+            self.flush_outbox()?;
             self.conn.execute_batch("COMMIT")?;
             self.in_tx = false;
         }

@@ -294,10 +294,7 @@ pub async fn run(
 
 /// The last sequence the outbox in `state_dir` handed out (0: no baseline yet).
 fn last_sequence(state_dir: &std::path::Path) -> Result<u64, EngineError> {
-    if !state_dir.join(fim_core::baseline::DB_FILE).exists() {
-        return Ok(0);
-    }
-    Ok(fim_core::outbox::OutboxReader::open(state_dir)?.last_sequence()?)
+    Ok(fim_core::outbox::last_sequence(state_dir)?)
 }
 
 /// The exact watch-set check of `batch` (emptied): the events `watch` covers, each named

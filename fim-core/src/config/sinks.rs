@@ -277,7 +277,7 @@ fn read_sink(
         }
     };
     let mut spool = Spool::default();
-    if let Some(size) = size(&mut t, "spool_max_size", errors) {
+    if let Some(size) = size(&mut t, "spool_max_size", SPOOL_MIN_SIZE, errors) {
         spool.max_size = size;
     }
     t.finish(errors);
@@ -290,7 +290,17 @@ fn read_sink(
 }
 
 /// A size key: bytes, or a string with its unit.
-fn size(t: &mut Table<'_, '_>, key: &'static str, errors: &mut Vec<ConfigError>) -> Option<u64> {
+/// The smallest spool cap: the outbox lets old events go a segment at a time
+/// ([`crate::outbox::SEGMENT_SIZE`]), so a cap is kept to within one segment.
+pub const SPOOL_MIN_SIZE: u64 = 16 * crate::outbox::SEGMENT_SIZE;
+
+/// A size of at least `min` bytes.
+fn size(
+    t: &mut Table<'_, '_>,
+    key: &'static str,
+    min: u64,
+    errors: &mut Vec<ConfigError>,
+) -> Option<u64> {
     let value = t.take(key)?;
     let parsed = match value.get_ref() {
         DeValue::Integer(i) => {
@@ -302,6 +312,14 @@ fn size(t: &mut Table<'_, '_>, key: &'static str, errors: &mut Vec<ConfigError>)
     match parsed {
         Ok(0) => {
             errors.push(t.error_at(key, value.span(), "must be larger than 0"));
+            None
+        }
+        Ok(n) if n < min => {
+            errors.push(t.error_at(
+                key,
+                value.span(),
+                format!("must be at least {}", render_size(min)),
+            ));
             None
         }
         Ok(n) => Some(n),
@@ -355,7 +373,7 @@ fn read_file(t: &mut Table<'_, '_>, errors: &mut Vec<ConfigError>) -> Option<Sin
     if path.is_none() && !t.was_used("path") {
         errors.push(t.error_here("a file sink needs its `path`"));
     }
-    let max_size = size(t, "max_size", errors);
+    let max_size = size(t, "max_size", 1, errors);
     let keep = count(t, "keep", u64::from(MAX_KEEP), errors).map_or(5, |n| n as u32);
     Some(SinkKind::File {
         path: path?,

@@ -164,6 +164,7 @@ api_key_env = \"K\"
 [sinks.e]
 type = \"stdout\"
 colour = true
+spool_max_size = \"1 MiB\"
 
 [sinks.\"bad name\"]
 type = \"stdout\"
@@ -186,9 +187,10 @@ path = \"/x\"
         (19, "sinks.d"),
         (21, "sinks.d.url"),
         (27, "sinks.e.colour"),
-        (29, "sinks.bad name"),
-        (32, "sinks.f"),
-        (33, "sinks.f.path"),
+        (28, "sinks.e.spool_max_size"),
+        (30, "sinks.bad name"),
+        (33, "sinks.f"),
+        (34, "sinks.f.path"),
     ];
     assert_eq!(
         got,
