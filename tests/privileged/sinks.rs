@@ -479,10 +479,11 @@ fn splunk_hec_gets_one_object_per_event_and_a_refused_event_does_not_hold_the_re
     let (_guard, root) = tempdir();
     let watched = root.join("watched");
     fs::create_dir(&watched).expect("mkdir");
-    // Busy the first time; then it refuses an event whose path holds "bad" by its number,
-    // having indexed those before it.
+    // Busy the first time, and right after each refusal; otherwise it refuses an event
+    // whose path holds "bad" by its number, having indexed those before it. HEC does not
+    // deduplicate: a retry must not send again what it indexed.
     let hec = fim_tests::receivers::HttpReceiver::start(|req, before| {
-        if before.is_empty() {
+        if hec_busy(before) {
             return (503, r#"{"text":"Server is busy","code":9}"#.into());
         }
         let text = String::from_utf8_lossy(&req.body).into_owned();
@@ -522,7 +523,13 @@ fn splunk_hec_gets_one_object_per_event_and_a_refused_event_does_not_hold_the_re
         "the refused event is logged with the receiver's reason: {log}"
     );
     let mut indexed = Vec::new();
-    for (i, r) in hec.requests().iter().enumerate() {
+    let requests = hec.requests();
+    assert!(
+        (1..requests.len()).any(|i| hec_busy(&requests[..i]) && i > 1),
+        "a request after a refusal was answered busy: {} requests",
+        requests.len()
+    );
+    for (i, r) in requests.iter().enumerate() {
         assert_eq!(r.path, "/services/collector/event");
         assert_eq!(r.header("authorization"), Some("Splunk 12345678-abcd"));
         assert_eq!(r.header("content-encoding"), None, "gzip = false");
@@ -541,7 +548,7 @@ fn splunk_hec_gets_one_object_per_event_and_a_refused_event_does_not_hold_the_re
         // What the receiver indexed: all of a successful request; before the refused one
         // of a refused request; nothing of the busy first one.
         let took = match text.lines().position(is_bad) {
-            _ if i == 0 => 0,
+            _ if hec_busy(&requests[..i]) => 0,
             Some(n) => n,
             None => objects.len(),
         };
@@ -554,6 +561,72 @@ fn splunk_hec_gets_one_object_per_event_and_a_refused_event_does_not_hold_the_re
     let (bad, good) = split_bad(&seen);
     assert!(!bad.is_empty());
     assert_eq!(indexed, good, "every other event once, in order");
+}
+
+/// Whether the test's HEC receiver answers busy after the requests `before`: to the first
+/// request, and to the one after a refusal (a request holding a `bad-*` event that it did
+/// not answer busy).
+fn hec_busy(before: &[fim_tests::receivers::Request]) -> bool {
+    match before.split_last() {
+        None => true,
+        Some((last, earlier)) => {
+            !hec_busy(earlier) && String::from_utf8_lossy(&last.body).lines().any(is_bad)
+        }
+    }
+}
+
+#[test]
+fn a_receiver_that_takes_no_request_that_large_gets_smaller_ones_and_every_event_once() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, root) = tempdir();
+    let watched = root.join("watched");
+    fs::create_dir(&watched).expect("mkdir");
+    // A webhook that answers 413 to a request of more than 3 events, and takes the rest.
+    let hook = fim_tests::receivers::HttpReceiver::start(|req, _| {
+        let docs: Vec<Value> = serde_json::from_slice(&req.body).expect("a JSON array");
+        if docs.len() > 3 {
+            (413, "Request Entity Too Large".into())
+        } else {
+            (200, "{}".into())
+        }
+    });
+    let names: Vec<String> = (0..12).map(|i| format!("f{i}")).collect();
+    let (seen, log) = run_with_sink(
+        &root,
+        &watched,
+        &format!(
+            "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/in\"\n\
+             batch_events = 16\nbatch_wait = \"2s\"\ngzip = false\n",
+            hook.port
+        ),
+        &names,
+    );
+    assert!(
+        log.contains("(HTTP 413): sending at most"),
+        "the smaller requests are logged: {log}"
+    );
+    let mut took = Vec::new();
+    for r in hook.requests() {
+        let docs: Vec<Value> = serde_json::from_slice(&r.body).expect("a JSON array");
+        if docs.len() <= 3 {
+            took.extend(
+                docs.iter()
+                    .map(|d| d["event"]["id"].as_str().expect("id").to_owned()),
+            );
+        }
+    }
+    let all: Vec<String> = seen
+        .iter()
+        .map(|v| v["event"]["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert!(
+        all.len() >= 24,
+        "create and close_write of 12 files: {}",
+        all.len()
+    );
+    assert_eq!(took, all, "every event once, in order");
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! one that refuses an event for good (a mapping conflict, an invalid field) has it logged
 //! and counted, not retried. Events a receiver already took are not sent again: the sink
 //! remembers how far a delivery got, and Elasticsearch, which gets `event.id` as `_id`,
-//! answers a resent event with 409, which counts as stored.
+//! answers a resent event with 409, which counts as stored. A receiver that answers that a
+//! request is too large (HTTP 413) gets requests half the size from then on; an event too
+//! large on its own is refused.
 
 use std::{io::Write, sync::Arc, time::Duration};
 
@@ -17,6 +19,7 @@ use fim_core::{
     outbox::Record,
     wire::{elastic, splunk},
 };
+use log::warn;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use super::{Batch, Failure, Sink, SinkError};
@@ -52,7 +55,22 @@ pub struct HttpSink {
     /// already took, and which of those it refused: a retry of the same delivery goes on
     /// from there.
     progress: Option<(uuid::Uuid, usize, Vec<String>)>,
+    /// Events in one request, at most: `batch_events`, halved each time the receiver
+    /// answers that a request is too large (HTTP 413).
+    request_events: usize,
     body: Vec<u8>,
+}
+
+/// What became of one request.
+enum Sent {
+    /// The receiver settled its first `settled` events (took them, or refused those in
+    /// `refused` for good, each with why); the rest go in the next request.
+    Settled {
+        settled: usize,
+        refused: Vec<String>,
+    },
+    /// HTTP 413: the request was larger than the receiver takes, and nothing was taken.
+    TooLarge,
 }
 
 /// The value of `secret`.
@@ -144,6 +162,7 @@ impl HttpSink {
             authorization,
             index: config.index.clone(),
             batch_events: config.batch_events.max(1),
+            request_events: config.batch_events.max(1),
             batch_wait: config.batch_wait,
             gzip: config.gzip,
             agent,
@@ -225,9 +244,8 @@ impl HttpSink {
         Ok((status, text))
     }
 
-    /// Sends `events` in one request. `Ok(refused)`: the receiver has them all but the
-    /// refused ones (each with why).
-    fn send(&mut self, events: &[&Record]) -> Result<Vec<String>, Failure> {
+    /// Sends `events` in one request: what the receiver settled, or why to try again.
+    fn send(&mut self, events: &[&Record]) -> Result<Sent, Failure> {
         let fatal = |name: &str, e| {
             Failure::Fatal(SinkError::Io {
                 sink: name.to_owned(),
@@ -237,10 +255,23 @@ impl HttpSink {
         };
         self.build_body(events).map_err(|e| fatal(&self.name, e))?;
         let (status, text) = self.post().map_err(Failure::Retry)?;
+        if status == 413 {
+            return Ok(Sent::TooLarge);
+        }
+        let all = |refused| Sent::Settled {
+            settled: events.len(),
+            refused,
+        };
+        let each = |why: &str| -> Vec<String> {
+            events
+                .iter()
+                .map(|e| format!("event {}: {why}", e.id))
+                .collect()
+        };
         match self.api {
             Api::Elasticsearch => match elastic::answer(status, &text, events.len()) {
                 elastic::Answer::Retry(why) => Err(Failure::Retry(why)),
-                elastic::Answer::Refused(why) => Err(Failure::Reject(why)),
+                elastic::Answer::Refused(why) => Ok(all(each(&why))),
                 elastic::Answer::Items(items) => {
                     // A retry resends them all: the stored ones answer 409.
                     if let Some(elastic::Item::Retry(why)) =
@@ -248,41 +279,35 @@ impl HttpSink {
                     {
                         return Err(Failure::Retry(why.clone()));
                     }
-                    Ok(items
+                    Ok(all(items
                         .into_iter()
                         .zip(events)
                         .filter_map(|(item, ev)| match item {
                             elastic::Item::Refused(why) => Some(format!("event {}: {why}", ev.id)),
                             _ => None,
                         })
-                        .collect())
+                        .collect()))
                 }
             },
             Api::SplunkHec => match splunk::answer(status, &text) {
-                splunk::Answer::Indexed => Ok(Vec::new()),
+                splunk::Answer::Indexed => Ok(all(Vec::new())),
                 splunk::Answer::Retry(why) => Err(Failure::Retry(why)),
-                splunk::Answer::Refused(why) => Err(Failure::Reject(why)),
-                splunk::Answer::RefusedAt(n, why) if n < events.len() => {
-                    // Those before it are indexed; it is refused; the rest go again.
-                    let refused = format!("event {}: {why}", events[n].id);
-                    let rest: Vec<&Record> = events[n + 1..].to_vec();
-                    let mut more = if rest.is_empty() {
-                        Vec::new()
-                    } else {
-                        self.send(&rest)?
-                    };
-                    more.insert(0, refused);
-                    Ok(more)
-                }
-                splunk::Answer::RefusedAt(_, why) => Err(Failure::Reject(why)),
+                splunk::Answer::Refused(why) => Ok(all(each(&why))),
+                // Those before it are indexed, it is refused; the rest go in the next
+                // request (HEC does not deduplicate: they must not be sent again).
+                splunk::Answer::RefusedAt(n, why) if n < events.len() => Ok(Sent::Settled {
+                    settled: n + 1,
+                    refused: vec![format!("event {}: {why}", events[n].id)],
+                }),
+                splunk::Answer::RefusedAt(_, why) => Ok(all(each(&why))),
             },
             Api::Webhook => match status {
-                200..=299 => Ok(Vec::new()),
+                200..=299 => Ok(all(Vec::new())),
                 s if elastic::retryable(s) => Err(Failure::Retry(format!("HTTP {s}"))),
-                s => Err(Failure::Reject(format!(
+                s => Ok(all(each(&format!(
                     "HTTP {s}: {}",
                     text.chars().take(300).collect::<String>()
-                ))),
+                )))),
             },
         }
     }
@@ -307,19 +332,37 @@ impl Sink for HttpSink {
             _ => (0, Vec::new()),
         };
         while done < events.len() {
-            let end = (done + self.batch_events).min(events.len());
+            let end = (done + self.request_events).min(events.len());
             let chunk: Vec<&Record> = events[done..end].to_vec();
             match self.send(&chunk) {
-                Ok(r) => refused.extend(r),
-                Err(Failure::Reject(why)) => {
-                    refused.extend(chunk.iter().map(|e| format!("event {}: {why}", e.id)));
+                Ok(Sent::Settled {
+                    settled,
+                    refused: r,
+                }) => {
+                    refused.extend(r);
+                    done += settled.max(1);
+                }
+                Ok(Sent::TooLarge) if chunk.len() > 1 => {
+                    self.request_events = chunk.len() / 2;
+                    warn!(
+                        "sink {}: the receiver takes no request of {} events (HTTP 413): sending at most {} per request from now on",
+                        self.name,
+                        chunk.len(),
+                        self.request_events
+                    );
+                }
+                Ok(Sent::TooLarge) => {
+                    refused.push(format!(
+                        "event {}: HTTP 413: larger than the receiver takes on its own",
+                        chunk[0].id
+                    ));
+                    done += 1;
                 }
                 Err(e) => {
                     self.progress = Some((first, done, refused));
                     return Err(e);
                 }
             }
-            done = end;
         }
         if refused.is_empty() {
             Ok(())
