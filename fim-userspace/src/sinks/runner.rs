@@ -87,6 +87,7 @@ pub struct Spool {
     /// The last sequence committed to the outbox.
     head: Arc<AtomicU64>,
     path: PathBuf,
+    /// The cursor to record: what was delivered, less what the receiver may yet lose.
     cursor: u64,
     /// The cursor as last written to its file: the outbox keeps what follows it.
     recorded: Arc<AtomicU64>,
@@ -171,11 +172,12 @@ impl Spool {
         self.head.load(Ordering::Acquire)
     }
 
-    /// What follows the cursor up to `upto`, read back from the outbox; a gap event first
-    /// when the outbox no longer holds what follows the cursor (the cap let it go).
+    /// What follows sequence `after` (delivered) up to `upto`, read back from the outbox;
+    /// a gap event first when the outbox no longer holds what follows it (the cap let it go).
     fn read_back(
         &mut self,
         name: &str,
+        after: u64,
         upto: u64,
         telemetry: &Telemetry,
     ) -> Result<Batch, SinkError> {
@@ -191,22 +193,22 @@ impl Spool {
                 ),
         };
         let rows = reader
-            .read(self.cursor, upto, READ_BACK)
+            .read(after, upto, READ_BACK)
             .map_err(|e| SinkError::Setup {
                 sink: name.to_owned(),
                 what: format!("reading the outbox: {e}"),
             })?;
         let first = rows.first().map_or(upto + 1, |r| r.sequence);
         let mut batch = Vec::with_capacity(rows.len() + 1);
-        if first > self.cursor + 1 {
-            let lost = first - self.cursor - 1;
+        if first > after + 1 {
+            let lost = first - after - 1;
             telemetry.emit(Internal::SinkDropped {
                 sink: name,
                 events: lost,
             });
             error!(
                 "sink {name}: {lost} events (sequences {} to {}) were let go: its spool reached its size cap; a gap event says so",
-                self.cursor + 1,
+                after + 1,
                 first - 1
             );
             batch.push(self.gap(first - 1, lost));
@@ -326,8 +328,7 @@ pub fn run(
             let next = batches.first().and_then(|b| b.first()).map(|r| r.sequence);
             let upto = next.map_or(s.head(), |n| n - 1);
             if upto > cursor {
-                s.cursor = cursor;
-                batches = vec![s.read_back(&name, upto, &telemetry)?];
+                batches = vec![s.read_back(&name, cursor, upto, &telemetry)?];
             }
         }
         if batches.iter().all(|b| b.is_empty()) {
