@@ -27,3 +27,13 @@ pub const CONFIG_FILE: &str = "/etc/fim/fim.toml";
 /// The configuration file read when `--config` does not name one (if it exists).
 #[cfg(not(unix))]
 pub const CONFIG_FILE: &str = r"C:\ProgramData\fim\fim.toml";
+
+/// Where the metrics endpoint listens (`[metrics] address`).
+pub const METRICS_ADDRESS: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9478),
+);
+/// A sink failing this long makes the daemon unhealthy.
+pub const SINK_FAILING_AFTER: Duration = Duration::from_secs(300);
+/// A sensor that has not read what the kernel holds for it this long makes the daemon
+/// unhealthy.
+pub const SENSOR_STALL_AFTER: Duration = Duration::from_secs(60);

@@ -26,12 +26,14 @@ use toml::{
 use crate::{attrs::Attr, defaults, event::Action, watch};
 
 mod doc;
+mod metrics;
 mod render;
 mod rule;
 mod sinks;
 #[cfg(test)]
 mod tests;
 
+pub use metrics::Metrics;
 pub use rule::{OPERATION_GROUPS, Rule, homes_from_passwd, parse_rate};
 pub use sinks::{
     DEFAULT_FACILITY, Http, Payload, SINK_TYPES, Secret, SinkConfig, SinkKind, Spool, Syslog, Tls,
@@ -171,6 +173,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Where events go (none: standard output).
     pub sinks: Vec<SinkConfig>,
+    /// The metrics endpoint and health verdicts.
+    pub metrics: Metrics,
 }
 
 /// The built-in rule's name.
@@ -243,6 +247,7 @@ impl Config {
             daemon: Daemon::default(),
             rules: crate::builtin::rules(),
             sinks: Vec::new(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -278,6 +283,7 @@ impl Config {
             daemon: Daemon::default(),
             rules: Vec::new(),
             sinks: Vec::new(),
+            metrics: Metrics::default(),
         };
         // Every rule's name with its line and place, valid rule or not, for the duplicate
         // check.
@@ -287,6 +293,9 @@ impl Config {
         }
         if let Some(sinks) = top.table("sinks", &mut errors) {
             config.sinks = sinks::read_sinks(sinks, &mut errors);
+        }
+        if let Some(table) = top.table("metrics", &mut errors) {
+            config.metrics = metrics::read_metrics(table, &mut errors);
         }
         match top.take("rule") {
             None => {

@@ -66,6 +66,7 @@ impl Config {
              log_level = \"{}\"",
             d.log_level.as_str().to_lowercase()
         );
+        metrics::render_metrics(&self.metrics, &mut out);
         for rule in &self.rules {
             out.push_str(
                 "\n# A rule: a name unique among the rules, and the absolute paths it watches:\n\

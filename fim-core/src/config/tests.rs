@@ -42,8 +42,50 @@ fn any_configuration_round_trips_through_its_rendering() {
             Rule::new("second", vec!["/srv".into()]),
         ],
         sinks: every_kind_of_sink(),
+        metrics: Metrics {
+            address: Some("[::1]:19478".parse().expect("address")),
+            sink_failing_after: Duration::from_secs(90),
+            sensor_stall_after: Duration::from_secs(20),
+        },
     };
     assert_eq!(Config::parse(&config.render()), Ok(config));
+    let off = Config {
+        metrics: Metrics {
+            address: None,
+            ..Metrics::default()
+        },
+        ..Config::builtin()
+    };
+    assert_eq!(Config::parse(&off.render()), Ok(off));
+}
+
+#[test]
+fn each_metrics_problem_is_reported_with_its_key_and_line() {
+    let text = "\
+[metrics]
+address = \"localhost\"
+sink_failing_after = \"0s\"
+sensor_stall_after = 5
+port = 1
+
+[[rule]]
+name = \"etc\"
+paths = [\"/etc\"]
+";
+    let got: Vec<(usize, String)> = errors_of(text)
+        .into_iter()
+        .map(|e| (e.line, e.key))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "metrics.address"),
+            (3, "metrics.sink_failing_after"),
+            (4, "metrics.sensor_stall_after"),
+            (5, "metrics.port"),
+        ]
+        .map(|(l, k)| (l, k.to_owned()))
+    );
 }
 
 /// One sink of each type, with every key set.
