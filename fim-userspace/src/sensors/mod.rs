@@ -165,7 +165,22 @@ impl Sensor {
             SensorKind::Auto => Self::auto(watch, state_dir, t)?,
         };
         crate::memory::give_back();
+        let (name, tier) = sensor.info();
+        telemetry.emit(fim_core::telemetry::Internal::SensorInUse { sensor: name, tier });
         Ok(sensor)
+    }
+
+    /// What is in use, as `fim_sensor_info` names it: the sensor (`ebpf`, `fanotify`,
+    /// `ebpf+fanotify` for the tracepoint tier with its witness, `fanotify+process-table`
+    /// for fanotify with the eBPF process table) and the eBPF tier for file events (`none`).
+    pub fn info(&self) -> (&'static str, &'static str) {
+        let tier = |s: &ebpf::EbpfSensor| s.name().strip_prefix("ebpf-").unwrap_or("none");
+        match self {
+            Self::Ebpf(s) => ("ebpf", tier(s)),
+            Self::Witnessed { events, .. } => ("ebpf+fanotify", tier(events)),
+            Self::Fanotify(_) => ("fanotify", "none"),
+            Self::Auto { .. } => ("fanotify+process-table", "none"),
+        }
     }
 
     /// Where the kernel allows the LSM or fentry tier, eBPF alone: kernel objects, io_uring,
@@ -264,6 +279,25 @@ impl Sensor {
     }
 }
 
+/// Says when a sensor's loop last turned ([`fim_core::telemetry::SENSOR_LAST_TURN`]), at
+/// most once a second: what `/health` reads to tell a stalled sensor.
+#[derive(Default)]
+pub struct Heartbeat {
+    last: u64,
+}
+
+impl Heartbeat {
+    /// The loop turned.
+    pub fn beat(&mut self, telemetry: &Telemetry) {
+        let now = fim_core::event::unix_now_ns() / 1_000_000_000;
+        let now = u64::try_from(now).unwrap_or(0);
+        if now != self.last {
+            self.last = now;
+            telemetry.emit(fim_core::telemetry::Internal::SensorTurned { unix_seconds: now });
+        }
+    }
+}
+
 /// Begins a round of `merger` and gives it what the ring holds; returns how many records
 /// were read (process records included).
 fn drain_round(
@@ -299,7 +333,10 @@ async fn run_witnessed(
         .map_err(|e| SensorError::Ebpf(ebpf::EbpfError::Ticker(e)))?;
     let (mut drained, mut read) = (Vec::new(), Vec::new());
     let mut batched = false;
+    let mut heartbeat = Heartbeat::default();
+    let telemetry = events.telemetry();
     loop {
+        heartbeat.beat(&telemetry);
         let waiting = merger.waiting();
         let stopping = tokio::select! {
             () = shutdown.cancelled() => true,

@@ -1003,6 +1003,11 @@ impl EbpfSensor {
         self.name
     }
 
+    /// Where it counts.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
+    }
+
     /// Routes process records (exec/fork/exit) into `table`.
     pub fn with_process_table(mut self, table: Arc<Mutex<ProcTable>>) -> Self {
         self.procs = Some(table);
@@ -1089,7 +1094,9 @@ impl EbpfSensor {
             crate::sensors::ticker::Ticker::new(DROP_CHECK_INTERVAL).map_err(EbpfError::Ticker)?;
         let mut ready = Vec::new();
         let mut batched = false;
+        let mut heartbeat = crate::sensors::Heartbeat::default();
         loop {
+            heartbeat.beat(&self.telemetry);
             let stopping = tokio::select! {
                 () = shutdown.cancelled() => true,
                 () = self.readable(), if !batched => false,

@@ -484,7 +484,9 @@ impl FanotifySensor {
             .map_err(FanotifyError::Ticker)?;
         let mut events = Vec::new();
         let mut more = false;
+        let mut heartbeat = crate::sensors::Heartbeat::default();
         loop {
+            heartbeat.beat(&self.telemetry);
             let stopping = tokio::select! {
                 _ = shutdown.cancelled() => true,
                 r = Self::readable(&reader), if !more => {
