@@ -159,6 +159,18 @@ pub enum NotHashed {
 }
 
 impl NotHashed {
+    /// Its reason as a metric label (`None`: not final, the digest follows).
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Self::TooLarge { .. } => Some("too_large"),
+            Self::Vanished => Some("vanished"),
+            Self::Replaced => Some("replaced"),
+            Self::Deferred => None,
+            Self::Unreadable(_) => Some("unreadable"),
+            Self::ByRule => Some("by_rule"),
+        }
+    }
+
     /// The text reported to users.
     pub fn reason(&self) -> String {
         match self {

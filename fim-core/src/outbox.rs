@@ -506,6 +506,29 @@ impl Baseline {
         Ok(self.outbox_writer().floor(cap))
     }
 
+    /// The bytes of the segments holding events after `sequence`, committed: what a sink
+    /// that recorded `sequence` has yet to deliver, in whole segments.
+    pub fn outbox_bytes_after(&self, sequence: u64) -> Result<u64, BaselineError> {
+        let Some(writer) = self.outbox.as_ref() else {
+            return Ok(0);
+        };
+        if sequence >= self.last_sequence()? {
+            return Ok(0);
+        }
+        let segments: Vec<(u64, u64)> = writer.segments.iter().map(|(f, l)| (*f, *l)).collect();
+        Ok(segments
+            .iter()
+            .enumerate()
+            // A segment's last sequence is one before the next one's first.
+            .filter(|(i, _)| {
+                segments
+                    .get(i + 1)
+                    .is_none_or(|(next, _)| next - 1 > sequence)
+            })
+            .map(|(_, (_, len))| *len)
+            .sum())
+    }
+
     /// Deletes the segments holding nothing after `sequence` (every sink has them, or
     /// gave them up); returns how many.
     pub fn prune_outbox(&mut self, sequence: u64) -> Result<usize, BaselineError> {
@@ -843,6 +866,11 @@ mod tests {
         assert_eq!(b.spool_floor(5 * each).expect("floor"), Some(6));
         // The tail is kept whatever the cap.
         assert_eq!(b.spool_floor(0).expect("floor"), Some(8));
+        assert_eq!(b.outbox_bytes_after(10).expect("bytes"), 0, "all delivered");
+        let tail = segments_in(&dir.path().join(OUTBOX_DIR)).expect("list")[&9];
+        assert_eq!(b.outbox_bytes_after(8).expect("bytes"), tail);
+        assert_eq!(b.outbox_bytes_after(9).expect("bytes"), tail);
+        assert!(b.outbox_bytes_after(0).expect("bytes") > 4 * tail);
         assert_eq!(b.prune_outbox(5).expect("prune"), 2);
         assert_eq!(b.prune_outbox(100).expect("prune"), 2);
         assert_eq!(segment_count(dir.path()), 1);

@@ -36,7 +36,14 @@ const HASH_BUCKETS: &[u64] = &[
 ];
 /// Upper bounds of [`SCAN_DURATION`]'s buckets, in µs: 10 ms to 1 h.
 const SCAN_BUCKETS: &[u64] = &[
-    10_000, 100_000, 1_000_000, 5_000_000, 15_000_000, 60_000_000, 300_000_000, 900_000_000,
+    10_000,
+    100_000,
+    1_000_000,
+    5_000_000,
+    15_000_000,
+    60_000_000,
+    300_000_000,
+    900_000_000,
     3_600_000_000,
 ];
 
@@ -655,9 +662,7 @@ fn steps<'a>(event: Internal<'a>) -> (Step<'a>, Option<Step<'a>>) {
         I::Unenriched => one((UNENRICHED, Labels::none(), Change::Add(1))),
         I::Hashed => one((HASHED, Labels::none(), Change::Add(1))),
         I::ObservationFailed => one((OBSERVE_ERRORS, Labels::none(), Change::Add(1))),
-        I::ScanCompleted { origin } => {
-            one((SCANS, Labels::one(origin.as_str()), Change::Add(1)))
-        }
+        I::ScanCompleted { origin } => one((SCANS, Labels::one(origin.as_str()), Change::Add(1))),
         I::ChangeFound { action } => one((FOUND, Labels::one(action.as_str()), Change::Add(1))),
         I::SinkDelivered { sink, events } => {
             one((SINK_DELIVERED, Labels::one(sink), Change::Add(events)))
@@ -703,7 +708,11 @@ fn steps<'a>(event: Internal<'a>) -> (Step<'a>, Option<Step<'a>>) {
             Change::Set(unix_seconds),
         )),
         I::SinkFailing { sink, since } => (
-            (SINK_FAILING, Labels::one(sink), Change::Set(flag(since.is_some()))),
+            (
+                SINK_FAILING,
+                Labels::one(sink),
+                Change::Set(flag(since.is_some())),
+            ),
             Some((
                 SINK_FAILING_SINCE,
                 Labels::one(sink),

@@ -73,7 +73,8 @@ pub(super) fn render_metrics(m: &Metrics, out: &mut String) {
          sink_failing_after = \"{}\"\n\
          # ...or when its sensor has not read what the kernel holds for it for this long.\n\
          sensor_stall_after = \"{}\"",
-        m.address.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        m.address
+            .map_or_else(|| "off".to_owned(), |a| a.to_string()),
         humantime::format_duration(m.sink_failing_after),
         humantime::format_duration(m.sensor_stall_after),
     );

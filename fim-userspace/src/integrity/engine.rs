@@ -239,6 +239,32 @@ pub struct Engine {
     /// When the sensor's losses were last read unchanged: a gap began after it.
     losses_checked_ns: i128,
     last_commit: Instant,
+    /// The backlog as last counted in telemetry.
+    backlog_said: usize,
+}
+
+/// The bytes read to hash what `hashing` asked for, when `result` is a digest read now (not
+/// one reused from an unchanged file, nor a deferral).
+fn read_to_hash(
+    hashing: Hashing<'_>,
+    result: &Result<Option<Snapshot>, ObserveError>,
+) -> Option<u64> {
+    let Ok(Some(s)) = result else { return None };
+    if !matches!(s.content, Some(fim_core::attrs::Content::Sha256(_))) {
+        return None;
+    }
+    match hashing {
+        Hashing::Defer => None,
+        Hashing::Reuse(Some(k))
+            if k.attrs.ino == s.attrs.ino
+                && k.attrs.size == s.attrs.size
+                && k.attrs.mtime_ns == s.attrs.mtime_ns
+                && k.attrs.ctime_ns == s.attrs.ctime_ns =>
+        {
+            None
+        }
+        _ => Some(s.attrs.size),
+    }
 }
 
 impl Engine {
@@ -259,6 +285,7 @@ impl Engine {
         for i in 0..workers_n {
             let rx = job_rx.clone();
             let tx = done_tx.clone();
+            let t = telemetry.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("fim-hash-{i}"))
                 .spawn(move || {
@@ -266,7 +293,15 @@ impl Engine {
                     for job in rx.iter() {
                         let path = job.keys[0].clone();
                         let hashing = job.hashing();
+                        let started = Instant::now();
                         let result = observe(&path, hashing, &job.limits, &mut scratch);
+                        if let Some(bytes) = read_to_hash(job.hashing(), &result) {
+                            t.emit(Internal::HashTook {
+                                bytes,
+                                micros: u64::try_from(started.elapsed().as_micros())
+                                    .unwrap_or(u64::MAX),
+                            });
+                        }
                         if tx.send(Done { job, result }).is_err() {
                             break;
                         }
@@ -305,8 +340,15 @@ impl Engine {
             repair_wanted: false,
             losses_checked_ns: unix_now_ns(),
             last_commit: Instant::now(),
+            backlog_said: 0,
         };
         let initial = engine.baseline.meta("initialized")?.is_none();
+        if !initial {
+            // Loaded: ready (`fim_baseline_entries` says so); the reconciliation goes on.
+            engine.telemetry.emit(Internal::BaselineEntries {
+                entries: engine.baseline.len()?,
+            });
+        }
         engine.start_scan(Origin::Start, initial);
         Ok(engine)
     }
@@ -344,6 +386,12 @@ impl Engine {
             // being hashed), stop taking events; the sensor's queue holds them, and what it
             // cannot hold is counted there and repaired by a rescan.
             let taking = input_open && self.order.len() < 4 * self.cfg.max_backlog;
+            if self.order.len() != self.backlog_said {
+                self.backlog_said = self.order.len();
+                self.telemetry.emit(Internal::Backlog {
+                    events: self.backlog_said as u64,
+                });
+            }
             let deadline = self.next_deadline();
             enum Msg {
                 Events(Option<Input>),
@@ -858,6 +906,13 @@ impl Engine {
         {
             self.telemetry.emit(Internal::Hashed);
         }
+        if let Some(Some(fim_core::attrs::Content::NotHashed(why))) =
+            after.as_ref().map(|a| &a.content)
+            && matches!(step, Step::Settle)
+            && let Some(reason) = why.label()
+        {
+            self.telemetry.emit(Internal::NotHashed { reason });
+        }
         let mut replaced_target = false;
         let before = match step {
             Step::Move => {
@@ -1078,6 +1133,13 @@ impl Engine {
             }
             run.completed(&mut self.baseline, &self.watch)?;
             self.commit()?;
+            self.telemetry.emit(Internal::ScanTook {
+                origin: run.origin,
+                micros: u64::try_from(run.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
+            self.telemetry.emit(Internal::BaselineEntries {
+                entries: self.baseline.len()?,
+            });
             // A scan's channels and buffers held thousands of entries: give them back.
             crate::memory::give_back();
             self.telemetry

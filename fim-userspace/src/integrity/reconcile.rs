@@ -236,6 +236,11 @@ impl ScanRun {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// How long it has run.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     /// Stops the walk and waits for it.
     pub fn drain(self) {
         self.cancel();

@@ -292,6 +292,11 @@ impl Fanout {
                 action,
                 count,
             });
+            if action == fim_core::event::Action::Gap {
+                for _ in 0..count {
+                    self.telemetry.emit(Internal::GapReported);
+                }
+            }
         }
         for (action, count) in suppressed {
             self.telemetry
@@ -356,6 +361,10 @@ impl Fanout {
                 );
             }
             upto = upto.min(recorded.max(floor));
+            self.telemetry.emit(Internal::SinkSpoolBytes {
+                sink: &share.name,
+                bytes: baseline.outbox_bytes_after(recorded)?,
+            });
         }
         let upto = upto.min(self.head.load(Ordering::Acquire));
         if upto > 0 {

@@ -290,6 +290,8 @@ pub fn run(
     let mut seen_reopen = reopen.generation();
     let mut cursor = spool.as_ref().map_or(0, |s| s.cursor);
     let mut closed = false;
+    // Since when deliveries have failed (s since the epoch), while they do.
+    let mut failing: Option<u64> = None;
     let grace = if spool.is_some() {
         Duration::ZERO
     } else {
@@ -365,6 +367,8 @@ pub fn run(
             &mut closed,
             grace,
             (&reopen, &mut seen_reopen),
+            &telemetry,
+            &mut failing,
         );
         match outcome {
             Ok(()) => {
@@ -443,6 +447,7 @@ pub fn run(
 /// between attempts when asked (a file moved away may be what fails). Gives up with the
 /// last [`Failure::Retry`] only when the queue has closed (the daemon stops) and no attempt
 /// succeeded for [`STOP_GRACE`].
+#[allow(clippy::too_many_arguments)]
 fn deliver_with_retries(
     sink: &mut dyn Sink,
     batches: &[Batch],
@@ -450,9 +455,12 @@ fn deliver_with_retries(
     closed: &mut bool,
     grace: Duration,
     (reopen, seen): (&Reopen, &mut u64),
+    telemetry: &Telemetry,
+    failing: &mut Option<u64>,
 ) -> Result<(), Failure> {
     let mut failures = 0u32;
     let mut stopping_since: Option<Instant> = None;
+    let now = || u64::try_from(fim_core::event::unix_now_ns() / 1_000_000_000).unwrap_or(0);
     loop {
         let why = match sink.deliver(batches) {
             Err(Failure::Retry(why)) => why,
@@ -463,10 +471,32 @@ fn deliver_with_retries(
                         sink.name()
                     );
                 }
+                // The receiver answered: it is up, whatever it made of the events.
+                if failing.take().is_some() {
+                    telemetry.emit(Internal::SinkFailing {
+                        sink: sink.name(),
+                        since: None,
+                    });
+                }
+                if !matches!(other, Err(Failure::Fatal(_) | Failure::Reject(_))) {
+                    telemetry.emit(Internal::SinkSucceeded {
+                        sink: sink.name(),
+                        unix_seconds: now(),
+                    });
+                }
                 return other;
             }
         };
         failures += 1;
+        if failing.is_none() {
+            let since = now();
+            *failing = Some(since);
+            telemetry.emit(Internal::SinkFailing {
+                sink: sink.name(),
+                since: Some(since),
+            });
+        }
+        telemetry.emit(Internal::SinkRetry { sink: sink.name() });
         if failures.is_power_of_two() {
             warn!(
                 "sink {}: delivery failed ({failures} attempt(s)), trying again: {why}",
@@ -563,7 +593,15 @@ mod tests {
         assert_eq!(got[..2], [1, 2]);
         assert!(!got.contains(&5));
         assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
-        use fim_core::telemetry::{SINK_DELIVERED, SINK_FAILED};
+        use fim_core::telemetry::{
+            SINK_DELIVERED, SINK_FAILED, SINK_FAILING, SINK_FAILING_SINCE, SINK_LAST_SUCCESS,
+            SINK_RETRIES,
+        };
+        // Down three times, then up: three retries, and no longer failing.
+        assert_eq!(telemetry.get(SINK_RETRIES, &["flaky"]), 3);
+        assert_eq!(telemetry.get(SINK_FAILING, &["flaky"]), 0);
+        assert_eq!(telemetry.get(SINK_FAILING_SINCE, &["flaky"]), 0);
+        assert!(telemetry.get(SINK_LAST_SUCCESS, &["flaky"]) > 1_700_000_000);
         let delivered = telemetry.get(SINK_DELIVERED, &["flaky"]);
         let failed = telemetry.get(SINK_FAILED, &["flaky"]);
         assert_eq!(delivered, got.len() as u64);
