@@ -22,6 +22,7 @@ pub mod host;
 pub mod integrity;
 #[cfg(target_os = "linux")]
 pub mod memory;
+pub mod metrics;
 #[cfg(target_os = "linux")]
 pub mod packages;
 #[cfg(target_os = "linux")]

@@ -1,0 +1,195 @@
+//! The metrics endpoint: what [`Telemetry`] counts, in Prometheus' text format
+//! (`/metrics`, [`render`]), and the daemon's verdicts on itself: `/ready` once its sensor
+//! is attached and its baseline loaded, `/health` unless its sensor has stalled or a sink
+//! has failed for too long ([`assess`]). [`server`] serves them; `fim status` reads them
+//! ([`status`]).
+//!
+//! The verdicts are read from the same series an operator sees: the sensor says which it
+//! is (`fim_sensor_info`) once attached and when its loop last turned
+//! (`fim_sensor_last_turn_timestamp_seconds`; idle, it wakes every few seconds), the
+//! engine how many entries its baseline holds once loaded (`fim_baseline_entries`), each
+//! sink since when it has been failing (`fim_sink_failing_since_timestamp_seconds`).
+
+pub mod render;
+#[cfg(target_os = "linux")]
+pub mod server;
+pub mod status;
+
+use std::{sync::Arc, time::Duration};
+
+use fim_core::telemetry::{
+    self, BASELINE_ENTRIES, SENSOR_INFO, SENSOR_LAST_TURN, SINK_FAILING_SINCE, Sample, Telemetry,
+};
+
+/// When the daemon calls itself unhealthy (`[metrics]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A sink failing this long.
+    pub sink_failing_after: Duration,
+    /// A sensor loop that has not turned for this long.
+    pub sensor_stall_after: Duration,
+}
+
+impl From<&fim_core::config::Metrics> for Limits {
+    fn from(m: &fim_core::config::Metrics) -> Self {
+        Self {
+            sink_failing_after: m.sink_failing_after,
+            sensor_stall_after: m.sensor_stall_after,
+        }
+    }
+}
+
+/// The daemon's verdicts on itself, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// The sensor is attached and the baseline loaded.
+    pub ready: bool,
+    /// Nothing below.
+    pub healthy: bool,
+    /// Why it is not ready.
+    pub waiting_for: Vec<String>,
+    /// Why it is unhealthy.
+    pub problems: Vec<String>,
+}
+
+/// The verdicts the series `samples` give at `now` (s since the epoch) under `limits`.
+pub fn assess(samples: &[Sample], now: u64, limits: Limits) -> Verdict {
+    let has = |family| samples.iter().any(|s| s.family == family);
+    let mut waiting_for = Vec::new();
+    if !has(SENSOR_INFO) {
+        waiting_for.push("the sensor is not attached yet".to_owned());
+    }
+    if !has(BASELINE_ENTRIES) {
+        waiting_for.push("the baseline is not loaded yet".to_owned());
+    }
+    let mut problems = Vec::new();
+    let stall = limits.sensor_stall_after.as_secs();
+    for s in samples.iter().filter(|s| s.family == SENSOR_LAST_TURN) {
+        let quiet = now.saturating_sub(s.value);
+        if s.value > 0 && quiet > stall {
+            problems.push(format!(
+                "the sensor has not read from the kernel for {quiet} s (more than {stall} s): \
+                 what the kernel holds for it is waiting or being lost"
+            ));
+        }
+    }
+    let failing = limits.sink_failing_after.as_secs();
+    for s in samples.iter().filter(|s| s.family == SINK_FAILING_SINCE) {
+        let since = now.saturating_sub(s.value);
+        if s.value > 0 && since > failing {
+            problems.push(format!(
+                "sink {} has failed to deliver for {since} s (more than {failing} s)",
+                s.labels.first().map_or("?", String::as_str)
+            ));
+        }
+    }
+    Verdict {
+        ready: waiting_for.is_empty(),
+        healthy: problems.is_empty(),
+        waiting_for,
+        problems,
+    }
+}
+
+/// What the endpoint serves from: the daemon's telemetry and the limits of its verdicts.
+pub struct Endpoint {
+    /// Every count.
+    pub telemetry: Arc<Telemetry>,
+    /// When it is unhealthy.
+    pub limits: Limits,
+}
+
+impl Endpoint {
+    /// The verdicts now, also kept in `fim_ready` and `fim_healthy`.
+    pub fn verdict(&self) -> Verdict {
+        let now = u64::try_from(fim_core::event::unix_now_ns() / 1_000_000_000).unwrap_or(0);
+        let v = assess(&self.telemetry.samples(), now, self.limits);
+        self.telemetry.emit(telemetry::Internal::Verdicts {
+            ready: v.ready,
+            healthy: v.healthy,
+        });
+        v
+    }
+
+    /// `/metrics`: every series, with the verdicts current.
+    pub fn metrics(&self) -> String {
+        self.verdict();
+        render::text(&self.telemetry)
+    }
+}
+
+/// The first 48 bits of the SHA-256 of `config` as `fim config default` would write it: a
+/// number that changes when the configuration in force does (exact in a float).
+pub fn config_hash(config: &fim_core::config::Config) -> u64 {
+    let digest = fim_core::hash::sha256(config.render().as_bytes());
+    digest[..6]
+        .iter()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fim_core::telemetry::Internal;
+
+    const LIMITS: Limits = Limits {
+        sink_failing_after: Duration::from_secs(300),
+        sensor_stall_after: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn ready_once_the_sensor_is_attached_and_the_baseline_loaded() {
+        let t = Telemetry::default();
+        let v = assess(&t.samples(), 1_000, LIMITS);
+        assert!(!v.ready && v.healthy);
+        assert_eq!(v.waiting_for.len(), 2);
+        t.emit(Internal::SensorInUse {
+            sensor: "ebpf",
+            tier: "lsm",
+        });
+        assert!(!assess(&t.samples(), 1_000, LIMITS).ready);
+        // An empty baseline is loaded too.
+        t.emit(Internal::BaselineEntries { entries: 0 });
+        let v = assess(&t.samples(), 1_000, LIMITS);
+        assert!(v.ready && v.healthy, "{v:?}");
+    }
+
+    #[test]
+    fn a_stalled_sensor_or_a_sink_failing_too_long_is_unhealthy_and_says_why() {
+        let t = Telemetry::default();
+        t.emit(Internal::SensorTurned {
+            unix_seconds: 1_000,
+        });
+        t.emit(Internal::SinkFailing {
+            sink: "siem",
+            since: Some(900),
+        });
+        // 60 s without a turn and 300 s of failure are still within the limits.
+        assert!(assess(&t.samples(), 1_060, LIMITS).healthy);
+        assert!(assess(&t.samples(), 1_200, LIMITS).healthy == false);
+        let v = assess(&t.samples(), 1_201, LIMITS);
+        assert_eq!(v.problems.len(), 2, "{v:?}");
+        assert!(v.problems[0].contains("not read from the kernel for 201 s"));
+        assert!(v.problems[1].contains("sink siem has failed to deliver for 301 s"));
+        // The sensor turns again, the sink delivers again: healthy.
+        t.emit(Internal::SensorTurned {
+            unix_seconds: 1_200,
+        });
+        t.emit(Internal::SinkFailing {
+            sink: "siem",
+            since: None,
+        });
+        assert!(assess(&t.samples(), 1_201, LIMITS).healthy);
+    }
+
+    #[test]
+    fn the_config_hash_follows_the_configuration() {
+        let builtin = fim_core::config::Config::builtin();
+        let mut other = builtin.clone();
+        other.daemon.hash_quiet = Duration::from_secs(9);
+        let (a, b) = (config_hash(&builtin), config_hash(&other));
+        assert_ne!(a, b);
+        assert!(a < 1 << 48 && b < 1 << 48);
+        assert_eq!(a, config_hash(&fim_core::config::Config::builtin()));
+    }
+}
