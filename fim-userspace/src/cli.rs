@@ -90,6 +90,22 @@ struct RunFlags {
     /// `0`: never (`daemon.rescan_interval`).
     #[arg(long, value_name = "DURATION")]
     rescan_interval: Option<humantime::Duration>,
+    /// Where the metrics endpoint listens, `ADDRESS:PORT`, or `off` (`metrics.address`).
+    #[arg(long, value_name = "ADDRESS|off", value_parser = parse_metrics_address)]
+    metrics_address: Option<MetricsAddress>,
+}
+
+/// `--metrics-address`: an address, or none.
+#[derive(Clone, Copy, Debug)]
+struct MetricsAddress(Option<std::net::SocketAddr>);
+
+fn parse_metrics_address(text: &str) -> Result<MetricsAddress, String> {
+    if text == "off" {
+        return Ok(MetricsAddress(None));
+    }
+    text.parse()
+        .map(|a| MetricsAddress(Some(a)))
+        .map_err(|_| format!("`{text}` is not an address and port (127.0.0.1:9478) or `off`"))
 }
 
 #[derive(Subcommand)]
@@ -109,6 +125,13 @@ enum Command {
         #[command(flatten)]
         args: ReloadArgs,
     },
+    /// A running daemon's state in a few lines (sensor, uptime, events, losses, backlog,
+    /// sinks), read from its metrics endpoint. Exit status 0 when it is healthy and ready,
+    /// 1 when it cannot be reached, 2 when it is unhealthy, 3 while it is not ready yet.
+    Status {
+        #[command(flatten)]
+        args: StatusArgs,
+    },
     /// Build or check the baseline without the daemon.
     Scan {
         #[command(subcommand)]
@@ -119,6 +142,18 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+}
+
+/// Which daemon `fim status` reads: the one whose metrics endpoint is at this address.
+#[derive(Args)]
+struct StatusArgs {
+    /// The daemon's configuration, which names its metrics address (default:
+    /// /etc/fim/fim.toml when it exists, else the built-in configuration).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The metrics endpoint, if `fim run` was given `--metrics-address`.
+    #[arg(long, value_name = "ADDRESS")]
+    address: Option<std::net::SocketAddr>,
 }
 
 /// Which daemon `fim reload` reaches: the one running on the state directory.
@@ -257,6 +292,9 @@ fn effective(common: &Common, flags: &RunFlags) -> Result<(Config, Origin), conf
     if let Some(interval) = flags.rescan_interval {
         d.rescan_interval = Some(std::time::Duration::from(interval)).filter(|i| !i.is_zero());
     }
+    if let Some(MetricsAddress(address)) = flags.metrics_address {
+        config.metrics.address = address;
+    }
     if common.watch.is_empty() {
         resolve(&mut config, &common.root);
     } else {
@@ -350,6 +388,8 @@ pub fn main() -> ExitCode {
                 },
                 reporter: Arc::new(fim_userspace::host::reporter()),
                 reopen: Reopen::default(),
+                metrics: config.metrics.clone(),
+                config_hash: fim_userspace::metrics::config_hash(&config),
             };
             let reloader = Reloader {
                 common,
@@ -358,10 +398,13 @@ pub fn main() -> ExitCode {
                 sinks: config.sinks.clone(),
                 flag_level,
                 generation: 0,
+                metrics: config.metrics,
+                telemetry: Arc::default(),
             };
             run(set, pipeline, cfg, reloader)
         }
         Command::Reload { args } => reload(&args),
+        Command::Status { args } => status(&args),
         Command::Scan { what } => {
             let (common, init) = match what {
                 ScanCommand::Init { common } => (common, true),
@@ -541,8 +584,9 @@ fn run(set: WatchSet, pipeline: Pipeline, cfg: EngineConfig, reloader: Reloader)
             }
         };
         let reopen = pipeline.reopen.clone();
+        let telemetry = reloader.telemetry.clone();
         tokio::spawn(signals.serve(reloader, reload_tx, state_dir.clone(), reopen));
-        daemon::run(set, pipeline, cfg, Arc::default(), reloads, shutdown).await
+        daemon::run(set, pipeline, cfg, telemetry, reloads, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -567,12 +611,26 @@ struct Reloader {
     flag_level: Option<log::LevelFilter>,
     /// Reloads so far.
     generation: u64,
+    /// `[metrics]` in force (a restart applies a change).
+    metrics: config::Metrics,
+    /// Where reloads are counted.
+    telemetry: Arc<fim_core::telemetry::Telemetry>,
 }
 
 impl Reloader {
     /// Reads the configuration again and has the daemon apply it; the outcome as
     /// `fim reload` reports it.
     async fn reload(&mut self, daemon: &tokio::sync::mpsc::Sender<Reload>) -> Result<(), String> {
+        let result = self.reload_once(daemon).await;
+        self.telemetry
+            .emit(fim_core::telemetry::Internal::ConfigReloaded { ok: result.is_ok() });
+        result
+    }
+
+    async fn reload_once(
+        &mut self,
+        daemon: &tokio::sync::mpsc::Sender<Reload>,
+    ) -> Result<(), String> {
         let (common, flags) = (self.common.clone(), self.flags.clone());
         let prepared = tokio::task::spawn_blocking(move || {
             let (config, set, rules) = prepare(&common, &flags)?;
@@ -604,6 +662,13 @@ impl Reloader {
         if config.sinks != self.sinks {
             restart_only.push("`[sinks]`");
         }
+        if config.metrics != self.metrics {
+            restart_only.push("`[metrics]`");
+        }
+        let (hash, roots) = (
+            fim_userspace::metrics::config_hash(&config),
+            update.watch.len() as u64,
+        );
         if !restart_only.is_empty() {
             log::warn!(
                 "reload: {} changed; the running daemon keeps the old value until it is restarted",
@@ -619,6 +684,9 @@ impl Reloader {
             Ok(Ok(())) => {
                 self.running.hash_max_size = new.hash_max_size;
                 self.running.log_level = new.log_level;
+                use fim_core::telemetry::Internal;
+                self.telemetry.emit(Internal::ConfigHash { hash });
+                self.telemetry.emit(Internal::WatchedRoots { roots });
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -731,6 +799,72 @@ fn reload(args: &ReloadArgs) -> ExitCode {
         }
         Ok(Err(why)) => refuse(&[why], EXIT_BAD_CONFIG),
         Err(e) => refuse(&[e.to_string()], 1),
+    }
+}
+
+/// `fim status`.
+fn status(args: &StatusArgs) -> ExitCode {
+    use fim_userspace::metrics::status::{Scrape, summary};
+    let address = match args.address {
+        Some(a) => a,
+        None => match load(args.config.as_deref()) {
+            Ok((config, origin)) => match config.metrics.address {
+                Some(a) => a,
+                None => {
+                    return refuse(
+                        &[format!(
+                            "{origin} turns the metrics endpoint off ([metrics] address = \"off\"): \
+                             there is nothing to read the daemon's state from"
+                        )],
+                        1,
+                    );
+                }
+            },
+            Err(e) => return refuse(&[e.to_string()], EXIT_BAD_CONFIG),
+        },
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str| -> Result<(u16, String), String> {
+        let url = format!("http://{address}{path}");
+        let mut response = agent
+            .get(&url)
+            .call()
+            .map_err(|e| format!("no daemon answers at {url}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("reading {url}: {e}"))?;
+        Ok((status, body))
+    };
+    let answers = get("/metrics").and_then(|m| Ok((m, get("/health")?, get("/ready")?)));
+    let ((status, metrics), health, ready) = match answers {
+        Ok(a) => a,
+        Err(why) => return refuse(&[why], 1),
+    };
+    if status != 200 {
+        return refuse(&[format!("{address}/metrics answered HTTP {status}")], 1);
+    }
+    let now = fim_core::event::unix_now_ns() as f64 / 1e9;
+    let text = summary(
+        &Scrape::parse(&metrics),
+        (health.0, &health.1),
+        (ready.0, &ready.1),
+        &address.to_string(),
+        now,
+    );
+    let printed = emit(&text);
+    if printed != ExitCode::SUCCESS {
+        return printed;
+    }
+    match (health.0, ready.0) {
+        (200, 200) => ExitCode::SUCCESS,
+        (200, _) => ExitCode::from(3),
+        _ => ExitCode::from(2),
     }
 }
 

@@ -53,6 +53,10 @@ pub struct Pipeline {
     pub reopen: Reopen,
     /// The host and agent every event names.
     pub reporter: Arc<fim_core::ecs::Reporter>,
+    /// The metrics endpoint.
+    pub metrics: fim_core::config::Metrics,
+    /// The configuration in force, as `fim_config_hash` shows it.
+    pub config_hash: u64,
 }
 
 /// A new configuration for the running daemon (a live reload): what to watch, what the
@@ -117,6 +121,9 @@ pub enum DaemonError {
     /// A sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The metrics endpoint cannot listen.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::BindError),
     /// A task panicked.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -153,6 +160,34 @@ pub async fn run(
     reloads: mpsc::Receiver<Reload>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    // The endpoint first: a taken port stops the daemon before it begins, and `/ready`
+    // says 503 until the sensor is attached and the baseline loaded.
+    {
+        use telemetry::Internal;
+        telemetry.emit(Internal::Build {
+            version: env!("CARGO_PKG_VERSION"),
+        });
+        telemetry.emit(Internal::ConfigHash {
+            hash: pipeline.config_hash,
+        });
+        telemetry.emit(Internal::WatchedRoots {
+            roots: watch.len() as u64,
+        });
+    }
+    let endpoint_stop = CancellationToken::new();
+    let _endpoint_stops = endpoint_stop.clone().drop_guard();
+    if let Some(address) = pipeline.metrics.address {
+        let listener = crate::metrics::server::bind(address).await?;
+        let endpoint = Arc::new(crate::metrics::Endpoint {
+            telemetry: telemetry.clone(),
+            limits: (&pipeline.metrics).into(),
+        });
+        tokio::spawn(crate::metrics::server::serve(
+            listener,
+            endpoint,
+            endpoint_stop.clone(),
+        ));
+    }
     // Every sink is built first: one that cannot start stops the daemon before it begins.
     let built = pipeline
         .sinks

@@ -267,6 +267,11 @@ impl Daemon {
         if !args.contains(&"--sensor") {
             cmd.args(["--sensor", &tier()]);
         }
+        // Tests run daemons side by side: the metrics endpoint only where a test asks for it
+        // (on a port of its own).
+        if !args.contains(&"--metrics-address") {
+            cmd.args(["--metrics-address", "off"]);
+        }
         // The quiet period after which a file still open for writing is hashed ("modified")
         // is a deadline like the tests' own: stretched in slow guests, where a thread can
         // stall longer than the default 2 s between its open and its close.
