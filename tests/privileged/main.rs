@@ -8,6 +8,7 @@ mod config;
 mod exact;
 mod fanotify;
 mod integrity;
+mod metrics;
 mod ops;
 mod scan;
 mod sinks;

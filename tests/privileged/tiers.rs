@@ -90,7 +90,14 @@ fn each_tier_is_forced_or_refused_with_a_clear_error() {
         let (_state_guard, state) = tempdir();
         let out = fim_tests::spawn(
             Command::new(fim_bin())
-                .args(["run", "--metrics-address", "off", "--sensor", tier, "--watch"])
+                .args([
+                    "run",
+                    "--metrics-address",
+                    "off",
+                    "--sensor",
+                    tier,
+                    "--watch",
+                ])
                 .arg(&dir)
                 .arg("--state-dir")
                 .arg(&state)

@@ -478,3 +478,147 @@ impl Drop for SyslogNg {
         let _ = self.child.wait();
     }
 }
+
+/// `GET path` on `127.0.0.1:port` over HTTP/1.0: the status and the body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+/// `text` percent-encoded for a URL's query.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Debian's Prometheus, scraping one target every second as job `fim`.
+pub struct Prometheus {
+    child: std::process::Child,
+    /// Its web port (the query API).
+    pub port: u16,
+    stderr: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts Prometheus in `dir`, scraping `127.0.0.1:target` every second, and waits until
+    /// it answers. In CI a missing Prometheus fails the test; outside it, `None` says why.
+    pub fn start(dir: &Path, target: u16) -> Option<Self> {
+        let binary = Path::new("/usr/bin/prometheus");
+        if !binary.exists() {
+            let why = "prometheus is not installed (`cargo xtask test` installs it)";
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("skipping: {why}");
+            return None;
+        }
+        let conf = dir.join("prometheus.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: fim\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n\
+                 \x20   static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .expect("prometheus.yml");
+        let port = free_port();
+        let stderr = dir.join("prometheus.stderr");
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("starting prometheus");
+        let p = Self {
+            child,
+            port,
+            stderr,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while http_get(port, "/-/ready").map(|(s, _)| s).ok() != Some(200) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prometheus did not become ready:\n{}",
+                p.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Some(p)
+    }
+
+    /// The instant vector `promql` evaluates to now: each series' labels and value.
+    pub fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let (status, body) = http_get(self.port, &path).expect("querying prometheus");
+        let answer: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("prometheus answered {status} {body:?}: {e}"));
+        assert_eq!(answer["status"], "success", "{promql}: {answer}");
+        answer["data"]["result"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|s| {
+                        let value = s["value"][1]
+                            .as_str()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(f64::NAN);
+                        (s["metric"].clone(), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The one value `promql` evaluates to (`None`: no series).
+    pub fn value(&self, promql: &str) -> Option<f64> {
+        let got = self.query(promql);
+        assert!(got.len() <= 1, "{promql}: {got:?}");
+        got.first().map(|(_, v)| *v)
+    }
+
+    /// Waits until `promql` evaluates to `want`, up to `timeout`; the last value.
+    pub fn wait_for(&self, promql: &str, want: f64, timeout: std::time::Duration) -> Option<f64> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let got = self.value(promql);
+            if got == Some(want) || std::time::Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
+    /// What Prometheus said on stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -46,6 +46,8 @@ const RECEIVER_PACKAGES: &[&str] = &[
     "libjson-c5",
     "libglib2.0-0",
     "libcap2",
+    // The metrics test's scraper, and promtool for the alerting rules.
+    "prometheus",
 ];
 /// Where `syslog_ng` unpacks syslog-ng-core (the tests look there).
 const SYSLOG_NG_DIR: &str = "target/receivers/syslog-ng";

@@ -757,6 +757,7 @@ impl Engine {
         // Metadata, a reused digest or a small file: observed here, without handing the job
         // to a worker and its result back (two thread wakeups, more than the work itself).
         // Only a file that must be hashed and is larger goes to a worker.
+        let started = Instant::now();
         match observe_within(
             &job.keys[0],
             job.hashing(),
@@ -764,7 +765,16 @@ impl Engine {
             &mut self.scratch,
             INLINE_HASH_BYTES,
         ) {
-            Ok(Within::Observed(s)) => return self.complete(Done { job, result: Ok(s) }),
+            Ok(Within::Observed(s)) => {
+                let result = Ok(s);
+                if let Some(bytes) = read_to_hash(job.hashing(), &result) {
+                    self.telemetry.emit(Internal::HashTook {
+                        bytes,
+                        micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    });
+                }
+                return self.complete(Done { job, result });
+            }
             Err(e) => {
                 return self.complete(Done {
                     job,

@@ -192,7 +192,10 @@ mod tests {
             parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
             Some(("GET", "/metrics"))
         );
-        assert_eq!(parse_request(b"HEAD /ready HTTP/1.0\n\n"), Some(("HEAD", "/ready")));
+        assert_eq!(
+            parse_request(b"HEAD /ready HTTP/1.0\n\n"),
+            Some(("HEAD", "/ready"))
+        );
         assert_eq!(parse_request(b"GET /metrics\r\n\r\n"), None, "HTTP/0.9");
         assert_eq!(parse_request(b"\x16\x03\x01 binary"), None, "TLS hello");
     }

@@ -167,10 +167,7 @@ pub fn summary(
     for s in scrape.named("fim_events_total") {
         *by_action.entry(label(s, "action")).or_default() += s.value;
     }
-    let actions: Vec<String> = by_action
-        .iter()
-        .map(|(a, n)| format!("{a} {n}"))
-        .collect();
+    let actions: Vec<String> = by_action.iter().map(|(a, n)| format!("{a} {n}")).collect();
     let _ = writeln!(
         out,
         "events: {} ({})",
@@ -299,8 +296,18 @@ fim_engine_hash_duration_seconds_bucket{le=\"+Inf\"} 4
             "sensor: ebpf (eBPF tier: lsm), last read 1h 6m ago; up 1h 6m"
         );
         assert_eq!(lines[2], "events: 5 (create 3, unlink 2)");
-        assert!(lines[3].starts_with("losses: 7 operations lost (ring_buffer_full 7), 1 gap events"));
-        assert!(lines[5].starts_with("sink a \"q\" b: 5 delivered"), "{}", lines[5]);
-        assert!(lines[5].ends_with("last delivery never, FAILING for 10m 0s"), "{}", lines[5]);
+        assert!(
+            lines[3].starts_with("losses: 7 operations lost (ring_buffer_full 7), 1 gap events")
+        );
+        assert!(
+            lines[5].starts_with("sink a \"q\" b: 5 delivered"),
+            "{}",
+            lines[5]
+        );
+        assert!(
+            lines[5].ends_with("last delivery never, FAILING for 10m 0s"),
+            "{}",
+            lines[5]
+        );
     }
 }
