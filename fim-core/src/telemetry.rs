@@ -297,7 +297,7 @@ pub const CONFIG_RELOADS: Family = Family {
 /// The configuration in force, as a number.
 pub const CONFIG_HASH: Family = Family {
     name: "fim_config_hash",
-    help: "The first 48 bits of the SHA-256 of the configuration in force (0: the built-in one)",
+    help: "The first 48 bits of the SHA-256 of the configuration in force, as `fim config default` would write it with the command line's overrides",
     kind: Kind::Gauge,
     labels: &[],
 };

@@ -166,7 +166,7 @@ mod tests {
         });
         // 60 s without a turn and 300 s of failure are still within the limits.
         assert!(assess(&t.samples(), 1_060, LIMITS).healthy);
-        assert!(assess(&t.samples(), 1_200, LIMITS).healthy == false);
+        assert!(!assess(&t.samples(), 1_200, LIMITS).healthy);
         let v = assess(&t.samples(), 1_201, LIMITS);
         assert_eq!(v.problems.len(), 2, "{v:?}");
         assert!(v.problems[0].contains("not read from the kernel for 201 s"));
@@ -191,5 +191,102 @@ mod tests {
         assert_ne!(a, b);
         assert!(a < 1 << 48 && b < 1 << 48);
         assert_eq!(a, config_hash(&fim_core::config::Config::builtin()));
+    }
+
+    /// The metric names in `promql` (ours all begin `fim_` or `process_`).
+    #[cfg(target_os = "linux")]
+    fn names_in(promql: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut word = String::new();
+        for c in promql.chars().chain([' ']) {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                word.push(c);
+            } else {
+                if word.starts_with("fim_") || word.starts_with("process_") {
+                    out.push(std::mem::take(&mut word));
+                }
+                word.clear();
+            }
+        }
+        out
+    }
+
+    /// Every query of the dashboard (`expr`, and the variables' `query` and `definition`).
+    #[cfg(target_os = "linux")]
+    fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, v) in o {
+                    match (k.as_str(), v) {
+                        ("expr" | "query" | "definition", serde_json::Value::String(q)) => {
+                            out.push(q.clone());
+                        }
+                        _ => queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| queries(v, out)),
+            _ => {}
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_dashboard_and_the_alerting_rules_name_only_what_the_daemon_exports() {
+        use fim_core::telemetry::{FAMILIES, Kind};
+        // What the exporter writes: every family (a histogram as its three series), and
+        // the process collector's series, as rendered.
+        let mut exported: Vec<String> = Vec::new();
+        for f in FAMILIES {
+            match f.kind {
+                Kind::Histogram(_) => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        exported.push(format!("{}{suffix}", f.name));
+                    }
+                }
+                _ => exported.push(f.name.to_owned()),
+            }
+        }
+        let text = render::text(&Telemetry::default());
+        exported.extend(
+            text.lines()
+                .filter(|l| l.starts_with("process_"))
+                .filter_map(|l| l.split([' ', '{']).next())
+                .map(str::to_owned),
+        );
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let dashboard: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(deploy.join("grafana/fim-dashboard.json")).expect("dashboard"),
+        )
+        .expect("the dashboard is JSON");
+        let mut exprs = Vec::new();
+        queries(&dashboard, &mut exprs);
+        let rules =
+            std::fs::read_to_string(deploy.join("prometheus/fim-alerts.yml")).expect("rules");
+        let alert_exprs: Vec<String> = rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr:"))
+            .map(str::to_owned)
+            .collect();
+        assert!(exprs.len() > 30, "{} dashboard queries", exprs.len());
+        assert!(
+            alert_exprs.len() >= 8,
+            "{} alerting rules",
+            alert_exprs.len()
+        );
+        let mut named = 0;
+        for expr in exprs.iter().chain(&alert_exprs) {
+            for name in names_in(expr) {
+                assert!(
+                    exported.contains(&name),
+                    "`{name}` (in `{expr}`) is not a metric the daemon exports"
+                );
+                named += 1;
+            }
+        }
+        assert!(named > 40);
+        // The check itself catches a wrong name.
+        assert_eq!(names_in("rate(fim_event_total[5m])"), ["fim_event_total"]);
+        assert!(!exported.contains(&"fim_event_total".to_owned()));
     }
 }
