@@ -121,6 +121,33 @@ struct Running {
     pid: u32,
     seen: Shared,
     what: &'static str,
+    /// fim with its metrics endpoint on: the scraper reading it once a second, and its
+    /// stop flag.
+    scraper: Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<u64>,
+    )>,
+}
+
+/// Reads `http://127.0.0.1:port/metrics` once a second, as a scraper would (Prometheus'
+/// default is every 15 s), until `stop`; returns how many scrapes answered.
+fn scrape(port: u16, stop: Arc<std::sync::atomic::AtomicBool>) -> u64 {
+    use std::io::Read as _;
+    let mut answered = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut body = Vec::new();
+            if s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_end(&mut body).is_ok()
+                && body.starts_with(b"HTTP/1.1 200")
+            {
+                answered += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    answered
 }
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Seen> {
@@ -211,13 +238,15 @@ fn inotify_line(seen: &Shared, line: &str) {
     }
 }
 
-/// Starts fim with `sensor`, watching `watch` (the built-in set when `None`).
+/// Starts fim with `sensor`, watching `watch` (the built-in set when `None`), with its
+/// metrics endpoint scraped once a second, or off.
 fn start_fim(
     fim: &Path,
     sensor: &str,
     watch: Option<&Path>,
     work: &Path,
     place: &str,
+    metrics: bool,
 ) -> Result<Running> {
     let state = work.join(format!("state-{sensor}-{place}"));
     let _ = fs::remove_dir_all(&state);
@@ -228,6 +257,15 @@ fn start_fim(
         .arg(&state);
     if let Some(w) = watch {
         cmd.arg("--watch").arg(w);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    if metrics {
+        cmd.arg("--metrics-address")
+            .arg(format!("127.0.0.1:{port}"));
+    } else {
+        cmd.args(["--metrics-address", "off"]);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -251,6 +289,11 @@ fn start_fim(
         }
     });
     crate::bench::wait_started(&mut child, &log, Duration::from_secs(300))?;
+    let scraper = metrics.then(|| {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        (stop, std::thread::spawn(move || scrape(port, flag)))
+    });
     Ok(Running {
         audit_lost_before: 0,
         pid: child.id(),
@@ -258,6 +301,7 @@ fn start_fim(
         reader: Some(reader),
         seen,
         what: "fim",
+        scraper,
     })
 }
 
@@ -288,6 +332,7 @@ fn start_inotifywait(dir: &Path) -> Result<Running> {
         reader: Some(reader),
         seen,
         what: "inotifywait",
+        scraper: None,
     })
 }
 
@@ -424,6 +469,7 @@ fn start_auditd(dir: &Path) -> Result<Running> {
         pid,
         seen,
         what: "auditd",
+        scraper: None,
     })
 }
 
@@ -502,6 +548,13 @@ impl Running {
 
     /// Stops the monitor and returns everything it reported (its output read to the end).
     fn stop(mut self) -> Result<Seen> {
+        if let Some((stop, scraper)) = self.scraper.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let answered = scraper.join().unwrap_or(0);
+            if answered == 0 {
+                bail!("fim's metrics endpoint never answered");
+            }
+        }
         if self.what == "auditd" {
             // Its log is followed by a thread that never ends: what it read so far, and what
             // the kernel says it lost.
@@ -661,79 +714,95 @@ pub fn churn() -> Result<()> {
         latency: None,
     }];
 
+    // `FIM_BENCH_METRICS=on` (the default: fim's own default, its endpoint scraped once a
+    // second), `off`, or `both` (each fim run twice, to compare).
+    let metrics_modes: Vec<bool> = match std::env::var("FIM_BENCH_METRICS").as_deref() {
+        Ok("off") => vec![false],
+        Ok("both") => vec![true, false],
+        Ok("on") | Err(_) => vec![true],
+        Ok(other) => bail!("FIM_BENCH_METRICS={other}: on, off or both"),
+    };
     let mut profiled = !profile;
     for sensor in &sensors {
         for &place in &places {
-            let (dir, watch) = if place == "inside" {
-                (&inside, Some(inside.as_path()))
-            } else {
-                (&outside, None)
-            };
-            step(&format!(
-                "fim --sensor {sensor}, churn {place} the watched tree"
-            ));
-            let m = start_fim(&fim, sensor, watch, &work, place)?;
-            let lat = if place == "inside" {
-                latency(dir, &m)?
-            } else {
-                None
-            };
-            let perf = if profiled || place == "outside" {
-                None
-            } else {
-                profiled = true;
-                Some(
-                    Command::new("perf")
-                        .args(["record", "-e", "cpu-clock", "-g", "-o"])
-                        .arg(work.join("perf.data"))
-                        .args(["-p", &m.pid.to_string()])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .context("perf record")?,
-                )
-            };
-            cool();
-            let cpu0 = cpu_seconds(m.pid);
-            let d = workload(dir, files)?;
-            let caught = if place == "inside" {
-                m.catch_up(dir, Duration::from_secs(600))?
-            } else {
-                std::thread::sleep(Duration::from_millis(500));
-                true
-            };
-            let cpu = cpu_seconds(m.pid) - cpu0;
-            if let Some(mut p) = perf {
-                let _ = Command::new("kill")
-                    .args(["-INT", &p.id().to_string()])
-                    .status();
-                let _ = p.wait();
+            for &metrics in &metrics_modes {
+                let (dir, watch) = if place == "inside" {
+                    (&inside, Some(inside.as_path()))
+                } else {
+                    (&outside, None)
+                };
+                let monitor = format!(
+                    "fim --sensor {sensor}{}",
+                    if metrics {
+                        ", metrics scraped 1/s"
+                    } else {
+                        ", metrics off"
+                    }
+                );
+                step(&format!("{monitor}, churn {place} the watched tree"));
+                let m = start_fim(&fim, sensor, watch, &work, place, metrics)?;
+                let lat = if place == "inside" {
+                    latency(dir, &m)?
+                } else {
+                    None
+                };
+                let perf = if profiled || place == "outside" {
+                    None
+                } else {
+                    profiled = true;
+                    Some(
+                        Command::new("perf")
+                            .args(["record", "-e", "cpu-clock", "-g", "-o"])
+                            .arg(work.join("perf.data"))
+                            .args(["-p", &m.pid.to_string()])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .context("perf record")?,
+                    )
+                };
+                cool();
+                let cpu0 = cpu_seconds(m.pid);
+                let d = workload(dir, files)?;
+                let caught = if place == "inside" {
+                    m.catch_up(dir, Duration::from_secs(600))?
+                } else {
+                    std::thread::sleep(Duration::from_millis(500));
+                    true
+                };
+                let cpu = cpu_seconds(m.pid) - cpu0;
+                if let Some(mut p) = perf {
+                    let _ = Command::new("kill")
+                        .args(["-INT", &p.id().to_string()])
+                        .status();
+                    let _ = p.wait();
+                }
+                let seen = m.stop()?;
+                let detail = detail(&seen);
+                let lost = if !caught {
+                    "did not catch up in 10 min".to_owned()
+                } else if seen.uncounted > 0 {
+                    format!(
+                        "{} operations + {} gaps of unknown size",
+                        seen.lost, seen.uncounted
+                    )
+                } else if seen.lost > 0 {
+                    format!("{} operations", seen.lost)
+                } else {
+                    "0".to_owned()
+                };
+                rows.push(Row {
+                    monitor: monitor.clone(),
+                    detail,
+                    place,
+                    took: d.took,
+                    reported: (place == "inside").then(|| reported(&seen, files as u64, &OPS)),
+                    lost,
+                    cpu,
+                    ops: d.ops,
+                    latency: lat,
+                });
             }
-            let seen = m.stop()?;
-            let detail = detail(&seen);
-            let lost = if !caught {
-                "did not catch up in 10 min".to_owned()
-            } else if seen.uncounted > 0 {
-                format!(
-                    "{} operations + {} gaps of unknown size",
-                    seen.lost, seen.uncounted
-                )
-            } else if seen.lost > 0 {
-                format!("{} operations", seen.lost)
-            } else {
-                "0".to_owned()
-            };
-            rows.push(Row {
-                monitor: format!("fim --sensor {sensor}"),
-                detail,
-                place,
-                took: d.took,
-                reported: (place == "inside").then(|| reported(&seen, files as u64, &OPS)),
-                lost,
-                cpu,
-                ops: d.ops,
-                latency: lat,
-            });
         }
     }
 
@@ -854,7 +923,16 @@ fn sensors(fim: &Path) -> Result<Vec<String>> {
         let state = probe.join(format!("state-{tier}"));
         let _ = fs::remove_dir_all(&state);
         let mut c = Command::new(fim)
-            .args(["run", "--rescan-interval", "0", "--sensor", tier, "--watch"])
+            .args([
+                "run",
+                "--metrics-address",
+                "off",
+                "--rescan-interval",
+                "0",
+                "--sensor",
+                tier,
+                "--watch",
+            ])
             .arg(&probe)
             .arg("--state-dir")
             .arg(&state)
