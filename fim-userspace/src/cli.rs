@@ -541,6 +541,21 @@ fn check(file: Option<&Path>) -> ExitCode {
     for sink in &config.sinks {
         let _ = writeln!(out, "sink `{}`: {}", sink.name, sink.kind.type_name());
     }
+    let m = &config.metrics;
+    match m.address {
+        Some(a) => {
+            let _ = writeln!(
+                out,
+                "metrics: http://{a}/metrics, /health, /ready (unhealthy when a sink fails for {} \
+                 or the sensor stalls for {})",
+                humantime::format_duration(m.sink_failing_after),
+                humantime::format_duration(m.sensor_stall_after)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "metrics: off");
+        }
+    }
     let _ = writeln!(
         out,
         "kernel filter: {} prefixes (the table holds {})",

@@ -308,6 +308,10 @@ fn the_printed_default_configuration_checks_valid_and_watches_the_defaults() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(": valid"), "{out}");
     assert!(out.contains("rule `defender-for-cloud-linux`:"), "{out}");
+    assert!(
+        out.contains("\nmetrics: http://127.0.0.1:9478/metrics, /health, /ready"),
+        "the metrics endpoint is on by default: {out}"
+    );
     for default_path in ["/usr/bin", "/etc/*.conf", "/boot", "/etc/crontab"] {
         assert!(
             out.lines()
