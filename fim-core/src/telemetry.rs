@@ -241,7 +241,7 @@ pub const SCAN_DURATION: Family = Family {
 /// Entries in the baseline.
 pub const BASELINE_ENTRIES: Family = Family {
     name: "fim_baseline_entries",
-    help: "Files and directories in the baseline (as of the last scan, and changes since)",
+    help: "Files and directories in the baseline, as of the last scan (at start, a rescan or a reload)",
     kind: Kind::Gauge,
     labels: &[],
 };
@@ -276,7 +276,7 @@ pub const SINK_LAST_SUCCESS: Family = Family {
 /// Whether a sink's deliveries are failing now.
 pub const SINK_FAILING: Family = Family {
     name: "fim_sink_failing",
-    help: "1 while a sink's deliveries fail (its receiver is down or refuses), else 0",
+    help: "1 while a sink's deliveries fail (its receiver is down, or refuses every event of a delivery, or the sink stopped), else 0",
     kind: Kind::Gauge,
     labels: &["sink"],
 };
@@ -476,8 +476,8 @@ pub enum Internal<'a> {
     BaselineEntries { entries: u64 },
     /// The rules in force watch `roots` paths.
     WatchedRoots { roots: u64 },
-    /// A sink will deliver again.
-    SinkRetry { sink: &'a str },
+    /// A sink will deliver again, `count` times more (0: it starts, and says so).
+    SinkRetries { sink: &'a str, count: u64 },
     /// A sink delivered, at `unix_seconds`.
     SinkSucceeded { sink: &'a str, unix_seconds: u64 },
     /// A sink's deliveries began to fail at `since` (s since the epoch), or (`None`)
@@ -701,7 +701,9 @@ fn steps<'a>(event: Internal<'a>) -> (Step<'a>, Option<Step<'a>>) {
             one((BASELINE_ENTRIES, Labels::none(), Change::Set(entries)))
         }
         I::WatchedRoots { roots } => one((WATCHED_ROOTS, Labels::none(), Change::Set(roots))),
-        I::SinkRetry { sink } => one((SINK_RETRIES, Labels::one(sink), Change::Add(1))),
+        I::SinkRetries { sink, count } => {
+            one((SINK_RETRIES, Labels::one(sink), Change::Add(count)))
+        }
         I::SinkSucceeded { sink, unix_seconds } => one((
             SINK_LAST_SUCCESS,
             Labels::one(sink),

@@ -28,6 +28,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit status of `fim run` and `fim config check` when the configuration is refused.
 const EXIT_BAD_CONFIG: u8 = 2;
+/// `fim status`: the daemon is unhealthy.
+const EXIT_UNHEALTHY: u8 = 1;
+/// `fim status`: the daemon is not ready yet.
+const EXIT_NOT_READY: u8 = 3;
+/// `fim status`: no daemon answers.
+const EXIT_UNREACHABLE: u8 = 4;
 
 /// File integrity monitoring for Linux: real-time, attributed, lossless.
 #[derive(Parser)]
@@ -127,7 +133,8 @@ enum Command {
     },
     /// A running daemon's state in a few lines (sensor, uptime, events, losses, backlog,
     /// sinks), read from its metrics endpoint. Exit status 0 when it is healthy and ready,
-    /// 1 when it cannot be reached, 2 when it is unhealthy, 3 while it is not ready yet.
+    /// 1 when it is unhealthy, 2 for a bad configuration or command line, 3 while it is not
+    /// ready yet, 4 when no daemon answers.
     Status {
         #[command(flatten)]
         args: StatusArgs,
@@ -680,10 +687,7 @@ impl Reloader {
         if config.metrics != self.metrics {
             restart_only.push("`[metrics]`");
         }
-        let (hash, roots) = (
-            fim_userspace::metrics::config_hash(&config),
-            update.watch.len() as u64,
-        );
+        let roots = update.watch.len() as u64;
         if !restart_only.is_empty() {
             log::warn!(
                 "reload: {} changed; the running daemon keeps the old value until it is restarted",
@@ -699,8 +703,17 @@ impl Reloader {
             Ok(Ok(())) => {
                 self.running.hash_max_size = new.hash_max_size;
                 self.running.log_level = new.log_level;
+                // What is in force: the new rules, and what only a restart changes as it was.
+                let applied = Config {
+                    daemon: self.running.clone(),
+                    sinks: self.sinks.clone(),
+                    metrics: self.metrics.clone(),
+                    ..config
+                };
                 use fim_core::telemetry::Internal;
-                self.telemetry.emit(Internal::ConfigHash { hash });
+                self.telemetry.emit(Internal::ConfigHash {
+                    hash: fim_userspace::metrics::config_hash(&applied),
+                });
                 self.telemetry.emit(Internal::WatchedRoots { roots });
                 Ok(())
             }
@@ -831,7 +844,7 @@ fn status(args: &StatusArgs) -> ExitCode {
                             "{origin} turns the metrics endpoint off ([metrics] address = \"off\"): \
                              there is nothing to read the daemon's state from"
                         )],
-                        1,
+                        EXIT_UNREACHABLE,
                     );
                 }
             },
@@ -859,10 +872,13 @@ fn status(args: &StatusArgs) -> ExitCode {
     let answers = get("/metrics").and_then(|m| Ok((m, get("/health")?, get("/ready")?)));
     let ((status, metrics), health, ready) = match answers {
         Ok(a) => a,
-        Err(why) => return refuse(&[why], 1),
+        Err(why) => return refuse(&[why], EXIT_UNREACHABLE),
     };
     if status != 200 {
-        return refuse(&[format!("{address}/metrics answered HTTP {status}")], 1);
+        return refuse(
+            &[format!("{address}/metrics answered HTTP {status}")],
+            EXIT_UNREACHABLE,
+        );
     }
     let now = fim_core::event::unix_now_ns() as f64 / 1e9;
     let text = summary(
@@ -878,8 +894,8 @@ fn status(args: &StatusArgs) -> ExitCode {
     }
     match (health.0, ready.0) {
         (200, 200) => ExitCode::SUCCESS,
-        (200, _) => ExitCode::from(3),
-        _ => ExitCode::from(2),
+        (200, _) => ExitCode::from(EXIT_NOT_READY),
+        _ => ExitCode::from(EXIT_UNHEALTHY),
     }
 }
 

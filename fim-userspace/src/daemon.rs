@@ -177,16 +177,11 @@ pub async fn run(
     let endpoint_stop = CancellationToken::new();
     let _endpoint_stops = endpoint_stop.clone().drop_guard();
     if let Some(address) = pipeline.metrics.address {
-        let listener = crate::metrics::server::bind(address).await?;
         let endpoint = Arc::new(crate::metrics::Endpoint {
             telemetry: telemetry.clone(),
             limits: (&pipeline.metrics).into(),
         });
-        tokio::spawn(crate::metrics::server::serve(
-            listener,
-            endpoint,
-            endpoint_stop.clone(),
-        ));
+        crate::metrics::server::start(address, endpoint, endpoint_stop.clone())?;
     }
     // Every sink is built first: one that cannot start stops the daemon before it begins.
     let built = pipeline
@@ -301,6 +296,8 @@ pub async fn run(
     let sensor_result = sensor_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;
+    // A sensor that ended on its own (an error) stops the daemon: nothing else would.
+    shutdown.cancel();
     filter_task
         .await
         .map_err(|e| DaemonError::Task(e.to_string()))?;

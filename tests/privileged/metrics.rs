@@ -27,15 +27,20 @@ fn count(seen: &[Value], action: &str) -> f64 {
         .count() as f64
 }
 
-/// Waits until `promql` gives the same value twice, a scrape apart (nothing moves any
-/// more), and returns it.
+/// Waits until `promql` gives the same value three times, 2.5 s apart (nothing moved for
+/// longer than the daemon's 5 s loss check), and returns it.
 fn settled(p: &Prometheus, promql: &str) -> f64 {
-    let deadline = Instant::now() + fim_tests::scaled(Duration::from_secs(60));
-    let mut last = None;
+    let deadline = Instant::now() + fim_tests::scaled(Duration::from_secs(90));
+    let (mut last, mut same) = (None, 0);
     loop {
         std::thread::sleep(Duration::from_millis(2500));
         let now = p.value(promql);
-        if now.is_some() && now == last {
+        same = if now.is_some() && now == last {
+            same + 1
+        } else {
+            0
+        };
+        if same == 2 {
             return now.unwrap_or_default();
         }
         assert!(Instant::now() < deadline, "{promql} never settled: {now:?}");
@@ -122,6 +127,10 @@ fn prometheus_sees_every_change_counted_exactly_and_a_forced_kernel_loss() {
             "{action}"
         );
     }
+    // And no more than that: nothing counted twice.
+    for (action, want) in [("create", 12.0), ("chmod", 20.0), ("unlink", 5.0)] {
+        assert_eq!(settled(&prom, &by(action)), want, "{action}");
+    }
     // The 7 files that stay were hashed (a file removed at once may be gone first), each
     // timed, their 3 bytes each read.
     let hashed = settled(&prom, "fim_engine_files_hashed_total");
@@ -153,6 +162,17 @@ fn prometheus_sees_every_change_counted_exactly_and_a_forced_kernel_loss() {
     let marker = watched.join("end");
     fs::create_dir(&marker).expect("marker");
     d.wait_for("the end marker", |v| is(v, "mkdir", &marker));
+    // The loss schedules a repair rescan: what it finds is reported too, before the counts
+    // are compared.
+    assert_eq!(
+        prom.wait_for(
+            "sum(fim_engine_scans_total{origin=\"rescan\"}) > 0",
+            1.0,
+            Duration::from_secs(120)
+        ),
+        Some(1.0),
+        "the repair rescan ran"
+    );
     let lost = settled(&prom, "sum(fim_sensor_lost_operations_total)");
     let gaps = settled(&prom, "fim_gap_events_total");
     let events = settled(&prom, "sum(fim_events_total)");
@@ -222,7 +242,7 @@ fn health_and_fim_status_tell_a_sink_failing_too_long_and_its_recovery() {
     let (port, sink_port) = (free_port(), free_port());
     // Nobody listens yet: no daemon.
     let (code, _, err) = status(port);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(err.contains("no daemon answers"), "{err}");
     let config = failing_sink_config(&root, &watched, port, sink_port);
     let mut d = Daemon::start_with(
@@ -255,7 +275,7 @@ fn health_and_fim_status_tell_a_sink_failing_too_long_and_its_recovery() {
     assert_eq!(health, 503, "{body}");
     assert!(body.contains("sink siem has failed to deliver"), "{body}");
     let (code, out, _) = status(port);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 1, "{out}");
     assert!(out.contains("unhealthy: sink siem has failed"), "{out}");
     assert!(out.contains("sink siem: 0 delivered"), "{out}");
     assert!(out.contains("FAILING for"), "{out}");
@@ -312,13 +332,26 @@ fn a_taken_metrics_port_stops_the_daemon_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("address").to_string();
     let (_state_guard, state) = tempdir();
-    let out = Command::new(fim_bin())
-        .args(["run", "--metrics-address", &address, "--watch"])
-        .arg(&watched)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .expect("fim run");
+    let mut child = fim_tests::spawn(
+        Command::new(fim_bin())
+            .args(["run", "--metrics-address", &address, "--watch"])
+            .arg(&watched)
+            .arg("--state-dir")
+            .arg(&state)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .expect("fim run");
+    // It must stop at once; a daemon that starts anyway is stopped, and fails the test.
+    let deadline = Instant::now() + fim_tests::scaled(Duration::from_secs(30));
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("fim run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -130,6 +130,8 @@ fn a_sink_that_cannot_start_stops_the_daemon_with_a_clear_error() {
         config.as_os_str(),
         "--state-dir".as_ref(),
         state.as_os_str(),
+        "--metrics-address".as_ref(),
+        "off".as_ref(),
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(

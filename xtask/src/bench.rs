@@ -301,7 +301,13 @@ fn spawn_daemon(
     log: &std::path::Path,
 ) -> Result<std::process::Child> {
     let mut cmd = Command::new(fim);
-    cmd.args(["run", "--rescan-interval", "0", "--sensor", sensor]);
+    // The metrics endpoint on a port of its own (a fim already running holds 9478).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    cmd.args(["run", "--rescan-interval", "0", "--sensor", sensor])
+        .arg("--metrics-address")
+        .arg(format!("127.0.0.1:{port}"));
     if let Some(watch) = watch {
         cmd.arg("--watch").arg(watch);
     }

@@ -548,13 +548,10 @@ impl Running {
 
     /// Stops the monitor and returns everything it reported (its output read to the end).
     fn stop(mut self) -> Result<Seen> {
-        if let Some((stop, scraper)) = self.scraper.take() {
+        let answered = self.scraper.take().map(|(stop, scraper)| {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let answered = scraper.join().unwrap_or(0);
-            if answered == 0 {
-                bail!("fim's metrics endpoint never answered");
-            }
-        }
+            scraper.join().unwrap_or(0)
+        });
         if self.what == "auditd" {
             // Its log is followed by a thread that never ends: what it read so far, and what
             // the kernel says it lost.
@@ -580,6 +577,9 @@ impl Running {
         }
         if let Some(r) = self.reader.take() {
             let _ = r.join();
+        }
+        if answered == Some(0) {
+            bail!("fim's metrics endpoint never answered a scrape");
         }
         Ok(std::mem::take(&mut *lock(&self.seen)))
     }

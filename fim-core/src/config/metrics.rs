@@ -44,14 +44,17 @@ pub(super) fn read_metrics(mut t: Table<'_, '_>, errors: &mut Vec<ConfigError>) 
             },
         }
     }
-    for (key, slot) in [
-        ("sink_failing_after", &mut m.sink_failing_after),
-        ("sensor_stall_after", &mut m.sensor_stall_after),
+    // An idle sensor wakes every 5 s: a stall is told after two of its wakeups at least.
+    for (key, slot, min) in [
+        ("sink_failing_after", &mut m.sink_failing_after, 1),
+        ("sensor_stall_after", &mut m.sensor_stall_after, 10),
     ] {
         if let Some((text, span)) = t.string(key, errors) {
             match parse_duration(&text) {
-                Ok(d) if d >= Duration::from_secs(1) => *slot = d,
-                Ok(_) => errors.push(doc.error(&t.key(key), span, "must be at least 1s")),
+                Ok(d) if d >= Duration::from_secs(min) => *slot = d,
+                Ok(_) => {
+                    errors.push(doc.error(&t.key(key), span, format!("must be at least {min}s")))
+                }
                 Err(e) => errors.push(doc.error(&t.key(key), span, e)),
             }
         }

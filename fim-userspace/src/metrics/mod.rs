@@ -274,6 +274,12 @@ mod tests {
             "{} alerting rules",
             alert_exprs.len()
         );
+        for expr in &alert_exprs {
+            assert!(
+                !names_in(expr).is_empty() || expr.contains("up{"),
+                "`{expr}` names no metric (a block-style expression is not read here)"
+            );
+        }
         let mut named = 0;
         for expr in exprs.iter().chain(&alert_exprs) {
             for name in names_in(expr) {

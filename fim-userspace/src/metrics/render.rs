@@ -2,10 +2,11 @@
 //! and encoder; with the process collector's series (CPU, memory, descriptors) on Linux.
 //!
 //! A counter or gauge without labels that never changed is shown as 0, and so is each
-//! cause of loss, so that `increase()` sees a series from the first scrape on.
+//! cause of loss and each reload result (each sink's series are set to 0 when it starts),
+//! so that `increase()` sees a series from the first scrape on and a first loss counts.
 
 use fim_core::telemetry::{
-    FAMILIES, Family, Histogram, Kind, LossCause, SENSOR_LOST, Sample, Telemetry,
+    CONFIG_RELOADS, FAMILIES, Family, Histogram, Kind, LossCause, SENSOR_LOST, Sample, Telemetry,
 };
 use prometheus::{
     Encoder, TextEncoder,
@@ -98,13 +99,19 @@ pub fn families(
         } else {
             let mine: Vec<&Sample> = samples.iter().filter(|s| s.family == *family).collect();
             metrics.extend(mine.iter().map(|s| scalar(family, &s.labels, s.value)));
-            if *family == SENSOR_LOST {
-                for cause in CAUSES {
-                    if !mine.iter().any(|s| s.labels[0] == cause.as_str()) {
-                        metrics.push(scalar(family, &[cause.as_str().to_owned()], 0));
-                    }
+            let known: &[&str] = if *family == SENSOR_LOST {
+                &CAUSES.map(LossCause::as_str)
+            } else if *family == CONFIG_RELOADS {
+                &["success", "failure"]
+            } else {
+                &[]
+            };
+            for value in known {
+                if !mine.iter().any(|s| s.labels[0] == *value) {
+                    metrics.push(scalar(family, &[(*value).to_owned()], 0));
                 }
-            } else if mine.is_empty() && family.labels.is_empty() {
+            }
+            if mine.is_empty() && family.labels.is_empty() {
                 metrics.push(scalar(family, &[], 0));
             }
         }
@@ -179,6 +186,7 @@ mod tests {
             "fim_sensor_lost_operations_total{cause=\"ring_buffer_full\"} 7",
             "fim_sensor_lost_operations_total{cause=\"in_flight_table_full\"} 0",
             "fim_gap_events_total 0",
+            "fim_config_reloads_total{result=\"failure\"} 0",
             "# TYPE fim_engine_hash_duration_seconds histogram",
             "fim_engine_hash_duration_seconds_bucket{le=\"0.00025\"} 0",
             "fim_engine_hash_duration_seconds_bucket{le=\"0.0005\"} 1",

@@ -1,9 +1,12 @@
 //! The endpoint's HTTP server: `GET /metrics`, `/health`, `/ready`, one request per
-//! connection (HTTP/1.0 and 1.1, `Connection: close`), on the daemon's runtime.
+//! connection (HTTP/1.0 and 1.1, `Connection: close`), on a thread of its own
+//! ([`start`]): what its clients do never holds the sensor's thread, and it answers while
+//! the daemon starts (`/ready`: 503).
 //!
-//! A scraper's request is small and its answer a few KiB: requests are read up to
-//! [`MAX_REQUEST`] bytes within [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once;
-//! anything else is answered with an error or dropped, never waited on.
+//! A scraper's request is small and its answer a few KiB: a request's head is read up to
+//! [`MAX_REQUEST`] bytes within [`HEAD_TIMEOUT`], the whole exchange within
+//! [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once (more are answered 503 at
+//! once); anything else is answered with an error or dropped, never waited on.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -19,10 +22,12 @@ use super::Endpoint;
 
 /// Bytes of a request read at most (request line and headers; bodies are not read).
 const MAX_REQUEST: usize = 8 << 10;
+/// How long a client may take to send its request's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client may take to send its request and read the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once.
-const MAX_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: usize = 64;
 
 /// The endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +39,36 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Listens on `address` (a taken port stops the daemon at start, with this error).
-pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| BindError { address, source })
+/// Listens on `address` and serves `endpoint` on a thread of its own until `shutdown` (a
+/// taken port stops the daemon at start, with this error).
+pub fn start(
+    address: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    shutdown: CancellationToken,
+) -> Result<(), BindError> {
+    let fail = |source| BindError { address, source };
+    let listener = std::net::TcpListener::bind(address).map_err(fail)?;
+    listener.set_nonblocking(true).map_err(fail)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(fail)?;
+    std::thread::Builder::new()
+        .name("fim-metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, endpoint, shutdown).await,
+                    Err(e) => warn!("metrics: {e}"),
+                }
+            });
+        })
+        .map_err(fail)?;
+    Ok(())
 }
 
 /// Serves `endpoint` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>, shutdown: CancellationToken) {
+async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>, shutdown: CancellationToken) {
     if let Ok(address) = listener.local_addr() {
         info!("metrics: http://{address}/metrics, /health, /ready");
     }
@@ -62,7 +88,10 @@ pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>, shutdown: Can
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!("metrics: {peer}: {MAX_CONNECTIONS} connections already, dropped");
+            debug!("metrics: {peer}: {MAX_CONNECTIONS} connections already: busy");
+            let _ = stream.try_write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
             continue;
         };
         let endpoint = endpoint.clone();
@@ -131,21 +160,32 @@ fn respond(endpoint: &Endpoint, method: &str, path: &str) -> (u16, &'static str,
     }
 }
 
-async fn answer(mut stream: TcpStream, endpoint: &Endpoint) {
-    let mut head = Vec::with_capacity(512);
+/// Reads a request's head (up to its blank line) into `head`: whether it is whole.
+async fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> bool {
     let mut buf = [0u8; 1024];
-    let complete = loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break false,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            break true;
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        // Only what came now (and the three bytes before it) can end the head.
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        let tail = &head[from..];
+        if tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n") {
+            return true;
         }
         if head.len() >= MAX_REQUEST {
-            break false;
+            return false;
         }
-    };
+    }
+}
+
+async fn answer(mut stream: TcpStream, endpoint: &Endpoint) {
+    let mut head = Vec::with_capacity(512);
+    let complete = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, &mut head))
+        .await
+        .unwrap_or(false);
     let (status, kind, body, head_only) = match parse_request(&head) {
         Some((method, path)) if complete => {
             let (status, kind, body) = respond(endpoint, method, path);

@@ -361,14 +361,23 @@ impl Fanout {
                 );
             }
             upto = upto.min(recorded.max(floor));
-            self.telemetry.emit(Internal::SinkSpoolBytes {
-                sink: &share.name,
-                bytes: baseline.outbox_bytes_after(recorded)?,
-            });
         }
         let upto = upto.min(self.head.load(Ordering::Acquire));
         if upto > 0 {
             baseline.prune_outbox(upto)?;
+        }
+        // What each sink has yet to deliver, once what the cap let go is gone.
+        for share in &self.shares {
+            let recorded = share.recorded.load(Ordering::Acquire);
+            match baseline.outbox_bytes_after(recorded) {
+                Ok(bytes) => {
+                    self.telemetry.emit(Internal::SinkSpoolBytes {
+                        sink: &share.name,
+                        bytes,
+                    });
+                }
+                Err(e) => warn!("sink {}: measuring its spool: {e}", share.name),
+            }
         }
         Ok(())
     }

@@ -212,6 +212,7 @@ impl Spool {
                 first - 1
             );
             batch.push(self.gap(first - 1, lost));
+            telemetry.emit(Internal::GapReported);
         }
         telemetry.emit(Internal::SinkSpooled {
             sink: name,
@@ -292,6 +293,39 @@ pub fn run(
     let mut closed = false;
     // Since when deliveries have failed (s since the epoch), while they do.
     let mut failing: Option<u64> = None;
+    // Its series exist from the start, at 0: a first drop or refusal shows in `increase()`.
+    for zero in [
+        Internal::SinkDelivered {
+            sink: &name,
+            events: 0,
+        },
+        Internal::SinkFailed {
+            sink: &name,
+            events: 0,
+        },
+        Internal::SinkDropped {
+            sink: &name,
+            events: 0,
+        },
+        Internal::SinkSpooled {
+            sink: &name,
+            events: 0,
+        },
+        Internal::SinkRetries {
+            sink: &name,
+            count: 0,
+        },
+        Internal::SinkQueued {
+            sink: &name,
+            batches: 0,
+        },
+        Internal::SinkFailing {
+            sink: &name,
+            since: None,
+        },
+    ] {
+        telemetry.emit(zero);
+    }
     let grace = if spool.is_some() {
         Duration::ZERO
     } else {
@@ -322,6 +356,10 @@ pub fn run(
         {
             batches.push(more);
         }
+        telemetry.emit(Internal::SinkQueued {
+            sink: &name,
+            batches: queue.len() as u64,
+        });
         closed = closed || queue.is_disconnected() && queue.is_empty();
         let mut batches = after_cursor(batches, cursor);
         if let Some(s) = spool.as_mut() {
@@ -443,6 +481,33 @@ pub fn run(
     }
 }
 
+/// Now, in s since the epoch.
+fn unix_seconds() -> u64 {
+    u64::try_from(fim_core::event::unix_now_ns() / 1_000_000_000).unwrap_or(0)
+}
+
+/// Says whether sink `name` is failing now: `failing` holds since when.
+fn failing_state(telemetry: &Telemetry, name: &str, failing: &mut Option<u64>, now_failing: bool) {
+    match (now_failing, failing.is_some()) {
+        (true, false) => {
+            let since = unix_seconds();
+            *failing = Some(since);
+            telemetry.emit(Internal::SinkFailing {
+                sink: name,
+                since: Some(since),
+            });
+        }
+        (false, true) => {
+            *failing = None;
+            telemetry.emit(Internal::SinkFailing {
+                sink: name,
+                since: None,
+            });
+        }
+        _ => {}
+    }
+}
+
 /// Delivers `batches`, again and again while the receiver is down, reopening the sink
 /// between attempts when asked (a file moved away may be what fails). Gives up with the
 /// last [`Failure::Retry`] only when the queue has closed (the daemon stops) and no attempt
@@ -460,7 +525,7 @@ fn deliver_with_retries(
 ) -> Result<(), Failure> {
     let mut failures = 0u32;
     let mut stopping_since: Option<Instant> = None;
-    let now = || u64::try_from(fim_core::event::unix_now_ns() / 1_000_000_000).unwrap_or(0);
+    let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
     loop {
         let why = match sink.deliver(batches) {
             Err(Failure::Retry(why)) => why,
@@ -471,32 +536,31 @@ fn deliver_with_retries(
                         sink.name()
                     );
                 }
-                // The receiver answered: it is up, whatever it made of the events.
-                if failing.take().is_some() {
-                    telemetry.emit(Internal::SinkFailing {
-                        sink: sink.name(),
-                        since: None,
-                    });
-                }
-                if !matches!(other, Err(Failure::Fatal(_) | Failure::Reject(_))) {
+                // Delivered, if only in part: the sink works. Refused whole, or stopped: it
+                // fails (a receiver that refuses every event, bad credentials among them).
+                let delivered = match &other {
+                    Ok(()) => true,
+                    Err(Failure::Refused {
+                        events: refused, ..
+                    }) => *refused < events,
+                    Err(_) => false,
+                };
+                failing_state(telemetry, sink.name(), failing, !delivered);
+                if delivered {
                     telemetry.emit(Internal::SinkSucceeded {
                         sink: sink.name(),
-                        unix_seconds: now(),
+                        unix_seconds: unix_seconds(),
                     });
                 }
                 return other;
             }
         };
         failures += 1;
-        if failing.is_none() {
-            let since = now();
-            *failing = Some(since);
-            telemetry.emit(Internal::SinkFailing {
-                sink: sink.name(),
-                since: Some(since),
-            });
-        }
-        telemetry.emit(Internal::SinkRetry { sink: sink.name() });
+        failing_state(telemetry, sink.name(), failing, true);
+        telemetry.emit(Internal::SinkRetries {
+            sink: sink.name(),
+            count: 1,
+        });
         if failures.is_power_of_two() {
             warn!(
                 "sink {}: delivery failed ({failures} attempt(s)), trying again: {why}",
@@ -517,7 +581,10 @@ fn deliver_with_retries(
         }
         if reopen.generation() != *seen {
             *seen = reopen.generation();
-            sink.reopen().map_err(Failure::Fatal)?;
+            if let Err(e) = sink.reopen() {
+                failing_state(telemetry, sink.name(), failing, true);
+                return Err(Failure::Fatal(e));
+            }
             info!("sink {}: reopened", sink.name());
         }
     }
@@ -597,10 +664,18 @@ mod tests {
             SINK_DELIVERED, SINK_FAILED, SINK_FAILING, SINK_FAILING_SINCE, SINK_LAST_SUCCESS,
             SINK_RETRIES,
         };
-        // Down three times, then up: three retries, and no longer failing.
+        // Down three times, then up: three retries. Failing at the end only if its last
+        // delivery was refused whole (the one holding 5 and the last event).
         assert_eq!(telemetry.get(SINK_RETRIES, &["flaky"]), 3);
-        assert_eq!(telemetry.get(SINK_FAILING, &["flaky"]), 0);
-        assert_eq!(telemetry.get(SINK_FAILING_SINCE, &["flaky"]), 0);
+        let refused_last = !got.contains(&8);
+        assert_eq!(
+            telemetry.get(SINK_FAILING, &["flaky"]),
+            u64::from(refused_last)
+        );
+        assert_eq!(
+            telemetry.get(SINK_FAILING_SINCE, &["flaky"]) > 0,
+            refused_last
+        );
         assert!(telemetry.get(SINK_LAST_SUCCESS, &["flaky"]) > 1_700_000_000);
         let delivered = telemetry.get(SINK_DELIVERED, &["flaky"]);
         let failed = telemetry.get(SINK_FAILED, &["flaky"]);
