@@ -61,16 +61,6 @@ fn wait_ready(port: u16) {
     }
 }
 
-/// Parses "M" from the daemon's final log line ("N events written, M operations lost").
-fn lost_in_kernel(log: &str) -> f64 {
-    log.lines()
-        .filter_map(|l| l.split("written, ").nth(1))
-        .filter_map(|rest| rest.split(' ').next())
-        .filter_map(|n| n.parse().ok())
-        .next_back()
-        .unwrap_or_else(|| panic!("no final summary in the log:\n{log}"))
-}
-
 #[test]
 fn prometheus_sees_every_change_counted_exactly_and_a_forced_kernel_loss() {
     if !require_privileges() {
@@ -182,7 +172,7 @@ fn prometheus_sees_every_change_counted_exactly_and_a_forced_kernel_loss() {
     assert!(lost > 0.0, "the burst outran the paused daemon's ring");
     assert_eq!(
         lost,
-        lost_in_kernel(&log),
+        fim_tests::lost_in_kernel(&log) as f64,
         "Prometheus has what the daemon counted"
     );
     assert_eq!(gaps, count(&seen, "gap"), "one gap event each");

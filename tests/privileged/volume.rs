@@ -11,16 +11,6 @@ use fim_tests::{is, require_privileges, tempdir};
 /// lost is one operation; a lost announcement whose outcome never follows is one too).
 const BURST: usize = 60_000;
 
-/// Parses "M" from the daemon's final log line ("N events written, M operations lost").
-fn lost_in_kernel(log: &str) -> u64 {
-    log.lines()
-        .filter_map(|l| l.split("written, ").nth(1))
-        .filter_map(|rest| rest.split(' ').next())
-        .filter_map(|n| n.parse().ok())
-        .next_back()
-        .unwrap_or_else(|| panic!("no final summary in the log:\n{log}"))
-}
-
 #[test]
 fn a_burst_beyond_the_ring_is_reported_or_counted_lost_exactly() {
     if !require_privileges() {
@@ -72,7 +62,7 @@ fn a_burst_beyond_the_ring_is_reported_or_counted_lost_exactly() {
     let (seen, log, status) = d.stop();
     assert!(status.success());
     let reported = seen.iter().filter(|v| is(v, "chmod", &f)).count() as u64;
-    let lost = lost_in_kernel(&log);
+    let lost = fim_tests::lost_in_kernel(&log);
     // Every loss is an event too, counted in operations, with its window and roots.
     let gaps: Vec<&serde_json::Value> = seen
         .iter()

@@ -640,3 +640,14 @@ pub fn config_with_sinks(root: &Path, watched: &Path, rule_extra: &str, sinks: &
     .expect("configuration");
     config
 }
+
+/// The operations the daemon counted as lost, from its final log line ("N events written,
+/// M operations lost").
+pub fn lost_in_kernel(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split("written, ").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .filter_map(|n| n.parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no final summary in the log:\n{log}"))
+}
