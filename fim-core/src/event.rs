@@ -388,6 +388,11 @@ pub fn unix_now_ns() -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
+/// Now, in whole seconds since the Unix epoch.
+pub fn unix_now_secs() -> u64 {
+    u64::try_from(unix_now_ns() / 1_000_000_000).unwrap_or(0)
+}
+
 impl ReportedPath {
     /// A complete (not truncated) path obtained from `source`.
     pub fn new(bytes: Vec<u8>, source: PathSource) -> Self {

@@ -216,18 +216,18 @@ fn write_all_at(file: &File, mut buf: &[u8], mut at: u64) -> std::io::Result<()>
     Ok(())
 }
 
-/// Fills `buf` from `at` in `file` (`false`: the file ends first).
-fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<bool> {
+/// Reads into `buf` from `at` in `file` until it is full or the file ends; how many bytes.
+fn read_full_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match read_at(file, &mut buf[got..], at + got as u64) {
-            Ok(0) => return Ok(false),
+            Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    Ok(got)
 }
 
 /// The segment files in `dir`, by the first sequence each holds, with their lengths.
@@ -262,7 +262,7 @@ fn whole_frames_end(file: &File, limit: u64) -> std::io::Result<u64> {
     let mut at = 0u64;
     let mut header = [0u8; HEADER];
     while at + HEADER as u64 <= limit {
-        if !read_exact_at(file, &mut header, at)? {
+        if read_full_at(file, &mut header, at)? < HEADER {
             break;
         }
         let Some(h) = Header::parse(&header) else {
@@ -581,15 +581,7 @@ impl Place {
             && self.offset + need as u64 <= self.buf_at + self.buf.len() as u64;
         if !held {
             self.buf.resize(need.max(READ_CHUNK), 0);
-            let mut got = 0;
-            while got < self.buf.len() {
-                match read_at(&self.file, &mut self.buf[got..], self.offset + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let got = read_full_at(&self.file, &mut self.buf, self.offset)?;
             self.buf.truncate(got);
             self.buf_at = self.offset;
             if got < need {

@@ -458,8 +458,8 @@ pub enum Internal<'a> {
     SinkSpooled { sink: &'a str, events: u64 },
     /// Batches now waiting in a sink's queue.
     SinkQueued { sink: &'a str, batches: u64 },
-    /// A gap event was numbered for the sinks.
-    GapReported,
+    /// Gap events numbered for the sinks (or made by a sink for its spool's cap).
+    GapsReported { count: u64 },
     /// The sensor's loop turned, at `unix_seconds`.
     SensorTurned { unix_seconds: u64 },
     /// The sensor in use, and its tier (`none` without eBPF).
@@ -679,7 +679,7 @@ fn steps<'a>(event: Internal<'a>) -> (Step<'a>, Option<Step<'a>>) {
         I::SinkQueued { sink, batches } => {
             one((SINK_QUEUED, Labels::one(sink), Change::Set(batches)))
         }
-        I::GapReported => one((GAPS, Labels::none(), Change::Add(1))),
+        I::GapsReported { count } => one((GAPS, Labels::none(), Change::Add(count))),
         I::SensorTurned { unix_seconds } => {
             one((SENSOR_LAST_TURN, Labels::none(), Change::Set(unix_seconds)))
         }

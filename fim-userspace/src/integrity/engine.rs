@@ -243,6 +243,21 @@ pub struct Engine {
     backlog_said: usize,
 }
 
+/// Counts the hash `result` holds, begun at `started`, if it was read now.
+fn count_hash(
+    telemetry: &Telemetry,
+    hashing: Hashing<'_>,
+    result: &Result<Option<Snapshot>, ObserveError>,
+    started: Instant,
+) {
+    if let Some(bytes) = read_to_hash(hashing, result) {
+        telemetry.emit(Internal::HashTook {
+            bytes,
+            micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+}
+
 /// The bytes read to hash what `hashing` asked for, when `result` is a digest read now (not
 /// one reused from an unchanged file, nor a deferral).
 fn read_to_hash(
@@ -295,13 +310,7 @@ impl Engine {
                         let hashing = job.hashing();
                         let started = Instant::now();
                         let result = observe(&path, hashing, &job.limits, &mut scratch);
-                        if let Some(bytes) = read_to_hash(job.hashing(), &result) {
-                            t.emit(Internal::HashTook {
-                                bytes,
-                                micros: u64::try_from(started.elapsed().as_micros())
-                                    .unwrap_or(u64::MAX),
-                            });
-                        }
+                        count_hash(&t, job.hashing(), &result, started);
                         if tx.send(Done { job, result }).is_err() {
                             break;
                         }
@@ -767,12 +776,7 @@ impl Engine {
         ) {
             Ok(Within::Observed(s)) => {
                 let result = Ok(s);
-                if let Some(bytes) = read_to_hash(job.hashing(), &result) {
-                    self.telemetry.emit(Internal::HashTook {
-                        bytes,
-                        micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    });
-                }
+                count_hash(&self.telemetry, job.hashing(), &result, started);
                 return self.complete(Done { job, result });
             }
             Err(e) => {

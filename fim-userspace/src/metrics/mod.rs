@@ -102,7 +102,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// The verdicts now, also kept in `fim_ready` and `fim_healthy`.
     pub fn verdict(&self) -> Verdict {
-        let now = u64::try_from(fim_core::event::unix_now_ns() / 1_000_000_000).unwrap_or(0);
+        let now = fim_core::event::unix_now_secs();
         let v = assess(&self.telemetry.samples(), now, self.limits);
         self.telemetry.emit(telemetry::Internal::Verdicts {
             ready: v.ready,

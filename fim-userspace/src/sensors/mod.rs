@@ -289,8 +289,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// The loop turned.
     pub fn beat(&mut self, telemetry: &Telemetry) {
-        let now = fim_core::event::unix_now_ns() / 1_000_000_000;
-        let now = u64::try_from(now).unwrap_or(0);
+        let now = fim_core::event::unix_now_secs();
         if now != self.last {
             self.last = now;
             telemetry.emit(fim_core::telemetry::Internal::SensorTurned { unix_seconds: now });

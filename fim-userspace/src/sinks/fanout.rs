@@ -293,9 +293,7 @@ impl Fanout {
                 count,
             });
             if action == fim_core::event::Action::Gap {
-                for _ in 0..count {
-                    self.telemetry.emit(Internal::GapReported);
-                }
+                self.telemetry.emit(Internal::GapsReported { count });
             }
         }
         for (action, count) in suppressed {

@@ -212,7 +212,7 @@ impl Spool {
                 first - 1
             );
             batch.push(self.gap(first - 1, lost));
-            telemetry.emit(Internal::GapReported);
+            telemetry.emit(Internal::GapsReported { count: 1 });
         }
         telemetry.emit(Internal::SinkSpooled {
             sink: name,
@@ -481,16 +481,11 @@ pub fn run(
     }
 }
 
-/// Now, in s since the epoch.
-fn unix_seconds() -> u64 {
-    u64::try_from(fim_core::event::unix_now_ns() / 1_000_000_000).unwrap_or(0)
-}
-
 /// Says whether sink `name` is failing now: `failing` holds since when.
 fn failing_state(telemetry: &Telemetry, name: &str, failing: &mut Option<u64>, now_failing: bool) {
     match (now_failing, failing.is_some()) {
         (true, false) => {
-            let since = unix_seconds();
+            let since = fim_core::event::unix_now_secs();
             *failing = Some(since);
             telemetry.emit(Internal::SinkFailing {
                 sink: name,
@@ -549,7 +544,7 @@ fn deliver_with_retries(
                 if delivered {
                     telemetry.emit(Internal::SinkSucceeded {
                         sink: sink.name(),
-                        unix_seconds: unix_seconds(),
+                        unix_seconds: fim_core::event::unix_now_secs(),
                     });
                 }
                 return other;
