@@ -682,12 +682,19 @@ pub struct WriterState {
     pub writes: u32,
     /// Bits from [`writer_flags`].
     pub flags: u32,
+    /// The process that opened the file (tgid).
+    pub owner: u32,
+    /// Padding (zero).
+    pub _pad: u32,
 }
 
 /// Bits of [`WriterState::flags`].
 pub mod writer_flags {
     /// Some writes did not pass a write syscall (io_uring): `bytes` is not the total.
     pub const UNCOUNTED: u32 = 1 << 0;
+    /// A close of a descriptor to the file was reported while other references remained;
+    /// the counters start again from there (tracepoint tier).
+    pub const REPORTED: u32 = 1 << 1;
 }
 
 /// Byte offsets of the kernel struct fields the programs read, taken from the running

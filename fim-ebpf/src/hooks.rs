@@ -590,7 +590,7 @@ fn set_times(ctx: *mut c_void) -> Option<()> {
 #[fentry]
 #[inline(always)]
 pub fn fim_fentry_filp_close(ctx: FEntryContext) -> u32 {
-    let _ = crate::programs::release_file(arg(ctx.as_ptr(), 0), 0);
+    let _ = crate::programs::release_file(arg(ctx.as_ptr(), 0), 0, crate::programs::Release::Every);
     0
 }
 
@@ -600,7 +600,7 @@ pub fn fim_fentry_filp_close(ctx: FEntryContext) -> u32 {
 #[fentry]
 #[inline(always)]
 pub fn fim_fentry_filp_flush(ctx: FEntryContext) -> u32 {
-    let _ = crate::programs::release_file(arg(ctx.as_ptr(), 0), 0);
+    let _ = crate::programs::release_file(arg(ctx.as_ptr(), 0), 0, crate::programs::Release::Every);
     0
 }
 

@@ -1,6 +1,7 @@
 //! The maps shared with userspace (names from `fim_common::maps`) and per-CPU scratch space.
 
 use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
@@ -134,6 +135,8 @@ pub fn follow_writes(file: u64) {
         bytes: 0,
         writes: 0,
         flags: 0,
+        owner: (bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
     };
     if WRITERS.insert(&file, &fresh, 0).is_err() {
         count_drop(DropReason::WritersFull);

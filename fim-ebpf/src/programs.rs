@@ -10,7 +10,7 @@ use aya_ebpf::{
 use fim_common::{
     AT_FDCWD, AT_REMOVEDIR, COMM_LEN, DropReason, EventBuf, EventKind, FMODE_CREATED, FMODE_WRITE,
     NO_ARG, O_TRUNC, OBJECT_BY_INODE, OPEN_WRITE_MASK, PATH_MAX, Pending, Shape, SyscallSpec,
-    flags, pending_flags, writer_flags,
+    WriterState, flags, pending_flags, writer_flags,
 };
 
 use crate::{
@@ -519,26 +519,57 @@ pub fn fim_enter_dup(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The fd in argument `arg` is being released. When it holds the last reference to a
-/// followed file, report close-after-write; while other fds (dup, fork) still share the
-/// open file, writes through them keep being followed.
+/// The fd in argument `arg` is being released by `close` or `dup2`. This tier sees no other
+/// release (a child's exec or exit drops its copy unseen), so the process that opened the
+/// file reports close-after-write when it closes it, even while another reference remains:
+/// a child forked by another thread holds one until its exec, and waiting for it would lose
+/// the report. The file stays followed; writes through a remaining descriptor are reported
+/// anew. Another process closing its inherited copy reports nothing.
 #[inline(always)]
 fn release_fd<const ARG: usize>(ctx: &TracePointContext) -> Option<()> {
     let fd = syscall_arg::<ARG>(ctx);
     let file = fd_to_file(i64::from(fd as i32))?;
-    release_file(file, syscall_nr(ctx)?)
+    release_file(file, syscall_nr(ctx)?, Release::Descriptor)
 }
 
-/// A reference to `file` is being released (`syscall_nr` 0 outside a syscall). When it is
-/// the last one of a followed file, report close-after-write with the bytes written.
+/// Which release [`release_file`] is told of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// One of every release of the file (kernel-object tiers): report at the last one.
+    Every,
+    /// A descriptor closed by a syscall, the only release the tracepoint tier sees.
+    Descriptor,
+}
+
+/// A reference to `file` is being released (`syscall_nr` 0 outside a syscall). Reports
+/// close-after-write with the bytes written: at the last reference, or (see
+/// [`Release::Descriptor`]) at a descriptor's close after writes not yet reported.
 #[inline(always)]
-pub fn release_file(file: u64, syscall_nr: u32) -> Option<()> {
+pub fn release_file(file: u64, syscall_nr: u32, release: Release) -> Option<()> {
     let state = *unsafe { WRITERS.get(&file) }?;
     let refs: i64 = read(file, off!(file_count))?;
+    let unreported = state.writes != 0 || state.flags & writer_flags::REPORTED == 0;
     if refs > off!(file_count_one) as i64 {
-        return None;
+        let by_owner = (bpf_get_current_pid_tgid() >> 32) as u32 == state.owner;
+        if release == Release::Every || !by_owner || !unreported {
+            return None;
+        }
+        // Still shared: keep following, from zero, and remember this close was reported.
+        let reported = WriterState {
+            bytes: 0,
+            writes: 0,
+            flags: writer_flags::REPORTED,
+            ..state
+        };
+        if WRITERS.insert(&file, &reported, 0).is_err() {
+            count_drop(DropReason::WritersFull);
+        }
+    } else {
+        let _ = WRITERS.remove(&file);
+        if !unreported {
+            return None;
+        }
     }
-    let _ = WRITERS.remove(&file);
     if is_self() {
         return None;
     }

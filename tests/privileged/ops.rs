@@ -139,6 +139,94 @@ fn create_write_close_report_mode_bytes_and_inode() {
     );
 }
 
+/// A file whose descriptor is shared with a forked child and a dup. The tracepoint tier
+/// sees releases only at `close`/`dup2`: the process that opened the file reports each of
+/// its closes that follows writes, though the child still holds a copy (a child forked by
+/// another thread holds one until its exec: waiting for it lost the report). The
+/// kernel-object tiers see every release and report once, at the last, made by the child.
+#[test]
+fn a_file_shared_with_a_child_and_a_dup_reports_its_closes() {
+    if !require_privileges() {
+        return;
+    }
+    let (_guard, dir) = tempdir();
+    let mut d = Daemon::start(&[&dir]);
+    let f = dir.join("shared.txt");
+    let me = std::process::id();
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    // SAFETY: plain syscalls on descriptors this test owns; the child only calls
+    // async-signal-safe functions before `_exit`.
+    let child = unsafe {
+        let fd = libc::open(c(&f).as_ptr(), flags, 0o644);
+        check(fd, "open");
+        check(libc::write(fd, b"hello".as_ptr().cast(), 5) as i32, "write");
+        let mut gate = [0; 2];
+        check(libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC), "pipe2");
+        let child = libc::fork();
+        check(child, "fork");
+        if child == 0 {
+            // Holds its copy of `fd` until the parent closes the gate.
+            libc::close(gate[1]);
+            let mut byte = 0u8;
+            libc::read(gate[0], (&raw mut byte).cast(), 1);
+            libc::_exit(0);
+        }
+        libc::close(gate[0]);
+        let dup = libc::dup(fd);
+        check(dup, "dup");
+        check(libc::close(fd), "close the opened descriptor");
+        check(
+            libc::write(dup, b" world".as_ptr().cast(), 6) as i32,
+            "write through the dup",
+        );
+        check(libc::close(dup), "close the dup");
+        check(libc::close(gate[1]), "open the gate");
+        let mut status = 0;
+        assert_eq!(libc::waitpid(child, &mut status, 0), child);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        child as u32
+    };
+    let whole = fim_tests::sha256_hex(b"hello world");
+    let last = d.wait_for("the last close", |v| {
+        is(v, "close_write", &f) && v["fim"]["after"]["sha256"] == whole.as_str()
+    });
+    let (seen, _, status) = d.stop();
+    assert!(status.success(), "fim exits 0 on SIGINT");
+    let steps: Vec<(String, i64, u32)> = seen
+        .iter()
+        .filter(|v| path(v) == f.to_str().unwrap_or_default())
+        .filter(|v| ["create", "write", "close_write"].contains(&action(v)))
+        .map(|v| {
+            let pid = v["process"]["pid"].as_u64().unwrap_or_default() as u32;
+            let bytes = v["fim"]["bytes_written"].as_i64().unwrap_or(-1);
+            (action(v).to_owned(), bytes, pid)
+        })
+        .collect();
+    let step = |a: &str, bytes: i64, pid: u32| (a.to_owned(), bytes, pid);
+    let expected = if kernel_object_tier() {
+        vec![
+            step("create", -1, me),
+            step("write", 5, me),
+            step("close_write", 11, child),
+        ]
+    } else {
+        vec![
+            step("create", -1, me),
+            step("write", 5, me),
+            step("close_write", 5, me),
+            step("write", 6, me),
+            step("close_write", 6, me),
+        ]
+    };
+    assert_eq!(steps, expected, "action, bytes written, pid: {seen:#?}");
+    if kernel_object_tier() {
+        assert_eq!(
+            last["process"]["parent"]["pid"], me,
+            "forked by this test: {last}"
+        );
+    }
+}
+
 #[test]
 fn open_for_write_and_truncate_by_path_and_fd() {
     if !require_privileges() {
