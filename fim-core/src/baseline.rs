@@ -269,6 +269,9 @@ impl Baseline {
                     target BLOB, acl_access TEXT, acl_default TEXT, capability TEXT,
                     xattrs BLOB, sha256 BLOB, note TEXT) WITHOUT ROWID;
                  CREATE INDEX IF NOT EXISTS entries_by_inode ON entries (ino, dev_major, dev_minor);
+                 CREATE TABLE IF NOT EXISTS registry (
+                    root TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
+                    PRIMARY KEY (root, path)) WITHOUT ROWID;
                  INSERT OR IGNORE INTO meta VALUES ('schema', '{SCHEMA_VERSION}');
                  DROP TABLE IF EXISTS outbox;"
             ))?;

@@ -16,7 +16,7 @@ use crate::{
     attrs::{Content, Snapshot, hex},
     event::{Action, Event, FileEvent, PathSource, ReportedPath, Stamp, Stamped},
     paths::render_bytes,
-    registry::{Data, RegistryEvent},
+    registry::{DataType, RegistryEvent, State, ValueState},
     rules::Matched,
 };
 
@@ -420,7 +420,7 @@ pub fn write_ecs(out: impl std::io::Write, ev: &Stamped, by: &Reporter) -> serde
                 return serde_json::to_writer(out, &file_doc(event, stamp, rules.as_deref(), by));
             }
         },
-        Event::Registry(event) => registry_doc(event, stamp),
+        Event::Registry(event) => registry_doc(event, stamp, rules.as_deref()),
     };
     by.stamp_doc(&mut doc);
     serde_json::to_writer(out, &doc)
@@ -454,18 +454,43 @@ fn schema_errors(doc: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A registry value's data, for `registry.data` and `fim.before` / `fim.after`.
-fn data_doc(d: &Data) -> Value {
-    json!({
-        "type": d.kind.as_str(),
-        "strings": d.strings(),
-        "bytes": hex(&d.bytes),
-    })
+/// A registry value's data for ECS `registry.data`: its type, and its data when kept.
+fn registry_data(v: &ValueState) -> Value {
+    let mut doc = json!({ "type": DataType::from_raw(v.kind).as_str() });
+    if let Some(d) = v.data() {
+        doc["strings"] = json!(d.strings());
+        doc["bytes"] = json!(hex(&d.bytes));
+    }
+    doc
+}
+
+/// What a registry key or value was or is, for `fim.before` / `fim.after`.
+fn registry_state(st: &State) -> Value {
+    match st {
+        State::Value(v) => {
+            let mut doc = registry_data(v);
+            doc["size"] = json!(v.size);
+            doc["sha256"] = json!(hex(&v.sha256));
+            doc
+        }
+        State::Key {
+            last_write,
+            security,
+        } => {
+            let mut doc = json!({
+                "last_write": time_ns(crate::registry::filetime_to_unix_ns(*last_write)),
+            });
+            if let Some(sd) = security {
+                doc["security_sha256"] = json!(hex(sd));
+            }
+            doc
+        }
+    }
 }
 
 /// A change to a registry key or value: ECS `registry.*` (the data now, or the data that
-/// was there for a removal), the values before and after under `fim.*`.
-fn registry_doc(ev: &RegistryEvent, stamp: &Stamp) -> Value {
+/// was there for a removal), what it was and is under `fim.*`, and its rules' fields.
+fn registry_doc(ev: &RegistryEvent, stamp: &Stamp, rules: Option<&Matched>) -> Value {
     let l = &ev.location;
     let mut registry = Map::new();
     registry.insert("hive".into(), json!(l.hive));
@@ -474,27 +499,51 @@ fn registry_doc(ev: &RegistryEvent, stamp: &Stamp) -> Value {
         registry.insert("value".into(), json!(v));
     }
     registry.insert("path".into(), json!(l.path()));
-    if let Some(d) = ev.after.as_ref().or(ev.before.as_ref()) {
-        registry.insert(
-            "data".into(),
-            json!({ "type": d.kind.as_str(), "strings": d.strings() }),
-        );
+    if let Some(State::Value(v)) = ev.after.as_ref().or(ev.before.as_ref()) {
+        registry.insert("data".into(), registry_data(v));
     }
     let mut fim = Map::new();
     fim.insert("origin".into(), json!(ev.origin.as_str()));
     fim.insert("sensor".into(), json!(ev.sensor));
+    fim.insert("registry_view".into(), json!(ev.view.as_str()));
+    if ev.action == Action::Changed {
+        fim.insert("changed".into(), json!(ev.changed));
+    }
     if let Some(b) = &ev.before {
-        fim.insert("before".into(), data_doc(b));
+        fim.insert("before".into(), registry_state(b));
     }
     if let Some(a) = &ev.after {
-        fim.insert("after".into(), data_doc(a));
+        fim.insert("after".into(), registry_state(a));
     }
-    json!({
+    let mut event = json!(event_of("registry", ev.action, stamp));
+    if let Some(m) = rules {
+        event["severity"] = json!(m.severity.ecs());
+        if m.rules.len() > 1 {
+            fim.insert(
+                "rules".into(),
+                json!(m.rules.iter().map(|(name, _)| name).collect::<Vec<_>>()),
+            );
+        }
+    }
+    let mut doc = json!({
         "@timestamp": time_ns(ev.time_unix_ns),
-        "event": event_of("registry", ev.action, stamp),
+        "event": event,
         "registry": registry,
         "fim": fim,
-    })
+    });
+    if let Some(m) = rules {
+        if let Some((name, id)) = m.rules.first() {
+            doc["rule"] = json!({ "name": name, "id": id });
+        }
+        if !m.techniques.is_empty() {
+            doc["threat"] =
+                json!({ "framework": "MITRE ATT&CK", "technique": { "id": m.techniques } });
+        }
+        if !m.tags.is_empty() {
+            doc["tags"] = json!(m.tags);
+        }
+    }
+    doc
 }
 
 fn file_doc<'a>(
@@ -928,7 +977,7 @@ mod tests {
     fn a_registry_change_is_rendered_in_ecs_registry_fields() {
         use crate::{
             event::Origin,
-            registry::{DataType, Location},
+            registry::{Location, View},
         };
         let utf16z = |s: &str| -> Vec<u8> {
             s.encode_utf16()
@@ -936,6 +985,8 @@ mod tests {
                 .flat_map(u16::to_le_bytes)
                 .collect()
         };
+        let good = ValueState::of(1, &utf16z("C:\\good.exe"));
+        let evil = ValueState::of(1, &utf16z("C:\\evil.exe"));
         let ev = RegistryEvent {
             action: Action::Changed,
             time_unix_ns: 1_700_000_000_000_000_000,
@@ -944,24 +995,31 @@ mod tests {
                 key: "SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run".into(),
                 value: Some("Updater".into()),
             },
-            before: Some(Data {
-                kind: DataType::Sz,
-                bytes: utf16z("C:\\good.exe"),
-            }),
-            after: Some(Data {
-                kind: DataType::Sz,
-                bytes: utf16z("C:\\evil.exe"),
-            }),
+            view: View::Wow32,
+            before: Some(State::Value(good.clone())),
+            after: Some(State::Value(evil.clone())),
+            changed: vec!["sha256"],
             origin: Origin::Rescan,
             sensor: "registry",
+        };
+        let matched = Matched {
+            rules: vec![
+                ("run-keys".into(), "FIM-RUN".into()),
+                ("software".into(), "FIM-SW".into()),
+            ],
+            severity: crate::config::Severity::High,
+            techniques: vec!["T1547.001".into()],
+            tags: vec!["persistence".into()],
+            compare: None,
+            rate: None,
         };
         let stamped = Stamped {
             stamp: Stamp {
                 sequence: 9,
                 id: uuid::Uuid::from_u128(1),
             },
-            event: ev.into(),
-            rules: None,
+            event: ev.clone().into(),
+            rules: Some(std::sync::Arc::new(matched)),
         };
         let mut text = Vec::new();
         let by = Reporter::new("test-host".into(), Some("0123456789abcdef".into()));
@@ -974,6 +1032,7 @@ mod tests {
         assert_eq!(v["event"]["type"][0], "change");
         assert_eq!(v["event"]["dataset"], "fim.registry");
         assert_eq!(v["event"]["sequence"], 9);
+        assert_eq!(v["event"]["severity"], 73);
         assert_eq!(v["registry"]["hive"], "HKLM");
         assert_eq!(v["registry"]["value"], "Updater");
         assert_eq!(
@@ -983,8 +1042,59 @@ mod tests {
         assert_eq!(v["registry"]["data"]["type"], "REG_SZ");
         assert_eq!(v["registry"]["data"]["strings"][0], "C:\\evil.exe");
         assert_eq!(v["fim"]["before"]["strings"][0], "C:\\good.exe");
+        assert_eq!(v["fim"]["before"]["sha256"], hex(&good.sha256));
+        assert_eq!(v["fim"]["after"]["size"], evil.size);
+        assert_eq!(v["fim"]["changed"], json!(["sha256"]));
+        assert_eq!(v["fim"]["registry_view"], "32");
         assert_eq!(v["fim"]["origin"], "rescan");
+        assert_eq!(v["fim"]["rules"], json!(["run-keys", "software"]));
+        assert_eq!(v["rule"], json!({"name": "run-keys", "id": "FIM-RUN"}));
+        assert_eq!(v["threat"]["technique"]["id"], json!(["T1547.001"]));
+        assert_eq!(v["tags"], json!(["persistence"]));
         assert!(v.get("file").is_none());
+
+        // A key's creation: its last-write time and descriptor digest; large data is
+        // told by size and digest only.
+        let key = RegistryEvent {
+            action: Action::Added,
+            location: Location {
+                value: None,
+                ..ev.location.clone()
+            },
+            before: None,
+            after: Some(State::Key {
+                last_write: 133_485_408_000_000_000,
+                security: Some([2; 32]),
+            }),
+            changed: Vec::new(),
+            ..ev.clone()
+        };
+        let v = to_ecs(&stamped_registry(key));
+        assert_eq!(v["event"]["type"][0], "creation");
+        assert_eq!(v["fim"]["after"]["last_write"], "2024-01-01T00:00:00Z");
+        assert_eq!(v["fim"]["after"]["security_sha256"], hex(&[2; 32]));
+        assert!(v["registry"].get("data").is_none());
+        assert!(v["fim"].get("changed").is_none());
+        let big = RegistryEvent {
+            action: Action::Removed,
+            before: Some(State::Value(ValueState::of(3, &[0; 5000]))),
+            after: None,
+            ..ev
+        };
+        let v = to_ecs(&stamped_registry(big));
+        assert_eq!(v["registry"]["data"], json!({"type": "REG_BINARY"}));
+        assert_eq!(v["fim"]["before"]["size"], 5000);
+    }
+
+    fn stamped_registry(ev: RegistryEvent) -> Stamped {
+        Stamped {
+            stamp: Stamp {
+                sequence: 10,
+                id: uuid::Uuid::from_u128(2),
+            },
+            event: ev.into(),
+            rules: None,
+        }
     }
 
     #[test]
