@@ -32,6 +32,7 @@ mod rule;
 mod sinks;
 #[cfg(test)]
 mod tests;
+mod windows;
 
 pub use metrics::Metrics;
 pub use rule::{OPERATION_GROUPS, Rule, homes_from_passwd, parse_rate};
@@ -39,6 +40,7 @@ pub use sinks::{
     DEFAULT_FACILITY, Http, Payload, SINK_TYPES, Secret, SinkConfig, SinkKind, Spool, Syslog, Tls,
     Transport, facility_name,
 };
+pub use windows::{FileRule, RegistryRule, Views, Windows, parse_key};
 
 use doc::{Doc, Table};
 use rule::read_rule;
@@ -175,6 +177,8 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// The metrics endpoint and health verdicts.
     pub metrics: Metrics,
+    /// What the Windows build watches.
+    pub windows: Windows,
 }
 
 /// The built-in rule's name.
@@ -248,6 +252,7 @@ impl Config {
             rules: crate::builtin::rules(),
             sinks: Vec::new(),
             metrics: Metrics::default(),
+            windows: Windows::builtin(),
         }
     }
 
@@ -284,6 +289,7 @@ impl Config {
             rules: Vec::new(),
             sinks: Vec::new(),
             metrics: Metrics::default(),
+            windows: Windows::builtin(),
         };
         // Every rule's name with its line and place, valid rule or not, for the duplicate
         // check.
@@ -297,7 +303,14 @@ impl Config {
         if let Some(table) = top.table("metrics", &mut errors) {
             config.metrics = metrics::read_metrics(table, &mut errors);
         }
+        let windows = top.table("windows", &mut errors);
+        let has_windows = windows.is_some();
+        if let Some(table) = windows {
+            config.windows = windows::read_windows(table, &mut errors);
+        }
         match top.take("rule") {
+            // A configuration for Windows alone needs no Linux rule.
+            None if has_windows => {}
             None => {
                 errors.push(ConfigError {
                     line: 1,

@@ -182,6 +182,10 @@ impl Config {
         }
         out.push_str(SINKS_HELP);
         sinks::render_sinks(&self.sinks, &mut out);
+        // Linux hosts see the Windows lists only when they are not the built-in ones.
+        if cfg!(windows) || self.windows != Windows::builtin() {
+            windows::render_windows(&self.windows, &mut out);
+        }
         out
     }
 }

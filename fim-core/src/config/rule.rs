@@ -355,6 +355,44 @@ pub(super) fn read_rule(
             message: "must not be empty (leave it out to report every operation)".into(),
         });
     }
+    let Labels {
+        severity,
+        techniques,
+        tags,
+    } = read_labels(&mut t, errors);
+    t.finish(errors);
+    let rule = match &name {
+        Some((name, _)) if errors.len() == before => Some(Rule {
+            name: name.clone(),
+            id,
+            description,
+            paths,
+            recursive,
+            hash,
+            rate_limit,
+            attributes,
+            exclude,
+            operations,
+            severity,
+            techniques,
+            tags,
+        }),
+        _ => None,
+    };
+    (name, rule)
+}
+
+/// What an event under a rule carries: `severity`, `techniques` and `tags`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Labels {
+    pub severity: Severity,
+    pub techniques: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// Reads `severity` (medium when absent), `techniques` and `tags` from a rule's table.
+pub(super) fn read_labels(t: &mut Table<'_, '_>, errors: &mut Vec<ConfigError>) -> Labels {
+    let doc = t.doc;
     let mut severity = Severity::Medium;
     if let Some((name, span)) = t.string("severity", errors) {
         match Severity::from_name(&name) {
@@ -385,26 +423,11 @@ pub(super) fn read_rule(
             Ok(())
         }
     });
-    t.finish(errors);
-    let rule = match &name {
-        Some((name, _)) if errors.len() == before => Some(Rule {
-            name: name.clone(),
-            id,
-            description,
-            paths,
-            recursive,
-            hash,
-            rate_limit,
-            attributes,
-            exclude,
-            operations,
-            severity,
-            techniques,
-            tags,
-        }),
-        _ => None,
-    };
-    (name, rule)
+    Labels {
+        severity,
+        techniques,
+        tags,
+    }
 }
 
 /// `T` and four digits, optionally a dot and three more.

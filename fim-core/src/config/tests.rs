@@ -47,6 +47,7 @@ fn any_configuration_round_trips_through_its_rendering() {
             sink_failing_after: Duration::from_secs(90),
             sensor_stall_after: Duration::from_secs(20),
         },
+        windows: Windows::builtin(),
     };
     assert_eq!(Config::parse(&config.render()), Ok(config));
     let off = Config {
