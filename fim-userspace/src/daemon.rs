@@ -15,7 +15,7 @@
 //! old set), and last the source's kernel side. What only the new set watches reaches the
 //! kernel after every later stage takes it; what both watch is never let go.
 
-use std::sync::{Arc, atomic::AtomicU64};
+use std::sync::Arc;
 
 use log::{error, info};
 use tokio::sync::{mpsc, oneshot};
@@ -32,10 +32,7 @@ use crate::{
         engine::{Engine, EngineConfig, EngineError, Input, Rewatch},
         observe::Limits,
     },
-    sinks::{
-        self, SinkError, fanout,
-        runner::{Reopen, Spool},
-    },
+    sinks::{SinkError, fanout, outlets, runner::Reopen},
     sources::{self, SourceError, SourceSpec},
 };
 
@@ -105,9 +102,6 @@ const CHANNEL_CAPACITY: usize = 4096;
 const FILTER_BATCH: usize = 256;
 /// Batches buffered between the filter and the engine.
 const ENGINE_BATCHES: usize = 16;
-/// Batches buffered between the engine and the fan-out, and in each sink's queue (the engine
-/// sends what one turn of its loop reported, up to a few hundred events, as one batch).
-const SINK_BATCHES: usize = 64;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +115,9 @@ pub enum DaemonError {
     /// A sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The sinks could not start.
+    #[error(transparent)]
+    Start(#[from] outlets::StartError),
     /// The metrics endpoint cannot listen.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::server::BindError),
@@ -183,53 +180,26 @@ pub async fn run(
         });
         crate::metrics::server::start(address, endpoint, endpoint_stop.clone())?;
     }
-    // Every sink is built first: one that cannot start stops the daemon before it begins.
-    let built = pipeline
-        .sinks
-        .iter()
-        .map(|config| sinks::build(config, &pipeline.reporter))
-        .collect::<Result<Vec<_>, _>>()?;
-    let watch = Arc::new(watch);
     let state_dir = integrity.state_dir.clone();
-    // Every sink resumes from its cursor in the outbox; numbering goes on from the last
-    // event committed.
-    let last = last_sequence(&state_dir)?;
-    let head = Arc::new(AtomicU64::new(last));
     let tracker = TaskTracker::new();
-    let mut outlets = Vec::new();
-    let mut shares = Vec::new();
-    let mut sink_tasks = Vec::new();
-    let mut sink_names = Vec::new();
-    for (sink, config) in built.into_iter().zip(&pipeline.sinks) {
-        let name = sink.name().to_owned();
-        let spool = Spool::open(&state_dir, &name, head.clone(), pipeline.reporter.clone())?;
-        shares.push(fanout::SpoolShare {
-            name: name.clone(),
-            recorded: spool.recorded(),
-            max_size: config.spool.max_size,
-        });
-        let (queue_tx, queue_rx) = flume::bounded(SINK_BATCHES);
-        outlets.push(fanout::Outlet::spooled(&name, queue_tx));
-        let t = telemetry.clone();
-        let reopen = pipeline.reopen.clone();
-        sink_tasks
-            .push(tracker.spawn_blocking(move || {
-                sinks::runner::run(sink, queue_rx, t, reopen, Some(spool))
-            }));
-        sink_names.push(name);
-    }
+    let started = outlets::start(
+        &pipeline.sinks,
+        &state_dir,
+        pipeline.rules.clone(),
+        &pipeline.reporter,
+        &pipeline.reopen,
+        &telemetry,
+        &tracker,
+    )?;
+    let (sink_tasks, sink_names) = (started.tasks, started.names);
+    let watch = Arc::new(watch);
     let rules: fanout::LiveRules = Arc::new(std::sync::RwLock::new(pipeline.rules.clone()));
     let ancestry: fanout::ParentOf =
         Box::new(crate::sensors::procfs::ParentCache::default().into_lookup());
-    let output = fanout::Fanout::new(outlets, pipeline.rules.clone(), telemetry.clone())
+    let output = started
+        .fanout
         .with_live_rules(rules.clone())
-        .with_ancestry(ancestry)
-        .reporting_as(pipeline.reporter.clone())
-        .rendering_cef(pipeline.sinks.iter().any(|s| {
-            matches!(&s.kind, fim_core::config::SinkKind::Syslog(syslog)
-                if syslog.payload == fim_core::config::Payload::Cef)
-        }))
-        .with_outbox(last, head, shares);
+        .with_ancestry(ancestry);
     let engine = Engine::start(
         integrity,
         watch.clone(),
@@ -322,11 +292,6 @@ pub async fn run(
         return Err(e.into());
     }
     Ok(())
-}
-
-/// The last sequence the outbox in `state_dir` handed out (0: no baseline yet).
-fn last_sequence(state_dir: &std::path::Path) -> Result<u64, EngineError> {
-    Ok(fim_core::outbox::last_sequence(state_dir)?)
 }
 
 /// The exact watch-set check of `batch` (emptied): the events `watch` covers, each named

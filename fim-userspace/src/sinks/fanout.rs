@@ -27,11 +27,11 @@ use fim_core::{
     ancestry::package_manager,
     baseline::{Baseline, BaselineError},
     ecs::Reporter,
-    event::{Action, FileEvent, Stamper},
+    event::{Action, Event, FileEvent, Stamper},
     event::{PathSource, ReportedPath, Stamped, unix_now_ns},
     outbox::Record,
     ratelimit::{RateLimiter, Summary},
-    rules::{RuleSet, Verdict, behaviour, with_behaviour},
+    rules::{Matched, RuleSet, Verdict, behaviour, with_behaviour},
     telemetry::{Internal, Telemetry},
 };
 
@@ -301,6 +301,32 @@ impl Fanout {
                 .emit(Internal::RuleSuppressed { action, count });
         }
         batch
+    }
+
+    /// Numbers `events` that carry their own rules (the Windows poller's: each watched key
+    /// or file belongs to one rule) and writes them into `baseline`'s open transaction;
+    /// [`Output::publish`] hands them out after the commit.
+    pub fn stage_classified(
+        &mut self,
+        events: Vec<(Event, Option<Arc<Matched>>)>,
+        baseline: &mut Baseline,
+    ) -> Result<(), BaselineError> {
+        let mut counts: HashMap<(&'static str, Action), u64> = HashMap::new();
+        let stamped: Vec<Stamped> = events
+            .into_iter()
+            .map(|(ev, rules)| {
+                *counts.entry((ev.sensor(), ev.action())).or_default() += 1;
+                self.stamper.stamp_with(ev, rules)
+            })
+            .collect();
+        for ((sensor, action), count) in counts {
+            self.telemetry.emit(Internal::Reported {
+                sensor,
+                action,
+                count,
+            });
+        }
+        self.stage_stamped(&stamped, baseline)
     }
 
     /// Renders `stamped` once for every sink.

@@ -10,6 +10,7 @@
 pub mod fanout;
 pub mod file;
 pub mod http;
+pub mod outlets;
 pub mod runner;
 pub mod stdout;
 pub mod syslog;
