@@ -552,14 +552,27 @@ fn file_doc<'a>(
     rules: Option<&'a Matched>,
     by: &'a Reporter,
 ) -> FileDoc<'a> {
-    let slash = ev.path.bytes.iter().rposition(|&b| b == b'/').unwrap_or(0);
-    let mut file = FileObject {
-        path: render_bytes(&ev.path.bytes),
-        name: render_bytes(&ev.path.bytes[slash + 1..]),
-        directory: render_bytes(if slash == 0 {
-            b"/"
+    // A Windows path (`C:\dir\name`, from the Windows build) splits at its backslashes.
+    let p = &ev.path.bytes;
+    let windows = (p.len() >= 3 && p[1] == b':' && p[2] == b'\\') || p.starts_with(b"\\\\");
+    let sep = if windows { b'\\' } else { b'/' };
+    let slash = p.iter().rposition(|&b| b == sep).unwrap_or(0);
+    // Windows names are Unicode (fim converts them from UTF-16): shown as they are, without
+    // the escaping of backslashes that Linux's arbitrary bytes need.
+    let render = |b: &[u8]| {
+        if windows {
+            String::from_utf8_lossy(b).into_owned()
         } else {
-            &ev.path.bytes[..slash]
+            render_bytes(b)
+        }
+    };
+    let mut file = FileObject {
+        path: render(p),
+        name: render(&p[slash + 1..]),
+        directory: render(match (slash, windows) {
+            (0, false) => b"/",
+            (_, true) if slash == 2 => &p[..3],
+            _ => &p[..slash],
         }),
         inode: ev.inode.map(|i| i.ino.to_string()),
         device: ev.inode.map(|i| format!("{}:{}", i.major, i.minor)),
@@ -1084,6 +1097,32 @@ mod tests {
         let v = to_ecs(&stamped_registry(big));
         assert_eq!(v["registry"]["data"], json!({"type": "REG_BINARY"}));
         assert_eq!(v["fim"]["before"]["size"], 5000);
+    }
+
+    #[test]
+    fn a_windows_path_is_split_at_its_backslashes() {
+        for (path, directory, name) in [
+            ("C:\\Windows\\win.ini", "C:\\Windows", "win.ini"),
+            ("C:\\autoexec.bat", "C:\\", "autoexec.bat"),
+            ("\\\\server\\share\\x.exe", "\\\\server\\share", "x.exe"),
+        ] {
+            let ev = FileEvent::new(
+                Action::Added,
+                ReportedPath::new(path.as_bytes().to_vec(), PathSource::Scan),
+                "file-poll",
+            );
+            let v = to_ecs(&Stamped {
+                stamp: Stamp {
+                    sequence: 1,
+                    id: uuid::Uuid::from_u128(3),
+                },
+                event: ev.into(),
+                rules: None,
+            });
+            assert_eq!(v["file"]["path"], path);
+            assert_eq!(v["file"]["directory"], directory, "{path}");
+            assert_eq!(v["file"]["name"], name, "{path}");
+        }
     }
 
     fn stamped_registry(ev: RegistryEvent) -> Stamped {

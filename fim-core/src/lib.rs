@@ -15,6 +15,7 @@ pub mod config;
 pub mod defaults;
 pub mod ecs;
 pub mod event;
+pub mod filepoll;
 pub mod hash;
 pub mod outbox;
 pub mod packages;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Action, Origin};
 
 pub mod diff;
+pub mod poll;
 pub mod snapshot;
 pub mod store;
 
