@@ -62,6 +62,9 @@ pub fn matched(
     })
 }
 
+/// Registry events with the rule each falls under.
+pub type Classified = Vec<(RegistryEvent, Arc<Matched>)>;
+
 /// Every watched key, with what the last poll found.
 #[derive(Debug, Default)]
 pub struct Poller {
@@ -133,7 +136,7 @@ impl Poller {
         which: impl Fn(usize) -> bool,
         origin: Origin,
         baseline: &mut Baseline,
-    ) -> Result<(Vec<(RegistryEvent, Arc<Matched>)>, PollStats), BaselineError> {
+    ) -> Result<(Classified, PollStats), BaselineError> {
         let mut out = Vec::new();
         let mut stats = PollStats::default();
         let now = crate::event::unix_now_ns();
