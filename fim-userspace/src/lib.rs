@@ -31,3 +31,5 @@ pub mod sinks;
 pub mod sources;
 #[cfg(all(test, target_os = "linux"))]
 mod test_support;
+#[cfg(windows)]
+pub mod windows;

@@ -1,5 +1,5 @@
-//! The `fim` binary. Its sensors and integrity engine are Linux's; on other targets this
-//! build has nothing to watch with yet and says so.
+//! The `fim` binary: Linux's sensors and integrity engine, or on Windows the registry and
+//! file poller; on other targets this build has nothing to watch with and says so.
 
 use std::process::ExitCode;
 
@@ -11,7 +11,12 @@ fn main() -> ExitCode {
     cli::main()
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+fn main() -> ExitCode {
+    fim_userspace::windows::cli::main()
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 fn main() -> ExitCode {
     eprintln!(
         "fim: error: this build has no sensor for {}: fim watches files on Linux only",

@@ -11,7 +11,6 @@
 //! sink since when it has been failing (`fim_sink_failing_since_timestamp_seconds`).
 
 pub mod render;
-#[cfg(target_os = "linux")]
 pub mod server;
 pub mod status;
 
