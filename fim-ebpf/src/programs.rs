@@ -521,10 +521,11 @@ pub fn fim_enter_dup(ctx: TracePointContext) -> u32 {
 
 /// The fd in argument `arg` is being released by `close` or `dup2`. This tier sees no other
 /// release (a child's exec or exit drops its copy unseen), so the process that opened the
-/// file reports close-after-write when it closes it, even while another reference remains:
-/// a child forked by another thread holds one until its exec, and waiting for it would lose
-/// the report. The file stays followed; writes through a remaining descriptor are reported
-/// anew. Another process closing its inherited copy reports nothing.
+/// file reports close-after-write when it closes it after writes, even while another
+/// reference remains: a child forked by another thread holds one until its exec, and
+/// waiting for it would lose the report. The file stays followed; writes through a
+/// remaining descriptor are reported anew. Another process closing its inherited copy
+/// reports nothing.
 #[inline(always)]
 fn release_fd<const ARG: usize>(ctx: &TracePointContext) -> Option<()> {
     let fd = syscall_arg::<ARG>(ctx);
@@ -548,10 +549,11 @@ pub enum Release {
 pub fn release_file(file: u64, syscall_nr: u32, release: Release) -> Option<()> {
     let state = *unsafe { WRITERS.get(&file) }?;
     let refs: i64 = read(file, off!(file_count))?;
-    let unreported = state.writes != 0 || state.flags & writer_flags::REPORTED == 0;
     if refs > off!(file_count_one) as i64 {
+        // Only after writes: a shell's `open; dup2 to 1; close` must not report a close
+        // before the command writes (the last close reports then).
         let by_owner = (bpf_get_current_pid_tgid() >> 32) as u32 == state.owner;
-        if release == Release::Every || !by_owner || !unreported {
+        if release == Release::Every || !by_owner || state.writes == 0 {
             return None;
         }
         // Still shared: keep following, from zero, and remember this close was reported.
@@ -566,7 +568,8 @@ pub fn release_file(file: u64, syscall_nr: u32, release: Release) -> Option<()> 
         }
     } else {
         let _ = WRITERS.remove(&file);
-        if !unreported {
+        // Reported at an earlier close, nothing written since.
+        if state.writes == 0 && state.flags & writer_flags::REPORTED != 0 {
             return None;
         }
     }
