@@ -33,6 +33,8 @@ const WINDOWS_CRATES: &[&str] = &["fim-common", "fim-core", "fim-userspace"];
 const WINDOWS_PACKAGES: &[&str] = &["gcc-mingw-w64-x86-64"];
 /// Debian packages of the receivers the sink tests send to (rsyslog over TCP and TLS),
 /// and the `openssl` that makes their test certificates.
+/// Wine runs `fim.exe` for the Windows tests (8.0 in Debian 12; no display needed).
+const WINE_PACKAGES: &[&str] = &["wine", "wine64"];
 const RECEIVER_PACKAGES: &[&str] = &[
     "rsyslog",
     "rsyslog-gnutls",
@@ -311,11 +313,40 @@ fn check_windows() -> Result<()> {
     cargo(&args)
 }
 
+/// Wine, `fim.exe` and the stand-in `bcryptprimitives.dll` Wine 8.0 lacks, for the Windows
+/// tests (`tests/wine`). Returns the paths of the executable and the DLL.
+fn wine_setup() -> Result<(PathBuf, PathBuf)> {
+    apt_install(WINE_PACKAGES)?;
+    step("building fim.exe (debug) for the Wine tests");
+    cargo(&[
+        "build",
+        "--target",
+        WINDOWS_TARGET,
+        "-p",
+        "fim-userspace",
+        "--bin",
+        "fim",
+    ])?;
+    let dir = root().join("target/wine");
+    std::fs::create_dir_all(&dir)?;
+    let dll = dir.join("bcryptprimitives.dll");
+    run(Command::new("x86_64-w64-mingw32-gcc")
+        .args(["-shared", "-O2", "-o"])
+        .arg(&dll)
+        .arg(root().join("xtask/wine/bcryptprimitives.c"))
+        .arg("-ladvapi32"))?;
+    Ok((
+        root().join(format!("target/{WINDOWS_TARGET}/debug/fim.exe")),
+        dll,
+    ))
+}
+
 fn test(host_only: bool) -> Result<()> {
     setup()?;
     step("checking formatting");
     cargo(&["fmt", "--all", "--", "--check"])?;
     check_windows()?;
+    let (fim_exe, wine_shim) = wine_setup()?;
     apt_install(RECEIVER_PACKAGES)?;
     syslog_ng()?;
     step("building fim (debug) for the privileged tests");
@@ -338,6 +369,8 @@ fn test(host_only: bool) -> Result<()> {
             "4",
         ])
         .env("FIM_BIN", root().join("target/debug/fim"))
+        .env("FIM_EXE", &fim_exe)
+        .env("FIM_WINE_SHIM", &wine_shim)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("spawning cargo test")?;

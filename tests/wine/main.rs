@@ -1,0 +1,414 @@
+//! `fim.exe` under Wine, in a fresh prefix each: registry values of every type, subkeys,
+//! deleted keys, the 32-bit view and the default value, changed through `wine reg` while
+//! it runs and while it is stopped; the Windows files of the built-in list changed from
+//! the host. Each event is asserted whole enough to name what changed, before and after,
+//! and the rule and technique it carries.
+
+mod harness;
+
+use harness::{Fim, Prefix, require_wine};
+use serde_json::{Value, json};
+
+const RUN: &str = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Run";
+const RUN_KEY: &str = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Run";
+const WOW_RUN_KEY: &str = r"SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Run";
+const KNOWN_DLLS: &str = r"HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\KnownDLLs";
+const PUBLIC_PROFILE: &str =
+    r"HKLM\SYSTEM\CurrentControlSet\Services\SharedAccess\Parameters\FirewallPolicy\PublicProfile";
+const STATE: &str = r"C:\fim\state";
+const CONFIG: &str = r"C:\fim\fim.toml";
+
+/// The built-in configuration as fim.exe prints it, polling every 2 s, with one more rule:
+/// a key read in the 32-bit view.
+fn write_config(prefix: &Prefix, exe: &std::path::Path) {
+    let mut cmd = prefix.command("timeout");
+    cmd.arg("60")
+        .arg("wine")
+        .arg(exe)
+        .args(["config", "default"]);
+    let out = cmd.output().expect("fim.exe config default");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        text.contains("[windows]"),
+        "Windows prints its lists:\n{text}"
+    );
+    let interval = "poll_interval = \"5m\"";
+    assert!(text.contains(interval), "{text}");
+    let text = text.replace(interval, "poll_interval = \"2s\"")
+        + "\n[[windows.registry]]\nname = \"test-32-bit-view\"\nkeys = ['HKLM\\SOFTWARE\\FimView']\nview = \"32\"\ndepth = 1\nseverity = \"low\"\n";
+    std::fs::create_dir_all(prefix.c("fim")).expect("C:\\fim");
+    std::fs::write(prefix.c("fim/fim.toml"), text).expect("writing the configuration");
+}
+
+fn start(prefix: &Prefix, exe: &std::path::Path) -> Fim {
+    Fim::start(
+        prefix,
+        exe,
+        &[
+            "--config",
+            CONFIG,
+            "--state-dir",
+            STATE,
+            "--metrics-address",
+            "off",
+        ],
+    )
+}
+
+fn action(v: &Value) -> &str {
+    v["event"]["action"].as_str().unwrap_or_default()
+}
+
+/// A registry event on `key` (under HKLM) and `value` (`None`: the key itself).
+fn on(v: &Value, act: &str, key: &str, value: Option<&str>) -> bool {
+    v["event"]["category"][0] == "registry"
+        && action(v) == act
+        && v["registry"]["key"] == key
+        && v["registry"].get("value").and_then(Value::as_str) == value
+}
+
+/// Asserts what every registry event says of itself and its rule.
+fn assert_registry(v: &Value, rule: &str, technique: Option<&str>, origin: &str) {
+    assert_eq!(v["registry"]["hive"], "HKLM", "{v}");
+    let path = match v["registry"].get("value").and_then(Value::as_str) {
+        Some(name) => format!(
+            "HKLM\\{}\\{name}",
+            v["registry"]["key"].as_str().unwrap_or_default()
+        ),
+        None => format!(
+            "HKLM\\{}",
+            v["registry"]["key"].as_str().unwrap_or_default()
+        ),
+    };
+    assert_eq!(v["registry"]["path"], path.as_str(), "{v}");
+    assert_eq!(v["event"]["dataset"], "fim.registry", "{v}");
+    assert_eq!(v["rule"]["name"], rule, "{v}");
+    match technique {
+        Some(t) => assert_eq!(v["threat"]["technique"]["id"], json!([t]), "{v}"),
+        None => assert!(v.get("threat").is_none(), "{v}"),
+    }
+    assert_eq!(v["fim"]["origin"], origin, "{v}");
+    assert_eq!(v["fim"]["sensor"], "registry", "{v}");
+}
+
+fn strings(v: &Value, side: &str) -> Value {
+    v["fim"][side]["strings"].clone()
+}
+
+#[test]
+fn every_kind_of_registry_change_is_reported_while_running_and_while_stopped() {
+    let Some((exe, shim)) = require_wine() else {
+        return;
+    };
+    let prefix = Prefix::new(&shim);
+    write_config(&prefix, &exe);
+    // A Wine prefix has neither: made before fim.exe starts, so they are in its baseline.
+    prefix.reg(&[
+        "add",
+        KNOWN_DLLS,
+        "/v",
+        "kernel32",
+        "/d",
+        "kernel32.dll",
+        "/f",
+    ]);
+    prefix.reg(&[
+        "add",
+        PUBLIC_PROFILE,
+        "/v",
+        "EnableFirewall",
+        "/t",
+        "REG_DWORD",
+        "/d",
+        "1",
+        "/f",
+    ]);
+    let mut fim = start(&prefix, &exe);
+    let run_rule = ("windows-run-keys", Some("T1547.001"));
+
+    // A value of every type.
+    let types: [(&str, &str, &str, Value); 6] = [
+        ("FimSz", "REG_SZ", r"C:\evil.exe", json!([r"C:\evil.exe"])),
+        (
+            "FimExpand",
+            "REG_EXPAND_SZ",
+            r"%SystemRoot%\evil.exe",
+            json!([r"%SystemRoot%\evil.exe"]),
+        ),
+        (
+            "FimMulti",
+            "REG_MULTI_SZ",
+            r"one\0two",
+            json!(["one", "two"]),
+        ),
+        ("FimDword", "REG_DWORD", "16", json!(["16"])),
+        (
+            "FimQword",
+            "REG_QWORD",
+            "0x100000000",
+            json!(["4294967296"]),
+        ),
+        ("FimBinary", "REG_BINARY", "deadbeef", json!(["deadbeef"])),
+    ];
+    for (name, kind, data, shown) in &types {
+        prefix.reg(&["add", RUN, "/v", name, "/t", kind, "/d", data, "/f"]);
+        let v = fim.wait_for(name, |v| on(v, "added", RUN_KEY, Some(name)));
+        assert_registry(&v, run_rule.0, run_rule.1, "realtime");
+        assert_eq!(v["event"]["type"], json!(["creation"]));
+        assert_eq!(v["registry"]["data"]["type"], *kind, "{v}");
+        assert_eq!(v["registry"]["data"]["strings"], *shown, "{v}");
+        assert_eq!(v["fim"]["after"]["type"], *kind, "{v}");
+        assert_eq!(v["fim"]["registry_view"], "64");
+        assert!(v["fim"]["before"].is_null(), "{v}");
+    }
+
+    // Content, then type, changed; a value deleted.
+    prefix.reg(&["add", RUN, "/v", "FimSz", "/d", r"C:\evil2.exe", "/f"]);
+    let v = fim.wait_for("FimSz changed", |v| {
+        on(v, "changed", RUN_KEY, Some("FimSz"))
+    });
+    assert_registry(&v, run_rule.0, run_rule.1, "realtime");
+    assert_eq!(strings(&v, "before"), json!([r"C:\evil.exe"]));
+    assert_eq!(strings(&v, "after"), json!([r"C:\evil2.exe"]));
+    assert_eq!(v["fim"]["changed"], json!(["size", "sha256"]));
+    assert_eq!(v["fim"]["before"]["size"], 24);
+    assert_eq!(v["fim"]["after"]["size"], 26);
+    prefix.reg(&[
+        "add", RUN, "/v", "FimDword", "/t", "REG_SZ", "/d", "16", "/f",
+    ]);
+    let v = fim.wait_for("FimDword retyped", |v| {
+        on(v, "changed", RUN_KEY, Some("FimDword"))
+    });
+    assert_eq!(v["fim"]["changed"], json!(["type", "size", "sha256"]));
+    assert_eq!(v["fim"]["before"]["type"], "REG_DWORD");
+    assert_eq!(v["fim"]["after"]["type"], "REG_SZ");
+    prefix.reg(&["delete", RUN, "/v", "FimBinary", "/f"]);
+    let v = fim.wait_for("FimBinary removed", |v| {
+        on(v, "removed", RUN_KEY, Some("FimBinary"))
+    });
+    assert_registry(&v, run_rule.0, run_rule.1, "realtime");
+    assert_eq!(v["event"]["type"], json!(["deletion"]));
+    assert_eq!(v["fim"]["before"]["bytes"], "deadbeef");
+    assert!(v["fim"]["after"].is_null(), "{v}");
+
+    // The default value.
+    prefix.reg(&["add", RUN, "/ve", "/d", r"C:\default.exe", "/f"]);
+    let v = fim.wait_for("default value", |v| on(v, "added", RUN_KEY, Some("")));
+    assert_eq!(v["registry"]["path"], format!("{RUN}\\"));
+    assert_eq!(strings(&v, "after"), json!([r"C:\default.exe"]));
+    prefix.reg(&["add", RUN, "/ve", "/d", r"C:\other.exe", "/f"]);
+    let v = fim.wait_for("default value changed", |v| {
+        on(v, "changed", RUN_KEY, Some(""))
+    });
+    assert_eq!(strings(&v, "before"), json!([r"C:\default.exe"]));
+
+    // A subkey made, then deleted: the key and its value each way.
+    let sub = format!(r"{RUN}\FimSub");
+    let sub_key = format!(r"{RUN_KEY}\FimSub");
+    prefix.reg(&["add", &sub, "/v", "Inner", "/d", "x", "/f"]);
+    let key = fim.wait_for("subkey", |v| on(v, "added", &sub_key, None));
+    assert_registry(&key, run_rule.0, run_rule.1, "realtime");
+    assert!(key["fim"]["after"]["last_write"].is_string(), "{key}");
+    assert!(key["fim"]["after"]["security_sha256"].is_string(), "{key}");
+    assert!(key["registry"].get("data").is_none(), "{key}");
+    let value = fim.wait_for("its value", |v| on(v, "added", &sub_key, Some("Inner")));
+    assert!(value["event"]["sequence"].as_u64() > key["event"]["sequence"].as_u64());
+    prefix.reg(&["delete", &sub, "/f"]);
+    let gone = fim.wait_for("subkey deleted", |v| on(v, "removed", &sub_key, None));
+    assert_eq!(gone["event"]["type"], json!(["deletion"]));
+    let v = fim.wait_for("its value deleted", |v| {
+        on(v, "removed", &sub_key, Some("Inner"))
+    });
+    assert_eq!(strings(&v, "before"), json!(["x"]));
+
+    // The 32-bit view: a 32-bit program's Run key is WOW6432Node's, in the built-in list;
+    // and a key configured in the 32-bit view.
+    prefix.reg(&[
+        "add",
+        RUN,
+        "/v",
+        "Fim32",
+        "/d",
+        r"C:\wow.exe",
+        "/f",
+        "/reg:32",
+    ]);
+    fim.wait_for("WOW6432Node Run key", |v| on(v, "added", WOW_RUN_KEY, None));
+    let v = fim.wait_for("its value", |v| on(v, "added", WOW_RUN_KEY, Some("Fim32")));
+    assert_registry(&v, run_rule.0, run_rule.1, "realtime");
+    assert_eq!(strings(&v, "after"), json!([r"C:\wow.exe"]));
+    prefix.reg(&[
+        "add",
+        r"HKLM\SOFTWARE\FimView",
+        "/v",
+        "V",
+        "/d",
+        "y",
+        "/f",
+        "/reg:32",
+    ]);
+    let v = fim.wait_for("32-bit view key", |v| {
+        on(v, "added", r"SOFTWARE\FimView", Some("V"))
+    });
+    assert_registry(&v, "test-32-bit-view", None, "realtime");
+    assert_eq!(v["fim"]["registry_view"], "32");
+    assert_eq!(v["event"]["severity"], 21);
+
+    // KnownDLLs and the firewall policy, with their techniques.
+    prefix.reg(&["add", KNOWN_DLLS, "/v", "fimdll", "/d", "fim.dll", "/f"]);
+    let known = &KNOWN_DLLS[5..];
+    let v = fim.wait_for("KnownDLLs", |v| on(v, "added", known, Some("fimdll")));
+    assert_registry(&v, "windows-known-dlls", Some("T1574.001"), "realtime");
+    prefix.reg(&[
+        "add",
+        PUBLIC_PROFILE,
+        "/v",
+        "EnableFirewall",
+        "/t",
+        "REG_DWORD",
+        "/d",
+        "0",
+        "/f",
+    ]);
+    let profile = &PUBLIC_PROFILE[5..];
+    let v = fim.wait_for("firewall off", |v| {
+        on(v, "changed", profile, Some("EnableFirewall"))
+    });
+    assert_registry(&v, "windows-firewall-policy", Some("T1562.004"), "realtime");
+    assert_eq!(strings(&v, "before"), json!(["1"]));
+    assert_eq!(strings(&v, "after"), json!(["0"]));
+
+    let (seen, log, status) = fim.stop();
+    assert!(status.success(), "fim.exe exits 0 on Ctrl-C; log:\n{log}");
+    let sequences: Vec<u64> = seen
+        .iter()
+        .filter_map(|v| v["event"]["sequence"].as_u64())
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[1] == w[0] + 1),
+        "{sequences:?}"
+    );
+    assert!(
+        seen.iter().all(|v| v["event"]["category"][0] == "registry"),
+        "nothing but the registry changed: {seen:#?}"
+    );
+
+    // While stopped: a value changed, one deleted, a key made.
+    prefix.reg(&["add", RUN, "/v", "FimSz", "/d", r"C:\offline.exe", "/f"]);
+    prefix.reg(&["delete", RUN, "/v", "FimQword", "/f"]);
+    prefix.reg(&[
+        "add",
+        &format!(r"{RUN}\Offline"),
+        "/v",
+        "Later",
+        "/d",
+        "z",
+        "/f",
+    ]);
+    let mut fim = start(&prefix, &exe);
+    // In key order, and in value-name order within a key.
+    let v = fim.wait_for("deleted while stopped", |v| {
+        on(v, "removed", RUN_KEY, Some("FimQword"))
+    });
+    assert_registry(&v, run_rule.0, run_rule.1, "found_at_start");
+    assert_eq!(strings(&v, "before"), json!(["4294967296"]));
+    let v = fim.wait_for("changed while stopped", |v| {
+        on(v, "changed", RUN_KEY, Some("FimSz"))
+    });
+    assert_registry(&v, run_rule.0, run_rule.1, "found_at_start");
+    assert_eq!(strings(&v, "before"), json!([r"C:\evil2.exe"]));
+    assert_eq!(strings(&v, "after"), json!([r"C:\offline.exe"]));
+    let offline = format!(r"{RUN_KEY}\Offline");
+    fim.wait_for("key made while stopped", |v| on(v, "added", &offline, None));
+    let v = fim.wait_for("its value", |v| on(v, "added", &offline, Some("Later")));
+    assert_registry(&v, run_rule.0, run_rule.1, "found_at_start");
+    let first = sequences.last().copied().unwrap_or_default();
+    assert!(
+        fim.seen
+            .iter()
+            .all(|v| v["event"]["sequence"].as_u64() > Some(first)),
+        "numbering goes on after a restart"
+    );
+    let (_, log, status) = fim.stop();
+    assert!(status.success(), "{log}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    fim_tests::sha256_hex(bytes)
+}
+
+/// A file event on `path`.
+fn file_on(v: &Value, act: &str, path: &str) -> bool {
+    v["event"]["category"][0] == "file" && action(v) == act && v["file"]["path"] == path
+}
+
+#[test]
+fn windows_files_are_reported_created_changed_and_deleted_while_running_and_while_stopped() {
+    let Some((exe, shim)) = require_wine() else {
+        return;
+    };
+    let prefix = Prefix::new(&shim);
+    write_config(&prefix, &exe);
+    let win_ini = prefix.c("windows/win.ini");
+    let before = std::fs::read(&win_ini).expect("win.ini");
+    let mut fim = start(&prefix, &exe);
+
+    let mut after = before.clone();
+    after.extend_from_slice(b"[fim]\r\nchanged=1\r\n");
+    std::fs::write(&win_ini, &after).expect("writing win.ini");
+    let v = fim.wait_for("win.ini changed", |v| {
+        file_on(v, "changed", r"C:\Windows\win.ini")
+    });
+    assert_eq!(v["file"]["name"], "win.ini");
+    assert_eq!(v["file"]["directory"], r"C:\Windows");
+    assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(&before));
+    assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(&after));
+    assert_eq!(v["file"]["hash"]["sha256"], sha256_hex(&after));
+    let changed = v["fim"]["changed"].as_array().cloned().unwrap_or_default();
+    assert!(
+        changed.contains(&json!("size")) && changed.contains(&json!("sha256")),
+        "{v}"
+    );
+    assert!(
+        v["fim"]["after"]["acl_access"]
+            .as_str()
+            .is_some_and(|a| a.contains("D:")),
+        "the owner and DACL: {v}"
+    );
+    assert_eq!(v["rule"]["name"], "windows-files");
+    assert_eq!(v["fim"]["sensor"], "file-poll");
+
+    let autoexec = prefix.c("autoexec.bat");
+    std::fs::write(&autoexec, b"@echo off\r\n").expect("autoexec.bat");
+    let v = fim.wait_for("autoexec.bat created", |v| {
+        file_on(v, "added", r"C:\autoexec.bat")
+    });
+    assert_eq!(v["file"]["directory"], r"C:\");
+    assert_eq!(v["fim"]["after"]["sha256"], sha256_hex(b"@echo off\r\n"));
+    assert_eq!(v["fim"]["after"]["size"], 11);
+    std::fs::remove_file(&autoexec).expect("removing autoexec.bat");
+    let v = fim.wait_for("autoexec.bat deleted", |v| {
+        file_on(v, "removed", r"C:\autoexec.bat")
+    });
+    assert!(v["fim"]["after"].is_null(), "{v}");
+    let (_, log, status) = fim.stop();
+    assert!(status.success(), "{log}");
+
+    // While stopped.
+    let system_ini = prefix.c("windows/system.ini");
+    let old = std::fs::read(&system_ini).expect("system.ini");
+    std::fs::write(&system_ini, b"[boot]\r\nshell=evil.exe\r\n").expect("system.ini");
+    let mut fim = start(&prefix, &exe);
+    let v = fim.wait_for("system.ini changed while stopped", |v| {
+        file_on(v, "changed", r"C:\Windows\system.ini")
+    });
+    assert_eq!(v["fim"]["origin"], "found_at_start");
+    assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(&old));
+    let (_, log, status) = fim.stop();
+    assert!(status.success(), "{log}");
+}
