@@ -603,11 +603,13 @@ fn file_doc<'a>(
         let a = &after.attrs;
         file.file_type = Some(a.file_type.as_str());
         file.size = Some(a.size);
-        file.mode = Some(format!("{:04o}", a.mode));
-        file.uid = Some(a.uid.to_string());
-        file.gid = Some(a.gid.to_string());
-        file.inode = Some(a.ino.to_string());
-        file.device = Some(format!("{}:{}", a.dev_major, a.dev_minor));
+        if !windows {
+            file.mode = Some(format!("{:04o}", a.mode));
+            file.uid = Some(a.uid.to_string());
+            file.gid = Some(a.gid.to_string());
+            file.inode = Some(a.ino.to_string());
+            file.device = Some(format!("{}:{}", a.dev_major, a.dev_minor));
+        }
         file.mtime = Some(time_ns(i128::from(a.mtime_ns)));
         file.ctime = Some(time_ns(i128::from(a.ctime_ns)));
         file.hash = after.sha256().map(|d| Sha256 { sha256: hex(d) });
@@ -634,8 +636,8 @@ fn file_doc<'a>(
         merged: ev.merged,
         origin: integrity.map(|i| i.origin.as_str()),
         changed: integrity.map(|i| i.changed.iter().map(|a| a.as_str()).collect()),
-        before: integrity.map(|i| i.before.as_ref().map(snapshot_doc)),
-        after: integrity.map(|i| i.after.as_ref().map(snapshot_doc)),
+        before: integrity.map(|i| i.before.as_ref().map(|b| snapshot_doc(b, windows))),
+        after: integrity.map(|i| i.after.as_ref().map(|a| snapshot_doc(a, windows))),
         package_manager: ev
             .package_manager
             .as_deref()
@@ -840,11 +842,17 @@ struct SnapshotDoc<'a> {
     #[serde(rename = "type")]
     file_type: &'static str,
     size: u64,
-    mode: String,
-    uid: u32,
-    gid: u32,
-    inode: u64,
-    device: String,
+    // Unix only: a Windows file (`C:\...`) has none of these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inode: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
     nlink: u64,
     mtime: String,
     ctime: String,
@@ -864,16 +872,17 @@ struct SnapshotDoc<'a> {
     hash_status: Option<String>,
 }
 
-fn snapshot_doc(s: &Snapshot) -> SnapshotDoc<'_> {
+fn snapshot_doc(s: &Snapshot, windows: bool) -> SnapshotDoc<'_> {
     let a = &s.attrs;
+    let unix = !windows;
     SnapshotDoc {
         file_type: a.file_type.as_str(),
         size: a.size,
-        mode: format!("{:04o}", a.mode),
-        uid: a.uid,
-        gid: a.gid,
-        inode: a.ino,
-        device: format!("{}:{}", a.dev_major, a.dev_minor),
+        mode: unix.then(|| format!("{:04o}", a.mode)),
+        uid: unix.then_some(a.uid),
+        gid: unix.then_some(a.gid),
+        inode: unix.then_some(a.ino),
+        device: unix.then(|| format!("{}:{}", a.dev_major, a.dev_minor)),
         nlink: a.nlink,
         mtime: time_ns(i128::from(a.mtime_ns)),
         ctime: time_ns(i128::from(a.ctime_ns)),
@@ -1106,11 +1115,26 @@ mod tests {
             ("C:\\autoexec.bat", "C:\\", "autoexec.bat"),
             ("\\\\server\\share\\x.exe", "\\\\server\\share", "x.exe"),
         ] {
-            let ev = FileEvent::new(
+            let mut ev = FileEvent::new(
                 Action::Added,
                 ReportedPath::new(path.as_bytes().to_vec(), PathSource::Scan),
                 "file-poll",
             );
+            let after = Snapshot {
+                attrs: crate::filepoll::windows_attrs(
+                    3,
+                    0,
+                    0,
+                    1,
+                    Some("O:BAD:(A;;FA;;;SY)".into()),
+                ),
+                content: Some(Content::Sha256([1; 32])),
+                package: None,
+            };
+            ev.integrity = Some(Box::new(crate::event::Integrity {
+                after: Some(after),
+                ..crate::event::Integrity::unobserved(crate::event::Origin::Rescan, None)
+            }));
             let v = to_ecs(&Stamped {
                 stamp: Stamp {
                     sequence: 1,
@@ -1122,6 +1146,13 @@ mod tests {
             assert_eq!(v["file"]["path"], path);
             assert_eq!(v["file"]["directory"], directory, "{path}");
             assert_eq!(v["file"]["name"], name, "{path}");
+            // No Unix values on a Windows file: its owner and DACL are the ACL.
+            for unix in ["mode", "uid", "gid", "inode", "device"] {
+                assert!(v["file"].get(unix).is_none(), "{unix} in {v}");
+                assert!(v["fim"]["after"].get(unix).is_none(), "{unix} in {v}");
+            }
+            assert_eq!(v["fim"]["after"]["acl_access"], "O:BAD:(A;;FA;;;SY)");
+            assert_eq!(v["file"]["size"], 3);
         }
     }
 

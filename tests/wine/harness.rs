@@ -12,35 +12,46 @@ use std::{
 
 use serde_json::Value;
 
-/// `fim.exe` and the stand-in `bcryptprimitives.dll` (built by `cargo xtask test`), when
-/// Wine can run them. Outside CI a missing piece skips the test, saying why; in CI it fails.
-pub fn require_wine() -> Option<(PathBuf, PathBuf)> {
-    let exe = std::env::var_os("FIM_EXE").map(PathBuf::from);
-    let shim = std::env::var_os("FIM_WINE_SHIM").map(PathBuf::from);
+/// What the Wine tests run, built by `cargo xtask test`.
+pub struct Kit {
+    /// `fim.exe`.
+    pub exe: PathBuf,
+    /// The stand-in `bcryptprimitives.dll`.
+    pub shim: PathBuf,
+    /// `fimacl.exe`, which sets a key's or a file's owner and DACL.
+    pub acl: PathBuf,
+}
+
+/// The kit, when Wine can run it. Outside CI a missing piece skips the test, saying why;
+/// in CI it fails.
+pub fn require_wine() -> Option<Kit> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+    };
     let wine = Command::new("wine")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let why = match (&exe, &shim) {
-        _ if !wine => Some("wine is not installed".to_owned()),
-        (Some(e), Some(s)) if e.exists() && s.exists() => None,
-        _ => Some(
-            "FIM_EXE and FIM_WINE_SHIM do not name fim.exe and the shim (run `cargo xtask test`)"
-                .to_owned(),
-        ),
+    let kit = match (var("FIM_EXE"), var("FIM_WINE_SHIM"), var("FIM_WINE_ACL")) {
+        (Some(exe), Some(shim), Some(acl)) => Some(Kit { exe, shim, acl }),
+        _ => None,
     };
-    match why {
-        None => Some((exe?, shim?)),
-        Some(why) if std::env::var_os("CI").is_some() => {
-            panic!("Wine test cannot run in CI: {why}")
+    let why = match &kit {
+        _ if !wine => "wine is not installed",
+        None => {
+            "FIM_EXE, FIM_WINE_SHIM and FIM_WINE_ACL do not name what `cargo xtask test` builds"
         }
-        Some(why) => {
-            eprintln!("skipping Wine test: {why}");
-            None
-        }
+        Some(_) => return kit,
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("Wine test cannot run in CI: {why}");
     }
+    eprintln!("skipping Wine test: {why}");
+    None
 }
 
 /// A Wine prefix made for one test.
@@ -89,6 +100,27 @@ impl Prefix {
         cmd.stdin(Stdio::null());
         cmd.output()
             .unwrap_or_else(|e| panic!("running {program}: {e}"))
+    }
+
+    /// `wine PROGRAM ARGS`, which must succeed; what it printed.
+    pub fn wine(&self, program: &Path, args: &[&str]) -> String {
+        let mut cmd = self.command("timeout");
+        cmd.arg("60")
+            .arg("wine")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null());
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+        assert!(
+            out.status.success(),
+            "wine {} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `wine reg ARGS`, which must succeed.

@@ -6,7 +6,7 @@
 
 mod harness;
 
-use harness::{Fim, Prefix, require_wine};
+use harness::{Fim, Kit, Prefix, require_wine};
 use serde_json::{Value, json};
 
 const RUN: &str = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Run";
@@ -102,7 +102,7 @@ fn strings(v: &Value, side: &str) -> Value {
 
 #[test]
 fn every_kind_of_registry_change_is_reported_while_running_and_while_stopped() {
-    let Some((exe, shim)) = require_wine() else {
+    let Some(Kit { exe, shim, acl }) = require_wine() else {
         return;
     };
     let prefix = Prefix::new(&shim);
@@ -225,6 +225,23 @@ fn every_kind_of_registry_change_is_reported_while_running_and_while_stopped() {
         on(v, "removed", &sub_key, Some("Inner"))
     });
     assert_eq!(strings(&v, "before"), json!(["x"]));
+
+    // The key's ACL: no notification tells it (Wine's nor Windows'), the full poll does.
+    prefix.wine(
+        &acl,
+        &["key", RUN, "O:BAD:(A;;KA;;;SY)(A;;KA;;;BA)(A;;KA;;;WD)"],
+    );
+    let v = fim.wait_for("Run key ACL", |v| on(v, "changed", RUN_KEY, None));
+    assert_registry(&v, run_rule.0, run_rule.1, "rescan");
+    assert_eq!(v["fim"]["changed"], json!(["acl"]));
+    assert_ne!(
+        v["fim"]["before"]["security_sha256"], v["fim"]["after"]["security_sha256"],
+        "{v}"
+    );
+    assert_eq!(
+        v["fim"]["before"]["last_write"],
+        v["fim"]["after"]["last_write"]
+    );
 
     // The 32-bit view: a 32-bit program's Run key is WOW6432Node's, in the built-in list;
     // and a key configured in the 32-bit view.
@@ -349,7 +366,7 @@ fn file_on(v: &Value, act: &str, path: &str) -> bool {
 
 #[test]
 fn windows_files_are_reported_created_changed_and_deleted_while_running_and_while_stopped() {
-    let Some((exe, shim)) = require_wine() else {
+    let Some(Kit { exe, shim, acl }) = require_wine() else {
         return;
     };
     let prefix = Prefix::new(&shim);
@@ -383,6 +400,21 @@ fn windows_files_are_reported_created_changed_and_deleted_while_running_and_whil
     assert_eq!(v["rule"]["name"], "windows-files");
     assert_eq!(v["fim"]["sensor"], "file-poll");
 
+    // The file's owner and DACL.
+    prefix.wine(&acl, &["file", r"C:\Windows\win.ini", "O:BAD:(A;;FR;;;WD)"]);
+    let v = fim.wait_for("win.ini ACL", |v| {
+        file_on(v, "changed", r"C:\Windows\win.ini") && v["fim"]["changed"] == json!(["acl_access"])
+    });
+    assert_ne!(
+        v["fim"]["before"]["acl_access"],
+        v["fim"]["after"]["acl_access"]
+    );
+    assert_eq!(
+        v["fim"]["after"]["sha256"],
+        sha256_hex(&after),
+        "content unchanged"
+    );
+
     let autoexec = prefix.c("autoexec.bat");
     std::fs::write(&autoexec, b"@echo off\r\n").expect("autoexec.bat");
     let v = fim.wait_for("autoexec.bat created", |v| {
@@ -411,4 +443,99 @@ fn windows_files_are_reported_created_changed_and_deleted_while_running_and_whil
     assert_eq!(v["fim"]["before"]["sha256"], sha256_hex(&old));
     let (_, log, status) = fim.stop();
     assert!(status.success(), "{log}");
+}
+
+#[test]
+fn the_service_installs_runs_until_stopped_and_uninstalls() {
+    let Some(Kit { exe, shim, .. }) = require_wine() else {
+        return;
+    };
+    let prefix = Prefix::new(&shim);
+    std::fs::create_dir_all(prefix.c("fim")).expect("C:\\fim");
+    // The service's events go to a file sink: a service has no console.
+    std::fs::write(
+        prefix.c("fim/service.toml"),
+        "[windows]\npoll_interval = \"2s\"\n\
+         [[windows.registry]]\nname = \"service-test\"\nkeys = ['HKLM\\SOFTWARE\\FimService']\n\
+         techniques = [\"T1112\"]\n\
+         [[windows.files]]\nname = \"none\"\npaths = ['C:\\fim\\absent.txt']\n\
+         [sinks.events]\ntype = \"file\"\npath = 'C:\\fim\\events.json'\n",
+    )
+    .expect("the configuration");
+    std::fs::copy(&exe, prefix.c("fim/fim.exe")).expect("fim.exe into the prefix");
+    let installed = std::path::Path::new(r"C:\fim\fim.exe");
+    let out = prefix.wine(
+        installed,
+        &[
+            "service",
+            "install",
+            "--config",
+            r"C:\fim\service.toml",
+            "--state-dir",
+            r"C:\fim\service-state",
+            "--metrics-address",
+            "off",
+        ],
+    );
+    assert!(out.contains("installed the service `fim`"), "{out}");
+    // Wine's service manager may start an automatic service by itself first.
+    let started = prefix.run("wine", &["net", "start", "fim"], 60);
+    let said = String::from_utf8_lossy(&started.stdout).into_owned()
+        + &String::from_utf8_lossy(&started.stderr);
+    assert!(
+        started.status.success() || said.contains("already running"),
+        "net start fim: {said}"
+    );
+    let events = prefix.c("fim/events.json");
+    // The first poll makes the sink's file; wait for it, then change the key.
+    let ready = std::time::Instant::now();
+    while !events.exists()
+        && prefix
+            .c("fim/service-state")
+            .read_dir()
+            .map_or(true, |mut d| d.next().is_none())
+    {
+        assert!(
+            ready.elapsed() < std::time::Duration::from_secs(60),
+            "the service never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    prefix.reg(&[
+        "add",
+        r"HKLM\SOFTWARE\FimService",
+        "/v",
+        "Svc",
+        "/d",
+        "on",
+        "/f",
+    ]);
+    let start = std::time::Instant::now();
+    let found = loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        let docs: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if let Some(v) = docs
+            .iter()
+            .find(|v| on(v, "added", r"SOFTWARE\FimService", Some("Svc")))
+        {
+            break v.clone();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the service did not report the change; its file holds:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_registry(&found, "service-test", Some("T1112"), "realtime");
+    assert_eq!(strings(&found, "after"), json!(["on"]));
+    let out = prefix.wine(std::path::Path::new("net"), &["stop", "fim"]);
+    assert!(out.contains("stopped"), "{out}");
+    let out = prefix.wine(installed, &["service", "uninstall"]);
+    assert!(out.contains("removed the service `fim`"), "{out}");
+    let again = prefix.run("wine", &["net", "start", "fim"], 60);
+    assert!(!again.status.success(), "the service is gone");
 }

@@ -313,9 +313,10 @@ fn check_windows() -> Result<()> {
     cargo(&args)
 }
 
-/// Wine, `fim.exe` and the stand-in `bcryptprimitives.dll` Wine 8.0 lacks, for the Windows
-/// tests (`tests/wine`). Returns the paths of the executable and the DLL.
-fn wine_setup() -> Result<(PathBuf, PathBuf)> {
+/// Wine, `fim.exe`, the stand-in `bcryptprimitives.dll` Wine 8.0 lacks and the ACL setter
+/// the tests use (Wine has no `icacls` worth the name), for the Windows tests
+/// (`tests/wine`). Returns the paths of the executable, the DLL and the helper.
+fn wine_setup() -> Result<(PathBuf, PathBuf, PathBuf)> {
     apt_install(WINE_PACKAGES)?;
     step("building fim.exe (debug) for the Wine tests");
     cargo(&[
@@ -335,9 +336,16 @@ fn wine_setup() -> Result<(PathBuf, PathBuf)> {
         .arg(&dll)
         .arg(root().join("xtask/wine/bcryptprimitives.c"))
         .arg("-ladvapi32"))?;
+    let acl = dir.join("fimacl.exe");
+    run(Command::new("x86_64-w64-mingw32-gcc")
+        .args(["-municode", "-O2", "-o"])
+        .arg(&acl)
+        .arg(root().join("xtask/wine/fimacl.c"))
+        .arg("-ladvapi32"))?;
     Ok((
         root().join(format!("target/{WINDOWS_TARGET}/debug/fim.exe")),
         dll,
+        acl,
     ))
 }
 
@@ -346,7 +354,7 @@ fn test(host_only: bool) -> Result<()> {
     step("checking formatting");
     cargo(&["fmt", "--all", "--", "--check"])?;
     check_windows()?;
-    let (fim_exe, wine_shim) = wine_setup()?;
+    let (fim_exe, wine_shim, wine_acl) = wine_setup()?;
     apt_install(RECEIVER_PACKAGES)?;
     syslog_ng()?;
     step("building fim (debug) for the privileged tests");
@@ -371,6 +379,7 @@ fn test(host_only: bool) -> Result<()> {
         .env("FIM_BIN", root().join("target/debug/fim"))
         .env("FIM_EXE", &fim_exe)
         .env("FIM_WINE_SHIM", &wine_shim)
+        .env("FIM_WINE_ACL", &wine_acl)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("spawning cargo test")?;
