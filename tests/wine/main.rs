@@ -355,6 +355,23 @@ fn every_kind_of_registry_change_is_reported_while_running_and_while_stopped() {
     assert!(status.success(), "{log}");
 }
 
+/// `GET path` from the metrics endpoint at `address`: the whole answer.
+fn get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("the metrics endpoint");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     fim_tests::sha256_hex(bytes)
 }
@@ -373,7 +390,24 @@ fn windows_files_are_reported_created_changed_and_deleted_while_running_and_whil
     write_config(&prefix, &exe);
     let win_ini = prefix.c("windows/win.ini");
     let before = std::fs::read(&win_ini).expect("win.ini");
-    let mut fim = start(&prefix, &exe);
+    // With its metrics endpoint, which Wine serves on the host's loopback.
+    let metrics = "127.0.0.1:19481";
+    let mut fim = Fim::start(
+        &prefix,
+        &exe,
+        &[
+            "--config",
+            CONFIG,
+            "--state-dir",
+            STATE,
+            "--metrics-address",
+            metrics,
+        ],
+    );
+    assert!(
+        get(metrics, "/ready").starts_with("HTTP/1.1 200"),
+        "ready once polled"
+    );
 
     let mut after = before.clone();
     after.extend_from_slice(b"[fim]\r\nchanged=1\r\n");
@@ -428,6 +462,14 @@ fn windows_files_are_reported_created_changed_and_deleted_while_running_and_whil
         file_on(v, "removed", r"C:\autoexec.bat")
     });
     assert!(v["fim"]["after"].is_null(), "{v}");
+    let text = get(metrics, "/metrics");
+    for series in [
+        "fim_events_total{sensor=\"file-poll\",action=\"changed\"} 2",
+        "fim_events_total{sensor=\"file-poll\",action=\"added\"} 1",
+        "fim_events_total{sensor=\"file-poll\",action=\"removed\"} 1",
+    ] {
+        assert!(text.contains(series), "{series} in:\n{text}");
+    }
     let (_, log, status) = fim.stop();
     assert!(status.success(), "{log}");
 
@@ -464,6 +506,29 @@ fn the_service_installs_runs_until_stopped_and_uninstalls() {
     .expect("the configuration");
     std::fs::copy(&exe, prefix.c("fim/fim.exe")).expect("fim.exe into the prefix");
     let installed = std::path::Path::new(r"C:\fim\fim.exe");
+    // A bad configuration is refused with every problem and its line, exit status 2.
+    std::fs::write(
+        prefix.c("fim/bad.toml"),
+        "[windows]\n[[windows.registry]]\nname = \"x\"\nkeys = ['HKXX\\y']\ndepth = 99\n",
+    )
+    .expect("bad configuration");
+    for command in ["run", "service install"] {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.extend(["--config", r"C:\fim\bad.toml"]);
+        let mut cmd = prefix.command("timeout");
+        cmd.arg("60").arg("wine").arg(installed).args(&args);
+        let out = cmd.output().expect("fim.exe");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {said}");
+        assert!(
+            said.contains("line 4: `windows.registry[1].keys[1]`"),
+            "{said}"
+        );
+        assert!(
+            said.contains("line 5: `windows.registry[1].depth`"),
+            "{said}"
+        );
+    }
     let out = prefix.wine(
         installed,
         &[
