@@ -157,29 +157,11 @@ pub async fn run(
     reloads: mpsc::Receiver<Reload>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    // The endpoint first: a taken port stops the daemon before it begins, and `/ready`
-    // says 503 until the sensor is attached and the baseline loaded.
-    {
-        use telemetry::Internal;
-        telemetry.emit(Internal::Build {
-            version: env!("CARGO_PKG_VERSION"),
-        });
-        telemetry.emit(Internal::ConfigHash {
-            hash: pipeline.config_hash,
-        });
-        telemetry.emit(Internal::WatchedRoots {
-            roots: watch.len() as u64,
-        });
-    }
-    let endpoint_stop = CancellationToken::new();
-    let _endpoint_stops = endpoint_stop.clone().drop_guard();
-    if let Some(address) = pipeline.metrics.address {
-        let endpoint = Arc::new(crate::metrics::Endpoint {
-            telemetry: telemetry.clone(),
-            limits: (&pipeline.metrics).into(),
-        });
-        crate::metrics::server::start(address, endpoint, endpoint_stop.clone())?;
-    }
+    // The endpoint first: a taken port stops the daemon before it begins.
+    let _endpoint = crate::metrics::serve(&pipeline.metrics, pipeline.config_hash, &telemetry)?;
+    telemetry.emit(telemetry::Internal::WatchedRoots {
+        roots: watch.len() as u64,
+    });
     let state_dir = integrity.state_dir.clone();
     let tracker = TaskTracker::new();
     let started = outlets::start(

@@ -60,6 +60,21 @@ fn start(prefix: &Prefix, exe: &std::path::Path) -> Fim {
     )
 }
 
+/// Sets the public firewall profile's `EnableFirewall` (a DWORD).
+fn set_firewall(prefix: &Prefix, on: &str) {
+    prefix.reg(&[
+        "add",
+        PUBLIC_PROFILE,
+        "/v",
+        "EnableFirewall",
+        "/t",
+        "REG_DWORD",
+        "/d",
+        on,
+        "/f",
+    ]);
+}
+
 fn action(v: &Value) -> &str {
     v["event"]["action"].as_str().unwrap_or_default()
 }
@@ -117,17 +132,7 @@ fn every_kind_of_registry_change_is_reported_while_running_and_while_stopped() {
         "kernel32.dll",
         "/f",
     ]);
-    prefix.reg(&[
-        "add",
-        PUBLIC_PROFILE,
-        "/v",
-        "EnableFirewall",
-        "/t",
-        "REG_DWORD",
-        "/d",
-        "1",
-        "/f",
-    ]);
+    set_firewall(&prefix, "1");
     let mut fim = start(&prefix, &exe);
     let run_rule = ("windows-run-keys", Some("T1547.001"));
 
@@ -281,17 +286,7 @@ fn every_kind_of_registry_change_is_reported_while_running_and_while_stopped() {
     let known = &KNOWN_DLLS[5..];
     let v = fim.wait_for("KnownDLLs", |v| on(v, "added", known, Some("fimdll")));
     assert_registry(&v, "windows-known-dlls", Some("T1574.001"), "realtime");
-    prefix.reg(&[
-        "add",
-        PUBLIC_PROFILE,
-        "/v",
-        "EnableFirewall",
-        "/t",
-        "REG_DWORD",
-        "/d",
-        "0",
-        "/f",
-    ]);
+    set_firewall(&prefix, "0");
     let profile = &PUBLIC_PROFILE[5..];
     let v = fim.wait_for("firewall off", |v| {
         on(v, "changed", profile, Some("EnableFirewall"))

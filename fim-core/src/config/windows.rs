@@ -527,26 +527,15 @@ mod tests {
                 .find(|r| r.name == name)
                 .map(|r| r.techniques.clone())
         };
-        assert_eq!(
-            technique("windows-run-keys"),
-            Some(vec!["T1547.001".into()])
-        );
-        assert_eq!(
-            technique("windows-winlogon"),
-            Some(vec!["T1547.004".into()])
-        );
-        assert_eq!(
-            technique("windows-known-dlls"),
-            Some(vec!["T1574.001".into()])
-        );
-        assert_eq!(
-            technique("windows-firewall-policy"),
-            Some(vec!["T1562.004".into()])
-        );
-        assert_eq!(
-            technique("windows-sip-providers"),
-            Some(vec!["T1553.003".into()])
-        );
+        for (rule, id) in [
+            ("windows-run-keys", "T1547.001"),
+            ("windows-winlogon", "T1547.004"),
+            ("windows-known-dlls", "T1574.001"),
+            ("windows-firewall-policy", "T1562.004"),
+            ("windows-sip-providers", "T1553.003"),
+        ] {
+            assert_eq!(technique(rule), Some(vec![id.to_owned()]), "{rule}");
+        }
         assert!(w.files[0].paths.iter().any(|p| p == "C:\\Windows\\win.ini"));
     }
 

@@ -20,6 +20,29 @@ use fim_core::telemetry::{
     self, BASELINE_ENTRIES, SENSOR_INFO, SENSOR_LAST_TURN, SINK_FAILING_SINCE, Sample, Telemetry,
 };
 
+/// Says which build and configuration run, and serves the endpoint `metrics` names (if
+/// any) until the returned guard is dropped. A taken port is an error, before anything
+/// else starts; `/ready` says 503 until the source is attached and the baseline loaded.
+pub fn serve(
+    metrics: &fim_core::config::Metrics,
+    config_hash: u64,
+    telemetry: &Arc<Telemetry>,
+) -> Result<tokio_util::sync::DropGuard, server::BindError> {
+    telemetry.emit(telemetry::Internal::Build {
+        version: env!("CARGO_PKG_VERSION"),
+    });
+    telemetry.emit(telemetry::Internal::ConfigHash { hash: config_hash });
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(address) = metrics.address {
+        let endpoint = Arc::new(Endpoint {
+            telemetry: telemetry.clone(),
+            limits: metrics.into(),
+        });
+        server::start(address, endpoint, stop.clone())?;
+    }
+    Ok(stop.drop_guard())
+}
+
 /// When the daemon calls itself unhealthy (`[metrics]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

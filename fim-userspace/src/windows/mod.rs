@@ -20,10 +20,7 @@ use std::{
     },
 };
 
-use fim_core::{
-    config::Config,
-    telemetry::{Internal, Telemetry},
-};
+use fim_core::{config::Config, telemetry::Telemetry};
 use log::{error, info};
 use tokio_util::task::TaskTracker;
 use windows_sys::Win32::{
@@ -138,22 +135,12 @@ pub fn run(config: &Config, state_dir: &Path) -> Result<(), RunError> {
     } else {
         config.sinks.clone()
     };
-    telemetry.emit(Internal::Build {
-        version: env!("CARGO_PKG_VERSION"),
-    });
-    telemetry.emit(Internal::ConfigHash {
-        hash: crate::metrics::config_hash(config),
-    });
     runtime.block_on(async {
-        let endpoint_stop = tokio_util::sync::CancellationToken::new();
-        let _endpoint_stops = endpoint_stop.clone().drop_guard();
-        if let Some(address) = config.metrics.address {
-            let endpoint = Arc::new(crate::metrics::Endpoint {
-                telemetry: telemetry.clone(),
-                limits: (&config.metrics).into(),
-            });
-            crate::metrics::server::start(address, endpoint, endpoint_stop.clone())?;
-        }
+        let _endpoint = crate::metrics::serve(
+            &config.metrics,
+            crate::metrics::config_hash(config),
+            &telemetry,
+        )?;
         std::fs::create_dir_all(state_dir).ok();
         let tracker = TaskTracker::new();
         let started = outlets::start(
