@@ -123,6 +123,11 @@ impl FilePoller {
                 continue;
             }
             let now = match reader.snapshot(&f.path) {
+                // An ACL that could not be read keeps the last one known.
+                Ok(Some(mut s)) if s.attrs.acl_access.is_none() => {
+                    s.attrs.acl_access = f.last.as_ref().and_then(|l| l.attrs.acl_access.clone());
+                    Some(s)
+                }
                 Ok(s) => s,
                 Err(e) => {
                     warn!(
@@ -267,6 +272,14 @@ mod tests {
             ]
         );
         assert_eq!(events[0].1.rules[0].0, "windows-files");
+        // An ACL that cannot be read is not a change.
+        let mut no_acl = file(12, "", 2);
+        no_acl.attrs.acl_access = None;
+        disk.0.insert(WIN_INI.into(), Ok(no_acl));
+        let events = p
+            .poll(&mut disk, |p| p == WIN_INI, Origin::Rescan, &mut b)
+            .expect("poll");
+        assert!(events.is_empty(), "{events:?}");
         // An unreadable file keeps its state; a deleted one is reported.
         disk.0
             .insert(WIN_INI.into(), Err("sharing violation".into()));

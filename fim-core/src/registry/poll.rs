@@ -13,7 +13,7 @@ use log::{info, warn};
 use super::{
     RegistryEvent,
     diff::{Context, diff},
-    snapshot::{Registry, Tree, WatchedKey, walk},
+    snapshot::{Registry, Reuse, Tree, WatchedKey, walk_with},
     store::root_id,
 };
 use crate::{
@@ -144,12 +144,24 @@ impl Poller {
             if !which(i) {
                 continue;
             }
-            let w = walk(reg, &root.watched, &root.tree);
+            // Only a notification's quick look trusts last-write times; polls at start and
+            // on the interval read every value.
+            let reuse = if origin == Origin::Realtime {
+                Reuse::UnchangedKeys
+            } else {
+                Reuse::Nothing
+            };
+            let w = walk_with(reg, &root.watched, &root.tree, reuse);
             stats.keys_read += w.keys_read;
             stats.keys_skipped += w.keys_skipped;
             stats.unreadable += w.unreadable.len() as u64;
             for e in &w.unreadable {
                 warn!("registry: {e}: its last known state is kept");
+            }
+            // A key never read that cannot be read now is not recorded as empty (its
+            // values would all be reported added once it can be read).
+            if !root.known && w.unreadable.iter().any(|e| e.key == root.watched.path) {
+                continue;
             }
             let exists = w.tree.contains_key(&root.watched.path);
             if !exists && !root.missing_told {
@@ -285,7 +297,7 @@ mod tests {
             ]
         );
         assert!(events.iter().all(|(e, _)| e.origin == Origin::Start));
-        assert_eq!(stats.keys_skipped, 1, "the native Run key did not move");
+        assert_eq!(stats.keys_skipped, 0, "a poll at start reads every value");
         b.commit().expect("commit");
         // Only the selected roots are read.
         reg.set(View::Native, RUN, "a", 1, b"z\0");
@@ -300,6 +312,47 @@ mod tests {
     }
 
     #[test]
+    fn a_key_unreadable_at_its_first_poll_or_read_to_a_new_depth_reports_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut reg = FakeRegistry::default();
+        reg.set(View::Native, RUN, "a", 1, b"a\0");
+        reg.set(View::Native, &format!("{RUN}\\Sub"), "b", 1, b"b\0");
+        reg.keys
+            .get_mut(&(View::Native, RUN.to_owned()))
+            .expect("key")
+            .denied = true;
+        let mut b = Baseline::open(dir.path(), Access::Write).expect("open");
+        let mut p = Poller::load(&rules()[..1], &mut b).expect("load");
+        let (events, stats) = p
+            .poll(&mut reg, |_| true, Origin::Start, &mut b)
+            .expect("poll");
+        assert!(events.is_empty());
+        assert_eq!(
+            stats.unreadable, 1,
+            "the native view's key (the 32-bit one is missing)"
+        );
+        reg.keys
+            .get_mut(&(View::Native, RUN.to_owned()))
+            .expect("key")
+            .denied = false;
+        let (events, _) = p
+            .poll(&mut reg, |_| true, Origin::Rescan, &mut b)
+            .expect("poll");
+        assert!(
+            events.is_empty(),
+            "its first reading is its baseline: {events:?}"
+        );
+        // Deeper now: the subkeys it lets in are a new baseline, not additions.
+        let mut deeper = rules();
+        deeper[0].depth = 0;
+        let mut p = Poller::load(&deeper[..1], &mut b).expect("load");
+        let (events, _) = p
+            .poll(&mut reg, |_| true, Origin::Start, &mut b)
+            .expect("poll");
+        assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[test]
     fn keys_no_longer_configured_are_forgotten() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut reg = FakeRegistry::default();
@@ -311,6 +364,13 @@ mod tests {
         let fewer = &rules()[1..];
         let p = Poller::load(fewer, &mut b).expect("load");
         assert_eq!(p.roots.len(), 1);
-        assert!(!b.registry_known(&format!("64:HKLM\\{RUN}")).expect("meta"));
+        assert!(
+            b.registry_known(&format!("64:HKLM\\{KNOWN_DLLS} depth=0"))
+                .expect("meta")
+        );
+        assert!(
+            !b.registry_known(&format!("64:HKLM\\{RUN} depth=1"))
+                .expect("meta")
+        );
     }
 }

@@ -131,6 +131,26 @@ pub struct Walk {
 /// Reads `watched` into a tree. `previous` is what the last walk found under it: keys
 /// whose last-write time it has are not read again. A missing key gives an empty tree.
 pub fn walk<R: Registry>(reg: &mut R, watched: &WatchedKey, previous: &Tree) -> Walk {
+    walk_with(reg, watched, previous, Reuse::UnchangedKeys)
+}
+
+/// Whether a walk keeps the values of keys whose last-write time did not move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Keeps them (a walk woken by a notification: fast).
+    UnchangedKeys,
+    /// Reads every key's values: a last-write time can be set back by whoever can write
+    /// the key (`NtSetInformationKey`), or not move within one clock tick.
+    Nothing,
+}
+
+/// [`walk`], saying whether unchanged keys' values are kept.
+pub fn walk_with<R: Registry>(
+    reg: &mut R,
+    watched: &WatchedKey,
+    previous: &Tree,
+    reuse: Reuse,
+) -> Walk {
     let mut out = Walk::default();
     let mut stack = vec![(watched.path.clone(), 0u32)];
     while let Some((path, depth)) = stack.pop() {
@@ -142,7 +162,7 @@ pub fn walk<R: Registry>(reg: &mut R, watched: &WatchedKey, previous: &Tree) -> 
                 continue;
             }
         };
-        match read_key(reg, &key, watched, previous.get(&path), &mut out) {
+        match read_key(reg, &key, watched, previous.get(&path), reuse, &mut out) {
             Ok((state, subkeys)) => {
                 out.tree.insert(path.clone(), state);
                 if depth < watched.depth {
@@ -162,6 +182,7 @@ fn read_key<R: Registry>(
     key: &R::Key,
     watched: &WatchedKey,
     before: Option<&KeyState>,
+    reuse: Reuse,
     out: &mut Walk,
 ) -> Result<(KeyState, Vec<String>), ReadError> {
     let last_write = reg.last_write(key)?;
@@ -170,7 +191,10 @@ fn read_key<R: Registry>(
         Ok(sd) => Some(crate::hash::sha256(&sd)),
         Err(_) => before.and_then(|b| b.security),
     };
-    let values = match before.filter(|b| b.last_write == last_write && last_write != 0) {
+    let unchanged = |b: &&KeyState| {
+        reuse == Reuse::UnchangedKeys && b.last_write == last_write && last_write != 0
+    };
+    let values = match before.filter(unchanged) {
         Some(b) => {
             out.keys_skipped += 1;
             b.values.clone()
@@ -196,10 +220,8 @@ fn read_key<R: Registry>(
 }
 
 fn keep_previous(out: &mut Walk, previous: &Tree, path: &str, e: ReadError) {
-    for (p, s) in previous.range(path.to_owned()..) {
-        if !below(path, p) {
-            break;
-        }
+    // Not a range scan: siblings such as `X.old` sort between `X` and `X\child`.
+    for (p, s) in previous.iter().filter(|(p, _)| below(path, p)) {
         out.tree.insert(p.clone(), s.clone());
     }
     out.unreadable.push(e);
@@ -407,6 +429,41 @@ mod tests {
         assert_eq!(second.tree, first.tree, "nothing reported deleted");
         assert_eq!(second.unreadable.len(), 1);
         assert_eq!(second.unreadable[0].code, 5);
+    }
+
+    #[test]
+    fn an_unreadable_key_keeps_its_whole_subtree_whatever_its_siblings_names() {
+        let mut reg = FakeRegistry::default();
+        reg.touch(View::Native, RUN);
+        for key in ["X", "X.old", "XBar", "X\\child", "X\\child\\deep"] {
+            reg.set(View::Native, &format!("{RUN}\\{key}"), "v", 1, b"v\0");
+        }
+        let first = walk(&mut reg, &watched(3), &Tree::new());
+        assert_eq!(first.tree.len(), 6);
+        reg.keys
+            .get_mut(&(View::Native, format!("{RUN}\\X")))
+            .expect("key")
+            .denied = true;
+        let second = walk(&mut reg, &watched(3), &first.tree);
+        assert_eq!(second.tree, first.tree, "X\\child is not reported deleted");
+    }
+
+    #[test]
+    fn a_full_walk_reads_values_even_when_the_last_write_time_was_set_back() {
+        let mut reg = FakeRegistry::default();
+        reg.set(View::Native, RUN, "a", 1, b"a\0");
+        let first = walk(&mut reg, &watched(0), &Tree::new());
+        // Timestomped: the value changes, the last-write time is put back.
+        let key = reg
+            .keys
+            .get_mut(&(View::Native, RUN.to_owned()))
+            .expect("key");
+        key.values.insert("a".into(), (1, b"b\0".to_vec()));
+        let quick = walk(&mut reg, &watched(0), &first.tree);
+        assert_eq!(quick.tree, first.tree, "a quick walk trusts the time");
+        let full = walk_with(&mut reg, &watched(0), &first.tree, Reuse::Nothing);
+        assert_ne!(full.tree, first.tree, "a full walk reads the values");
+        assert_eq!(full.keys_skipped, 0);
     }
 
     #[test]

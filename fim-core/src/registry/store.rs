@@ -11,9 +11,16 @@ use super::{
 use crate::baseline::{Baseline, BaselineError};
 
 /// The name a watched key's snapshot is stored under: view, hive and path
-/// (`64:HKLM\SOFTWARE\...`).
+/// (`64:HKLM\SOFTWARE\...`), and what decides what the snapshot holds (depth, excluded
+/// values), so that changing them starts a new snapshot (recorded without events) instead
+/// of reporting what they let in or out as changes.
 pub fn root_id(w: &WatchedKey) -> String {
-    format!("{}:{}\\{}", w.view.as_str(), w.hive.as_str(), w.path)
+    let mut id = format!("{}:{}\\{}", w.view.as_str(), w.hive.as_str(), w.path);
+    id.push_str(&format!(" depth={}", w.depth));
+    if !w.exclude_values.is_empty() {
+        id.push_str(&format!(" exclude={}", w.exclude_values.join("|")));
+    }
+    id
 }
 
 impl Baseline {
@@ -134,7 +141,15 @@ mod tests {
     fn a_snapshot_survives_a_restart_and_only_differences_are_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = root_id(&watched("SOFTWARE\\Run"));
-        assert_eq!(root, "32:HKLM\\SOFTWARE\\Run");
+        assert_eq!(root, "32:HKLM\\SOFTWARE\\Run depth=1");
+        let excluding = WatchedKey {
+            exclude_values: vec!["Temp*".into(), "x".into()],
+            ..watched("SOFTWARE\\Run")
+        };
+        assert_eq!(
+            root_id(&excluding),
+            "32:HKLM\\SOFTWARE\\Run depth=1 exclude=Temp*|x"
+        );
         let mut tree = Tree::new();
         let mut key = KeyState {
             last_write: 5,

@@ -131,7 +131,8 @@ impl FileReader for WinDisk {
             unix_ns(meta.last_write_time()),
             unix_ns(meta.creation_time()),
             1,
-            Some(acl(path)?),
+            // An ACL fim may not read is not a change: the poll keeps the last one known.
+            acl(path).map_err(|e| log::warn!("files: {path}: {e}")).ok(),
         );
         Ok(Some(Snapshot {
             attrs,

@@ -22,7 +22,7 @@ use fim_core::{
 use log::{debug, info, warn};
 use windows_sys::Win32::{
     Foundation::{HANDLE, WAIT_OBJECT_0, WAIT_TIMEOUT},
-    System::Threading::{CreateEventW, WaitForMultipleObjects},
+    System::Threading::{CreateEventW, ResetEvent, WaitForMultipleObjects},
 };
 
 use super::{
@@ -260,8 +260,13 @@ pub fn run(
         let mut changed_dirs = BTreeSet::new();
         for s in fired {
             match watches[s].take() {
-                Some(Watch::Key { root, .. }) => {
+                // Asked again before reading, on the same key: a change made while the
+                // poll reads wakes the next turn.
+                Some(Watch::Key { root, notify }) => {
                     roots.insert(root);
+                    if notify.rearm() {
+                        watches[s] = Some(Watch::Key { root, notify });
+                    }
                 }
                 Some(Watch::Dir { dir, notify }) => {
                     changed_dirs.insert(dir.clone());
@@ -280,6 +285,19 @@ pub fn run(
             &mut files,
             &mut baseline,
         )?;
+        // Notifications that never stop (a missing key watched on a busy ancestor) must
+        // not hold the full poll back.
+        if Instant::now() >= next_full {
+            deliver(
+                &|_| true,
+                &|_| true,
+                Origin::Rescan,
+                &mut keys,
+                &mut files,
+                &mut baseline,
+            )?;
+            next_full = Instant::now() + config.poll_interval;
+        }
     }
     fanout.stage_due(None, &mut baseline)?;
     baseline.commit()?;
@@ -297,6 +315,11 @@ fn arm(keys: &Poller, dirs: &BTreeSet<String>, watches: &mut [Option<Watch>], ev
         }
         let on_key = matches!(&watches[slot], Some(Watch::Key { notify, .. }) if notify.on(&root.watched.path));
         if watches[slot].is_none() || (root.exists() && !on_key) {
+            // Closing a key with a pending notification signals its event: the old watch
+            // goes, and that signal with it, before the new one is armed.
+            watches[slot] = None;
+            // SAFETY: a live event handle.
+            unsafe { ResetEvent(events[slot].0) };
             // SAFETY: `events` outlives every watch (both live for the whole poller).
             watches[slot] = unsafe {
                 Notify::arm(

@@ -234,26 +234,33 @@ impl Registry for WinRegistry {
 /// A change notification on a key (or, while the key is missing, on its nearest existing
 /// ancestor, with its whole subtree, so the key's creation wakes the poller).
 pub struct Notify {
-    key: Option<Key>,
+    key: Key,
+    event: HANDLE,
 }
+
+const NOTIFY_FILTER: u32 = REG_NOTIFY_CHANGE_NAME
+    | REG_NOTIFY_CHANGE_LAST_SET
+    | REG_NOTIFY_CHANGE_SECURITY
+    | REG_NOTIFY_CHANGE_ATTRIBUTES;
 
 impl Notify {
     /// Asks Windows to signal `event` at the next change to `path` or below, in `view`.
-    /// `None` when neither the key nor any ancestor can be watched.
+    /// `None` when the key (or, while it is missing, every ancestor) cannot be watched:
+    /// only a missing key moves the watch up, a key fim may not watch is left to the full
+    /// poll.
     ///
     /// # Safety
     /// `event` is an event handle that stays open while the notification is armed.
     pub unsafe fn arm(hive: Hive, view: View, path: &str, event: HANDLE) -> Option<Self> {
         let mut at = path;
         loop {
-            if let Ok(Some(key)) = open_key(hive, view, at, KEY_NOTIFY) {
-                let filter = REG_NOTIFY_CHANGE_NAME
-                    | REG_NOTIFY_CHANGE_LAST_SET
-                    | REG_NOTIFY_CHANGE_SECURITY
-                    | REG_NOTIFY_CHANGE_ATTRIBUTES;
-                // SAFETY: the key is open; `event` is a live event handle the caller owns.
-                let rc = unsafe { RegNotifyChangeKeyValue(key.handle, 1, filter, event, 1) };
-                return (rc == ERROR_SUCCESS).then_some(Self { key: Some(key) });
+            match open_key(hive, view, at, KEY_NOTIFY) {
+                Ok(Some(key)) => {
+                    let notify = Self { key, event };
+                    return notify.rearm().then_some(notify);
+                }
+                Ok(None) => {}
+                Err(_) => return None,
             }
             match at.rsplit_once('\\') {
                 Some((parent, _)) => at = parent,
@@ -262,8 +269,17 @@ impl Notify {
         }
     }
 
+    /// Asks again for the next change, on the same key: what changed since the last
+    /// notification is told at once. `false`: the key is gone (deleted), arm afresh.
+    pub fn rearm(&self) -> bool {
+        // SAFETY: the key is open; `event` outlives the notification (see `arm`).
+        let rc =
+            unsafe { RegNotifyChangeKeyValue(self.key.handle, 1, NOTIFY_FILTER, self.event, 1) };
+        rc == ERROR_SUCCESS
+    }
+
     /// Whether the notification is on the key itself (not an ancestor).
     pub fn on(&self, path: &str) -> bool {
-        self.key.as_ref().is_some_and(|k| k.path == path)
+        self.key.path == path
     }
 }

@@ -48,7 +48,10 @@ pub fn install(args: &[String]) -> std::io::Result<()> {
     let exe = std::env::current_exe()?;
     let mut command = format!("\"{}\" service run", exe.display());
     for a in args {
-        command.push_str(&format!(" \"{a}\""));
+        // Backslashes before a closing quote are halved by Windows' command-line parsing:
+        // a trailing one (`D:\fim\`) is doubled so the quote still ends the argument.
+        let trailing = a.len() - a.trim_end_matches('\\').len();
+        command.push_str(&format!(" \"{a}{}\"", "\\".repeat(trailing)));
     }
     let scm = manager()?;
     let (name, display, command) = (wide(NAME), wide(DISPLAY), wide(&command));
