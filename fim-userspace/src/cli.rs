@@ -448,6 +448,13 @@ fn prepare(
     flags: &RunFlags,
 ) -> Result<(Config, WatchSet, Arc<RuleSet>), Vec<String>> {
     let (config, _) = effective(common, flags).map_err(|e| vec![e.to_string()])?;
+    if config.rules.is_empty() {
+        return Err(vec![
+            "the configuration has no [[rule]]: nothing to watch on Linux (its [windows] \
+             table is for fim.exe); add a [[rule]] or pass --watch PATH"
+                .into(),
+        ]);
+    }
     let d = &config.daemon;
     let long = [
         ("--hash-quiet", Some(d.hash_quiet)),
@@ -937,6 +944,18 @@ mod tests {
             Some(defaults::RESCAN_INTERVAL)
         );
         assert_eq!(config.rules[0].name, "etc");
+    }
+
+    #[test]
+    fn a_configuration_for_windows_alone_watches_nothing_here_and_says_so() {
+        let (_dir, path) = write_config("[windows]\npoll_interval = \"1m\"\n");
+        let path_arg = path.to_string_lossy().into_owned();
+        let (common, flags) = parse_run(&["--config", &path_arg]).expect("parses");
+        let problems = prepare(&common, &flags).expect_err("refused");
+        assert!(problems[0].contains("no [[rule]]"), "{problems:?}");
+        let (common, flags) =
+            parse_run(&["--config", &path_arg, "--watch", "/etc"]).expect("parses");
+        assert!(prepare(&common, &flags).is_ok(), "--watch gives it a rule");
     }
 
     #[test]
