@@ -532,18 +532,22 @@ fn registry_doc(ev: &RegistryEvent, stamp: &Stamp, rules: Option<&Matched>) -> V
         "fim": fim,
     });
     if let Some(m) = rules {
-        if let Some((name, id)) = m.rules.first() {
-            doc["rule"] = json!({ "name": name, "id": id });
-        }
-        if !m.techniques.is_empty() {
-            doc["threat"] =
-                json!({ "framework": "MITRE ATT&CK", "technique": { "id": m.techniques } });
-        }
-        if !m.tags.is_empty() {
-            doc["tags"] = json!(m.tags);
-        }
+        add_rule_fields(&mut doc, m);
     }
     doc
+}
+
+/// ECS `rule` (the most specific rule), `threat` (their techniques) and `tags` of a
+/// document built as a value (the file document writes them from its struct).
+fn add_rule_fields(doc: &mut Value, m: &Matched) {
+    let (name, id) = m.rules.first().cloned().unwrap_or_default();
+    doc["rule"] = json!({ "name": name, "id": id });
+    if !m.techniques.is_empty() {
+        doc["threat"] = json!({ "framework": "MITRE ATT&CK", "technique": { "id": m.techniques } });
+    }
+    if !m.tags.is_empty() {
+        doc["tags"] = json!(m.tags);
+    }
 }
 
 fn file_doc<'a>(
@@ -784,7 +788,11 @@ fn gap_doc(ev: &FileEvent, gap: &crate::event::Gap, stamp: &Stamp) -> Value {
 /// the last path; with the rule's fields, like the events it stands for.
 fn suppressed_doc(ev: &FileEvent, s: &crate::ratelimit::Summary, stamp: &Stamp) -> Value {
     let m = &s.matched;
-    let (name, id) = m.rules.first().cloned().unwrap_or_default();
+    let name = m
+        .rules
+        .first()
+        .map(|(name, _)| name.as_str())
+        .unwrap_or_default();
     let window = format!("{}s", s.window.as_secs_f64());
     let mut event = json!(event_object(ev, stamp));
     event["severity"] = json!(m.severity.ecs());
@@ -797,7 +805,6 @@ fn suppressed_doc(ev: &FileEvent, s: &crate::ratelimit::Summary, stamp: &Stamp) 
             s.limit,
             render_bytes(&s.last_path)
         ),
-        "rule": {"name": name, "id": id},
         "fim": {
             "suppressed": {
                 "events": s.held,
@@ -809,12 +816,7 @@ fn suppressed_doc(ev: &FileEvent, s: &crate::ratelimit::Summary, stamp: &Stamp) 
             },
         },
     });
-    if !m.techniques.is_empty() {
-        doc["threat"] = json!({"framework": "MITRE ATT&CK", "technique": {"id": m.techniques}});
-    }
-    if !m.tags.is_empty() {
-        doc["tags"] = json!(m.tags);
-    }
+    add_rule_fields(&mut doc, m);
     doc
 }
 

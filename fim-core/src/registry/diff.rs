@@ -122,7 +122,7 @@ mod tests {
     use super::{
         super::{
             Hive, View,
-            snapshot::{fake::FakeRegistry, walk},
+            snapshot::{Reuse, fake::FakeRegistry, walk},
         },
         *,
     };
@@ -177,7 +177,7 @@ mod tests {
         reg.set(View::Native, RUN, "Retype", 1, &sz("12"));
         reg.set(View::Native, RUN, "Gone", 4, &[1, 0, 0, 0]);
         reg.set(View::Native, &format!("{RUN}\\Old"), "x", 3, &[1, 2]);
-        let before = walk(&mut reg, &w, &Tree::new()).tree;
+        let before = walk(&mut reg, &w, &Tree::new(), Reuse::UnchangedKeys).tree;
 
         reg.set(View::Native, RUN, "Edit", 1, &sz("C:\\evil.exe"));
         reg.set(View::Native, RUN, "Retype", 4, &[1, 0, 0, 0]);
@@ -196,7 +196,7 @@ mod tests {
             &7u64.to_le_bytes(),
         );
         reg.touch(View::Native, RUN).security = b"D:(A;;KA;;;WD)".to_vec();
-        let after = walk(&mut reg, &w, &before).tree;
+        let after = walk(&mut reg, &w, &before, Reuse::UnchangedKeys).tree;
 
         let events = diff(&w, &before, &after, cx());
         let s = |x: &str| Some(x.to_owned());
@@ -238,9 +238,9 @@ mod tests {
     fn a_watched_key_that_appears_or_goes_is_reported_whole() {
         let w = watched();
         let mut reg = FakeRegistry::default();
-        let empty = walk(&mut reg, &w, &Tree::new()).tree;
+        let empty = walk(&mut reg, &w, &Tree::new(), Reuse::UnchangedKeys).tree;
         reg.set(View::Native, RUN, "a", 1, &sz("a"));
-        let now = walk(&mut reg, &w, &empty).tree;
+        let now = walk(&mut reg, &w, &empty, Reuse::UnchangedKeys).tree;
         let added = diff(&w, &empty, &now, cx());
         assert_eq!(
             summary(&added),

@@ -13,7 +13,7 @@ use log::{info, warn};
 use super::{
     RegistryEvent,
     diff::{Context, diff},
-    snapshot::{Registry, Reuse, Tree, WatchedKey, walk_with},
+    snapshot::{Registry, Reuse, Tree, WatchedKey, walk},
     store::root_id,
 };
 use crate::{
@@ -140,18 +140,18 @@ impl Poller {
         let mut out = Vec::new();
         let mut stats = PollStats::default();
         let now = crate::event::unix_now_ns();
+        // Only a notification's quick look trusts last-write times; polls at start and on
+        // the interval read every value.
+        let reuse = if origin == Origin::Realtime {
+            Reuse::UnchangedKeys
+        } else {
+            Reuse::Nothing
+        };
         for (i, root) in self.roots.iter_mut().enumerate() {
             if !which(i) {
                 continue;
             }
-            // Only a notification's quick look trusts last-write times; polls at start and
-            // on the interval read every value.
-            let reuse = if origin == Origin::Realtime {
-                Reuse::UnchangedKeys
-            } else {
-                Reuse::Nothing
-            };
-            let w = walk_with(reg, &root.watched, &root.tree, reuse);
+            let w = walk(reg, &root.watched, &root.tree, reuse);
             stats.keys_read += w.keys_read;
             stats.keys_skipped += w.keys_skipped;
             stats.unreadable += w.unreadable.len() as u64;

@@ -128,12 +128,6 @@ pub struct Walk {
     pub keys_skipped: u64,
 }
 
-/// Reads `watched` into a tree. `previous` is what the last walk found under it: keys
-/// whose last-write time it has are not read again. A missing key gives an empty tree.
-pub fn walk<R: Registry>(reg: &mut R, watched: &WatchedKey, previous: &Tree) -> Walk {
-    walk_with(reg, watched, previous, Reuse::UnchangedKeys)
-}
-
 /// Whether a walk keeps the values of keys whose last-write time did not move.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reuse {
@@ -144,13 +138,10 @@ pub enum Reuse {
     Nothing,
 }
 
-/// [`walk`], saying whether unchanged keys' values are kept.
-pub fn walk_with<R: Registry>(
-    reg: &mut R,
-    watched: &WatchedKey,
-    previous: &Tree,
-    reuse: Reuse,
-) -> Walk {
+/// Reads `watched` into a tree. `previous` is what the last walk found under it: with
+/// [`Reuse::UnchangedKeys`], keys whose last-write time it has are not read again. A
+/// missing key gives an empty tree.
+pub fn walk<R: Registry>(reg: &mut R, watched: &WatchedKey, previous: &Tree, reuse: Reuse) -> Walk {
     let mut out = Walk::default();
     let mut stack = vec![(watched.path.clone(), 0u32)];
     while let Some((path, depth)) = stack.pop() {
@@ -376,7 +367,7 @@ mod tests {
             &[2, 0, 0, 0],
         );
         reg.set(View::Wow32, RUN, "Other", 1, b"o\0");
-        let shallow = walk(&mut reg, &watched(1), &Tree::new());
+        let shallow = walk(&mut reg, &watched(1), &Tree::new(), Reuse::UnchangedKeys);
         assert_eq!(
             shallow.tree.keys().collect::<Vec<_>>(),
             [&RUN.to_owned(), &format!("{RUN}\\Sub")]
@@ -385,14 +376,18 @@ mod tests {
             shallow.tree[RUN].values.keys().collect::<Vec<_>>(),
             ["Updater"]
         );
-        let deep = walk(&mut reg, &watched(5), &Tree::new());
+        let deep = walk(&mut reg, &watched(5), &Tree::new(), Reuse::UnchangedKeys);
         assert_eq!(deep.tree.len(), 3);
         assert!(deep.tree[&format!("{RUN}\\Sub")].values.contains_key(""));
         let missing = WatchedKey {
             path: "SOFTWARE\\Nope".into(),
             ..watched(1)
         };
-        assert!(walk(&mut reg, &missing, &Tree::new()).tree.is_empty());
+        assert!(
+            walk(&mut reg, &missing, &Tree::new(), Reuse::UnchangedKeys)
+                .tree
+                .is_empty()
+        );
     }
 
     #[test]
@@ -400,15 +395,15 @@ mod tests {
         let mut reg = FakeRegistry::default();
         reg.set(View::Native, RUN, "a", 1, b"a\0");
         reg.set(View::Native, &format!("{RUN}\\Sub"), "b", 1, b"b\0");
-        let first = walk(&mut reg, &watched(1), &Tree::new());
+        let first = walk(&mut reg, &watched(1), &Tree::new(), Reuse::UnchangedKeys);
         assert_eq!((first.keys_read, first.keys_skipped), (2, 0));
         let reads = reg.value_reads;
-        let again = walk(&mut reg, &watched(1), &first.tree);
+        let again = walk(&mut reg, &watched(1), &first.tree, Reuse::UnchangedKeys);
         assert_eq!((again.keys_read, again.keys_skipped), (0, 2));
         assert_eq!(reg.value_reads, reads);
         assert_eq!(again.tree, first.tree);
         reg.set(View::Native, &format!("{RUN}\\Sub"), "b", 1, b"c\0");
-        let third = walk(&mut reg, &watched(1), &again.tree);
+        let third = walk(&mut reg, &watched(1), &again.tree, Reuse::UnchangedKeys);
         assert_eq!((third.keys_read, third.keys_skipped), (1, 1));
         assert_ne!(third.tree, again.tree);
     }
@@ -419,13 +414,13 @@ mod tests {
         reg.set(View::Native, RUN, "a", 1, b"a\0");
         reg.set(View::Native, &format!("{RUN}\\Locked"), "b", 1, b"b\0");
         reg.set(View::Native, &format!("{RUN}\\Locked\\In"), "c", 1, b"c\0");
-        let first = walk(&mut reg, &watched(3), &Tree::new());
+        let first = walk(&mut reg, &watched(3), &Tree::new(), Reuse::UnchangedKeys);
         assert_eq!(first.tree.len(), 3);
         reg.keys
             .get_mut(&(View::Native, format!("{RUN}\\Locked")))
             .expect("key")
             .denied = true;
-        let second = walk(&mut reg, &watched(3), &first.tree);
+        let second = walk(&mut reg, &watched(3), &first.tree, Reuse::UnchangedKeys);
         assert_eq!(second.tree, first.tree, "nothing reported deleted");
         assert_eq!(second.unreadable.len(), 1);
         assert_eq!(second.unreadable[0].code, 5);
@@ -438,13 +433,13 @@ mod tests {
         for key in ["X", "X.old", "XBar", "X\\child", "X\\child\\deep"] {
             reg.set(View::Native, &format!("{RUN}\\{key}"), "v", 1, b"v\0");
         }
-        let first = walk(&mut reg, &watched(3), &Tree::new());
+        let first = walk(&mut reg, &watched(3), &Tree::new(), Reuse::UnchangedKeys);
         assert_eq!(first.tree.len(), 6);
         reg.keys
             .get_mut(&(View::Native, format!("{RUN}\\X")))
             .expect("key")
             .denied = true;
-        let second = walk(&mut reg, &watched(3), &first.tree);
+        let second = walk(&mut reg, &watched(3), &first.tree, Reuse::UnchangedKeys);
         assert_eq!(second.tree, first.tree, "X\\child is not reported deleted");
     }
 
@@ -452,16 +447,16 @@ mod tests {
     fn a_full_walk_reads_values_even_when_the_last_write_time_was_set_back() {
         let mut reg = FakeRegistry::default();
         reg.set(View::Native, RUN, "a", 1, b"a\0");
-        let first = walk(&mut reg, &watched(0), &Tree::new());
+        let first = walk(&mut reg, &watched(0), &Tree::new(), Reuse::UnchangedKeys);
         // Timestomped: the value changes, the last-write time is put back.
         let key = reg
             .keys
             .get_mut(&(View::Native, RUN.to_owned()))
             .expect("key");
         key.values.insert("a".into(), (1, b"b\0".to_vec()));
-        let quick = walk(&mut reg, &watched(0), &first.tree);
+        let quick = walk(&mut reg, &watched(0), &first.tree, Reuse::UnchangedKeys);
         assert_eq!(quick.tree, first.tree, "a quick walk trusts the time");
-        let full = walk_with(&mut reg, &watched(0), &first.tree, Reuse::Nothing);
+        let full = walk(&mut reg, &watched(0), &first.tree, Reuse::Nothing);
         assert_ne!(full.tree, first.tree, "a full walk reads the values");
         assert_eq!(full.keys_skipped, 0);
     }

@@ -2,7 +2,7 @@
 //! the watched key it was read for, so a change made while fim was stopped is found by
 //! the first walk after it starts.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::{
     KeyState,
@@ -104,19 +104,6 @@ impl Baseline {
         }
         Ok(gone)
     }
-
-    /// The stored state of one key (for tests and `fim scan`-like inspection).
-    pub fn registry_key(&self, root: &str, path: &str) -> Result<Option<KeyState>, BaselineError> {
-        let text: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT state FROM registry WHERE root = ?1 AND path = ?2",
-                params![root, path],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    }
 }
 
 #[cfg(test)]
@@ -177,10 +164,8 @@ mod tests {
         b.commit().expect("commit");
         assert_eq!(b.registry_tree(&root).expect("tree"), after);
         assert_eq!(
-            b.registry_key(&root, "SOFTWARE\\Run")
-                .expect("key")
-                .map(|k| k.last_write),
-            Some(6)
+            b.registry_tree(&root).expect("tree")["SOFTWARE\\Run"].last_write,
+            6
         );
         // An empty snapshot (the key is missing) is known, and creation is then reported.
         let missing = root_id(&watched("SOFTWARE\\Missing"));

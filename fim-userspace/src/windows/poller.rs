@@ -218,75 +218,62 @@ pub fn run(
                 wait.as_millis().min(u128::from(u32::MAX - 1)) as u32,
             )
         };
-        if rc == WAIT_TIMEOUT && Instant::now() < next_full {
-            continue;
-        }
-        if rc == WAIT_TIMEOUT {
+        if rc != WAIT_TIMEOUT {
+            let first = rc.wrapping_sub(WAIT_OBJECT_0) as usize;
+            if first == 0 {
+                info!("stopping");
+                break;
+            }
+            if first >= handles.len() {
+                return Err(PollError::Os(
+                    "WaitForMultipleObjects",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            // Let the burst settle, then take every notification signalled meanwhile.
+            std::thread::sleep(SETTLE);
+            let mut fired = vec![slots[first - 1]];
+            for (k, &h) in handles.iter().enumerate().skip(1) {
+                if k == first {
+                    continue;
+                }
+                // SAFETY: a live handle; a zero timeout only polls it.
+                if unsafe { WaitForMultipleObjects(1, &h, 0, 0) } == WAIT_OBJECT_0 {
+                    fired.push(slots[k - 1]);
+                }
+            }
+            let mut roots = BTreeSet::new();
+            let mut changed_dirs = BTreeSet::new();
+            for s in fired {
+                match watches[s].take() {
+                    // Asked again before reading, on the same key: a change made while the
+                    // poll reads wakes the next turn.
+                    Some(Watch::Key { root, notify }) => {
+                        roots.insert(root);
+                        if notify.rearm() {
+                            watches[s] = Some(Watch::Key { root, notify });
+                        }
+                    }
+                    Some(Watch::Dir { dir, notify }) => {
+                        changed_dirs.insert(dir.clone());
+                        if notify.rearm() {
+                            watches[s] = Some(Watch::Dir { dir, notify });
+                        }
+                    }
+                    None => {}
+                }
+            }
             deliver(
-                &|_| true,
-                &|_| true,
-                Origin::Rescan,
+                &|i| roots.contains(&i),
+                &|p| parent(p).is_some_and(|d| changed_dirs.contains(d)),
+                Origin::Realtime,
                 &mut keys,
                 &mut files,
                 &mut baseline,
             )?;
-            next_full = Instant::now() + config.poll_interval;
-            continue;
         }
-        let first = rc.wrapping_sub(WAIT_OBJECT_0) as usize;
-        if first == 0 {
-            info!("stopping");
-            break;
-        }
-        if first >= handles.len() {
-            return Err(PollError::Os(
-                "WaitForMultipleObjects",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // Let the burst settle, then take every notification signalled meanwhile.
-        std::thread::sleep(SETTLE);
-        let mut fired = vec![slots[first - 1]];
-        for (k, &h) in handles.iter().enumerate().skip(1) {
-            if k == first {
-                continue;
-            }
-            // SAFETY: a live handle; a zero timeout only polls it.
-            if unsafe { WaitForMultipleObjects(1, &h, 0, 0) } == WAIT_OBJECT_0 {
-                fired.push(slots[k - 1]);
-            }
-        }
-        let mut roots = BTreeSet::new();
-        let mut changed_dirs = BTreeSet::new();
-        for s in fired {
-            match watches[s].take() {
-                // Asked again before reading, on the same key: a change made while the
-                // poll reads wakes the next turn.
-                Some(Watch::Key { root, notify }) => {
-                    roots.insert(root);
-                    if notify.rearm() {
-                        watches[s] = Some(Watch::Key { root, notify });
-                    }
-                }
-                Some(Watch::Dir { dir, notify }) => {
-                    changed_dirs.insert(dir.clone());
-                    if notify.rearm() {
-                        watches[s] = Some(Watch::Dir { dir, notify });
-                    }
-                }
-                None => {}
-            }
-        }
-        deliver(
-            &|i| roots.contains(&i),
-            &|p| parent(p).is_some_and(|d| changed_dirs.contains(d)),
-            Origin::Realtime,
-            &mut keys,
-            &mut files,
-            &mut baseline,
-        )?;
-        // Notifications that never stop (a missing key watched on a busy ancestor) must
-        // not hold the full poll back.
+        // The full poll on its interval, woken or not: notifications that never stop (a
+        // missing key watched on a busy ancestor) must not hold it back.
         if Instant::now() >= next_full {
             deliver(
                 &|_| true,
